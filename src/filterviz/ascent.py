@@ -1,0 +1,220 @@
+"""Gradient ascent on the input image: the pure core, and the chunked, jitted entry point.
+
+The core is written for one filter and one image, ``ascend_one(params, layer, filter_index, image)
+-> float32[H, W, 3]``, a ``lax.fori_loop`` over normalised-gradient steps. :func:`ascend` vmaps it
+over a chunk of filters and jits the result once per (layer, image shape, chunk size, steps); filter
+indices and the step size are traced, so every filter of a layer reuses the same program.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from filterviz.errors import FilterIndexError, ImageError
+from filterviz.images import as_image
+from filterviz.model import LAYER_NAMES, LAYERS, Params, forward, layer_spec, output_size
+from filterviz.objectives import filter_mean
+
+GRADIENT_EPSILON = 1e-5
+"""Added to the gradient's RMS before dividing, as the notebook does."""
+
+
+def normalized_ascent_step(gradient: jax.Array, image: jax.Array, step_size: jax.Array | float) -> jax.Array:
+    """The notebook's update, ``image + step_size * gradient / (RMS(gradient) + 1e-5)``; ``[H, W, 3]``."""
+    rms = jnp.sqrt(jnp.mean(jnp.square(gradient)))
+    return image + step_size * gradient / (rms + GRADIENT_EPSILON)
+
+
+def ascend_one(
+    params: Params,
+    layer: str,
+    filter_index: jax.Array | int,
+    image: jax.Array,
+    *,
+    steps: int,
+    step_size: jax.Array | float,
+) -> jax.Array:
+    """``steps`` normalised-gradient steps on ``image float32[H, W, 3]`` raising one filter's mean."""
+    gradient_of = jax.grad(filter_mean, argnums=3)
+
+    def step(_: jax.Array, current: jax.Array) -> jax.Array:
+        return normalized_ascent_step(gradient_of(params, layer, filter_index, current), current, step_size)
+
+    return lax.fori_loop(0, steps, step, image)
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "steps"))
+def ascend_batch(
+    params: Params,
+    layer: str,
+    filter_indices: jax.Array,
+    images: jax.Array,
+    step_size: jax.Array | float,
+    steps: int,
+) -> jax.Array:
+    """:func:`ascend_one` vmapped over ``filter_indices int32[B]`` and ``images float32[B, H, W, 3]``."""
+    one = functools.partial(ascend_one, params, layer, steps=steps, step_size=step_size)
+    return jax.vmap(one)(filter_indices, images)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The public entry point: checks, chunking, default chunk size.
+
+# Per-filter memory of a step is dominated by the activations kept for the backward pass; count them
+# (elements up to the target layer) and allow for the gradients and temporaries alongside.
+_BYTES_PER_ACTIVATION = 4 * 3
+_CPU_MEMORY_BUDGET = 1 << 30
+_CPU_MAX_BATCH = 8  # Batching buys no speed on CPU (measured: bench/), it only bounds memory.
+_ACCELERATOR_MEMORY_FRACTION = 0.4
+_ACCELERATOR_MAX_BATCH = 256
+
+
+def activation_elements(layer: str, height: int, width: int) -> int:
+    """Number of activation values one image produces up to and including ``layer`` (a memory estimate)."""
+    total = height * width * 3
+    for spec in LAYERS[: LAYER_NAMES.index(layer_spec(layer).name) + 1]:
+        h, w = output_size(spec.name, height, width)
+        total += h * w * spec.channels
+    return total
+
+
+def default_batch_size(layer: str, height: int, width: int, device: jax.Device | None = None) -> int:
+    """Filters per compiled chunk for ``layer`` at ``height x width``, chosen from the device's memory.
+
+    On accelerators: as many as fit in 40% of the device memory (at most 256); on CPU, where batching
+    does not speed the convolutions up, at most 8 and within 1 GiB.
+    """
+    device = device or jax.devices()[0]
+    per_filter = activation_elements(layer, height, width) * _BYTES_PER_ACTIVATION
+    if device.platform == "cpu":
+        budget, cap = _CPU_MEMORY_BUDGET, _CPU_MAX_BATCH
+    else:
+        stats = device.memory_stats() or {}
+        limit = stats.get("bytes_limit", 16 << 30)
+        budget, cap = int(limit * _ACCELERATOR_MEMORY_FRACTION), _ACCELERATOR_MAX_BATCH
+    return max(1, min(cap, budget // per_filter))
+
+
+def check_filters(layer: str, filters: int | Sequence[int] | np.ndarray | jax.Array) -> np.ndarray:
+    """``filters`` as ``int32[N]``, each checked to be a filter of ``layer`` (raises FilterIndexError)."""
+    spec = layer_spec(layer)
+    indices = np.atleast_1d(np.asarray(filters))
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise TypeError(f"filters must be an int or a 1-D sequence of ints, got {filters!r}")
+    for index in indices:
+        if not 0 <= index < spec.channels:
+            raise FilterIndexError(spec.name, int(index), spec.channels)
+    return indices.astype(np.int32)
+
+
+def _check_image(image: jax.Array | np.ndarray, count: int) -> jax.Array:
+    shape = tuple(np.shape(image))
+    if len(shape) == 3 and shape[-1] == 3:
+        return jnp.broadcast_to(jnp.asarray(image, jnp.float32), (count, *shape))
+    if len(shape) == 4 and shape[-1] == 3 and shape[0] == count:
+        return jnp.asarray(image, jnp.float32)
+    raise ImageError(
+        None, f"start image must be [H, W, 3] or [{count}, H, W, 3] (one per filter), got {shape}"
+    )
+
+
+def ascend(
+    params: Params,
+    layer: str,
+    filters: int | Sequence[int] | np.ndarray | jax.Array,
+    image: jax.Array | np.ndarray,
+    *,
+    steps: int = 20,
+    step_size: float = 1.0,
+    batch_size: int | None = None,
+) -> jax.Array:
+    """Gradient ascent that makes each filter of ``filters`` fire as strongly as possible.
+
+    For each filter: the loss is the filter's mean activation over the image, its gradient with respect
+    to the image is divided by its RMS + 1e-5, and ``image += step_size * gradient``, ``steps`` times,
+    inside one ``lax.fori_loop``. Filters run ``batch_size`` at a time through one vmapped, jitted
+    program (the last chunk is padded, so the program is reused); memory stays bounded for any number.
+
+    Args:
+      params: VGG16 parameters from :func:`filterviz.load_weights`.
+      layer: a layer name, e.g. ``"block4_conv1"`` (pool layers have filters too).
+      filters: one filter index or a sequence of them, ``N`` in all.
+      image: the start, ``float32[H, W, 3]`` shared by all filters or ``float32[N, H, W, 3]``.
+      steps: ascent steps per filter.
+      step_size: pixels moved per step, in units of the normalised gradient.
+      batch_size: filters per compiled chunk; default from the device's memory.
+
+    Returns:
+      ``float32[N, H, W, 3]``: the ascended images, in the order of ``filters``.
+
+    Raises:
+      UnknownLayerError, FilterIndexError, ImageError: bad layer, filter or image shape.
+
+    >>> import jax, filterviz
+    >>> params = filterviz.init_params(jax.random.key(0))
+    >>> start = filterviz.random_image(jax.random.key(1), 32, 32)
+    >>> filterviz.ascend(params, "block1_conv1", [0, 5, 7], start, steps=3).shape
+    (3, 32, 32, 3)
+    """
+    layer = layer_spec(layer).name
+    indices = check_filters(layer, filters)
+    starts = _check_image(image, len(indices))
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not len(indices):
+        return jnp.zeros((0, *starts.shape[1:]), jnp.float32)
+    height, width = starts.shape[1:3]
+    chunk = batch_size or default_batch_size(layer, height, width)
+    chunk = min(chunk, len(indices))
+    if chunk < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    results = []
+    # Dispatch every chunk before reading any back: JAX queues them, so the device never idles on Python.
+    for begin in range(0, len(indices), chunk):
+        chunk_indices = indices[begin : begin + chunk]
+        chunk_starts = starts[begin : begin + chunk]
+        pad = chunk - len(chunk_indices)
+        if pad:  # Pad with copies of the last filter so the last chunk reuses the compiled program.
+            chunk_indices = np.concatenate([chunk_indices, np.repeat(chunk_indices[-1:], pad)])
+            chunk_starts = jnp.concatenate([chunk_starts, jnp.repeat(chunk_starts[-1:], pad, axis=0)])
+        ascended = ascend_batch(params, layer, jnp.asarray(chunk_indices), chunk_starts, step_size, steps)
+        results.append(ascended[: chunk - pad])
+    return results[0] if len(results) == 1 else jnp.concatenate(results)
+
+
+@functools.partial(jax.jit, static_argnames=("layer",))
+def _activations(params: Params, images: jax.Array, layer: str) -> jax.Array:
+    return forward(params, images, [layer])[layer]
+
+
+def activations(params: Params, images: jax.Array | np.ndarray, layer: str) -> jax.Array:
+    """The activations of ``layer``: ``float32[N, H, W, 3] -> float32[N, h, w, C]`` (jitted per layer/shape).
+
+    A single ``[H, W, 3]`` image is treated as a batch of one.
+    """
+    layer = layer_spec(layer).name
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ImageError(None, f"images must be [N, H, W, 3], got {tuple(images.shape)}")
+    return _activations(params, images, layer)
+
+
+def layer_image(
+    params: Params,
+    layer: str,
+    filter_index: int,
+    image: jax.Array | np.ndarray,
+    *,
+    steps: int = 20,
+    step_size: float = 1.0,
+) -> np.ndarray:
+    """The notebook's function: one filter's picture ``uint8[H, W, 3]``, ascended from ``image [H, W, 3]``."""
+    return as_image(ascend(params, layer, [filter_index], image, steps=steps, step_size=step_size)[0])

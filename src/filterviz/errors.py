@@ -1,0 +1,68 @@
+"""Typed exceptions for user errors.
+
+Every error a user can cause (a bad layer name, a filter index out of range, an unreadable image, a
+missing or damaged weights file, an output that cannot be written) is raised as a subclass of
+:class:`FilterVizError`, so a caller can catch them all at once and the CLI can turn them into one line
+on stderr. Each also subclasses the built-in exception a Python user would expect (``KeyError``,
+``IndexError``, ``OSError``, ``ValueError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FilterVizError(Exception):
+    """Base class of every error filterviz raises for bad input."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; the others print it as is.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownLayerError(FilterVizError, KeyError):
+    """A layer name that VGG16 does not have (or that has no filters, where filters are needed)."""
+
+    def __init__(self, layer: object, valid: Sequence[str]):
+        self.layer = layer
+        self.valid = tuple(valid)
+        super().__init__(f"unknown layer {layer!r}; valid layers: {', '.join(self.valid)}")
+
+
+class FilterIndexError(FilterVizError, IndexError):
+    """A filter index outside ``0 .. channels - 1`` of its layer."""
+
+    def __init__(self, layer: str, index: int, channels: int):
+        self.layer = layer
+        self.index = index
+        self.channels = channels
+        super().__init__(
+            f"filter {index} is out of range for {layer}, which has {channels} filters "
+            f"(valid: 0-{channels - 1})"
+        )
+
+
+class WeightsError(FilterVizError, OSError):
+    """A weights file that is missing, unreadable, truncated, foreign or does not fit VGG16."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+class ImageError(FilterVizError, OSError):
+    """An image file that cannot be read or decoded, or an image array of the wrong shape."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+class OutputError(FilterVizError, OSError):
+    """An output path that cannot be written."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
