@@ -1,0 +1,54 @@
+"""Shared fixtures: the real ImageNet weights, Keras' VGG16 on its JAX backend as the oracle, small H5 files."""
+
+from __future__ import annotations
+
+import os
+
+# Keras is the oracle and must run on the same backend as filterviz; set before anything imports it.
+os.environ["KERAS_BACKEND"] = "jax"
+
+from pathlib import Path
+
+import pytest
+
+import filterviz
+from support import write_legacy_h5
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    """The real ImageNet weights file, found as load_weights() finds it (CI points FILTERVIZ_WEIGHTS at it)."""
+    path = filterviz.find_weights()
+    if path is None:
+        try:  # A fresh machine with internet access fetches the official file, as users do.
+            path = filterviz.download_weights()
+        except filterviz.WeightsError as error:
+            # Tests that need the real weights must not skip: say how to provide them.
+            pytest.fail(f"the VGG16 weights are needed: {error}")
+    if not path.is_file():
+        pytest.fail(f"FILTERVIZ_WEIGHTS points at {path}, which is not a file")
+    return path
+
+
+@pytest.fixture(scope="session")
+def params(weights_path):
+    return filterviz.load_weights(weights_path)
+
+
+@pytest.fixture(scope="session")
+def keras_vgg16(weights_path):
+    """Keras' own VGG16 convolutional base, loaded from the same file, any input size."""
+    import keras
+
+    return keras.applications.VGG16(include_top=False, weights=str(weights_path), input_shape=(None, None, 3))
+
+
+@pytest.fixture(scope="session")
+def random_params():
+    return filterviz.init_params(__import__("jax").random.key(0))
+
+
+@pytest.fixture
+def legacy_h5(tmp_path, random_params) -> Path:
+    """A full-size legacy-layout file holding the random params (a stand-in with the real format)."""
+    return write_legacy_h5(tmp_path / "random_vgg16.h5", random_params)
