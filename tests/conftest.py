@@ -27,7 +27,7 @@ def weights_path() -> Path:
             pytest.fail(f"the VGG16 weights are needed: {error}")
     if not path.is_file():
         pytest.fail(f"FILTERVIZ_WEIGHTS points at {path}, which is not a file")
-    return path
+    return path.resolve()
 
 
 @pytest.fixture(scope="session")
