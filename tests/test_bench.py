@@ -1,0 +1,36 @@
+"""The benchmark script still runs (at toy size; its figures are measured by running it, not here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_flop_count_of_a_step():
+    sys.path.insert(0, str(BENCH))
+    from flops import ascent_step_flops, conv_flops
+
+    # block1_conv2 at 128x128: block1_conv1 in full, one channel of block1_conv2, each forward and back.
+    expected = 2 * (conv_flops(128, 128, 3, 64) + conv_flops(128, 128, 64, 1))
+    assert ascent_step_flops("block1_conv2", 128, 128) == expected
+    full = 2 * (conv_flops(128, 128, 3, 64) + conv_flops(128, 128, 64, 64))
+    assert ascent_step_flops("block1_pool", 128, 128, full_target=True) == full
+
+
+def test_benchmark_runs_and_reports_every_method(weights_path, tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    import ascent_bench
+
+    out = tmp_path / "bench.json"
+    arguments = ["--layers", "block1_conv2,block2_pool", "--size", "16", "--steps", "2", "--filters", "2"]
+    assert ascent_bench.main([*arguments, "--weights", str(weights_path), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| block2_pool |" in printed and "vmapped / loop" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["layer"] for row in rows] == ["block1_conv2", "block2_pool"]
+    for row in rows:
+        assert row["vmapped"] > 0 and row["loop"] > 0 and row["default"] > 0
+        assert row["loop_agreement"] > 0.99  # the loop did the same work
