@@ -1,4 +1,4 @@
-"""Shared fixtures: the real ImageNet weights, Keras' VGG16 on its JAX backend as the oracle, small H5 files."""
+"""Fixtures: the real ImageNet weights, Keras' VGG16 on its JAX backend as the oracle, small H5 files."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from support import write_legacy_h5
 
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
-    """The real ImageNet weights file, found as load_weights() finds it (CI points FILTERVIZ_WEIGHTS at it)."""
+    """The real ImageNet weights file, found as load_weights() finds it (CI sets FILTERVIZ_WEIGHTS)."""
     path = filterviz.find_weights()
     if path is None:
         try:  # A fresh machine with internet access fetches the official file, as users do.

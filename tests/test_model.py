@@ -1,4 +1,4 @@
-"""The Flax VGG16: names, shapes, parameter count, summary, the early-stopping forward, the one-channel head."""
+"""The Flax VGG16: names, shapes, parameter count, summary, the early-stopping forward, one-channel head."""
 
 from __future__ import annotations
 

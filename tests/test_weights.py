@@ -110,7 +110,7 @@ def test_wrong_shapes_are_named(random_params, tmp_path):
 def test_read_keras_h5_ignores_layers_the_base_does_not_have(random_params, tmp_path):
     path = write_legacy_h5(tmp_path / "with_top.h5", random_params)
     with h5py.File(path, "a") as file:
-        names = list(file.attrs["layer_names"]) + [b"fc1"]
+        names = [*file.attrs["layer_names"], b"fc1"]
         file.attrs["layer_names"] = np.array(names)
         group = file.create_group("fc1")
         group.attrs["weight_names"] = np.array([b"fc1_W_1:0", b"fc1_b_1:0"])
