@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--deprocess",
         choices=("clip", "notebook"),
         default="clip",
-        help="clip: keep the photo's colours, clipped to 0-255 (default); notebook: the notebook's normalising",
+        help="clip: keep the photo's colours, clipped to 0-255 (default); notebook: as the notebook",
     )
     dream.add_argument("--weights", default=None, help=weights_help)
     dream.add_argument("--out", required=True, help="PNG file to write")
