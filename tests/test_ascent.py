@@ -99,11 +99,25 @@ def test_bad_input_raises_typed_errors(random_params):
         filterviz.ascend(random_params, "block1_conv1", [0, 1], np.zeros((3, 16, 16, 3)))
 
 
+class _FakeAccelerator:
+    platform = "gpu"
+
+    def __init__(self, memory: int):
+        self.memory = memory
+
+    def memory_stats(self):
+        return {"bytes_limit": self.memory}
+
+
 def test_default_batch_size_bounds_memory():
-    small = default_batch_size("block5_conv3", 128, 128)
-    assert 1 <= small <= 8
-    assert default_batch_size("block5_conv3", 4096, 4096) == 1
-    assert default_batch_size("block1_conv1", 64, 64) >= default_batch_size("block5_conv3", 64, 64)
+    assert default_batch_size("block5_conv3", 128, 128) == 1  # on CPU, one filter per call is fastest
+    big = _FakeAccelerator(80 << 30)
+    assert default_batch_size("block5_conv3", 128, 128, big) == 256
+    per_filter = filterviz.ascent.activation_elements("block5_conv3", 1024, 1024) * 12
+    chunk = default_batch_size("block5_conv3", 1024, 1024, big)
+    assert 1 <= chunk < 256 and chunk * per_filter <= 0.4 * (80 << 30)
+    assert default_batch_size("block5_conv3", 8192, 8192, _FakeAccelerator(1 << 30)) == 1
+    assert default_batch_size("block1_conv1", 512, 512, big) >= chunk
 
 
 def test_every_convolution_in_the_compiled_ascent_uses_an_hwio_kernel(random_params):

@@ -69,8 +69,7 @@ def ascend_batch(
 # Per-filter memory of a step is dominated by the activations kept for the backward pass; count them
 # (elements up to the target layer) and allow for the gradients and temporaries alongside.
 _BYTES_PER_ACTIVATION = 4 * 3
-_CPU_MEMORY_BUDGET = 1 << 30
-_CPU_MAX_BATCH = 8  # Batching buys no speed on CPU (measured: bench/), it only bounds memory.
+_CPU_MAX_BATCH = 1  # On CPU one filter per call is fastest (measured in bench/): batching only adds memory.
 _ACCELERATOR_MEMORY_FRACTION = 0.4
 _ACCELERATOR_MAX_BATCH = 256
 
@@ -87,13 +86,13 @@ def activation_elements(layer: str, height: int, width: int) -> int:
 def default_batch_size(layer: str, height: int, width: int, device: jax.Device | None = None) -> int:
     """Filters per compiled chunk for ``layer`` at ``height x width``, chosen from the device's memory.
 
-    On accelerators: as many as fit in 40% of the device memory (at most 256); on CPU, where batching
-    does not speed the convolutions up, at most 8 and within 1 GiB.
+    On accelerators: as many as fit in 40% of the device memory (at most 256). On CPU: 1, since XLA's
+    CPU convolutions run no faster on a batch (measured in ``bench/``).
     """
     device = device or jax.devices()[0]
     per_filter = activation_elements(layer, height, width) * _BYTES_PER_ACTIVATION
     if device.platform == "cpu":
-        budget, cap = _CPU_MEMORY_BUDGET, _CPU_MAX_BATCH
+        return _CPU_MAX_BATCH
     else:
         stats = device.memory_stats() or {}
         limit = stats.get("bytes_limit", 16 << 30)
@@ -114,10 +113,10 @@ def check_filters(layer: str, filters: int | Sequence[int] | np.ndarray | jax.Ar
 
 
 def _check_image(image: jax.Array | np.ndarray, count: int) -> jax.Array:
+    # A shared start stays [H, W, 3] and is broadcast one chunk at a time, so a sweep over thousands of
+    # filters never holds thousands of copies of it.
     shape = tuple(np.shape(image))
-    if len(shape) == 3 and shape[-1] == 3:
-        return jnp.broadcast_to(jnp.asarray(image, jnp.float32), (count, *shape))
-    if len(shape) == 4 and shape[-1] == 3 and shape[0] == count:
+    if (len(shape) == 3 and shape[-1] == 3) or (len(shape) == 4 and shape[-1] == 3 and shape[0] == count):
         return jnp.asarray(image, jnp.float32)
     raise ImageError(
         None, f"start image must be [H, W, 3] or [{count}, H, W, 3] (one per filter), got {shape}"
@@ -165,26 +164,30 @@ def ascend(
     layer = layer_spec(layer).name
     indices = check_filters(layer, filters)
     starts = _check_image(image, len(indices))
+    shared = starts.ndim == 3
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if not len(indices):
-        return jnp.zeros((0, *starts.shape[1:]), jnp.float32)
-    height, width = starts.shape[1:3]
-    chunk = batch_size or default_batch_size(layer, height, width)
-    chunk = min(chunk, len(indices))
-    if chunk < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    height, width = starts.shape[-3:-1]
+    if not len(indices):
+        return jnp.zeros((0, height, width, 3), jnp.float32)
+    chunk = min(batch_size or default_batch_size(layer, height, width), len(indices))
     results = []
     # Dispatch every chunk before reading any back: JAX queues them, so the device never idles on Python.
     for begin in range(0, len(indices), chunk):
         chunk_indices = indices[begin : begin + chunk]
-        chunk_starts = starts[begin : begin + chunk]
-        pad = chunk - len(chunk_indices)
-        if pad:  # Pad with copies of the last filter so the last chunk reuses the compiled program.
-            chunk_indices = np.concatenate([chunk_indices, np.repeat(chunk_indices[-1:], pad)])
+        count = len(chunk_indices)
+        pad = chunk - count
+        # Pad with copies of the last filter so the last chunk reuses the compiled program.
+        chunk_indices = np.concatenate([chunk_indices, np.repeat(chunk_indices[-1:], pad)])
+        if shared:
+            chunk_starts = jnp.broadcast_to(starts, (chunk, height, width, 3))
+        else:
+            chunk_starts = starts[begin : begin + count]
             chunk_starts = jnp.concatenate([chunk_starts, jnp.repeat(chunk_starts[-1:], pad, axis=0)])
         ascended = ascend_batch(params, layer, jnp.asarray(chunk_indices), chunk_starts, step_size, steps)
-        results.append(ascended[: chunk - pad])
+        results.append(ascended[:count])
     return results[0] if len(results) == 1 else jnp.concatenate(results)
 
 
