@@ -16,7 +16,6 @@ ratios, and the vmapped ascent's achieved FLOP/s against the device's measured m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -39,7 +38,7 @@ from flops import ascent_step_flops
 METHODS = ("vmapped", "loop", "default", "torch", "torch-1")
 
 
-def measure_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
     """FLOP/s of a float32 ``size x size`` matmul on the default device (the best of ``repeats``)."""
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
     matmul = jax.jit(lambda x, y: x @ y)
@@ -52,32 +51,41 @@ def measure_peak_flops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def timed(run, repeats: int) -> tuple[float, object]:
-    """(best seconds, result) of ``run()`` after one untimed warm-up call (compilation)."""
-    result = run()
-    best = float("inf")
+def time_interleaved(runners: dict, repeats: int) -> tuple[dict, dict]:
+    """Best seconds and result of each runner; after one untimed warm-up each, the runners take turns
+    ``repeats`` times, so every method sees the same background noise of a shared machine."""
+    results = {name: run() for name, run in runners.items()}
+    best = dict.fromkeys(runners, float("inf"))
     for _ in range(repeats):
-        began = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - began)
-    return best, result
+        for name, run in runners.items():
+            began = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - began)
+    return best, results
 
 
 def run_vmapped(params, layer, filters, start, steps, batch_size):
     return np.asarray(filterviz.ascend(params, layer, filters, start, steps=steps, batch_size=batch_size))
 
 
-@contextlib.contextmanager
-def jax_default_convolution_gradient():
-    """Swap conv3x3 for the plain convolution (JAX's own gradient rule) while the block runs."""
-    original = model_module.conv3x3
-    model_module.conv3x3 = model_module._conv_same
-    ascend_batch.clear_cache()
-    try:
-        yield
-    finally:
-        model_module.conv3x3 = original
-        ascend_batch.clear_cache()
+def make_default_gradient(params, layer, batch_size):
+    """filterviz.ascend's chunked program, but traced with JAX's own convolution gradient rule."""
+    program = jax.jit(ascend_batch.__wrapped__, static_argnames=("layer", "steps"))
+
+    def run(filters, start, steps):
+        original = model_module.conv3x3
+        model_module.conv3x3 = model_module._conv_same  # only the first (tracing) call sees this
+        try:
+            parts = []
+            for begin in range(0, len(filters), batch_size):
+                indices = jnp.asarray(filters[begin : begin + batch_size], jnp.int32)
+                starts = jnp.broadcast_to(jnp.asarray(start), (len(indices), *np.shape(start)))
+                parts.append(program(params, layer, indices, starts, 1.0, steps))
+            return np.asarray(jnp.concatenate(parts))
+        finally:
+            model_module.conv3x3 = original
+
+    return run
 
 
 def make_loop(params, layer):
@@ -159,7 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--filters", type=int, default=8, help="filters per layer")
     parser.add_argument("--batch-size", type=int, default=None, help="vmapped chunk (default: filterviz's)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (best is kept)")
     parser.add_argument("--skip", default="", help="methods to skip, comma-separated: " + ",".join(METHODS))
     parser.add_argument("--weights", default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -204,33 +212,25 @@ def main(argv=None) -> int:
             "batch_size": batch_size,
             "flops_per_filter_step": ascent_step_flops(layer, args.size, args.size),
         }
-        seconds, reference = timed(
-            lambda: run_vmapped(params, layer, filters, start, args.steps, batch_size), args.repeats
-        )
-        row["vmapped"] = work / seconds
-        row["gflops"] = row["flops_per_filter_step"] * work / seconds / 1e9
+        runners = {"vmapped": lambda: run_vmapped(params, layer, filters, start, args.steps, batch_size)}
         if "loop" not in skip:
             loop = make_loop(params, layer)
-            seconds, result = timed(lambda: loop(filters, start, args.steps), args.repeats)
-            row["loop"] = work / seconds
-            row["loop_agreement"] = displacement_correlation(result, reference, start)
+            runners["loop"] = lambda: loop(filters, start, args.steps)
         if "default" not in skip:
-            with jax_default_convolution_gradient():
-                seconds, _ = timed(
-                    lambda: run_vmapped(params, layer, filters, start, args.steps, batch_size), args.repeats
-                )
-            row["default"] = work / seconds
+            default = make_default_gradient(params, layer, batch_size)
+            runners["default"] = lambda: default(filters, start, args.steps)
         if "torch" not in skip or "torch-1" not in skip:
             torch_batched = make_torch(params, layer)[0]
             if "torch" not in skip:
-                seconds, result = timed(
-                    lambda: torch_batched(filters, start, args.steps, batch_size), args.repeats
-                )
-                row["torch"] = work / seconds
-                row["torch_agreement"] = displacement_correlation(result, reference, start)
+                runners["torch"] = lambda: torch_batched(filters, start, args.steps, batch_size)
             if "torch-1" not in skip:
-                seconds, _ = timed(lambda: torch_batched(filters, start, args.steps, 1), args.repeats)
-                row["torch-1"] = work / seconds
+                runners["torch-1"] = lambda: torch_batched(filters, start, args.steps, 1)
+        seconds, results = time_interleaved(runners, args.repeats)
+        for name in runners:
+            row[name] = work / seconds[name]
+            # Every method did the same work: its pictures match the vmapped ascent's.
+            row[f"{name}_agreement"] = displacement_correlation(results[name], results["vmapped"], start)
+        row["gflops"] = row["flops_per_filter_step"] * row["vmapped"] / 1e9
         rows.append(row)
         print(format_row(row), flush=True)
 
