@@ -64,9 +64,7 @@ def main() -> None:
                 picture_difference(ours, theirs),
                 picture_difference(theirs, nudged),
             )
-            print(
-                f"| {layer} | {index} | {figures[0]:.6f} | {figures[1]:.6f} | {figures[2]:.3f} | {figures[3]:.3f} |"
-            )
+            print(f"| {layer} | {index} | " + " | ".join(f"{figure:.6f}" for figure in figures) + " |")
 
 
 if __name__ == "__main__":
