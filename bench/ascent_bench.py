@@ -70,7 +70,12 @@ def run_vmapped(params, layer, filters, start, steps, batch_size):
 
 def make_default_gradient(params, layer, batch_size):
     """filterviz.ascend's chunked program, but traced with JAX's own convolution gradient rule."""
-    program = jax.jit(ascend_batch.__wrapped__, static_argnames=("layer", "steps"))
+
+    def distinct(params, layer, filter_indices, images, step_size, steps):
+        # A function of its own: jit would otherwise reuse the trace it cached for ascend_batch.
+        return ascend_batch.__wrapped__(params, layer, filter_indices, images, step_size, steps)
+
+    program = jax.jit(distinct, static_argnames=("layer", "steps"))
 
     def run(filters, start, steps):
         original = model_module.conv3x3
