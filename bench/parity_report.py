@@ -23,13 +23,7 @@ import numpy as np
 
 import filterviz
 from filterviz.model import CONV_LAYERS
-from test_keras_parity import (
-    displacement_correlation,
-    keras_ascent,
-    live_filters,
-    picture_difference,
-    relative_error,
-)
+from test_keras_parity import PARITY_CASES, ascent_parity, live_filters, relative_error
 
 
 def main() -> None:
@@ -46,25 +40,13 @@ def main() -> None:
         "\n| layer | filter | corr(ours, Keras) | corr(Keras, Keras nudged) | uint8 diff ours-Keras |"
         " uint8 diff Keras-nudged |\n|---|---|---|---|---|---|"
     )
-    for layer, size in [
-        ("block1_conv1", 64),
-        ("block2_conv2", 64),
-        ("block4_conv1", 64),
-        ("block5_conv3", 96),
-    ]:
+    for layer, size in PARITY_CASES:
         start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
         nudge = 1e-4 * np.asarray(jax.random.normal(jax.random.key(2), start.shape))
         for index in live_filters(params, layer, start, 2):
-            theirs = keras_ascent(base, layer, index, start)
-            nudged = keras_ascent(base, layer, index, start + nudge)
-            ours = np.asarray(filterviz.ascend(params, layer, [index], start, steps=20)[0])
-            figures = (
-                displacement_correlation(ours, theirs, start),
-                displacement_correlation(theirs, nudged, start),
-                picture_difference(ours, theirs),
-                picture_difference(theirs, nudged),
-            )
-            print(f"| {layer} | {index} | " + " | ".join(f"{figure:.6f}" for figure in figures) + " |")
+            parity = ascent_parity(params, base, layer, index, start, nudge)
+            names = ("correlation", "keras_correlation", "difference", "keras_difference")
+            print(f"| {layer} | {index} | " + " | ".join(f"{parity[name]:.6f}" for name in names) + " |")
 
 
 if __name__ == "__main__":

@@ -72,25 +72,34 @@ def live_filters(params, layer: str, start, count: int) -> list[int]:
     return [int(index) for index in np.flatnonzero(means > 0)[:count]]
 
 
-@pytest.mark.parametrize(
-    "layer, size", [("block1_conv1", 64), ("block2_conv2", 64), ("block4_conv1", 64), ("block5_conv3", 96)]
-)
+def ascent_parity(params, keras_vgg16, layer: str, filter_index: int, start, nudge) -> dict:
+    """The figures of one filter's parity: ours against Keras, and Keras against its nudged self."""
+    theirs = keras_ascent(keras_vgg16, layer, filter_index, start)
+    theirs_nudged = keras_ascent(keras_vgg16, layer, filter_index, start + nudge)
+    ours = np.asarray(filterviz.ascend(params, layer, [filter_index], start, steps=20)[0])
+    return {
+        "ours": ours,
+        "correlation": displacement_correlation(ours, theirs, start),
+        "keras_correlation": displacement_correlation(theirs, theirs_nudged, start),
+        "difference": picture_difference(ours, theirs),
+        "keras_difference": picture_difference(theirs, theirs_nudged),
+    }
+
+
+PARITY_CASES = [("block1_conv1", 64), ("block2_conv2", 64), ("block4_conv1", 64), ("block5_conv3", 96)]
+
+
+@pytest.mark.parametrize("layer, size", PARITY_CASES)
 def test_ascent_lands_as_close_to_keras_as_keras_to_itself(params, keras_vgg16, layer, size):
     start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
     nudge = 1e-4 * np.asarray(jax.random.normal(jax.random.key(2), start.shape))
     for filter_index in live_filters(params, layer, start, 2):
-        theirs = keras_ascent(keras_vgg16, layer, filter_index, start)
-        theirs_nudged = keras_ascent(keras_vgg16, layer, filter_index, start + nudge)
-        ours = np.asarray(filterviz.ascend(params, layer, [filter_index], start, steps=20)[0])
-        keras_sensitivity = displacement_correlation(theirs, theirs_nudged, start)
-        assert displacement_correlation(ours, theirs, start) >= keras_sensitivity, (layer, filter_index)
-        assert picture_difference(ours, theirs) <= picture_difference(theirs, theirs_nudged), (
-            layer,
-            filter_index,
-        )
+        parity = ascent_parity(params, keras_vgg16, layer, filter_index, start, nudge)
+        assert parity["correlation"] >= parity["keras_correlation"], (layer, filter_index)
+        assert parity["difference"] <= parity["keras_difference"], (layer, filter_index)
         # And the ascent did work: the filter fires far more strongly than at the start.
         before = filterviz.activations(params, start, layer)[0, ..., filter_index].mean()
-        after = filterviz.activations(params, ours, layer)[0, ..., filter_index].mean()
+        after = filterviz.activations(params, parity["ours"], layer)[0, ..., filter_index].mean()
         assert after > 2 * before
 
 
