@@ -113,3 +113,21 @@ def test_unknown_layer_lists_the_valid_names():
     assert isinstance(caught.value, KeyError)
     message = str(caught.value)
     assert "block6_conv1" in message and all(spec.name in message for spec in LAYERS)
+
+
+def test_flipped_kernels_change_nothing_but_speed(random_params):
+    from filterviz.model import with_flipped_kernels
+    from filterviz.objectives import filter_mean
+
+    prepared = with_flipped_kernels(random_params)
+    image = 127 + 10 * jax.random.normal(jax.random.key(4), (24, 24, 3))
+    np.testing.assert_array_equal(
+        forward(prepared, image[None], ["block3_conv1"])["block3_conv1"],
+        forward(random_params, image[None], ["block3_conv1"])["block3_conv1"],
+    )
+    gradient = jax.grad(filter_mean, argnums=3)
+    np.testing.assert_allclose(
+        gradient(prepared, "block3_conv1", 5, image),
+        gradient(random_params, "block3_conv1", 5, image),
+        atol=1e-6,
+    )

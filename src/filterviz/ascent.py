@@ -18,7 +18,15 @@ from jax import lax
 
 from filterviz.errors import FilterIndexError, ImageError
 from filterviz.images import as_image
-from filterviz.model import LAYER_NAMES, LAYERS, Params, forward, layer_spec, output_size
+from filterviz.model import (
+    LAYER_NAMES,
+    LAYERS,
+    Params,
+    forward,
+    layer_spec,
+    output_size,
+    with_flipped_kernels,
+)
 from filterviz.objectives import filter_mean
 
 GRADIENT_EPSILON = 1e-5
@@ -42,9 +50,10 @@ def ascend_one(
 ) -> jax.Array:
     """``steps`` normalised-gradient steps on ``image float32[H, W, 3]`` raising one filter's mean."""
     gradient_of = jax.grad(filter_mean, argnums=3)
+    prepared = with_flipped_kernels(params)  # once, outside the loop: XLA would redo it at every step
 
     def step(_: jax.Array, current: jax.Array) -> jax.Array:
-        return normalized_ascent_step(gradient_of(params, layer, filter_index, current), current, step_size)
+        return normalized_ascent_step(gradient_of(prepared, layer, filter_index, current), current, step_size)
 
     return lax.fori_loop(0, steps, step, image)
 

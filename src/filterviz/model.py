@@ -76,38 +76,50 @@ def _conv_same(images: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(images, kernel, (1, 1), "SAME", dimension_numbers=_DIMENSIONS)
 
 
+def flip_kernel(kernel: jax.Array) -> jax.Array:
+    """Kernel of a 3x3 'same' conv's input gradient: ``[3, 3, C_in, C_out] -> [3, 3, C_out, C_in]``."""
+    return jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
+
+
 @jax.custom_vjp
-def conv3x3(images: jax.Array, kernel: jax.Array) -> jax.Array:
+def _conv3x3_with_flipped(images: jax.Array, kernel: jax.Array, flipped_kernel: jax.Array) -> jax.Array:
+    return _conv_same(images, kernel)
+
+
+def _conv3x3_forward(images: jax.Array, kernel: jax.Array, flipped_kernel: jax.Array):
+    return _conv_same(images, kernel), (images, kernel, flipped_kernel)
+
+
+def _conv3x3_backward(residuals: tuple[jax.Array, jax.Array, jax.Array], output_cotangent: jax.Array):
+    images, kernel, flipped_kernel = residuals
+    images_cotangent = _conv_same(output_cotangent, flipped_kernel)
+    # The kernel's gradient keeps JAX's own rule; it is dead code (and removed) when only images are
+    # differentiated, as in the ascent. The flipped kernel is a function of the kernel, not an input
+    # of its own: its cotangent is zero.
+    _, kernel_vjp = jax.vjp(lambda k: _conv_same(images, k), kernel)
+    (kernel_cotangent,) = kernel_vjp(output_cotangent)
+    return images_cotangent, kernel_cotangent, jnp.zeros_like(flipped_kernel)
+
+
+_conv3x3_with_flipped.defvjp(_conv3x3_forward, _conv3x3_backward)
+
+
+def conv3x3(images: jax.Array, kernel: jax.Array, flipped_kernel: jax.Array | None = None) -> jax.Array:
     """3x3 'same' convolution: ``[N, H, W, C_in] x [3, 3, C_in, C_out] -> [N, H, W, C_out]``, float32.
 
     Its values and gradients are those of ``lax.conv_general_dilated``; only the gradient with respect to
     the images is written differently. JAX's own rule expresses it as a convolution whose kernel swaps
     its in and out axes through dimension numbers; XLA:CPU runs that form with a slow generic loop
-    whenever it sits inside a ``while`` loop (as in the ascent's ``fori_loop``), about 3x slower than its
-    Eigen convolution. Flipping and transposing the kernel as an explicit array keeps every convolution
-    in the standard HWIO form, which runs at full speed on every backend.
+    whenever it sits inside a ``while`` loop (as in the ascent's ``fori_loop``), 2.5x slower than its
+    library convolution. Flipping and transposing the kernel as an explicit array keeps every
+    convolution in the standard HWIO form, which runs at full speed on every backend.
+
+    ``flipped_kernel`` (``flip_kernel(kernel)``) may be passed in precomputed, so that a loop of
+    gradient steps flips the kernels once rather than at every step (XLA does not hoist it).
     """
-    return _conv_same(images, kernel)
-
-
-def _conv3x3_forward(images: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return _conv_same(images, kernel), (images, kernel)
-
-
-def _conv3x3_backward(
-    residuals: tuple[jax.Array, jax.Array], output_cotangent: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    images, kernel = residuals
-    flipped = jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))  # [3, 3, C_out, C_in]
-    images_cotangent = _conv_same(output_cotangent, flipped)
-    # The kernel's gradient keeps JAX's own rule; it is dead code (and removed) when only images are
-    # differentiated, as in the ascent.
-    _, kernel_vjp = jax.vjp(lambda k: _conv_same(images, k), kernel)
-    (kernel_cotangent,) = kernel_vjp(output_cotangent)
-    return images_cotangent, kernel_cotangent
-
-
-conv3x3.defvjp(_conv3x3_forward, _conv3x3_backward)
+    if flipped_kernel is None:
+        flipped_kernel = flip_kernel(kernel)
+    return _conv3x3_with_flipped(images, kernel, flipped_kernel)
 
 
 def max_pool2x2(images: jax.Array) -> jax.Array:
@@ -135,7 +147,13 @@ class Conv3x3ReLU(nn.Module):
             "kernel", nn.initializers.glorot_uniform(), (3, 3, images.shape[-1], self.features), jnp.float32
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        return nn.relu(conv3x3(images, kernel) + bias)
+        # Present when the params went through with_flipped_kernels (the ascent does, once per loop).
+        flipped = (
+            self.get_variable("params", "kernel_flipped")
+            if self.has_variable("params", "kernel_flipped")
+            else None
+        )
+        return nn.relu(conv3x3(images, kernel, flipped) + bias)
 
 
 class VGG16(nn.Module):
@@ -212,6 +230,16 @@ def channel_activation(params: Params, images: jax.Array, layer: str, channel: j
     if spec.kind == "pool":
         activation = max_pool2x2(activation[..., None])[..., 0]
     return activation
+
+
+def with_flipped_kernels(params: Params) -> dict[str, dict[str, jax.Array]]:
+    """``params`` plus each conv layer's ``kernel_flipped``, which the model's image gradient uses.
+
+    Pure and cheap (one transpose per layer); call it outside a loop of gradient steps.
+    """
+    return {
+        layer: {**arrays, "kernel_flipped": flip_kernel(arrays["kernel"])} for layer, arrays in params.items()
+    }
 
 
 def parameter_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
