@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     params = filterviz.load_weights(args.weights)
     device = jax.devices()[0]
-    peak = measure_peak_flops()
+    peaks = [measure_peak_flops()]
     torch_parts = None
     if not {"torch", "torch-1"} <= skip:
         try:
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}; {torch_label}"
     )
-    print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"measured float32 matmul peak at the start: {peaks[0] / 1e9:.1f} GFLOP/s")
     print(f"size {args.size}x{args.size}, {args.steps} steps, {args.filters} filters per layer\n")
 
     start = np.asarray(filterviz.random_image(jax.random.key(0), args.size, args.size))
@@ -231,7 +231,11 @@ def main(argv=None) -> int:
                 runners["torch"] = lambda: torch_batched(filters, start, args.steps, batch_size)
             if "torch-1" not in skip:
                 runners["torch-1"] = lambda: torch_batched(filters, start, args.steps, 1)
+        # The matmul peak takes its turn with the methods, so a slow spell of a shared machine cannot
+        # make the achieved fraction look better than it is.
+        runners["peak"] = lambda: peaks.append(measure_peak_flops(repeats=3))
         seconds, results = time_interleaved(runners, args.repeats)
+        del runners["peak"], seconds["peak"], results["peak"]
         for name in runners:
             row[name] = work / seconds[name]
             # Every method did the same work: its pictures match the vmapped ascent's.
@@ -241,10 +245,11 @@ def main(argv=None) -> int:
         print(format_row(row), flush=True)
 
     print()
-    print(markdown_table(rows, peak))
+    print(f"measured float32 matmul peak, best over the run: {max(peaks) / 1e9:.1f} GFLOP/s\n")
+    print(markdown_table(rows, max(peaks)))
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"device": device.device_kind, "peak_flops": peak, "rows": rows}, indent=2)
+            json.dumps({"device": device.device_kind, "peak_flops": max(peaks), "rows": rows}, indent=2)
         )
     return 0
 
