@@ -120,6 +120,18 @@ def _dream(args: argparse.Namespace) -> None:
     )
 
 
+def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int) -> None:
+    """The options every ascent command shares: steps, step size, weights file, output PNG."""
+    parser.add_argument("--steps", type=int, default=steps, help=f"ascent steps (default {steps})")
+    parser.add_argument("--step-size", type=float, default=1.0, help="step size (default 1.0)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="VGG16 weights file (default: $FILTERVIZ_WEIGHTS, weights/, ~/.keras/models/, or download)",
+    )
+    parser.add_argument("--out", required=True, help="PNG file to write")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="filterviz",
@@ -134,8 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--size", help="input size, e.g. 224 or 160x120 (default: any, shown as None)")
     summary.set_defaults(run=_summary)
 
-    weights_help = "VGG16 weights file (default: $FILTERVIZ_WEIGHTS, weights/, ~/.keras/models/, or download)"
-
     filters = commands.add_parser("filters", help="draw a grid of what the filters of one layer respond to")
     filters.add_argument(
         "layer", metavar="LAYER", help="layer name, e.g. block4_conv1 (see 'filterviz layers')"
@@ -144,15 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--filters", default="0-19", help="filters to draw: 0-19, 3,7,10-12 or all (default 0-19)"
     )
     filters.add_argument("--size", default="128", help="start image size, 128 or HxW (default 128)")
-    filters.add_argument("--steps", type=int, default=20, help="ascent steps (default 20)")
-    filters.add_argument("--step-size", type=float, default=1.0, help="step size (default 1.0)")
     filters.add_argument("--seed", type=int, default=0, help="seed of the noise start image (default 0)")
     filters.add_argument(
         "--batch-size", type=int, default=None, help="filters per compiled chunk (default: auto)"
     )
     filters.add_argument("--columns", type=int, default=10, help="grid columns (default 10)")
-    filters.add_argument("--weights", default=None, help=weights_help)
-    filters.add_argument("--out", required=True, help="PNG file to write")
+    _add_ascent_options(filters, steps=20)
     filters.set_defaults(run=_filters)
 
     dream = commands.add_parser("dream", help="push a photo towards what one filter responds to")
@@ -161,16 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dream.add_argument("--layer", default="block5_conv3", help="layer name (default block5_conv3)")
     dream.add_argument("--filter", type=int, default=0, help="filter index (default 0)")
-    dream.add_argument("--steps", type=int, default=100, help="ascent steps (default 100)")
-    dream.add_argument("--step-size", type=float, default=1.0, help="step size (default 1.0)")
     dream.add_argument(
         "--deprocess",
         choices=("clip", "notebook"),
         default="clip",
         help="clip: keep the photo's colours, clipped to 0-255 (default); notebook: as the notebook",
     )
-    dream.add_argument("--weights", default=None, help=weights_help)
-    dream.add_argument("--out", required=True, help="PNG file to write")
+    _add_ascent_options(dream, steps=100)
     dream.set_defaults(run=_dream)
     return parser
 
