@@ -144,3 +144,17 @@ def test_a_real_process_reports_bad_weights_in_one_line_without_traceback(tmp_pa
     assert result.returncode == 2
     assert result.stderr.strip() == f"filterviz: error: {bad}: not an HDF5 file"
     assert "Traceback" not in result.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "filterviz", "layers"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        bufsize=0,
+    )
+    process.stdout.close()  # as `| head -0` would
+    error = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert "Traceback" not in error
