@@ -155,7 +155,7 @@ def make_torch(params, layer):
         ]
         return np.concatenate(parts)
 
-    return batched, torch.__version__, device
+    return batched
 
 
 def displacement_correlation(a, b, start):
@@ -183,21 +183,18 @@ def main(argv=None) -> int:
     params = filterviz.load_weights(args.weights)
     device = jax.devices()[0]
     peaks = [measure_peak_flops()]
-    torch_parts = None
+    torch_label = "PyTorch (not run)"
     if not {"torch", "torch-1"} <= skip:
         try:
-            torch_parts = make_torch(params, "block5_pool")  # probe the import once
+            import torch
         except ImportError:
             print(
                 "torch is not installed: skipping the PyTorch rows (pip install '.[bench]')", file=sys.stderr
             )
             skip |= {"torch", "torch-1"}
-    if torch_parts is not None:
-        import torch
-
-        torch_label = f"PyTorch {torch_parts[1]} ({torch_parts[2]}, {torch.get_num_threads()} threads)"
-    else:
-        torch_label = "PyTorch (not run)"
+        else:
+            torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+            torch_label = f"PyTorch {torch.__version__} ({torch_device}, {torch.get_num_threads()} threads)"
     print(
         f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}; {torch_label}"
@@ -226,7 +223,7 @@ def main(argv=None) -> int:
             default = make_default_gradient(params, layer, batch_size)
             runners["default"] = lambda: default(filters, start, args.steps)
         if "torch" not in skip or "torch-1" not in skip:
-            torch_batched = make_torch(params, layer)[0]
+            torch_batched = make_torch(params, layer)
             if "torch" not in skip:
                 runners["torch"] = lambda: torch_batched(filters, start, args.steps, batch_size)
             if "torch-1" not in skip:

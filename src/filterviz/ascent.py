@@ -99,14 +99,12 @@ def default_batch_size(layer: str, height: int, width: int, device: jax.Device |
     CPU convolutions run no faster on a batch (measured in ``bench/``).
     """
     device = device or jax.devices()[0]
-    per_filter = activation_elements(layer, height, width) * _BYTES_PER_ACTIVATION
     if device.platform == "cpu":
         return _CPU_MAX_BATCH
-    else:
-        stats = device.memory_stats() or {}
-        limit = stats.get("bytes_limit", 16 << 30)
-        budget, cap = int(limit * _ACCELERATOR_MEMORY_FRACTION), _ACCELERATOR_MAX_BATCH
-    return max(1, min(cap, budget // per_filter))
+    per_filter = activation_elements(layer, height, width) * _BYTES_PER_ACTIVATION
+    limit = (device.memory_stats() or {}).get("bytes_limit", 16 << 30)
+    budget = int(limit * _ACCELERATOR_MEMORY_FRACTION)
+    return max(1, min(_ACCELERATOR_MAX_BATCH, budget // per_filter))
 
 
 def check_filters(layer: str, filters: int | Sequence[int] | np.ndarray | jax.Array) -> np.ndarray:
