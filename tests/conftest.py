@@ -6,6 +6,8 @@ import os
 
 # Keras is the oracle and must run on the same backend as filterviz; set before anything imports it.
 os.environ["KERAS_BACKEND"] = "jax"
+# The CLI keeps compiled programs on disk; in tests, in a folder of their own rather than the user's.
+os.environ.setdefault("FILTERVIZ_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="filterviz-xla-"))
 
 from pathlib import Path
 

@@ -7,12 +7,24 @@
 >>> pictures = filterviz.as_image(images)  # doctest: +SKIP
 """
 
-from filterviz.ascent import activations, ascend, ascend_batch, ascend_one, default_batch_size, layer_image
+from filterviz.ascent import (
+    PRECISIONS,
+    activations,
+    ascend,
+    ascend_and_measure,
+    ascend_batch,
+    ascend_one,
+    default_batch_size,
+    layer_image,
+)
+from filterviz.atlas import contact_sheet, top_filters, write_atlas
 from filterviz.errors import (
     FilterIndexError,
     FilterVizError,
     ImageError,
     OutputError,
+    SettingError,
+    SweepError,
     UnknownLayerError,
     WeightsError,
 )
@@ -29,27 +41,36 @@ from filterviz.model import (
     summary,
 )
 from filterviz.plotting import filter_grid, save_figure, show_filters
+from filterviz.sweep import SweepResult, enable_compilation_cache, filter_mesh, read_manifest, sweep
 from filterviz.weights import download_weights, find_weights, load_weights
 
 __all__ = [
     "CONV_LAYERS",
     "LAYER_NAMES",
+    "PRECISIONS",
     "VGG16",
     "FilterIndexError",
     "FilterVizError",
     "ImageError",
     "OutputError",
+    "SettingError",
+    "SweepError",
+    "SweepResult",
     "UnknownLayerError",
     "WeightsError",
     "activations",
     "as_image",
     "ascend",
+    "ascend_and_measure",
     "ascend_batch",
     "ascend_one",
     "channel_activation",
+    "contact_sheet",
     "default_batch_size",
     "download_weights",
+    "enable_compilation_cache",
     "filter_grid",
+    "filter_mesh",
     "find_weights",
     "forward",
     "init_params",
@@ -59,8 +80,12 @@ __all__ = [
     "load_weights",
     "parameter_count",
     "random_image",
+    "read_manifest",
     "save_figure",
     "save_png",
     "show_filters",
     "summary",
+    "sweep",
+    "top_filters",
+    "write_atlas",
 ]

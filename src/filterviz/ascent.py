@@ -2,8 +2,14 @@
 
 The core is written for one filter and one image, ``ascend_one(params, layer, filter_index, image)
 -> float32[H, W, 3]``, a ``lax.fori_loop`` over normalised-gradient steps. :func:`ascend` vmaps it
-over a chunk of filters and jits the result once per (layer, image shape, chunk size, steps); filter
-indices and the step size are traced, so every filter of a layer reuses the same program.
+over a chunk of filters and jits the result once per (layer, image shape, chunk size, steps,
+precision); filter indices and the step size are traced, so every filter of a layer reuses the same
+program.
+
+Precision: ``"float32"`` (full float32 convolutions, the default), ``"tf32"`` (float32 data with
+TensorFloat-32 matrix math where the device has it: NVIDIA GPUs since Ampere) and ``"bfloat16"``
+(network and gradient in bfloat16, the image kept and updated in float32). On CPU, ``"tf32"`` equals
+``"float32"``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from filterviz.errors import FilterIndexError, ImageError
+from filterviz.errors import FilterIndexError, ImageError, SettingError
 from filterviz.images import as_image
 from filterviz.model import (
     LAYER_NAMES,
@@ -31,6 +37,21 @@ from filterviz.objectives import filter_mean
 
 GRADIENT_EPSILON = 1e-5
 """Added to the gradient's RMS before dividing, as the notebook does."""
+
+PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bfloat16")
+"""The arithmetic an ascent may use; see the module docstring."""
+
+# Per precision: the name jax.default_matmul_precision takes (it sets the convolutions' precision too)
+# and the type the network and its gradient are computed in.
+_MATMUL_PRECISION = {"float32": "float32", "tf32": "tensorfloat32", "bfloat16": "bfloat16"}
+_COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; else :class:`SettingError` listing them."""
+    if precision not in PRECISIONS:
+        raise SettingError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def normalized_ascent_step(gradient: jax.Array, image: jax.Array, step_size: jax.Array | float) -> jax.Array:
@@ -47,18 +68,27 @@ def ascend_one(
     *,
     steps: int,
     step_size: jax.Array | float,
+    precision: str = "float32",
 ) -> jax.Array:
-    """``steps`` normalised-gradient steps on ``image float32[H, W, 3]`` raising one filter's mean."""
+    """``steps`` normalised-gradient steps on ``image float32[H, W, 3]`` raising one filter's mean.
+
+    The image stays float32 whatever ``precision`` (one of :data:`PRECISIONS`) the network runs in.
+    """
+    compute_dtype = _COMPUTE_DTYPE[check_precision(precision)]
     gradient_of = jax.grad(filter_mean, argnums=3)
-    prepared = with_flipped_kernels(params)  # once, outside the loop: XLA would redo it at every step
+    # Once, outside the loop: XLA would otherwise flip and cast the kernels again at every step.
+    prepared = jax.tree.map(lambda array: array.astype(compute_dtype), with_flipped_kernels(params))
 
     def step(_: jax.Array, current: jax.Array) -> jax.Array:
-        return normalized_ascent_step(gradient_of(prepared, layer, filter_index, current), current, step_size)
+        gradient = gradient_of(prepared, layer, filter_index, current.astype(compute_dtype))
+        return normalized_ascent_step(gradient.astype(jnp.float32), current, step_size)
 
-    return lax.fori_loop(0, steps, step, image)
+    # The context sets the precision of every convolution traced inside it, forward and backward.
+    with jax.default_matmul_precision(_MATMUL_PRECISION[precision]):
+        return lax.fori_loop(0, steps, step, image)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "steps"))
+@functools.partial(jax.jit, static_argnames=("layer", "steps", "precision"))
 def ascend_batch(
     params: Params,
     layer: str,
@@ -66,10 +96,34 @@ def ascend_batch(
     images: jax.Array,
     step_size: jax.Array | float,
     steps: int,
+    precision: str = "float32",
 ) -> jax.Array:
     """:func:`ascend_one` vmapped over ``filter_indices int32[B]`` and ``images float32[B, H, W, 3]``."""
-    one = functools.partial(ascend_one, params, layer, steps=steps, step_size=step_size)
+    one = functools.partial(ascend_one, params, layer, steps=steps, step_size=step_size, precision=precision)
     return jax.vmap(one)(filter_indices, images)
+
+
+def ascend_and_measure(
+    params: Params,
+    layer: str,
+    filter_indices: jax.Array,
+    start: jax.Array,
+    step_size: jax.Array | float,
+    *,
+    steps: int,
+    precision: str = "float32",
+) -> tuple[jax.Array, jax.Array]:
+    """Ascend every filter of ``filter_indices int32[B]`` from one shared ``start float32[H, W, 3]``.
+
+    Returns ``(images float32[B, H, W, 3], activations float32[B])``: the ascended images and each
+    filter's mean activation on its own image, measured in float32 whatever ``precision`` the ascent
+    used, so rankings from different precisions compare. Not jitted: sweeps wrap it in their sharded jit.
+    """
+    one = functools.partial(ascend_one, params, layer, steps=steps, step_size=step_size, precision=precision)
+    images = jax.vmap(one, in_axes=(0, None))(filter_indices, start)
+    with jax.default_matmul_precision("float32"):
+        achieved = jax.vmap(functools.partial(filter_mean, params, layer))(filter_indices, images)
+    return images, achieved
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -139,6 +193,7 @@ def ascend(
     steps: int = 20,
     step_size: float = 1.0,
     batch_size: int | None = None,
+    precision: str = "float32",
 ) -> jax.Array:
     """Gradient ascent that makes each filter of ``filters`` fire as strongly as possible.
 
@@ -155,12 +210,14 @@ def ascend(
       steps: ascent steps per filter.
       step_size: pixels moved per step, in units of the normalised gradient.
       batch_size: filters per compiled chunk; default from the device's memory.
+      precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"`` (see the module docstring).
 
     Returns:
       ``float32[N, H, W, 3]``: the ascended images, in the order of ``filters``.
 
     Raises:
       UnknownLayerError, FilterIndexError, ImageError: bad layer, filter or image shape.
+      SettingError: negative steps, batch size below 1, unknown precision.
 
     >>> import jax, filterviz
     >>> params = filterviz.init_params(jax.random.key(0))
@@ -172,10 +229,11 @@ def ascend(
     indices = check_filters(layer, filters)
     starts = _check_image(image, len(indices))
     shared = starts.ndim == 3
+    check_precision(precision)
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise SettingError(f"steps must be >= 0, got {steps}")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise SettingError(f"batch_size must be >= 1, got {batch_size}")
     height, width = starts.shape[-3:-1]
     if not len(indices):
         return jnp.zeros((0, height, width, 3), jnp.float32)
@@ -193,7 +251,9 @@ def ascend(
         else:
             chunk_starts = starts[begin : begin + count]
             chunk_starts = jnp.concatenate([chunk_starts, jnp.repeat(chunk_starts[-1:], pad, axis=0)])
-        ascended = ascend_batch(params, layer, jnp.asarray(chunk_indices), chunk_starts, step_size, steps)
+        ascended = ascend_batch(
+            params, layer, jnp.asarray(chunk_indices), chunk_starts, step_size, steps, precision
+        )
         results.append(ascended[:count])
     return results[0] if len(results) == 1 else jnp.concatenate(results)
 
@@ -225,6 +285,10 @@ def layer_image(
     *,
     steps: int = 20,
     step_size: float = 1.0,
+    precision: str = "float32",
 ) -> np.ndarray:
     """The notebook's function: one filter's picture ``uint8[H, W, 3]``, ascended from ``image [H, W, 3]``."""
-    return as_image(ascend(params, layer, [filter_index], image, steps=steps, step_size=step_size)[0])
+    ascended = ascend(
+        params, layer, [filter_index], image, steps=steps, step_size=step_size, precision=precision
+    )
+    return as_image(ascended[0])

@@ -8,13 +8,14 @@ import sys
 import time
 from collections.abc import Sequence
 
-from filterviz.errors import FilterIndexError, FilterVizError
-from filterviz.model import LAYERS, layer_spec
+from filterviz.ascent import PRECISIONS
+from filterviz.errors import FilterIndexError, FilterVizError, SettingError
+from filterviz.model import CONV_LAYERS, LAYERS, layer_spec
 
 EXIT_USER_ERROR = 2
 
 
-class UsageError(FilterVizError, ValueError):
+class UsageError(SettingError):
     """A malformed command-line value (filter list, size)."""
 
 
@@ -78,11 +79,19 @@ def _filters(args: argparse.Namespace) -> None:
     filters = parse_filters(args.filters, layer)
     height, width = parse_size(args.size)
     check_writable(args.out)
+    _use_compilation_cache(args)
     params = load_weights(args.weights)
     start = random_image(jax.random.key(args.seed), height, width)
     began = time.perf_counter()
     images = ascend(
-        params, layer, filters, start, steps=args.steps, step_size=args.step_size, batch_size=args.batch_size
+        params,
+        layer,
+        filters,
+        start,
+        steps=args.steps,
+        step_size=args.step_size,
+        batch_size=args.batch_size,
+        precision=args.precision,
     )
     pictures = as_image(images)
     seconds = time.perf_counter() - began
@@ -106,10 +115,19 @@ def _dream(args: argparse.Namespace) -> None:
     (filter_index,) = parse_filters(str(args.filter), layer)
     check_writable(args.out)
     photo = load_image(args.image)
+    _use_compilation_cache(args)
     params = load_weights(args.weights)
     began = time.perf_counter()
     dreamed = np.asarray(
-        ascend(params, layer, [filter_index], photo, steps=args.steps, step_size=args.step_size)[0]
+        ascend(
+            params,
+            layer,
+            [filter_index],
+            photo,
+            steps=args.steps,
+            step_size=args.step_size,
+            precision=args.precision,
+        )[0]
     )
     seconds = time.perf_counter() - began
     picture = as_image(dreamed) if args.deprocess == "notebook" else np.clip(dreamed, 0, 255).astype(np.uint8)
@@ -121,15 +139,138 @@ def _dream(args: argparse.Namespace) -> None:
     )
 
 
-def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int) -> None:
-    """The options every ascent command shares: steps, step size, weights file, output PNG."""
+def _use_compilation_cache(args: argparse.Namespace) -> None:
+    if not args.no_compile_cache:
+        from filterviz.sweep import enable_compilation_cache
+
+        enable_compilation_cache()
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    import jax
+
+    from filterviz.images import load_image
+    from filterviz.sweep import sweep
+    from filterviz.weights import load_weights
+
+    if args.coordinator or args.num_processes is not None or args.process_id is not None or args.distributed:
+        # Before anything touches a device: this joins the processes into one runtime. With no
+        # arguments JAX finds the cluster itself (SLURM, Open MPI, Kubernetes, Cloud TPU).
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    layers = (
+        None if args.layers == "all" else [layer_spec(name.strip()).name for name in args.layers.split(",")]
+    )
+    filters = None
+    if args.filters != "all":
+        filters = {name: parse_filters(args.filters, name) for name in (layers or CONV_LAYERS)}
+    height, width = parse_size(args.size)
+    start = None
+    if args.start is not None:
+        start = load_image(args.start)
+        if args.size_given:
+            start = resize_image(start, height, width)
+    _use_compilation_cache(args)
+    params = load_weights(args.weights)
+    result = sweep(
+        params,
+        args.out,
+        layers=layers,
+        filters=filters,
+        size=(height, width),
+        steps=args.steps,
+        step_size=args.step_size,
+        seed=args.seed,
+        start=start,
+        precision=args.precision,
+        raw=args.raw,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+    )
+    if jax.process_index() == 0:
+        from filterviz.atlas import write_atlas
+
+        page = write_atlas(args.out)
+    if not args.quiet:
+        where = (
+            f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+        )
+        print(
+            f"{result.written} filters written, {result.skipped} already done, in {result.seconds:.1f} s"
+            f" on {jax.device_count()} device(s){where}",
+            file=sys.stderr,
+        )
+        if jax.process_index() == 0:
+            print(f"atlas: {page}", file=sys.stderr)
+
+
+def resize_image(image: object, height: int, width: int) -> object:
+    """``float32[H, W, 3]`` resized to ``height x width`` (bicubic), for a photo start of a given size."""
+    import numpy as np
+    from PIL import Image
+
+    channels = [
+        np.asarray(
+            Image.fromarray(np.asarray(image)[..., c]).resize((width, height), Image.Resampling.BICUBIC)
+        )
+        for c in range(3)
+    ]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def _atlas(args: argparse.Namespace) -> None:
+    from filterviz.atlas import write_atlas
+
+    print(write_atlas(args.folder))
+
+
+def _top(args: argparse.Namespace) -> None:
+    from filterviz.atlas import DEAD_ACTIVATION, load_pictures, top_filters
+    from filterviz.images import check_writable
+    from filterviz.plotting import filter_grid, save_figure
+
+    layer = layer_spec(args.layer).name
+    check_writable(args.out)
+    entries = top_filters(args.folder, layer, args.count)
+    if not entries:
+        raise UsageError(f"{args.folder} has no finished filters of {layer}")
+    labels = [
+        f"{e['filter']}: {e['activation']:.1f}" + (" dead" if e["activation"] <= DEAD_ACTIVATION else "")
+        for e in entries
+    ]
+    figure = filter_grid(
+        load_pictures(args.folder, entries), labels, columns=args.columns, title=f"{layer}, strongest first"
+    )
+    save_figure(figure, args.out)
+    print(f"wrote {args.out}: the {len(entries)} strongest filters of {layer}", file=sys.stderr)
+
+
+def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int) -> None:
+    """The options every ascent command shares: steps, step size, precision, weights file, cache."""
     parser.add_argument("--steps", type=int, default=steps, help=f"ascent steps (default {steps})")
     parser.add_argument("--step-size", type=float, default=1.0, help="step size (default 1.0)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="float32 (default); tf32: TensorFloat-32 matrix math on GPUs that have it; "
+        "bfloat16: network in bfloat16, image in float32",
+    )
     parser.add_argument(
         "--weights",
         default=None,
         help="VGG16 weights file (default: $FILTERVIZ_WEIGHTS, weights/, ~/.keras/models/, or download)",
     )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs in $FILTERVIZ_CACHE_DIR (default ~/.cache/filterviz/xla)",
+    )
+
+
+def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int) -> None:
+    """The compute options, and the output PNG."""
+    _add_compute_options(parser, steps=steps)
     parser.add_argument("--out", required=True, help="PNG file to write")
 
 
@@ -177,13 +318,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_ascent_options(dream, steps=100)
     dream.set_defaults(run=_dream)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="draw every filter of chosen layers into a folder, with an atlas page; resumable",
+        description="Draw every chosen filter into OUT (one PNG each, a manifest, contact sheets and "
+        "OUT/index.html), sharded over every device. Run the same command again to finish an "
+        "interrupted sweep: finished filters are kept.",
+    )
+    sweep.add_argument("--out", required=True, help="output folder (created if needed)")
+    sweep.add_argument(
+        "--layers", default="all", help="comma-separated layer names, or all conv layers (default all)"
+    )
+    sweep.add_argument("--filters", default="all", help="filters of each layer: 0-15, 3,7,10-12 or all")
+    sweep.add_argument("--size", default=None, help="image size, 128 or HxW (default 128)")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of the noise start image (default 0)")
+    sweep.add_argument(
+        "--start", default=None, help="start from this photo instead of noise (resized to --size if given)"
+    )
+    sweep.add_argument("--raw", action="store_true", help="also save each float32 image as .npy")
+    sweep.add_argument(
+        "--batch-size", type=int, default=None, help="filters per device per compiled chunk (default: auto)"
+    )
+    sweep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="clear a sweep with other settings from --out and start again",
+    )
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _add_compute_options(sweep, steps=20)
+    cluster = sweep.add_argument_group("several hosts (jax.distributed)")
+    cluster.add_argument(
+        "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
+    )
+    cluster.add_argument("--coordinator", default=None, help="address:port of process 0")
+    cluster.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    cluster.add_argument("--process-id", type=int, default=None, help="this process's index, from 0")
+    sweep.set_defaults(run=_sweep)
+
+    atlas = commands.add_parser("atlas", help="rebuild a sweep folder's contact sheets and index.html")
+    atlas.add_argument("folder", metavar="FOLDER", help="a folder written by 'filterviz sweep'")
+    atlas.set_defaults(run=_atlas)
+
+    top = commands.add_parser(
+        "top", help="grid of a layer's filters from a sweep, strongest activation first"
+    )
+    top.add_argument("folder", metavar="FOLDER", help="a folder written by 'filterviz sweep'")
+    top.add_argument("--layer", required=True, help="layer name")
+    top.add_argument("--count", type=int, default=16, help="how many filters (default 16)")
+    top.add_argument("--columns", type=int, default=8, help="grid columns (default 8)")
+    top.add_argument("--out", required=True, help="PNG file to write")
+    top.set_defaults(run=_top)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, or 2 for a user error reported in one line)."""
     args = build_parser().parse_args(argv)
-    for name in ("steps", "batch_size", "columns"):
+    if hasattr(args, "size") and args.command == "sweep":
+        args.size_given = args.size is not None
+        args.size = args.size or "128"
+    for name in ("steps", "batch_size", "columns", "count"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "steps" else 1):
             print(

@@ -5,6 +5,8 @@ missing or damaged weights file, an output that cannot be written) is raised as 
 :class:`FilterVizError`, so a caller can catch them all at once and the CLI can turn them into one line
 on stderr. Each also subclasses the built-in exception a Python user would expect (``KeyError``,
 ``IndexError``, ``OSError``, ``ValueError``).
+
+A sweep adds :class:`SweepError`: a folder that holds a sweep made with other settings.
 """
 
 from __future__ import annotations
@@ -66,3 +68,11 @@ class OutputError(FilterVizError, OSError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class SettingError(FilterVizError, ValueError):
+    """An option value out of its domain: a precision filterviz does not know, a negative step count."""
+
+
+class SweepError(FilterVizError, ValueError):
+    """A sweep that cannot go on as asked, e.g. its folder holds a sweep made with other settings."""

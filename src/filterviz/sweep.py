@@ -1,0 +1,550 @@
+"""Sweeps: a picture of every chosen filter of every chosen layer, sharded over devices and hosts.
+
+A sweep writes into one folder::
+
+    sweep.json                    the settings the pictures were made with
+    manifest.jsonl                one JSON line per finished filter (``manifest.p<i>.jsonl`` per process
+                                  when several processes share the work)
+    block4_conv1/0007.png         each filter's picture (``0007.npy``: the float32 image, on request)
+    sheets/block4_conv1.png       a contact sheet per layer      (written by filterviz.atlas)
+    index.html                    the atlas page                 (written by filterviz.atlas)
+
+Sharding: the filters of a layer form one axis split over a :class:`jax.sharding.Mesh` of every device
+of every process (``jax.distributed.initialize`` joins hosts into one runtime); a ``shard_map`` runs the
+vmapped ascent on each device's share with no collectives, and each process writes the pictures of the
+shards its own devices hold. So every filter is computed and written exactly once, whatever the number of
+devices or processes.
+
+Safety: every file appears by rename, complete or not at all; a manifest line is written only after its
+picture, in one ``write`` call, so a killed sweep leaves at worst a line without its newline, which the
+next start cuts off. Starting again with the same settings skips every filter in the manifest; other
+settings are refused (:class:`SweepError`) unless ``overwrite`` clears the folder's sweep first.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from filterviz.ascent import ascend_and_measure, check_filters, check_precision, default_batch_size
+from filterviz.errors import ImageError, OutputError, SettingError, SweepError
+from filterviz.images import TEMPORARY_SUFFIX, as_image, atomic_write, encode_png, random_image
+from filterviz.model import CONV_LAYERS, LAYER_NAMES, Params, layer_spec
+
+FILTER_AXIS = "filters"
+"""Name of the mesh axis the filters are split over."""
+
+SETTINGS_FILE = "sweep.json"
+MANIFEST_GLOB = "manifest*.jsonl"
+_FORMAT = 1
+# Chunks dispatched ahead of the one being written: enough that the device always has queued work
+# while the host encodes PNGs, few enough to bound the host memory held by finished images.
+_CHUNKS_IN_FLIGHT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """Everything that decides a sweep's pictures; a folder's sweep only continues with equal settings.
+
+    ``start`` is ``"noise"`` (the notebook's grey noise from ``seed``) or ``"image sha256:<hex>"`` for a
+    given start image; ``weights`` is :func:`filterviz.weights.content_digest` of the parameters.
+    """
+
+    height: int = 128
+    width: int = 128
+    steps: int = 20
+    step_size: float = 1.0
+    seed: int = 0
+    start: str = "noise"
+    precision: str = "float32"
+    raw: bool = False
+    weights: str = ""
+
+    def differences(self, other: SweepSettings) -> list[str]:
+        """``["steps: 20 here, 10 asked", ...]`` for each field that differs from ``other``."""
+        return [
+            f"{field.name}: {getattr(self, field.name)!r} in the folder, {getattr(other, field.name)!r} asked"
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(other, field.name)
+        ]
+
+
+class SweepResult(NamedTuple):
+    """What one call of :func:`sweep` did, for this process."""
+
+    folder: Path
+    written: int  # filters computed and written by this process in this call
+    skipped: int  # filters of the plan already finished by an earlier call (any process)
+    seconds: float
+
+
+def picture_path(layer: str, filter_index: int, suffix: str = ".png") -> str:
+    """Path of a filter's picture relative to the sweep folder: ``"block4_conv1/0007.png"``."""
+    return f"{layer}/{filter_index:04d}{suffix}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The manifest: JSON lines, appended one whole line per write.
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every complete entry of every manifest file in ``folder`` whose picture exists, one per filter.
+
+    A line cut short by a kill, or an entry whose PNG is missing, is left out: that filter is not done.
+    """
+    folder = Path(folder)
+    entries: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in sorted(folder.glob(MANIFEST_GLOB)):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                key = (entry["layer"], int(entry["filter"]))
+                picture = entry["png"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if (folder / picture).is_file():
+                entries[key] = entry
+    return [entries[key] for key in sorted(entries, key=lambda k: (_layer_order(k[0]), k[1]))]
+
+
+def _layer_order(layer: str) -> int:
+    return LAYER_NAMES.index(layer) if layer in LAYER_NAMES else len(LAYER_NAMES)
+
+
+class _ManifestWriter:
+    """Appends entries to one manifest file, thread-safely, one ``os.write`` per line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        _cut_partial_last_line(path)
+        try:
+            self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise OutputError(path, f"cannot write ({error.strerror or error})") from None
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            try:
+                written = os.write(self._descriptor, line)
+            except OSError as error:
+                raise OutputError(self.path, f"cannot write ({error.strerror or error})") from None
+            if written != len(line):  # a full disk can cut a write short: take the fragment back
+                os.ftruncate(self._descriptor, os.lseek(self._descriptor, 0, os.SEEK_END) - written)
+                raise OutputError(self.path, "cannot write (disk full?)")
+
+    def close(self) -> None:
+        os.close(self._descriptor)
+
+
+def _cut_partial_last_line(path: Path) -> None:
+    # A process killed mid-line leaves a last line with no newline: cut it so the file stays JSON lines.
+    if not path.is_file():
+        return
+    with open(path, "rb+") as file:
+        data = file.read()
+        if data and not data.endswith(b"\n"):
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sharding over devices and processes.
+
+
+def filter_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named ``"filters"`` over ``devices`` (default: every device of every process)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (FILTER_AXIS,))
+
+
+def _global_array(value: Any, sharding: NamedSharding) -> jax.Array:
+    # Every process holds the same host value; each places the parts its own devices hold.
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+@functools.cache
+def _sharded_ascent(mesh: Mesh, layer: str, steps: int, precision: str) -> Callable[..., Any]:
+    # One jitted program per (mesh, layer, steps, precision); jit adds one per chunk and image shape.
+    # shard_map makes each device run the vmapped ascent on its own filters: no collectives, no
+    # resharding decisions left to the compiler.
+    #
+    # The start image comes as one copy per device, split like the filters, not replicated: inside
+    # shard_map a replicated input is typed device-invariant, and the gradient of a device-varying loss
+    # with respect to it is summed over devices, which would mix every filter's gradient into each.
+    def ascend_shard(params: Params, filter_indices: jax.Array, start: jax.Array, step_size: jax.Array):
+        return ascend_and_measure(
+            params, layer, filter_indices, start[0], step_size, steps=steps, precision=precision
+        )
+
+    split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
+    return jax.jit(
+        jax.shard_map(
+            ascend_shard, mesh=mesh, in_specs=(whole, split, split, whole), out_specs=(split, split)
+        )
+    )
+
+
+def _agree(flags: np.ndarray) -> np.ndarray:
+    """Element-wise OR of a boolean array over all processes (itself with one process)."""
+    if jax.process_count() == 1:
+        return flags
+    return np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The sweep.
+
+
+def plan_filters(
+    layers: Iterable[str] | None = None, filters: Sequence[int] | Mapping[str, Sequence[int]] | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """``[(layer, int32[N]), ...]``: the filters a sweep covers, each checked.
+
+    ``layers`` defaults to the 13 conv layers; ``filters`` to all of each layer, or one sequence for
+    every layer, or a ``{layer: sequence}`` mapping (layers it leaves out get all their filters).
+    """
+    names = [layer_spec(name).name for name in (CONV_LAYERS if layers is None else layers)]
+    if len(set(names)) != len(names):
+        raise SettingError(f"a layer is named twice in {names}")
+    plan = []
+    for name in names:
+        chosen = filters.get(name) if isinstance(filters, Mapping) else filters
+        indices = np.arange(layer_spec(name).channels) if chosen is None else check_filters(name, chosen)
+        plan.append((name, np.unique(indices).astype(np.int32)))
+    return plan
+
+
+def _start_digest(image: np.ndarray) -> str:
+    return "image sha256:" + hashlib.sha256(np.ascontiguousarray(image, "<f4").tobytes()).hexdigest()
+
+
+def _clear_sweep(folder: Path) -> None:
+    # Only what a sweep writes: its settings, manifests, atlas and the per-layer picture folders.
+    for path in [folder / SETTINGS_FILE, folder / "index.html", *folder.glob(MANIFEST_GLOB)]:
+        path.unlink(missing_ok=True)
+    for name in (*LAYER_NAMES, "sheets"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
+def _prepare_folder(folder: Path, settings: SweepSettings, overwrite: bool) -> None:
+    """Create the folder or check it holds a sweep with these settings; all processes must agree."""
+    problem = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise OutputError(folder, "folder is not writable")
+        if overwrite:
+            _clear_sweep(folder)
+        previous = folder / SETTINGS_FILE
+        if previous.is_file():
+            try:
+                recorded = SweepSettings(**json.loads(previous.read_text())["settings"])
+            except (ValueError, KeyError, TypeError):
+                raise SweepError(
+                    f"{previous} is not a filterviz sweep settings file; use another folder"
+                ) from None
+            differences = recorded.differences(settings)
+            if differences:
+                raise SweepError(
+                    f"{folder} holds a sweep made with other settings ({'; '.join(differences)}); "
+                    "use another folder, or start it again with --overwrite (overwrite=True)"
+                )
+    except (OSError, SweepError) as error:
+        problem = error if isinstance(error, SweepError | OutputError) else OutputError(folder, str(error))
+    # Every process must stop if any one must, or the others would wait for it forever.
+    if _agree(np.array([problem is not None]))[0]:
+        raise problem or SweepError("another process of this sweep could not use its folder")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("filterviz sweep folder ready")
+    record = {"format": _FORMAT, "settings": dataclasses.asdict(settings)}
+    atomic_write(folder / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
+    for stale in folder.glob(f"*/.*{TEMPORARY_SUFFIX}"):  # temporaries of a killed run
+        stale.unlink(missing_ok=True)
+
+
+class _Progress:
+    """A tqdm bar when asked (filters done, filters/s, ETA), nothing otherwise; safe from threads."""
+
+    def __init__(self, total: int, enabled: bool):
+        self._bar = None
+        if enabled and total:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="filter", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, count: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description(text, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_wanted() -> bool:
+    """The default for ``progress``: on when stderr is a terminal and not in CI."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def sweep(
+    params: Params,
+    folder: str | os.PathLike[str],
+    *,
+    layers: Iterable[str] | None = None,
+    filters: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    size: tuple[int, int] = (128, 128),
+    steps: int = 20,
+    step_size: float = 1.0,
+    seed: int = 0,
+    start: np.ndarray | None = None,
+    precision: str = "float32",
+    raw: bool = False,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    mesh: Mesh | None = None,
+    progress: bool | None = None,
+    writer_threads: int = 4,
+) -> SweepResult:
+    """Ascend and save every planned filter, sharded over ``mesh``; resumes what a folder already holds.
+
+    Args:
+      params: VGG16 parameters from :func:`filterviz.load_weights`.
+      folder: output folder (created if needed); see the module docstring for its layout.
+      layers, filters: what to draw; see :func:`plan_filters` (default: all 4,224 conv filters).
+      size: ``(height, width)`` of the noise start; ignored when ``start`` is given.
+      steps, step_size, precision: as :func:`filterviz.ascend`.
+      seed: seed of the noise start, shared by every filter as in the notebook.
+      start: a start image ``float32[H, W, 3]`` (0-255, e.g. a photo) instead of noise.
+      raw: also save each ascended float32 image as ``.npy``.
+      batch_size: filters per device per compiled chunk (default from the device's memory).
+      overwrite: clear a previous sweep with other settings from ``folder`` instead of refusing.
+      mesh: devices to shard over (default :func:`filter_mesh`: every device of every process).
+      progress: show a progress bar (default: when stderr is a terminal and not in CI).
+      writer_threads: host threads encoding and writing PNGs while the devices compute.
+
+    Returns:
+      A :class:`SweepResult` for this process.
+
+    Raises:
+      UnknownLayerError, FilterIndexError, SettingError, ImageError: bad arguments, before any work.
+      SweepError: ``folder`` holds a sweep with other settings.
+      OutputError: the folder or a file cannot be written; everything finished before stays.
+    """
+    began = time.perf_counter()
+    folder = Path(folder)
+    plan = plan_filters(layers, filters)
+    check_precision(precision)
+    if steps < 0 or (batch_size is not None and batch_size < 1) or writer_threads < 1:
+        raise SettingError("steps must be >= 0, batch_size and writer_threads >= 1")
+    if start is None:
+        height, width = size
+        if height < 1 or width < 1:
+            raise SettingError(f"size must be positive, got {size}")
+        start_image = np.asarray(random_image(jax.random.key(seed), height, width))
+        start_name = "noise"
+    else:
+        start_image = np.asarray(start, np.float32)
+        if start_image.ndim != 3 or start_image.shape[-1] != 3:
+            raise ImageError(None, f"start image must be [H, W, 3], got {start_image.shape}")
+        height, width = start_image.shape[:2]
+        start_name = _start_digest(start_image)
+    from filterviz.weights import content_digest
+
+    settings = SweepSettings(
+        height=height,
+        width=width,
+        steps=steps,
+        step_size=float(step_size),
+        seed=seed,
+        start=start_name,
+        precision=precision,
+        raw=raw,
+        weights=content_digest(params),
+    )
+    _prepare_folder(folder, settings, overwrite)
+
+    # What is left: filters without a manifest entry in any process's view of the folder.
+    finished = {(entry["layer"], int(entry["filter"])) for entry in read_manifest(folder)}
+    done_flags = np.array([(layer, int(f)) in finished for layer, indices in plan for f in indices], bool)
+    done_flags = _agree(done_flags)
+    pending, offset = [], 0
+    for layer, indices in plan:
+        left = indices[~done_flags[offset : offset + len(indices)]]
+        offset += len(indices)
+        if len(left):
+            pending.append((layer, left))
+
+    mesh = mesh or filter_mesh()
+    manifest_name = "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
+    manifest = _ManifestWriter(folder / manifest_name)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    split = NamedSharding(mesh, PartitionSpec(FILTER_AXIS))
+    device_params = jax.tree.map(lambda array: _global_array(array, replicated), params)
+    device_start = _global_array(np.broadcast_to(start_image, (mesh.size, *start_image.shape)), split)
+    device_step_size = _global_array(np.float32(step_size), replicated)
+    common = {
+        "seed": seed,
+        "steps": steps,
+        "step_size": float(step_size),
+        "height": height,
+        "width": width,
+        "precision": precision,
+        "start": start_name,
+    }
+
+    chunks = list(_chunks(pending, mesh, height, width, batch_size))
+    mine = sum(len(_my_positions(split, chunk_size, count)) for _, _, chunk_size, count in chunks)
+    bar = _Progress(mine, progress_wanted() if progress is None else progress)
+    written = 0
+
+    def write_shard(layer: str, indices: np.ndarray, positions: list[int], images: Any, achieved: Any) -> int:
+        images, achieved = np.asarray(images), np.asarray(achieved)  # waits for the device
+        pictures = as_image(images)
+        for row, position in enumerate(positions):
+            filter_index = int(indices[position])
+            entry = {"layer": layer, "filter": filter_index, "activation": float(achieved[row])}
+            entry["png"] = picture_path(layer, filter_index)
+            atomic_write(folder / entry["png"], encode_png(pictures[row]), durable=False)
+            if raw:
+                entry["raw"] = picture_path(layer, filter_index, ".npy")
+                atomic_write(folder / entry["raw"], _npy_bytes(images[row]), durable=False)
+            manifest.append({**entry, **common})
+            bar.update()
+        return len(positions)
+
+    in_flight: collections.deque[list[concurrent.futures.Future[int]]] = collections.deque()
+    pool = concurrent.futures.ThreadPoolExecutor(writer_threads, thread_name_prefix="filterviz-writer")
+    try:
+        for layer, indices, chunk_size, count in chunks:
+            bar.describe(layer)
+            (folder / layer).mkdir(exist_ok=True)
+            padded = np.concatenate([indices, np.repeat(indices[-1:], chunk_size - count)])
+            program = _sharded_ascent(mesh, layer, steps, precision)
+            images, achieved = program(
+                device_params, _global_array(padded, split), device_start, device_step_size
+            )
+            achieved_by_device = {shard.device: shard.data for shard in achieved.addressable_shards}
+            futures = []
+            for shard in images.addressable_shards:
+                first = shard.index[0].start or 0
+                positions = [p for p in range(first, first + shard.data.shape[0]) if p < count]
+                if positions:  # padding filters are computed but never written
+                    rows = achieved_by_device[shard.device]
+                    futures.append(
+                        pool.submit(
+                            write_shard, layer, indices, positions, shard.data[: len(positions)], rows
+                        )
+                    )
+            in_flight.append(futures)
+            while len(in_flight) > _CHUNKS_IN_FLIGHT:
+                written += sum(future.result() for future in in_flight.popleft())
+        while in_flight:
+            written += sum(future.result() for future in in_flight.popleft())
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True)  # write what the devices already computed: no lost work
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # a writer failed (disk full): stop soon
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        manifest.close()
+        bar.close()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("filterviz sweep done")
+    skipped = int(done_flags.sum())
+    return SweepResult(folder, written, skipped, time.perf_counter() - began)
+
+
+def _chunks(
+    pending: list[tuple[str, np.ndarray]], mesh: Mesh, height: int, width: int, batch_size: int | None
+) -> Iterator[tuple[str, np.ndarray, int, int]]:
+    """``(layer, filter indices, chunk size, real count)`` per compiled call, split evenly over devices."""
+    devices = mesh.size
+    local_device = mesh.devices.flat[0]
+    for layer, indices in pending:
+        per_device = batch_size or default_batch_size(layer, height, width, local_device)
+        # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
+        per_device = min(per_device, -(-len(indices) // devices))
+        chunk_size = per_device * devices
+        for begin in range(0, len(indices), chunk_size):
+            part = indices[begin : begin + chunk_size]
+            yield layer, part, chunk_size, len(part)
+
+
+def _my_positions(split: NamedSharding, chunk_size: int, count: int) -> list[int]:
+    # Positions of a chunk that this process's devices hold, padding left out.
+    positions = []
+    for index in split.addressable_devices_indices_map((chunk_size,)).values():
+        begin, end, _ = index[0].indices(chunk_size)
+        positions.extend(p for p in range(begin, end) if p < count)
+    return positions
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, np.float32))
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The persistent compilation cache.
+
+
+def compilation_cache_dir() -> Path:
+    """Where filterviz keeps compiled programs: ``$FILTERVIZ_CACHE_DIR``, else ``~/.cache/filterviz/xla``."""
+    if os.environ.get("FILTERVIZ_CACHE_DIR"):
+        return Path(os.environ["FILTERVIZ_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "filterviz" / "xla"
+
+
+def enable_compilation_cache(directory: str | os.PathLike[str] | None = None) -> Path:
+    """Keep compiled programs on disk, so a second run with the same shapes does not compile again.
+
+    Respects a cache directory already configured for JAX (``JAX_COMPILATION_CACHE_DIR``); otherwise
+    uses ``directory`` or :func:`compilation_cache_dir`. Programs are cached however fast they compiled.
+    Takes effect for the next compilation, even in a process that has compiled before. Returns the
+    directory in use.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    configured = jax.config.jax_compilation_cache_dir
+    if configured and directory is None:
+        return Path(configured)
+    path = Path(directory) if directory is not None else compilation_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(path, f"cannot create the compilation cache ({error.strerror or error})") from None
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    if configured != str(path):
+        # JAX decides once per process whether the cache is on; have it decide again.
+        compilation_cache.reset_cache()
+        compilation_cache.set_cache_dir(str(path))
+    return path

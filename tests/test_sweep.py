@@ -1,0 +1,492 @@
+"""Sweeps: files and manifest, equality with the plain ascent, resume, refusal, failures, sharding over
+devices and processes, kill-and-resume, the atlas views."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import filterviz
+from filterviz.sweep import read_manifest
+
+# The package exports the function `sweep`, which hides the module of the same name.
+sweep_module = importlib.import_module("filterviz.sweep")
+
+WORKER = Path(__file__).with_name("sweep_worker.py")
+SMALL = {"size": (24, 24), "steps": 3}
+
+
+def run_worker(request: dict, *, devices: int = 1, wait: bool = True, **popen):
+    """Run tests/sweep_worker.py with ``devices`` CPU devices; the finished process, or the Popen."""
+    environment = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
+    command = [sys.executable, str(WORKER), json.dumps(request)]
+    if not wait:
+        return subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        )
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def raw_images(folder: Path) -> dict[tuple[str, int], np.ndarray]:
+    return {(e["layer"], e["filter"]): np.load(folder / e["raw"]) for e in read_manifest(folder)}
+
+
+def manifest_keys(folder: Path) -> list[tuple[str, int]]:
+    """Every (layer, filter) of every manifest line of ``folder``, repeats included."""
+    keys = []
+    for path in folder.glob("manifest*.jsonl"):
+        keys += [(e["layer"], e["filter"]) for e in map(json.loads, path.read_text().splitlines())]
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------------
+# One process, one device.
+
+
+def test_sweep_writes_a_picture_and_a_manifest_line_per_filter(random_params, tmp_path):
+    result = filterviz.sweep(
+        random_params, tmp_path, layers=["block1_conv2", "block2_pool"], filters=[0, 5, 9], raw=True, **SMALL
+    )
+    assert (result.written, result.skipped) == (6, 0)
+    entries = read_manifest(tmp_path)
+    assert [(e["layer"], e["filter"]) for e in entries] == [
+        (layer, f) for layer in ("block1_conv2", "block2_pool") for f in (0, 5, 9)
+    ]
+    start = np.asarray(filterviz.random_image(jax.random.key(0), 24, 24))
+    for entry in entries:
+        assert (entry["seed"], entry["steps"], entry["height"], entry["precision"]) == (0, 3, 24, "float32")
+        picture = filterviz.load_image(tmp_path / entry["png"])
+        assert picture.shape == (24, 24, 3)
+        image = np.load(tmp_path / entry["raw"])
+        # The recorded activation is the filter's mean activation on its own ascended image, which rose.
+        achieved = filterviz.activations(random_params, image, entry["layer"])[0, ..., entry["filter"]].mean()
+        before = filterviz.activations(random_params, start, entry["layer"])[0, ..., entry["filter"]].mean()
+        assert entry["activation"] == pytest.approx(float(achieved), rel=1e-4, abs=1e-5)
+        # A filter silent on the start gets no gradient (a dead filter, flagged by the atlas).
+        assert entry["activation"] > before or entry["activation"] == before == 0
+        np.testing.assert_array_equal(picture, filterviz.as_image(image))
+    settings = json.loads((tmp_path / "sweep.json").read_text())["settings"]
+    assert settings["weights"] == filterviz.weights.content_digest(random_params)
+
+
+def test_sweep_pictures_equal_the_plain_ascent(random_params, tmp_path):
+    filters = [3, 1, 7, 2, 11]
+    filterviz.sweep(random_params, tmp_path, layers=["block3_conv1"], filters=filters, raw=True, **SMALL)
+    start = filterviz.random_image(jax.random.key(0), 24, 24)
+    expected = filterviz.ascend(random_params, "block3_conv1", sorted(filters), start, steps=3)
+    saved = raw_images(tmp_path)
+    for row, f in enumerate(sorted(filters)):
+        np.testing.assert_allclose(saved["block3_conv1", f], expected[row], rtol=0, atol=1e-4)
+
+
+def test_a_photo_start_is_used_and_recorded(random_params, tmp_path):
+    photo = np.linspace(0, 255, 20 * 30 * 3, dtype=np.float32).reshape(20, 30, 3)
+    filterviz.sweep(
+        random_params, tmp_path, layers=["block1_conv1"], filters=[2], start=photo, steps=0, raw=True
+    )
+    (entry,) = read_manifest(tmp_path)
+    assert entry["start"].startswith("image sha256:")
+    np.testing.assert_array_equal(np.load(tmp_path / entry["raw"]), photo)  # zero steps: the photo itself
+
+
+def test_running_again_finishes_only_what_is_missing(random_params, tmp_path, monkeypatch):
+    first = filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=range(4), **SMALL)
+    assert (first.written, first.skipped) == (4, 0)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "block1_conv1").iterdir()}
+    # A wider plan with the same settings: only the new filters are computed.
+    second = filterviz.sweep(
+        random_params, tmp_path, layers=["block1_conv1", "block1_conv2"], filters=range(6), **SMALL
+    )
+    assert (second.written, second.skipped) == (8, 4)
+    for name, mtime in before.items():
+        assert (tmp_path / "block1_conv1" / name).stat().st_mtime_ns == mtime
+    assert sorted(manifest_keys(tmp_path)) == sorted(
+        (layer, f) for layer in ("block1_conv1", "block1_conv2") for f in range(6)
+    )
+    third = filterviz.sweep(
+        random_params, tmp_path, layers=["block1_conv1", "block1_conv2"], filters=range(6), **SMALL
+    )
+    assert (third.written, third.skipped) == (0, 12)
+
+
+def test_other_settings_are_refused_unless_overwritten(random_params, tmp_path):
+    filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=[0, 1], **SMALL)
+    with pytest.raises(filterviz.SweepError, match=r"steps: 3 in the folder, 4 asked"):
+        filterviz.sweep(
+            random_params, tmp_path, layers=["block1_conv1"], filters=[0, 1], size=(24, 24), steps=4
+        )
+    with pytest.raises(filterviz.SweepError, match="seed"):
+        filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=[0], seed=1, **SMALL)
+    assert len(read_manifest(tmp_path)) == 2  # the refused calls changed nothing
+    result = filterviz.sweep(
+        random_params, tmp_path, layers=["block1_conv2"], filters=[3], size=(24, 24), steps=4, overwrite=True
+    )
+    assert result.written == 1
+    assert [(e["layer"], e["steps"]) for e in read_manifest(tmp_path)] == [("block1_conv2", 4)]
+    assert not (tmp_path / "block1_conv1").exists()
+
+
+def test_bad_arguments_raise_typed_errors_before_any_work(random_params, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(filterviz.UnknownLayerError, match="valid layers"):
+        filterviz.sweep(random_params, out, layers=["block9_conv1"])
+    with pytest.raises(filterviz.FilterIndexError, match="0-63"):
+        filterviz.sweep(random_params, out, layers=["block1_conv1"], filters=[64])
+    with pytest.raises(filterviz.SettingError, match="precision"):
+        filterviz.sweep(random_params, out, layers=["block1_conv1"], precision="float16")
+    with pytest.raises(filterviz.ImageError):
+        filterviz.sweep(random_params, out, layers=["block1_conv1"], start=np.zeros((4, 4)))
+    assert not out.exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(filterviz.OutputError):
+        filterviz.sweep(random_params, a_file, layers=["block1_conv1"], filters=[0], **SMALL)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "sweep.json").write_text("not json")
+    with pytest.raises(filterviz.SweepError, match="not a filterviz sweep"):
+        filterviz.sweep(random_params, foreign, layers=["block1_conv1"], filters=[0], **SMALL)
+
+
+def test_a_full_disk_stops_the_sweep_and_keeps_finished_work(random_params, tmp_path, monkeypatch):
+    real_write = sweep_module.atomic_write
+    calls = []
+
+    def write_until_full(path, data, **kwargs):
+        calls.append(path)
+        if len(calls) > 3:
+            raise filterviz.OutputError(path, "cannot write (No space left on device)")
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "atomic_write", write_until_full)
+    with pytest.raises(filterviz.OutputError, match="No space left"):
+        filterviz.sweep(
+            random_params, tmp_path, layers=["block1_conv1"], filters=range(8), writer_threads=1, **SMALL
+        )
+    # settings.json was the first write; two pictures followed, each recorded; nothing half-written.
+    assert [e["filter"] for e in read_manifest(tmp_path)] == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "block1_conv1").iterdir()) == ["0000.png", "0001.png"]
+    monkeypatch.setattr(sweep_module, "atomic_write", real_write)
+    result = filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=range(8), **SMALL)
+    assert (result.written, result.skipped) == (6, 2)
+
+
+def test_a_cut_manifest_line_and_stale_temporaries_are_cleaned_up(random_params, tmp_path):
+    filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=range(3), **SMALL)
+    manifest = tmp_path / "manifest.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    # As a kill leaves them: the last line half written, a temporary file never renamed.
+    manifest.write_text("".join(lines[:2]) + lines[2][:17])
+    stale = tmp_path / "block1_conv1" / ".0002.png.abc123.part"
+    stale.write_bytes(b"\x89PNG half")
+    assert [e["filter"] for e in read_manifest(tmp_path)] == [0, 1]
+    result = filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=range(3), **SMALL)
+    assert (result.written, result.skipped) == (1, 2)
+    assert not stale.exists()
+    assert [json.loads(line)["filter"] for line in manifest.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_precision_is_a_setting_and_bfloat16_still_ascends(random_params, tmp_path):
+    result = filterviz.sweep(
+        random_params,
+        tmp_path,
+        layers=["block2_conv1"],
+        filters=[0, 1],
+        precision="bfloat16",
+        raw=True,
+        **SMALL,
+    )
+    assert result.written == 2
+    start = filterviz.random_image(jax.random.key(0), 24, 24)
+    for entry in read_manifest(tmp_path):
+        assert np.load(tmp_path / entry["raw"]).dtype == np.float32  # image state stays float32
+        before = filterviz.activations(random_params, start, "block2_conv1")[0, ..., entry["filter"]].mean()
+        assert entry["activation"] > before > 0
+    with pytest.raises(filterviz.SweepError, match="precision"):
+        filterviz.sweep(random_params, tmp_path, layers=["block2_conv1"], filters=[0], **SMALL)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Several devices, several processes, a kill: each in processes of their own.
+
+SHARDED_PLAN = {"layers": ["block1_conv2", "block2_pool"], "filters": list(range(7)), "raw": True, **SMALL}
+
+
+@pytest.fixture(scope="module")
+def one_device_sweep(tmp_path_factory) -> dict[tuple[str, int], np.ndarray]:
+    folder = tmp_path_factory.mktemp("one_device")
+    filterviz.sweep(filterviz.init_params(jax.random.key(0)), folder, **SHARDED_PLAN)
+    return raw_images(folder)
+
+
+def assert_same_pictures(folder: Path, reference: dict[tuple[str, int], np.ndarray]) -> None:
+    keys = manifest_keys(folder)
+    assert len(keys) == len(set(keys)), "a filter was written twice"
+    images = raw_images(folder)
+    assert sorted(images) == sorted(reference), "filters missing or extra"
+    for key, image in images.items():
+        np.testing.assert_allclose(image, reference[key], rtol=0, atol=1e-3, err_msg=str(key))
+
+
+def test_four_devices_give_the_one_device_result(tmp_path, one_device_sweep):
+    # 7 filters a layer over 4 devices: chunks are padded, and the padding is never written.
+    report = run_worker({"folder": str(tmp_path), "sweep": {**SHARDED_PLAN, "size": [24, 24]}}, devices=4)
+    assert report == {"written": 14, "skipped": 0, "devices": 4}
+    assert_same_pictures(tmp_path, one_device_sweep)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_split_a_sweep_with_nothing_missing_or_repeated(tmp_path, one_device_sweep):
+    coordinator = f"localhost:{free_port()}"
+    workers = [
+        run_worker(
+            {
+                "folder": str(tmp_path),
+                "sweep": {**SHARDED_PLAN, "size": [24, 24]},
+                "distributed": {"coordinator_address": coordinator, "num_processes": 2, "process_id": index},
+            },
+            devices=2,
+            wait=False,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    reports = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert [r["devices"] for r in reports] == [4, 4]
+    written = [r["written"] for r in reports]
+    assert sum(written) == 14 and min(written) > 0  # both took a share
+    assert sorted(p.name for p in tmp_path.glob("manifest*.jsonl")) == [
+        "manifest.p0.jsonl",
+        "manifest.p1.jsonl",
+    ]
+    shares = [{tuple(k) for k in manifest_keys_of(tmp_path / f"manifest.p{i}.jsonl")} for i in range(2)]
+    assert not shares[0] & shares[1]
+    assert_same_pictures(tmp_path, one_device_sweep)
+
+
+def manifest_keys_of(path: Path) -> list[tuple[str, int]]:
+    return [(e["layer"], e["filter"]) for e in map(json.loads, path.read_text().splitlines())]
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
+    plan = {"layers": ["block3_conv1"], "filters": list(range(40)), "size": [32, 32], "steps": 10}
+    request = {"folder": str(tmp_path), "sweep": plan}
+    worker = run_worker(request, wait=False)
+    manifest = tmp_path / "manifest.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and worker.poll() is None:
+        if manifest.is_file() and manifest.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert worker.poll() is None, "the sweep ended before it could be killed"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    finished = len(read_manifest(tmp_path))
+    assert 3 <= finished < 40
+    # No visible file is partial: every picture in the layer folder opens as a whole image.
+    for picture in (tmp_path / "block3_conv1").glob("*.png"):
+        assert filterviz.load_image(picture).shape == (32, 32, 3)
+    report = run_worker(request)
+    assert report["skipped"] == finished and report["written"] == 40 - finished
+    keys = manifest_keys(tmp_path)
+    assert sorted(keys) == [("block3_conv1", f) for f in range(40)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Views of a sweep: ranking, contact sheets, the atlas page.
+
+
+@pytest.fixture
+def small_sweep(random_params, tmp_path) -> Path:
+    filterviz.sweep(
+        random_params, tmp_path, layers=["block1_conv1", "block2_conv1"], filters=range(6), **SMALL
+    )
+    return tmp_path
+
+
+def test_top_filters_rank_by_achieved_activation(small_sweep):
+    ranked = filterviz.top_filters(small_sweep, "block1_conv1")
+    activations = [e["activation"] for e in ranked]
+    assert activations == sorted(activations, reverse=True) and len(ranked) == 6
+    assert filterviz.top_filters(small_sweep, "block1_conv1", 2) == ranked[:2]
+    with pytest.raises(filterviz.SweepError, match="no filterviz sweep"):
+        filterviz.top_filters(small_sweep / "block1_conv1", "block1_conv1")
+
+
+def test_contact_sheet_tiles_every_picture():
+    pictures = np.stack([np.full((10, 20, 3), value, np.uint8) for value in (0, 100, 200)])
+    sheet = filterviz.contact_sheet(pictures, columns=2, tile=8, gap=1)
+    assert sheet.shape == (2 * 9 + 1, 2 * 17 + 1, 3)  # tiles 8x16 (aspect kept), 2 rows of 2
+    assert sheet[1, 1, 0] == 0 and sheet[1, 18, 0] == 100 and sheet[10, 1, 0] == 200
+    assert sheet[10, 18, 0] == 255  # the empty fourth cell
+
+
+def test_atlas_page_and_sheets_are_written(small_sweep):
+    page = filterviz.write_atlas(small_sweep)
+    text = page.read_text()
+    assert page == small_sweep / "index.html"
+    assert "block1_conv1/0005.png" in text and "block2_conv1" in text
+    for layer in ("block1_conv1", "block2_conv1"):
+        sheet = filterviz.load_image(small_sweep / "sheets" / f"{layer}.png")
+        assert sheet.shape[0] > 64 and sheet.shape[1] > 64
+    assert not list(small_sweep.glob("*.part"))
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        for folder in os.environ.get("PATH", "").split(os.pathsep):
+            if os.access(Path(folder) / name, os.X_OK):
+                return str(Path(folder) / name)
+    return None
+
+
+@pytest.mark.parametrize("layer", ["", "block2_conv1"])
+def test_atlas_renders_its_thumbnails_in_a_headless_browser(small_sweep, layer):
+    browser = chromium()
+    if browser is None:
+        message = "headless Chromium is needed for this test (Debian: apt-get install chromium)"
+        if os.environ.get("FILTERVIZ_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    page = filterviz.write_atlas(small_sweep)
+    url = page.resolve().as_uri() + (f"#{layer}" if layer else "")
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = done.stdout
+    assert "<body" in dom, done.stderr[-2000:]
+    body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
+    # The page's script counts images that loaded and that failed; all six of the layer must load.
+    assert 'data-rendered="6"' in body and 'data-loaded="6"' in body and 'data-failed="0"' in body, body
+    shown = layer or "block1_conv1"
+    channels = filterviz.layer_spec(shown).channels
+    assert f'alt="{shown} filter 0"' in dom and f"{shown}: 6 of {channels} filters" in dom
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command line.
+
+
+def test_cli_sweep_builds_a_browsable_atlas_and_resumes(weights_path, tmp_path, capsys):
+    from filterviz.cli import main
+
+    out = tmp_path / "atlas"
+
+    def command(filters="0-3", steps="2"):
+        return ["sweep", "--layers", "block1_conv1,block5_conv3", "--filters", filters, "--size", "32"] + [
+            "--steps",
+            steps,
+            "--weights",
+            str(weights_path),
+            "--out",
+            str(out),
+        ]
+
+    assert main(command()) == 0
+    err = capsys.readouterr().err
+    assert "8 filters written, 0 already done" in err and "index.html" in err
+    assert (out / "index.html").is_file() and (out / "sheets" / "block5_conv3.png").is_file()
+    assert main(command(filters="0-5")) == 0
+    assert "4 filters written, 8 already done" in capsys.readouterr().err
+    assert (
+        main(["top", str(out), "--layer", "block1_conv1", "--count", "3", "--out", str(tmp_path / "top.png")])
+        == 0
+    )
+    assert filterviz.load_image(tmp_path / "top.png").shape[1] > 100
+    strongest = filterviz.top_filters(out, "block1_conv1", 1)[0]["filter"]
+    assert "strongest filters of block1_conv1" in capsys.readouterr().err
+    assert main(["atlas", str(out)]) == 0
+    assert str(out / "index.html") in capsys.readouterr().out
+    # Other settings into the same folder: one line, exit 2, nothing touched.
+    assert main(command(steps="3")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("filterviz: error: ") and "steps: 2 in the folder, 3 asked" in err
+    assert len(err.strip().splitlines()) == 1
+    assert filterviz.top_filters(out, "block1_conv1", 1)[0]["filter"] == strongest
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            ["sweep", "--layers", "block1_conv1,nope", "--out", "{tmp}/o"],
+            "unknown layer 'nope'; valid layers",
+        ),
+        (["sweep", "--layers", "block1_conv1", "--filters", "60-70", "--out", "{tmp}/o"], "valid: 0-63"),
+        (["sweep", "--start", "{tmp}/absent.jpg", "--out", "{tmp}/o"], "absent.jpg: no such file"),
+        (["top", "{tmp}", "--layer", "block1_conv1", "--out", "{tmp}/t.png"], "holds no filterviz sweep"),
+        (["atlas", "{tmp}"], "holds no filterviz sweep"),
+    ],
+)
+def test_cli_sweep_user_errors_exit_2_with_one_line(arguments, message, tmp_path, capsys):
+    from filterviz.cli import main
+
+    assert main([argument.replace("{tmp}", str(tmp_path)) for argument in arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("filterviz: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+CACHE_PROBE = """
+import sys, jax
+hits = []
+jax.monitoring.register_event_listener(lambda event, **_: hits.append(event))
+from filterviz.cli import main
+status = main(sys.argv[1:])
+counts = [hits.count(f"/jax/compilation_cache/cache_{kind}") for kind in ("hits", "misses")]
+print(status, *counts)
+"""
+
+
+def test_a_second_run_takes_its_programs_from_the_compilation_cache(weights_path, tmp_path):
+    environment = {**os.environ, "FILTERVIZ_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
+    runs = []
+    for attempt in range(2):
+        command = [sys.executable, "-c", CACHE_PROBE, "sweep", "--layers", "block2_conv1", "--filters", "0-1"]
+        command += ["--size", "16", "--steps", "2", "--weights", str(weights_path)]
+        command += ["--out", str(tmp_path / f"run{attempt}"), "--quiet"]
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append([int(word) for word in done.stdout.split()])
+    (status, hits, misses), (status_again, hits_again, misses_again) = runs
+    assert status == status_again == 0
+    assert hits == 0 and misses > 0  # the first run compiled everything
+    assert misses_again == 0 and hits_again == misses  # the second compiled nothing
