@@ -209,6 +209,96 @@ def _agree(flags: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0)
 
 
+class Chunk(NamedTuple):
+    """One compiled call of a :class:`ShardedAscent`: ``filters`` of ``layer`` and their results.
+
+    ``images float32[C, H, W, 3]`` and ``activations float32[C]`` are global arrays split over the
+    mesh; ``C`` is the chunk size, rows from ``len(filters)`` on are padding.
+    """
+
+    layer: str
+    filters: np.ndarray
+    images: jax.Array
+    activations: jax.Array
+
+    def local_rows(self) -> Iterator[tuple[list[int], jax.Array, jax.Array]]:
+        """Per device of this process: ``(filter indices, images, activations)`` of its real rows."""
+        activations = {shard.device: shard.data for shard in self.activations.addressable_shards}
+        for shard in self.images.addressable_shards:
+            first = shard.index[0].start or 0
+            rows = min(shard.data.shape[0], max(0, len(self.filters) - first))
+            if rows:  # padding filters are computed but never returned
+                filters = [int(f) for f in self.filters[first : first + rows]]
+                yield filters, shard.data[:rows], activations[shard.device][:rows]
+
+
+class ShardedAscent:
+    """The ascent of a sweep: filters split over every device of a mesh, chunk by chunk.
+
+    The parameters, the shared start ``float32[H, W, 3]`` and the step size are placed on the devices
+    once; :meth:`run` then dispatches one compiled call per chunk of a layer's filters, each device
+    ascending ``batch_size`` of them (vmapped) with no communication. Works the same with one device,
+    several, or the devices of several processes joined by ``jax.distributed``.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        start: np.ndarray,
+        *,
+        steps: int,
+        step_size: float = 1.0,
+        precision: str = "float32",
+        mesh: Mesh | None = None,
+        batch_size: int | None = None,
+    ):
+        self.mesh = mesh or filter_mesh()
+        self.steps, self.precision, self.batch_size = steps, check_precision(precision), batch_size
+        self.height, self.width = np.shape(start)[:2]
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self._split = NamedSharding(self.mesh, PartitionSpec(FILTER_AXIS))
+        self._params = jax.tree.map(lambda array: _global_array(array, replicated), params)
+        copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
+        self._start = _global_array(copies, self._split)
+        self._step_size = _global_array(np.float32(step_size), replicated)
+
+    def chunk_size(self, layer: str, count: int) -> int:
+        """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
+        devices = self.mesh.size
+        per_device = self.batch_size or default_batch_size(
+            layer, self.height, self.width, self.mesh.devices.flat[0]
+        )
+        # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
+        return min(per_device, -(-count // devices)) * devices
+
+    def my_count(self, layer: str, count: int) -> int:
+        """How many of ``count`` filters of ``layer`` this process's devices compute."""
+        size = self.chunk_size(layer, count)
+        mine = 0
+        for begin in range(0, count, size):
+            real = min(size, count - begin)
+            for index in self._split.addressable_devices_indices_map((size,)).values():
+                first, end, _ = index[0].indices(size)
+                mine += max(0, min(end, real) - first)
+        return mine
+
+    def run(self, layer: str, filters: np.ndarray) -> Iterator[Chunk]:
+        """Dispatch the chunks of ``filters`` of ``layer`` one by one (asynchronously, as JAX does)."""
+        layer = layer_spec(layer).name
+        filters = np.asarray(filters, np.int32)
+        if not len(filters):
+            return
+        size = self.chunk_size(layer, len(filters))
+        program = _sharded_ascent(self.mesh, layer, self.steps, self.precision)
+        for begin in range(0, len(filters), size):
+            part = filters[begin : begin + size]
+            padded = np.concatenate([part, np.repeat(part[-1:], size - len(part))])
+            images, achieved = program(
+                self._params, _global_array(padded, self._split), self._start, self._step_size
+            )
+            yield Chunk(layer, part, images, achieved)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The sweep.
 
@@ -396,14 +486,17 @@ def sweep(
         if len(left):
             pending.append((layer, left))
 
-    mesh = mesh or filter_mesh()
+    ascent = ShardedAscent(
+        params,
+        start_image,
+        steps=steps,
+        step_size=step_size,
+        precision=precision,
+        mesh=mesh,
+        batch_size=batch_size,
+    )
     manifest_name = "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
     manifest = _ManifestWriter(folder / manifest_name)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    split = NamedSharding(mesh, PartitionSpec(FILTER_AXIS))
-    device_params = jax.tree.map(lambda array: _global_array(array, replicated), params)
-    device_start = _global_array(np.broadcast_to(start_image, (mesh.size, *start_image.shape)), split)
-    device_step_size = _global_array(np.float32(step_size), replicated)
     common = {
         "seed": seed,
         "steps": steps,
@@ -413,17 +506,14 @@ def sweep(
         "precision": precision,
         "start": start_name,
     }
-
-    chunks = list(_chunks(pending, mesh, height, width, batch_size))
-    mine = sum(len(_my_positions(split, chunk_size, count)) for _, _, chunk_size, count in chunks)
+    mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
     bar = _Progress(mine, progress_wanted() if progress is None else progress)
     written = 0
 
-    def write_shard(layer: str, indices: np.ndarray, positions: list[int], images: Any, achieved: Any) -> int:
+    def write_rows(layer: str, filters: list[int], images: Any, achieved: Any) -> int:
         images, achieved = np.asarray(images), np.asarray(achieved)  # waits for the device
         pictures = as_image(images)
-        for row, position in enumerate(positions):
-            filter_index = int(indices[position])
+        for row, filter_index in enumerate(filters):
             entry = {"layer": layer, "filter": filter_index, "activation": float(achieved[row])}
             entry["png"] = picture_path(layer, filter_index)
             atomic_write(folder / entry["png"], encode_png(pictures[row]), durable=False)
@@ -432,34 +522,24 @@ def sweep(
                 atomic_write(folder / entry["raw"], _npy_bytes(images[row]), durable=False)
             manifest.append({**entry, **common})
             bar.update()
-        return len(positions)
+        return len(filters)
 
     in_flight: collections.deque[list[concurrent.futures.Future[int]]] = collections.deque()
     pool = concurrent.futures.ThreadPoolExecutor(writer_threads, thread_name_prefix="filterviz-writer")
     try:
-        for layer, indices, chunk_size, count in chunks:
+        for layer, indices in pending:
             bar.describe(layer)
             (folder / layer).mkdir(exist_ok=True)
-            padded = np.concatenate([indices, np.repeat(indices[-1:], chunk_size - count)])
-            program = _sharded_ascent(mesh, layer, steps, precision)
-            images, achieved = program(
-                device_params, _global_array(padded, split), device_start, device_step_size
-            )
-            achieved_by_device = {shard.device: shard.data for shard in achieved.addressable_shards}
-            futures = []
-            for shard in images.addressable_shards:
-                first = shard.index[0].start or 0
-                positions = [p for p in range(first, first + shard.data.shape[0]) if p < count]
-                if positions:  # padding filters are computed but never written
-                    rows = achieved_by_device[shard.device]
-                    futures.append(
-                        pool.submit(
-                            write_shard, layer, indices, positions, shard.data[: len(positions)], rows
-                        )
-                    )
-            in_flight.append(futures)
-            while len(in_flight) > _CHUNKS_IN_FLIGHT:
-                written += sum(future.result() for future in in_flight.popleft())
+            for chunk in ascent.run(layer, indices):
+                # Each writer takes the rows of one of this process's devices; JAX dispatched the chunk
+                # asynchronously, so the device computes the next chunks while these are written.
+                futures = [
+                    pool.submit(write_rows, layer, filters, images, achieved)
+                    for filters, images, achieved in chunk.local_rows()
+                ]
+                in_flight.append(futures)
+                while len(in_flight) > _CHUNKS_IN_FLIGHT:
+                    written += sum(future.result() for future in in_flight.popleft())
         while in_flight:
             written += sum(future.result() for future in in_flight.popleft())
     except KeyboardInterrupt:
@@ -476,31 +556,6 @@ def sweep(
         multihost_utils.sync_global_devices("filterviz sweep done")
     skipped = int(done_flags.sum())
     return SweepResult(folder, written, skipped, time.perf_counter() - began)
-
-
-def _chunks(
-    pending: list[tuple[str, np.ndarray]], mesh: Mesh, height: int, width: int, batch_size: int | None
-) -> Iterator[tuple[str, np.ndarray, int, int]]:
-    """``(layer, filter indices, chunk size, real count)`` per compiled call, split evenly over devices."""
-    devices = mesh.size
-    local_device = mesh.devices.flat[0]
-    for layer, indices in pending:
-        per_device = batch_size or default_batch_size(layer, height, width, local_device)
-        # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
-        per_device = min(per_device, -(-len(indices) // devices))
-        chunk_size = per_device * devices
-        for begin in range(0, len(indices), chunk_size):
-            part = indices[begin : begin + chunk_size]
-            yield layer, part, chunk_size, len(part)
-
-
-def _my_positions(split: NamedSharding, chunk_size: int, count: int) -> list[int]:
-    # Positions of a chunk that this process's devices hold, padding left out.
-    positions = []
-    for index in split.addressable_devices_indices_map((chunk_size,)).values():
-        begin, end, _ = index[0].indices(chunk_size)
-        positions.extend(p for p in range(begin, end) if p < count)
-    return positions
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
