@@ -35,7 +35,7 @@ import numpy as np
 
 import filterviz
 from ascent_bench import displacement_correlation, make_loop, make_torch, measure_peak_flops, time_interleaved
-from filterviz.sweep import ShardedAscent
+from filterviz.sweep import ShardedAscent, split_cpu_into_devices
 from flops import ascent_step_flops
 
 
@@ -82,7 +82,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--weights", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--cpu-devices", type=int, default=1, help="CPU cores as devices, as 'filterviz sweep' does (0: all)"
+    )
     args = parser.parse_args(argv)
+    if args.cpu_devices != 1:
+        split_cpu_into_devices(args.cpu_devices or None)  # before JAX starts its backends
 
     filterviz.enable_compilation_cache(tempfile.mkdtemp(prefix="filterviz-bench-cache-"))
     params = filterviz.load_weights(args.weights)

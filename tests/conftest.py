@@ -54,3 +54,15 @@ def random_params():
 def legacy_h5(tmp_path, random_params) -> Path:
     """A full-size legacy-layout file holding the random params (a stand-in with the real format)."""
     return write_legacy_h5(tmp_path / "random_vgg16.h5", random_params)
+
+
+@pytest.fixture(autouse=True)
+def _keep_xla_flags():
+    """`filterviz sweep` run in-process adds a CPU device count to XLA_FLAGS (too late for this process,
+    whose JAX has started); put it back so it does not reach the processes later tests start."""
+    before = os.environ.get("XLA_FLAGS")
+    yield
+    if before is None:
+        os.environ.pop("XLA_FLAGS", None)
+    else:
+        os.environ["XLA_FLAGS"] = before

@@ -157,6 +157,10 @@ def _sweep(args: argparse.Namespace) -> None:
         # Before anything touches a device: this joins the processes into one runtime. With no
         # arguments JAX finds the cluster itself (SLURM, Open MPI, Kubernetes, Cloud TPU).
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.cpu_devices != 1:
+        from filterviz.sweep import split_cpu_into_devices
+
+        split_cpu_into_devices(args.cpu_devices or None)
     layers = (
         None if args.layers == "all" else [layer_spec(name.strip()).name for name in args.layers.split(",")]
     )
@@ -346,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clear a sweep with other settings from --out and start again",
     )
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    sweep.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=0,
+        help="on a CPU, run this many filters at once, one per core (default 0: one per core; "
+        "1: one filter at a time on all cores)",
+    )
     _add_compute_options(sweep, steps=20)
     cluster = sweep.add_argument_group("several hosts (jax.distributed)")
     cluster.add_argument(
