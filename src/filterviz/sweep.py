@@ -573,7 +573,7 @@ def split_cpu_into_devices(count: int | None = None) -> int:
     """Ask XLA to present the host's CPU cores as ``count`` devices (default: one per core).
 
     A sweep then ascends one filter per core at once, each single-threaded, instead of one filter with
-    its small convolutions spread over all cores: 13-33% more filters per second on a 2-core CPU
+    its small convolutions spread over all cores: 10-61% more filters per second on a 2-core CPU
     (BENCHMARKS.md). Only the CPU backend is affected, so it is harmless on a GPU host. It works only
     before JAX starts its backends (call it before anything runs on a device); an ``XLA_FLAGS`` that
     already sets the count is kept. Returns the count asked for.
