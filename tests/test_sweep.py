@@ -492,3 +492,15 @@ def test_a_second_run_takes_its_programs_from_the_compilation_cache(weights_path
     assert status == status_again == 0
     assert hits == 0 and misses > 0  # the first run compiled everything
     assert misses_again == 0 and hits_again == misses  # the second compiled nothing
+
+
+def test_progress_bar_counts_filters_when_asked_and_is_quiet_otherwise(random_params, tmp_path, capsys):
+    filterviz.sweep(
+        random_params, tmp_path / "a", layers=["block1_conv1"], filters=range(3), progress=True, **SMALL
+    )
+    bar = capsys.readouterr().err
+    assert "3/3" in bar and "filter/s" in bar and "block1_conv1" in bar
+    filterviz.sweep(
+        random_params, tmp_path / "b", layers=["block1_conv1"], filters=range(3), progress=False, **SMALL
+    )
+    assert capsys.readouterr().err == ""
