@@ -158,3 +158,10 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     error = process.stderr.read().decode()
     process.wait(timeout=60)
     assert "Traceback" not in error
+
+
+def test_resize_image_keeps_float_values_and_gives_the_asked_size():
+    flat = np.full((40, 52, 3), 100.5, np.float32)
+    resized = filterviz.images.resize_image(flat, 16, 20)
+    assert resized.shape == (16, 20, 3) and resized.dtype == np.float32
+    np.testing.assert_allclose(resized, 100.5, atol=1e-3)

@@ -149,7 +149,7 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     import jax
 
-    from filterviz.images import load_image
+    from filterviz.images import load_image, resize_image
     from filterviz.sweep import sweep
     from filterviz.weights import load_weights
 
@@ -167,11 +167,11 @@ def _sweep(args: argparse.Namespace) -> None:
     filters = None
     if args.filters != "all":
         filters = {name: parse_filters(args.filters, name) for name in (layers or CONV_LAYERS)}
-    height, width = parse_size(args.size)
+    height, width = parse_size(args.size or "128")
     start = None
     if args.start is not None:
         start = load_image(args.start)
-        if args.size_given:
+        if args.size is not None:  # a photo keeps its own size unless --size is given
             start = resize_image(start, height, width)
     _use_compilation_cache(args)
     params = load_weights(args.weights)
@@ -206,20 +206,6 @@ def _sweep(args: argparse.Namespace) -> None:
         )
         if jax.process_index() == 0:
             print(f"atlas: {page}", file=sys.stderr)
-
-
-def resize_image(image: object, height: int, width: int) -> object:
-    """``float32[H, W, 3]`` resized to ``height x width`` (bicubic), for a photo start of a given size."""
-    import numpy as np
-    from PIL import Image
-
-    channels = [
-        np.asarray(
-            Image.fromarray(np.asarray(image)[..., c]).resize((width, height), Image.Resampling.BICUBIC)
-        )
-        for c in range(3)
-    ]
-    return np.stack(channels, axis=-1).astype(np.float32)
 
 
 def _atlas(args: argparse.Namespace) -> None:
@@ -386,9 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, or 2 for a user error reported in one line)."""
     args = build_parser().parse_args(argv)
-    if hasattr(args, "size") and args.command == "sweep":
-        args.size_given = args.size is not None
-        args.size = args.size or "128"
     for name in ("steps", "batch_size", "columns", "count"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "steps" else 1):

@@ -67,6 +67,21 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(path, f"cannot read image ({error})") from None
 
 
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``float32[H, W, 3]`` resized to ``float32[height, width, 3]`` (bicubic, each channel in float)."""
+    from PIL import Image
+
+    channels = [
+        np.asarray(
+            Image.fromarray(np.asarray(image, np.float32)[..., c]).resize(
+                (width, height), Image.Resampling.BICUBIC
+            )
+        )
+        for c in range(3)
+    ]
+    return np.stack(channels, axis=-1)
+
+
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Raise :class:`OutputError` now, before any work, if ``path`` cannot be written later."""
     path = Path(path)

@@ -497,15 +497,9 @@ def sweep(
     )
     manifest_name = "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
     manifest = _ManifestWriter(folder / manifest_name)
-    common = {
-        "seed": seed,
-        "steps": steps,
-        "step_size": float(step_size),
-        "height": height,
-        "width": width,
-        "precision": precision,
-        "start": start_name,
-    }
+    # Each manifest line repeats the settings that made its picture (the weights' digest and the raw
+    # flag stay in sweep.json).
+    common = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("raw", "weights")}
     mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
     bar = _Progress(mine, progress_wanted() if progress is None else progress)
     written = 0
