@@ -54,6 +54,25 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def prepare_params(params: Params, precision: str) -> Params:
+    """``params`` with flipped kernels, cast to ``precision``'s compute type: once, outside a loop of steps.
+
+    XLA would otherwise flip and cast the kernels again at every step.
+    """
+    compute_dtype = _COMPUTE_DTYPE[check_precision(precision)]
+    return jax.tree.map(lambda array: array.astype(compute_dtype), with_flipped_kernels(params))
+
+
+def compute_dtype(precision: str) -> jnp.dtype:
+    """The type the network and its gradient run in under ``precision``."""
+    return _COMPUTE_DTYPE[check_precision(precision)]
+
+
+def matmul_precision(precision: str) -> jax.default_matmul_precision:
+    """Context setting the precision of every convolution traced inside it, forward and backward."""
+    return jax.default_matmul_precision(_MATMUL_PRECISION[check_precision(precision)])
+
+
 def normalized_ascent_step(gradient: jax.Array, image: jax.Array, step_size: jax.Array | float) -> jax.Array:
     """The notebook's update, ``image + step_size * gradient / (RMS(gradient) + 1e-5)``; ``[H, W, 3]``."""
     rms = jnp.sqrt(jnp.mean(jnp.square(gradient)))
@@ -74,17 +93,15 @@ def ascend_one(
 
     The image stays float32 whatever ``precision`` (one of :data:`PRECISIONS`) the network runs in.
     """
-    compute_dtype = _COMPUTE_DTYPE[check_precision(precision)]
+    dtype = compute_dtype(precision)
     gradient_of = jax.grad(filter_mean, argnums=3)
-    # Once, outside the loop: XLA would otherwise flip and cast the kernels again at every step.
-    prepared = jax.tree.map(lambda array: array.astype(compute_dtype), with_flipped_kernels(params))
+    prepared = prepare_params(params, precision)
 
     def step(_: jax.Array, current: jax.Array) -> jax.Array:
-        gradient = gradient_of(prepared, layer, filter_index, current.astype(compute_dtype))
+        gradient = gradient_of(prepared, layer, filter_index, current.astype(dtype))
         return normalized_ascent_step(gradient.astype(jnp.float32), current, step_size)
 
-    # The context sets the precision of every convolution traced inside it, forward and backward.
-    with jax.default_matmul_precision(_MATMUL_PRECISION[precision]):
+    with matmul_precision(precision):
         return lax.fori_loop(0, steps, step, image)
 
 

@@ -28,11 +28,12 @@ def random_image(
     return mean + std * jax.random.normal(key, (height, width, 3), jnp.float32)
 
 
-def as_image(x: jax.Array | np.ndarray) -> np.ndarray:
+def as_image(x: jax.Array | np.ndarray, spread: float = 0.1) -> np.ndarray:
     """The notebook's deprocessing: ``float[..., H, W, 3] -> uint8[..., H, W, 3]``, per image.
 
-    Each image is centred, scaled to std 0.1, shifted to 0.5, clipped to [0, 1] and scaled to 0-255
-    (truncated to integers, as ``astype('uint8')`` does in the notebook). The argument is not modified.
+    Each image is centred, scaled to std ``spread`` (0.1 in the notebook, 0.25 in the later Keras
+    example), shifted to 0.5, clipped to [0, 1] and scaled to 0-255 (truncated to integers, as
+    ``astype('uint8')`` does in the notebook). The argument is not modified.
 
     >>> as_image(np.array([[[0.0, 1.0, 2.0]]])).tolist()
     [[[96, 127, 158]]]
@@ -43,7 +44,7 @@ def as_image(x: jax.Array | np.ndarray) -> np.ndarray:
     axes = (-3, -2, -1)
     x -= x.mean(axis=axes, keepdims=True)
     x /= x.std(axis=axes, keepdims=True) + 1e-5
-    x = np.clip(x * 0.1 + 0.5, 0.0, 1.0) * 255.0
+    x = np.clip(x * spread + 0.5, 0.0, 1.0) * 255.0
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
@@ -139,3 +140,33 @@ def encode_png(picture: np.ndarray) -> bytes:
 def save_png(picture: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Save ``uint8[H, W, 3]`` as a PNG, atomically (see :func:`atomic_write`)."""
     return atomic_write(path, encode_png(picture))
+
+
+def clip_image(pixels: jax.Array | np.ndarray) -> np.ndarray:
+    """Pixel values already on the 0-255 scale as ``uint8``: rounded and clipped, nothing rescaled."""
+    return np.clip(np.round(np.asarray(pixels, np.float32)), 0, 255).astype(np.uint8)
+
+
+def encode_gif(frames: np.ndarray, frame_ms: int = 100) -> bytes:
+    """``uint8[F, H, W, 3]`` as a looping animated GIF, ``frame_ms`` per frame (the last held 1 s)."""
+    import io
+
+    from PIL import Image
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ImageError(
+            None, f"GIF frames must be uint8[F, H, W, 3], got {frames.dtype}{list(frames.shape)}"
+        )
+    pictures = [Image.fromarray(frame) for frame in frames]
+    durations = [frame_ms] * (len(pictures) - 1) + [1000]
+    buffer = io.BytesIO()
+    pictures[0].save(
+        buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0
+    )
+    return buffer.getvalue()
+
+
+def save_gif(frames: np.ndarray, path: str | os.PathLike[str], frame_ms: int = 100) -> Path:
+    """Write ``uint8[F, H, W, 3]`` frames as an animated GIF at ``path`` (atomically)."""
+    return atomic_write(path, encode_gif(frames, frame_ms))

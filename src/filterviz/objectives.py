@@ -1,14 +1,33 @@
-"""Objectives: pure functions ``(params, image float32[H, W, 3]) -> float32[]`` that the ascent maximises.
+"""Objectives: what an ascent maximises, as pure functions of a layer's activations.
 
-Each takes one image (no batch axis): the batch over filters is a ``vmap`` at the call site.
+Every objective is called as ``objective(activations) -> float32[]``, where ``activations`` maps layer
+names to ``float32[K, h, w, C]``: the activations of the K images one visualisation optimises together
+(K = 1 unless a diversity term asks for several). Objectives compose: ``a + b``, ``a - b``, ``2.0 * a``,
+``-a``; a sum over several layers still runs the network once, to the deepest layer named.
+
+An objective is a pytree. Its structure (which terms, layers, weights, positions) is static; its numbers
+(filter indices, direction vectors) are leaves, which is what lets one compiled program serve every
+filter: ``channel("block4_conv1", range(512))`` is one objective with a leading axis of 512 on its
+index, and the ascent vmaps over that axis (see :meth:`Objective.batch_size`).
+
+:func:`filter_mean` is the notebook's loss computed the fast way (only the target channel), kept for
+the notebook method.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from filterviz.model import Params, channel_activation
+from filterviz.errors import FilterIndexError, SettingError
+from filterviz.model import LAYER_NAMES, Params, channel_activation, layer_spec
+
+Activations = Mapping[str, jax.Array]
 
 
 def filter_mean(params: Params, layer: str, filter_index: jax.Array | int, image: jax.Array) -> jax.Array:
@@ -18,3 +37,237 @@ def filter_mean(params: Params, layer: str, filter_index: jax.Array | int, image
     Returns a float32 scalar: the mean is taken in float32 whatever the compute type.
     """
     return jnp.mean(channel_activation(params, image[None], layer, filter_index).astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Terms: one function per kind, ``(activation float32[K, h, w, C], arguments, options) -> float32[]``.
+
+
+def _channel(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    (index,) = arguments
+    return jnp.mean(jnp.take(activation, index, axis=-1))
+
+
+def _neuron(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    (index,) = arguments
+    y, x = options
+    height, width = activation.shape[1:3]
+    y = height // 2 if y is None else y
+    x = width // 2 if x is None else x
+    return jnp.mean(jnp.take(activation[:, y, x, :], index, axis=-1))
+
+
+def _direction(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    (vector,) = arguments
+    return jnp.mean(activation @ vector.astype(activation.dtype))
+
+
+def _deepdream(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    return jnp.mean(jnp.square(activation))
+
+
+def _diversity(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    count = activation.shape[0]
+    if count < 2:
+        return jnp.zeros((), jnp.float32)
+    flat = activation.reshape(count, -1, activation.shape[-1])
+    grams = jnp.einsum("kpc,kpd->kcd", flat, flat).reshape(count, -1)
+    grams = grams / (jnp.linalg.norm(grams, axis=-1, keepdims=True) + 1e-10)
+    similarity = grams @ grams.T  # cosine similarity of every pair of images' Gram matrices
+    off_diagonal = jnp.sum(similarity) - jnp.trace(similarity)
+    # Negated: the objective rises as the images' styles grow apart.
+    return -off_diagonal / count
+
+
+_TERMS = {
+    "channel": _channel,
+    "neuron": _neuron,
+    "direction": _direction,
+    "deepdream": _deepdream,
+    "diversity": _diversity,
+}
+# Rank of each argument of one (unbatched) term: a channel index is a scalar, a direction a vector.
+_ARGUMENT_RANKS = {"channel": (0,), "neuron": (0,), "direction": (1,), "deepdream": (), "diversity": ()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One weighted term of an objective; ``kind``, ``layer``, ``weight`` and ``options`` are static."""
+
+    kind: str
+    layer: str
+    weight: float
+    arguments: tuple[Any, ...]
+    options: tuple = ()
+
+    def batch_size(self) -> int | None:
+        """Leading size of the batched arguments, or None when every argument is a single value."""
+        sizes = {
+            np.shape(argument)[0]
+            for argument, rank in zip(self.arguments, _ARGUMENT_RANKS[self.kind], strict=False)
+            if np.ndim(argument) == rank + 1
+        }
+        if len(sizes) > 1:
+            raise SettingError(
+                f"{self.kind} term on {self.layer}: batched arguments of sizes {sorted(sizes)}"
+            )
+        return sizes.pop() if sizes else None
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A weighted sum of terms, ``sum(weight * term(activations[layer]))``; build it from the functions below.
+
+    >>> objective = channel("block1_conv2", 3) - 0.5 * deepdream("block1_conv1")
+    >>> objective.layers
+    ('block1_conv1', 'block1_conv2')
+    >>> acts = {name: jnp.ones((1, 4, 4, 64)) for name in objective.layers}
+    >>> float(objective(acts))
+    0.5
+    """
+
+    terms: tuple[Term, ...]
+
+    def __call__(self, activations: Activations) -> jax.Array:
+        total = jnp.zeros((), jnp.float32)
+        for term in self.terms:
+            value = _TERMS[term.kind](
+                activations[term.layer].astype(jnp.float32), term.arguments, term.options
+            )
+            total = total + term.weight * value
+        return total
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers the terms read, in network order."""
+        return tuple(sorted({term.layer for term in self.terms}, key=LAYER_NAMES.index))
+
+    def batch_size(self) -> int | None:
+        """How many objectives this one stacks (the leading size of its batched arguments), or None.
+
+        Raises :class:`SettingError` if two terms are batched with different sizes.
+        """
+        sizes = {size for term in self.terms if (size := term.batch_size()) is not None}
+        if len(sizes) > 1:
+            raise SettingError(f"objective terms are batched with different sizes {sorted(sizes)}")
+        return sizes.pop() if sizes else None
+
+    def batch_axes(self) -> Objective:
+        """The ``in_axes`` that vmaps over this objective's batch: 0 for batched leaves, None for shared."""
+        terms = tuple(
+            dataclasses.replace(
+                term,
+                arguments=tuple(
+                    0 if np.ndim(argument) == rank + 1 else None
+                    for argument, rank in zip(term.arguments, _ARGUMENT_RANKS[term.kind], strict=False)
+                ),
+            )
+            for term in self.terms
+        )
+        return Objective(terms)
+
+    def take(self, rows: np.ndarray | Sequence[int]) -> Objective:
+        """The objectives at ``rows`` of the batch (shared arguments kept whole)."""
+        rows = np.asarray(rows)
+        terms = tuple(
+            dataclasses.replace(
+                term,
+                arguments=tuple(
+                    argument[rows] if np.ndim(argument) == rank + 1 else argument
+                    for argument, rank in zip(term.arguments, _ARGUMENT_RANKS[term.kind], strict=False)
+                ),
+            )
+            for term in self.terms
+        )
+        return Objective(terms)
+
+    # Composition ------------------------------------------------------------------------------------
+    def __add__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(self.terms + other.terms)
+
+    def __mul__(self, factor: float) -> Objective:
+        if not isinstance(factor, int | float):
+            return NotImplemented
+        return Objective(tuple(dataclasses.replace(term, weight=term.weight * factor) for term in self.terms))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return self * -1.0
+
+    def __sub__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return self + (-other)
+
+    # Pytree: the arguments are the leaves, everything else is static structure.
+    def tree_flatten(self) -> tuple[tuple[tuple[Any, ...], ...], tuple[tuple[str, str, float, tuple], ...]]:
+        children = tuple(term.arguments for term in self.terms)
+        structure = tuple((term.kind, term.layer, term.weight, term.options) for term in self.terms)
+        return children, structure
+
+    @classmethod
+    def tree_unflatten(cls, structure: Any, children: Any) -> Objective:
+        return cls(
+            tuple(
+                Term(kind, layer, weight, tuple(arguments), options)
+                for (kind, layer, weight, options), arguments in zip(structure, children, strict=False)
+            )
+        )
+
+
+def _indices(layer: str, index: int | Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
+    spec = layer_spec(layer)
+    try:
+        values = np.asarray(index)
+    except jax.errors.TracerArrayConversionError:  # traced inside a jit or vmap: checked by the caller
+        return jnp.asarray(index, jnp.int32)
+    if values.ndim > 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
+        raise TypeError(f"a filter index must be an int or a 1-D sequence of ints, got {index!r}")
+    for value in values.reshape(-1):
+        if not 0 <= value < spec.channels:
+            raise FilterIndexError(spec.name, int(value), spec.channels)
+    return jnp.asarray(values, jnp.int32)
+
+
+def channel(layer: str, index: int | Sequence[int] | np.ndarray | jax.Array) -> Objective:
+    """Mean activation of filter ``index`` of ``layer`` over every position and image (the notebook's loss).
+
+    ``index`` may be a sequence of N filters: one objective per filter, batched.
+    """
+    name = layer_spec(layer).name
+    return Objective((Term("channel", name, 1.0, (_indices(name, index),)),))
+
+
+def neuron(
+    layer: str, index: int | Sequence[int] | np.ndarray, y: int | None = None, x: int | None = None
+) -> Objective:
+    """Activation of filter ``index`` at one position ``(y, x)`` of ``layer`` (default: the centre)."""
+    name = layer_spec(layer).name
+    return Objective((Term("neuron", name, 1.0, (_indices(name, index),), (y, x)),))
+
+
+def direction(layer: str, vector: Sequence[float] | np.ndarray | jax.Array) -> Objective:
+    """Projection of ``layer``'s activations on ``vector float32[C]`` (or ``[N, C]``), mean over positions."""
+    spec = layer_spec(layer)
+    vector = jnp.asarray(vector, jnp.float32)
+    if vector.ndim not in (1, 2) or vector.shape[-1] != spec.channels:
+        raise SettingError(f"a direction in {spec.name} has {spec.channels} values, got shape {vector.shape}")
+    return Objective((Term("direction", spec.name, 1.0, (vector,)),))
+
+
+def deepdream(layer: str) -> Objective:
+    """Mean squared activation of every filter of ``layer``: amplify whatever the layer already sees."""
+    return Objective((Term("deepdream", layer_spec(layer).name, 1.0, ()),))
+
+
+def diversity(layer: str) -> Objective:
+    """Minus the mean cosine similarity between the Gram matrices of the K images optimised together.
+
+    Add it with a weight (Lucid uses 100) to a filter objective and optimise several images per filter
+    (``images_per_filter``) to see different facets of one filter; zero when K is 1.
+    """
+    return Objective((Term("diversity", layer_spec(layer).name, 1.0, ()),))

@@ -46,7 +46,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from filterviz.ascent import ascend_and_measure, check_filters, check_precision, default_batch_size
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.images import TEMPORARY_SUFFIX, as_image, atomic_write, encode_png, random_image
+from filterviz.methods import Method, Optimizer, get_method, render_filters
 from filterviz.model import CONV_LAYERS, LAYER_NAMES, Params, layer_spec
+from filterviz.param import Pixels
 
 FILTER_AXIS = "filters"
 """Name of the mesh axis the filters are split over."""
@@ -65,6 +67,8 @@ class SweepSettings:
 
     ``start`` is ``"noise"`` (the notebook's grey noise from ``seed``) or ``"image sha256:<hex>"`` for a
     given start image; ``weights`` is :func:`filterviz.weights.content_digest` of the parameters.
+    ``method`` names the method; for any but the notebook's, ``method_settings`` holds all its settings
+    (``steps`` and ``step_size`` are then its steps and learning rate).
     """
 
     height: int = 128
@@ -76,14 +80,27 @@ class SweepSettings:
     precision: str = "float32"
     raw: bool = False
     weights: str = ""
+    method: str = "notebook"
+    method_settings: str = ""
 
     def differences(self, other: SweepSettings) -> list[str]:
         """``["steps: 20 here, 10 asked", ...]`` for each field that differs from ``other``."""
-        return [
+        found = [
             f"{field.name}: {getattr(self, field.name)!r} in the folder, {getattr(other, field.name)!r} asked"
             for field in dataclasses.fields(self)
-            if getattr(self, field.name) != getattr(other, field.name)
+            if field.name != "method_settings" and getattr(self, field.name) != getattr(other, field.name)
         ]
+        if self.method == other.method and self.method_settings != other.method_settings:
+            # Name the method's settings that differ rather than print both in full.
+            mine, theirs = (
+                json.loads(text or "{}") for text in (self.method_settings, other.method_settings)
+            )
+            found += [
+                f"{self.method} {key}: {mine.get(key)!r} in the folder, {theirs.get(key)!r} asked"
+                for key in sorted(set(mine) | set(theirs))
+                if mine.get(key) != theirs.get(key) and key != "steps"
+            ]
+        return found
 
 
 class SweepResult(NamedTuple):
@@ -202,6 +219,21 @@ def _sharded_ascent(mesh: Mesh, layer: str, steps: int, precision: str) -> Calla
     )
 
 
+@functools.cache
+def _sharded_render(
+    mesh: Mesh, layer: str, method: Method, size: tuple[int, int], seed: int, with_start: bool
+) -> Callable[..., Any]:
+    # As _sharded_ascent, for any other method: each filter's key comes from its own index, so the
+    # split over devices does not change a picture. A start image comes split, one copy per device.
+    def render_shard(params: Params, filter_indices: jax.Array, *start: jax.Array):
+        first = start[0][0] if start else None
+        return render_filters(params, layer, filter_indices, first, seed, method=method, size=size)
+
+    split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
+    in_specs = (whole, split, split) if with_start else (whole, split)
+    return jax.jit(jax.shard_map(render_shard, mesh=mesh, in_specs=in_specs, out_specs=(split, split)))
+
+
 def _agree(flags: np.ndarray) -> np.ndarray:
     """Element-wise OR of a boolean array over all processes (itself with one process)."""
     if jax.process_count() == 1:
@@ -239,34 +271,46 @@ class ShardedAscent:
     once; :meth:`run` then dispatches one compiled call per chunk of a layer's filters, each device
     ascending ``batch_size`` of them (vmapped) with no communication. Works the same with one device,
     several, or the devices of several processes joined by ``jax.distributed``.
+
+    With a ``method`` other than the notebook's (:mod:`filterviz.methods`), each filter is rendered by
+    :func:`filterviz.methods.render_filters` instead, keyed by ``seed`` and its index; ``start`` may then
+    be None (each filter draws its own start) and only ``size`` is read from it.
     """
 
     def __init__(
         self,
         params: Params,
-        start: np.ndarray,
+        start: np.ndarray | None,
         *,
         steps: int,
         step_size: float = 1.0,
         precision: str = "float32",
         mesh: Mesh | None = None,
         batch_size: int | None = None,
+        method: Method | None = None,
+        size: tuple[int, int] | None = None,
+        seed: int = 0,
     ):
         self.mesh = mesh or filter_mesh()
         self.steps, self.precision, self.batch_size = steps, check_precision(precision), batch_size
-        self.height, self.width = np.shape(start)[:2]
+        self.method, self.seed = method, seed
+        self.height, self.width = np.shape(start)[:2] if start is not None else size
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self._split = NamedSharding(self.mesh, PartitionSpec(FILTER_AXIS))
         self._params = jax.tree.map(lambda array: _global_array(array, replicated), params)
-        copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
-        self._start = _global_array(copies, self._split)
+        self._start = None
+        if start is not None:
+            copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
+            self._start = _global_array(copies, self._split)
         self._step_size = _global_array(np.float32(step_size), replicated)
 
     def chunk_size(self, layer: str, count: int) -> int:
         """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
         devices = self.mesh.size
-        per_device = self.batch_size or default_batch_size(
-            layer, self.height, self.width, self.mesh.devices.flat[0]
+        # A method's every filter runs K images times its transform copies through the network.
+        per_image = self.method.images_per_filter * self.method.transform_copies if self.method else 1
+        per_device = self.batch_size or max(
+            1, default_batch_size(layer, self.height, self.width, self.mesh.devices.flat[0]) // per_image
         )
         # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
         return min(per_device, -(-count // devices)) * devices
@@ -289,13 +333,23 @@ class ShardedAscent:
         if not len(filters):
             return
         size = self.chunk_size(layer, len(filters))
-        program = _sharded_ascent(self.mesh, layer, self.steps, self.precision)
+        if self.method is None:
+            ascent = _sharded_ascent(self.mesh, layer, self.steps, self.precision)
+
+            def program(indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+                return ascent(self._params, indices, self._start, self._step_size)
+        else:
+            shape = (self.height, self.width)
+            render = _sharded_render(self.mesh, layer, self.method, shape, self.seed, self._start is not None)
+
+            def program(indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+                extra = () if self._start is None else (self._start,)
+                return render(self._params, indices, *extra)
+
         for begin in range(0, len(filters), size):
             part = filters[begin : begin + size]
             padded = np.concatenate([part, np.repeat(part[-1:], size - len(part))])
-            images, achieved = program(
-                self._params, _global_array(padded, self._split), self._start, self._step_size
-            )
+            images, achieved = program(_global_array(padded, self._split))
             yield Chunk(layer, part, images, achieved)
 
 
@@ -405,11 +459,12 @@ def sweep(
     layers: Iterable[str] | None = None,
     filters: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     size: tuple[int, int] = (128, 128),
-    steps: int = 20,
-    step_size: float = 1.0,
+    steps: int | None = None,
+    step_size: float | None = None,
     seed: int = 0,
     start: np.ndarray | None = None,
     precision: str = "float32",
+    method: str | Method = "notebook",
     raw: bool = False,
     batch_size: int | None = None,
     overwrite: bool = False,
@@ -423,10 +478,14 @@ def sweep(
       params: VGG16 parameters from :func:`filterviz.load_weights`.
       folder: output folder (created if needed); see the module docstring for its layout.
       layers, filters: what to draw; see :func:`plan_filters` (default: all 4,224 conv filters).
-      size: ``(height, width)`` of the noise start; ignored when ``start`` is given.
-      steps, step_size, precision: as :func:`filterviz.ascend`.
-      seed: seed of the noise start, shared by every filter as in the notebook.
-      start: a start image ``float32[H, W, 3]`` (0-255, e.g. a photo) instead of noise.
+      size: ``(height, width)`` of the pictures; ignored when ``start`` is given.
+      steps, step_size, precision: as :func:`filterviz.ascend` (default 20 and 1.0); with another
+        method, its steps and learning rate (default the method's own).
+      seed: seed of the noise start, shared by every filter as in the notebook; with another method,
+        filter ``i`` uses ``fold_in(key(seed), i)`` for its start and transforms.
+      start: a start image ``float32[H, W, 3]`` (0-255, e.g. a photo) instead of noise (pixel methods).
+      method: ``"notebook"`` (the default), ``"lucid"``, ``"maco"``, ``"octaves"`` or a
+        :class:`filterviz.Method`; see :mod:`filterviz.methods`.
       raw: also save each ascended float32 image as ``.npy``.
       batch_size: filters per device per compiled chunk (default from the device's memory).
       overwrite: clear a previous sweep with other settings from ``folder`` instead of refusing.
@@ -446,13 +505,23 @@ def sweep(
     folder = Path(folder)
     plan = plan_filters(layers, filters)
     check_precision(precision)
+    chosen = _sweep_method(method, steps, step_size, precision)
+    if chosen is not None:
+        steps, step_size = chosen.steps, _learning_rate(chosen)
+    steps = 20 if steps is None else steps
+    step_size = 1.0 if step_size is None else step_size
     if steps < 0 or (batch_size is not None and batch_size < 1) or writer_threads < 1:
         raise SettingError("steps must be >= 0, batch_size and writer_threads >= 1")
+    if start is not None and chosen is not None and not isinstance(chosen.parameterization, Pixels):
+        raise SettingError(f"a start image needs a pixel method; {chosen.name} optimises a spectrum")
     if start is None:
         height, width = size
         if height < 1 or width < 1:
             raise SettingError(f"size must be positive, got {size}")
-        start_image = np.asarray(random_image(jax.random.key(seed), height, width))
+        # The notebook's filters share one noise start; other methods draw each filter's own.
+        start_image = (
+            np.asarray(random_image(jax.random.key(seed), height, width)) if chosen is None else None
+        )
         start_name = "noise"
     else:
         start_image = np.asarray(start, np.float32)
@@ -472,6 +541,8 @@ def sweep(
         precision=precision,
         raw=raw,
         weights=content_digest(params),
+        method="notebook" if chosen is None else chosen.name,
+        method_settings="" if chosen is None else json.dumps(chosen.describe(), sort_keys=True),
     )
     _prepare_folder(folder, settings, overwrite)
 
@@ -494,19 +565,27 @@ def sweep(
         precision=precision,
         mesh=mesh,
         batch_size=batch_size,
+        method=chosen,
+        size=(height, width),
+        seed=seed,
     )
     manifest_name = "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
     manifest = _ManifestWriter(folder / manifest_name)
     # Each manifest line repeats the settings that made its picture (the weights' digest and the raw
     # flag stay in sweep.json).
-    common = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("raw", "weights")}
+    common = {
+        k: v
+        for k, v in dataclasses.asdict(settings).items()
+        if k not in ("raw", "weights", "method_settings")
+    }
+    to_pictures = as_image if chosen is None else chosen.to_pictures
     mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
     bar = _Progress(mine, progress_wanted() if progress is None else progress)
     written = 0
 
     def write_rows(layer: str, filters: list[int], images: Any, achieved: Any) -> int:
         images, achieved = np.asarray(images), np.asarray(achieved)  # waits for the device
-        pictures = as_image(images)
+        pictures = to_pictures(images)
         for row, filter_index in enumerate(filters):
             entry = {"layer": layer, "filter": filter_index, "activation": float(achieved[row])}
             entry["png"] = picture_path(layer, filter_index)
@@ -550,6 +629,30 @@ def sweep(
         multihost_utils.sync_global_devices("filterviz sweep done")
     skipped = int(done_flags.sum())
     return SweepResult(folder, written, skipped, time.perf_counter() - began)
+
+
+def _sweep_method(
+    method: str | Method, steps: int | None, step_size: float | None, precision: str
+) -> Method | None:
+    """None for the notebook's method (the sweep's fast path), else the method with these settings."""
+    if method == "notebook" or (isinstance(method, Method) and method == get_method("notebook")):
+        return None
+    chosen = get_method(method, precision=precision)
+    if steps is not None:
+        chosen = get_method(chosen, steps=steps)
+    if step_size is not None:
+        if not isinstance(chosen.optimizer, Optimizer):
+            raise SettingError("step_size sets the learning rate of a named Optimizer only")
+        optimizer = dataclasses.replace(chosen.optimizer, learning_rate=float(step_size))
+        chosen = get_method(chosen, optimizer=optimizer)
+    if chosen.images_per_filter != 1:
+        raise SettingError("a sweep draws one picture per filter: images_per_filter must be 1")
+    return chosen
+
+
+def _learning_rate(method: Method) -> float:
+    # An optax object's rate is inside its closures; its settings are in method_settings only.
+    return float(method.optimizer.learning_rate) if isinstance(method.optimizer, Optimizer) else 0.0
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
