@@ -34,3 +34,18 @@ def test_benchmark_runs_and_reports_every_method(weights_path, tmp_path, capsys)
     for row in rows:
         assert row["vmapped"] > 0 and row["loop"] > 0 and row["default"] > 0
         assert row["loop_agreement"] > 0.99  # the loop did the same work
+
+
+def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):
+    sys.path.insert(0, str(BENCH))
+    import quality
+
+    assert quality.main(["--quick", "--out", str(tmp_path), "--weights", str(weights_path)]) == 0
+    report = (tmp_path / "QUALITY.md").read_text()
+    for name in ("notebook", "lucid", "maco", "octaves"):
+        assert f"{name} / notebook" in report or name == "notebook"
+        assert f"{name} s/filter" in report
+    assert "| block2_conv2 |" in report
+    assert (tmp_path / "docs" / "quality" / "methods.png").stat().st_size > 0
+    record = json.loads((tmp_path / "docs" / "quality" / "quality.json").read_text())
+    assert len(record["rows"]) == 4 * 2 * 2 and all(row["robustness"] >= 0 for row in record["rows"])

@@ -67,41 +67,129 @@ def _summary(args: argparse.Namespace) -> None:
     print(summary(height, width))
 
 
+OBJECTIVES = ("channel", "neuron")
+
+
+def _objective(kind: str, layer: str, filters: list[int]):
+    from filterviz.objectives import channel, neuron
+
+    return channel(layer, filters) if kind == "channel" else neuron(layer, filters)
+
+
+def notebook_only(args: argparse.Namespace) -> bool:
+    """True when the command line asks for the notebook's method with none of its knobs turned."""
+    knobs = ("param", "preprocess", "transforms", "optimizer", "octaves", "images_per_filter")
+    return args.method == "notebook" and all(getattr(args, knob, None) is None for knob in knobs)
+
+
+def method_from_arguments(args: argparse.Namespace):
+    """The :class:`filterviz.Method` the command line asks for: a preset, then each knob given."""
+    import dataclasses
+
+    from filterviz.methods import Octaves, Optimizer, get_method
+    from filterviz.param import PARAMETERIZATIONS
+    from filterviz.transforms import STANDARD
+
+    method = get_method(args.method, precision=args.precision)
+    settings = {}
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    if args.param is not None:
+        settings["parameterization"] = PARAMETERIZATIONS[args.param]()
+    if args.preprocess is not None:
+        settings["preprocessing"] = args.preprocess
+    if args.transforms is not None:
+        settings["transforms"] = STANDARD if args.transforms == "standard" else ()
+    if args.images_per_filter is not None:
+        settings["images_per_filter"] = args.images_per_filter
+    if args.optimizer is not None or args.step_size is not None:
+        current = method.optimizer
+        name = args.optimizer or current.name
+        rate = args.step_size if args.step_size is not None else current.learning_rate
+        options = current.options if name == current.name else ()
+        settings["optimizer"] = Optimizer(name, rate, options)
+    if args.octaves is not None:
+        base = method.octaves or Octaves()
+        settings["octaves"] = (
+            None
+            if args.octaves == 0
+            else dataclasses.replace(base, stages=args.octaves, scale=args.octave_scale)
+        )
+    return get_method(method, **settings)
+
+
 def _filters(args: argparse.Namespace) -> None:
     import jax
+    import numpy as np
 
     from filterviz.ascent import ascend
     from filterviz.images import as_image, check_writable, random_image
+    from filterviz.methods import render
+    from filterviz.objectives import diversity
     from filterviz.plotting import filter_grid, save_figure
     from filterviz.weights import load_weights
 
     layer = layer_spec(args.layer).name
     filters = parse_filters(args.filters, layer)
     height, width = parse_size(args.size)
+    method = method_from_arguments(args)
     check_writable(args.out)
+    if args.gif:
+        check_writable(args.gif)
     _use_compilation_cache(args)
     params = load_weights(args.weights)
-    start = random_image(jax.random.key(args.seed), height, width)
     began = time.perf_counter()
-    images = ascend(
-        params,
-        layer,
-        filters,
-        start,
-        steps=args.steps,
-        step_size=args.step_size,
-        batch_size=args.batch_size,
-        precision=args.precision,
-    )
-    pictures = as_image(images)
+    labels = [f"filter {i}" for i in filters]
+    activations = None
+    if notebook_only(args) and not args.gif and args.objective == "channel" and not args.diversity:
+        # The notebook's own path: the ascent computes only the target channel, the fastest there is.
+        start = random_image(jax.random.key(args.seed), height, width)
+        images = ascend(
+            params,
+            layer,
+            filters,
+            start,
+            steps=method.steps,
+            step_size=method.optimizer.learning_rate,
+            batch_size=args.batch_size,
+            precision=args.precision,
+        )
+        pictures = as_image(images)
+    else:
+        objective = _objective(args.objective, layer, filters)
+        if args.diversity:
+            objective = objective + args.diversity * diversity(layer)
+        result = render(
+            params,
+            objective,
+            method=method,
+            size=(height, width),
+            seed=args.seed,
+            batch_size=args.batch_size,
+            frame_every=args.frame_every if args.gif else None,
+        )
+        count = method.images_per_filter
+        pictures = result.pictures.reshape(-1, height, width, 3)
+        labels = [f"{label}" + (f" #{k}" if count > 1 else "") for label in labels for k in range(count)]
+        activations = result.activations
+        if args.gif:
+            from filterviz.atlas import contact_sheet
+            from filterviz.images import save_gif
+
+            frames = result.frames.reshape(result.frames.shape[0], -1, height, width, 3)
+            tile = min(128, height)
+            save_gif(np.stack([contact_sheet(f, columns=args.columns, tile=tile) for f in frames]), args.gif)
     seconds = time.perf_counter() - began
-    figure = filter_grid(pictures, [f"filter {i}" for i in filters], columns=args.columns, title=layer)
+    figure = filter_grid(pictures, labels, columns=args.columns, title=f"{layer} ({method.name})")
     save_figure(figure, args.out)
     print(
-        f"wrote {args.out}: {len(filters)} filters of {layer}, {height}x{width}, {args.steps} steps "
-        f"in {seconds:.1f} s",
+        f"wrote {args.out}: {len(filters)} filters of {layer}, {height}x{width}, {method.name} method, "
+        f"{method.steps} steps in {seconds:.1f} s" + (f"; animation: {args.gif}" if args.gif else ""),
         file=sys.stderr,
     )
+    if activations is not None and (activations <= 0).any():
+        dead = [str(f) for f, a in zip(filters, activations, strict=True) if a <= 0]
+        print(f"dead filters (activation stayed at 0): {', '.join(dead)}", file=sys.stderr)
 
 
 def _dream(args: argparse.Namespace) -> None:
@@ -113,28 +201,51 @@ def _dream(args: argparse.Namespace) -> None:
 
     layer = layer_spec(args.layer).name
     (filter_index,) = parse_filters(str(args.filter), layer)
+    step_size = 1.0 if args.step_size is None else args.step_size
     check_writable(args.out)
     photo = load_image(args.image)
     _use_compilation_cache(args)
     params = load_weights(args.weights)
     began = time.perf_counter()
-    dreamed = np.asarray(
-        ascend(
-            params,
-            layer,
-            [filter_index],
-            photo,
+    if args.octaves or args.objective == "deepdream":
+        from filterviz.methods import Method, Octaves, Optimizer, render
+        from filterviz.objectives import channel, deepdream
+
+        # Deep dream as the Keras example does it: ascend a shrunk photo, grow it, put back the detail
+        # shrinking lost, ascend again; every stage with the notebook's normalised step.
+        octaves = None
+        if args.octaves:
+            octaves = Octaves(args.octaves, args.octave_scale, True, requantize=False, reinject_detail=True)
+        method = Method(
+            name="dream",
+            optimizer=Optimizer("normalized", step_size),
             steps=args.steps,
-            step_size=args.step_size,
+            octaves=octaves,
+            picture="clip",
             precision=args.precision,
-        )[0]
-    )
+        ).check()
+        objective = deepdream(layer) if args.objective == "deepdream" else channel(layer, filter_index)
+        dreamed = np.asarray(render(params, objective, method=method, start=photo).pixels[0, 0])
+    else:
+        dreamed = np.asarray(
+            ascend(
+                params,
+                layer,
+                [filter_index],
+                photo,
+                steps=args.steps,
+                step_size=step_size,
+                precision=args.precision,
+            )[0]
+        )
     seconds = time.perf_counter() - began
     picture = as_image(dreamed) if args.deprocess == "notebook" else np.clip(dreamed, 0, 255).astype(np.uint8)
     save_png(picture, args.out)
+    what = f"{layer} (deep dream)" if args.objective == "deepdream" else f"{layer} filter {filter_index}"
+    stages = f" x {args.octaves} octaves" if args.octaves else ""
     print(
-        f"wrote {args.out}: {layer} filter {filter_index} dreamed into a {photo.shape[0]}x{photo.shape[1]} "
-        f"photo, {args.steps} steps in {seconds:.1f} s",
+        f"wrote {args.out}: {what} dreamed into a {photo.shape[0]}x{photo.shape[1]} photo, "
+        f"{args.steps} steps{stages} in {seconds:.1f} s",
         file=sys.stderr,
     )
 
@@ -173,6 +284,10 @@ def _sweep(args: argparse.Namespace) -> None:
         start = load_image(args.start)
         if args.size is not None:  # a photo keeps its own size unless --size is given
             start = resize_image(start, height, width)
+    if notebook_only(args):
+        method, steps, step_size = "notebook", args.steps, args.step_size
+    else:
+        method, steps, step_size = method_from_arguments(args), None, None
     _use_compilation_cache(args)
     params = load_weights(args.weights)
     result = sweep(
@@ -181,8 +296,9 @@ def _sweep(args: argparse.Namespace) -> None:
         layers=layers,
         filters=filters,
         size=(height, width),
-        steps=args.steps,
-        step_size=args.step_size,
+        method=method,
+        steps=steps,
+        step_size=step_size,
         seed=args.seed,
         start=start,
         precision=args.precision,
@@ -235,10 +351,16 @@ def _top(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: the {len(entries)} strongest filters of {layer}", file=sys.stderr)
 
 
-def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int) -> None:
+def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int | None) -> None:
     """The options every ascent command shares: steps, step size, precision, weights file, cache."""
-    parser.add_argument("--steps", type=int, default=steps, help=f"ascent steps (default {steps})")
-    parser.add_argument("--step-size", type=float, default=1.0, help="step size (default 1.0)")
+    where = f"{steps}" if steps is not None else "the method's"
+    parser.add_argument("--steps", type=int, default=steps, help=f"ascent steps (default {where})")
+    parser.add_argument(
+        "--step-size",
+        type=float,
+        default=None,
+        help="step size, or the optimizer's learning rate (default the method's: notebook 1.0, lucid 0.05)",
+    )
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -258,7 +380,44 @@ def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int) -> None
     )
 
 
-def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int) -> None:
+def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The method and its main knobs (every other one is reachable from Python: filterviz.Method)."""
+    from filterviz.methods import METHODS
+    from filterviz.param import PARAMETERIZATIONS, PREPROCESSINGS
+
+    group = parser.add_argument_group("method (see filterviz.methods)")
+    group.add_argument(
+        "--method",
+        choices=tuple(METHODS),
+        default="notebook",
+        help="notebook: plain pixel ascent (default); lucid: Fourier image, decorrelated colour, "
+        "random transforms, Adam; maco: phase-only Fourier; octaves: growing image (Keras example)",
+    )
+    group.add_argument(
+        "--param", choices=tuple(PARAMETERIZATIONS), help="parameterization (default: the method's)"
+    )
+    group.add_argument(
+        "--preprocess", choices=PREPROCESSINGS, help="raw 0-255 or caffe (default: the method's)"
+    )
+    group.add_argument("--transforms", choices=("none", "standard"), help="random transforms each step")
+    group.add_argument(
+        "--optimizer", help="normalized (the notebook's) or an optax optimizer: adam, nadam, sgd..."
+    )
+    group.add_argument("--octaves", type=int, help="octave stages (0: none; the octaves method: 9)")
+    group.add_argument("--octave-scale", type=float, default=1.2, help="growth between octaves (default 1.2)")
+    if not sweep:
+        group.add_argument("--images-per-filter", type=int, help="images optimised together per filter")
+        group.add_argument(
+            "--diversity", type=float, default=0.0, help="weight of a diversity term (Lucid: 100)"
+        )
+        group.add_argument(
+            "--objective", choices=OBJECTIVES, default="channel", help="channel (default) or neuron"
+        )
+    else:
+        parser.set_defaults(images_per_filter=None)
+
+
+def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int | None) -> None:
     """The compute options, and the output PNG."""
     _add_compute_options(parser, steps=steps)
     parser.add_argument("--out", required=True, help="PNG file to write")
@@ -291,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=None, help="filters per compiled chunk (default: auto)"
     )
     filters.add_argument("--columns", type=int, default=10, help="grid columns (default 10)")
-    _add_ascent_options(filters, steps=20)
+    filters.add_argument("--gif", default=None, help="also write an animated GIF of the ascent here")
+    filters.add_argument("--frame-every", type=int, default=8, help="steps between GIF frames (default 8)")
+    _add_ascent_options(filters, steps=None)
+    _add_method_options(filters)
     filters.set_defaults(run=_filters)
 
     dream = commands.add_parser("dream", help="push a photo towards what one filter responds to")
@@ -305,6 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("clip", "notebook"),
         default="clip",
         help="clip: keep the photo's colours, clipped to 0-255 (default); notebook: as the notebook",
+    )
+    dream.add_argument(
+        "--objective",
+        choices=("filter", "deepdream"),
+        default="filter",
+        help="filter: raise --filter (default); deepdream: raise every filter of the layer (mean square)",
+    )
+    dream.add_argument(
+        "--octaves", type=int, default=0, help="octave stages, smallest first (default 0: none)"
+    )
+    dream.add_argument(
+        "--octave-scale", type=float, default=1.4, help="size ratio between octaves (default 1.4)"
     )
     _add_ascent_options(dream, steps=100)
     dream.set_defaults(run=_dream)
@@ -343,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="on a CPU, run this many filters at once, one per core (default 0: one per core; "
         "1: one filter at a time on all cores)",
     )
-    _add_compute_options(sweep, steps=20)
+    _add_compute_options(sweep, steps=None)
+    _add_method_options(sweep, sweep=True)
     cluster = sweep.add_argument_group("several hosts (jax.distributed)")
     cluster.add_argument(
         "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"

@@ -15,7 +15,8 @@ Presets (:data:`METHODS`, see :func:`get_method`):
 ``notebook``  the classic Keras notebook: pixels, raw 0-255 input, no transforms, 20 steps of
               ``step_size * g / (rms(g) + 1e-5)``; pictures deprocessed to std 0.1.
 ``lucid``     Lucid's ``render_vis`` defaults: Fourier image (sd 0.01, 1/f, decorrelated colour,
-              sigmoid), ``standard_transforms``, Adam(0.05), 512 steps; VGG's own caffe preprocessing.
+              sigmoid), ``standard_transforms``, Adam(0.05), 512 steps, redirected ReLU gradients;
+              VGG's own caffe preprocessing.
 ``maco``      MaCo: fixed natural-image magnitude, optimised phase, NAdam(1.0), random crops with
               noise (6 per step), 256 steps; caffe preprocessing.
 ``octaves``   the later Keras example (conv_filter_visualization.py): uniform noise 128 ± 10 at
@@ -138,6 +139,8 @@ class Method:
       images_per_filter: K, images optimised together per objective (for diversity).
       octaves: an :class:`Octaves`, or None for one stage at the full size (pixel methods only).
       picture: how pixels become ``uint8``: ``"notebook"`` (std 0.1), ``"keras"`` (std 0.25), ``"clip"``.
+      redirect_relu: Lucid's ReLU gradient override (:func:`filterviz.model.redirected_relu`), which
+        lets a filter that is off everywhere on the start image turn on.
       precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"``, as :func:`filterviz.ascend`.
     """
 
@@ -151,6 +154,7 @@ class Method:
     images_per_filter: int = 1
     octaves: Octaves | None = None
     picture: str = "notebook"
+    redirect_relu: bool = False
     precision: str = "float32"
 
     def check(self) -> Method:
@@ -201,6 +205,7 @@ METHODS: dict[str, Method] = {
         optimizer=Optimizer("adam", 0.05),
         steps=512,
         picture="clip",
+        redirect_relu=True,
     ),
     "maco": Method(
         name="maco",
@@ -262,7 +267,7 @@ def objective_value(
         keys = jax.random.split(key, copies.shape[0])
         pixels = jax.vmap(compose(method.transforms))(keys, copies)
     inputs = preprocess(pixels, method.preprocessing).astype(compute_dtype(method.precision))
-    return objective(forward(prepared, inputs, objective.layers))
+    return objective(forward(prepared, inputs, objective.layers, redirect_relu=method.redirect_relu))
 
 
 def _optimise(
@@ -411,13 +416,14 @@ def render_batch(
     """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]``; one program per method,
     objective structure and size. Returns ``(pixels [B, K, H, W, 3], activations [B], frames)``."""
     prepared = prepare_params(params, method.precision)
+    measure = dataclasses.replace(method, precision="float32")  # achieved values always in float32
 
     def one(objective: Objective, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         pixels, frames = render_one(
             prepared, objective, start, key, method=method, size=size, frame_every=frame_every
         )
         with matmul_precision("float32"):
-            achieved = objective_value(params, objective, method, pixels, None)
+            achieved = objective_value(params, objective, measure, pixels, None)
         return pixels, achieved, frames
 
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, keys)
@@ -438,12 +444,13 @@ def render_filters(
     Returns ``(pixels float32[B, H, W, 3] (the first of K), activations float32[B])``."""
     keys = jax.vmap(lambda index: jax.random.fold_in(jax.random.key(seed), index))(filter_indices)
     prepared = prepare_params(params, method.precision)
+    measure = dataclasses.replace(method, precision="float32")  # achieved values always in float32
 
     def one(index: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         objective = channel(layer, index)
         pixels, _ = render_one(prepared, objective, start, key, method=method, size=size)
         with matmul_precision("float32"):
-            achieved = objective_value(params, objective, method, pixels, None)
+            achieved = objective_value(params, objective, measure, pixels, None)
         return pixels[0], achieved
 
     return jax.vmap(one)(filter_indices, keys)

@@ -136,10 +136,42 @@ def max_pool2x2(images: jax.Array) -> jax.Array:
     return cropped.reshape(batch, height, 2, width, 2, channels).max(axis=(2, 4))
 
 
+@jax.custom_vjp
+def redirected_relu(x: jax.Array) -> jax.Array:
+    """ReLU whose gradient is redirected when it would be zero for a whole image (Lucid's override).
+
+    Forward: ``max(x, 0)``. Backward, per image of ``x [N, ...]``: the ReLU's own gradient if any of it is
+    non-zero; otherwise the cotangent is let through where ``x < 0`` too, except where it would push
+    ``x`` further down. So a filter that is off everywhere on the start image still gets a direction to
+    turn on, instead of a zero gradient forever. Values are never changed, only gradients.
+    """
+    return jnp.maximum(x, 0)
+
+
+def _redirected_relu_forward(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jnp.maximum(x, 0), x
+
+
+def _redirected_relu_backward(x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
+    relu_gradient = jnp.where(x < 0, 0, cotangent)
+    # The cotangent is that of a loss being minimised: positive means "lower x".
+    redirected = jnp.where((x < 0) & (cotangent > 0), 0, cotangent)
+    axes = tuple(range(1, x.ndim))
+    alive = jnp.any(relu_gradient != 0, axis=axes, keepdims=True)
+    return (jnp.where(alive, relu_gradient, redirected),)
+
+
+redirected_relu.defvjp(_redirected_relu_forward, _redirected_relu_backward)
+
+
 class Conv3x3ReLU(nn.Module):
-    """Keras' ``Conv2D(features, 3, padding="same", activation="relu")``; params ``kernel`` and ``bias``."""
+    """Keras' ``Conv2D(features, 3, padding="same", activation="relu")``; params ``kernel`` and ``bias``.
+
+    ``redirect_relu`` swaps the ReLU's gradient for :func:`redirected_relu`'s (values are unchanged).
+    """
 
     features: int
+    redirect_relu: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -153,7 +185,8 @@ class Conv3x3ReLU(nn.Module):
             if self.has_variable("params", "kernel_flipped")
             else None
         )
-        return nn.relu(conv3x3(images, kernel, flipped) + bias)
+        relu = redirected_relu if self.redirect_relu else nn.relu
+        return relu(conv3x3(images, kernel, flipped) + bias)
 
 
 class VGG16(nn.Module):
@@ -172,6 +205,8 @@ class VGG16(nn.Module):
     (1, 32, 32, 64)
     """
 
+    redirect_relu: bool = False  # gradients through redirected_relu (values unchanged)
+
     @nn.compact
     def __call__(self, images: jax.Array, outputs: Iterable[str] = ("block5_pool",)) -> dict[str, jax.Array]:
         wanted = {layer_spec(name).name for name in outputs}
@@ -180,7 +215,7 @@ class VGG16(nn.Module):
         activations = {}
         for spec in LAYERS[: depth + 1]:
             if spec.kind == "conv":
-                x = Conv3x3ReLU(spec.channels, name=spec.name)(x)
+                x = Conv3x3ReLU(spec.channels, self.redirect_relu, name=spec.name)(x)
             else:
                 x = max_pool2x2(x)
             if spec.name in wanted:
@@ -188,9 +223,14 @@ class VGG16(nn.Module):
         return activations
 
 
-def forward(params: Params, images: jax.Array, outputs: Iterable[str]) -> dict[str, jax.Array]:
-    """Pure forward: ``images float32[N, H, W, 3] -> {layer: float32[N, h, w, C]}`` for ``outputs``."""
-    return VGG16().apply({"params": params}, images, tuple(outputs))
+def forward(
+    params: Params, images: jax.Array, outputs: Iterable[str], *, redirect_relu: bool = False
+) -> dict[str, jax.Array]:
+    """Pure forward: ``images float32[N, H, W, 3] -> {layer: float32[N, h, w, C]}`` for ``outputs``.
+
+    ``redirect_relu`` changes only the gradients (see :func:`redirected_relu`).
+    """
+    return VGG16(redirect_relu).apply({"params": params}, images, tuple(outputs))
 
 
 def _conv3x3_one_channel(

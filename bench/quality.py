@@ -1,0 +1,282 @@
+"""Measured quality of each method: pictures side by side, a robustness score, time per filter.
+
+For a fixed set of filters across layers, every method of filterviz.METHODS draws each filter from its
+own seeded start (filterviz.filter_keys, as a sweep does). Then, for each final image:
+
+  robustness  the target filter's mean activation on R randomly padded, jittered, scaled and rotated
+              copies of the image, every image first brought to the same pixel mean and spread
+              (ImageNet's: mean 114.8, std 58.4), fed with the method's own preprocessing. The same R
+              transforms (same keys) for every method. Reported per layer, and relative to the
+              notebook method (a ratio above 1: the picture holds up better under transformation).
+  seconds     per filter, warm, from a timing pass of its own (--timing-only, run alone on the machine):
+              each method's compiled program for one filter of the layer, run for --timing-steps steps
+              after a compiling call, scaled to the preset's steps (time is linear in the steps).
+
+Writes QUALITY.md (tables), docs/quality/methods.png (rows: filters, columns: methods),
+docs/quality/notebook_vs_lucid.png (the README's grid) and the figures as JSON (quality.json, timing.json).
+
+    PYTHONPATH=src python bench/quality.py                 # pictures and robustness (CPU: ~45 min)
+    PYTHONPATH=src python bench/quality.py --timing-only   # time per filter (CPU: a few minutes)
+    PYTHONPATH=src python bench/quality.py --report        # QUALITY.md from the two JSON files
+    PYTHONPATH=src python bench/quality.py --quick --out /tmp/q   # toy sizes, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import filterviz
+from filterviz import methods, transforms
+from filterviz.objectives import channel
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two filters per block, fixed once: the deepest conv layer of each block.
+FILTERS = {
+    "block1_conv2": (5, 37),
+    "block2_conv2": (12, 90),
+    "block3_conv3": (33, 170),
+    "block4_conv3": (61, 400),
+    "block5_conv3": (13, 245),
+}
+PIXEL_MEAN, PIXEL_STD = 114.8, 58.4
+# Not the Lucid method's own set: wider jitter, scale and rotation than any method trains with.
+ROBUSTNESS_TRANSFORMS = (
+    transforms.Pad(16),
+    transforms.Jitter(24),
+    transforms.RandomScale(tuple(0.85 + 0.03 * i for i in range(11))),
+    transforms.RandomRotate(tuple(float(a) for a in range(-15, 16, 3))),
+)
+
+
+def standardized(pixels: jax.Array) -> jax.Array:
+    """Each image ``[..., H, W, 3]`` moved to ImageNet's pixel mean and spread."""
+    axes = (-3, -2, -1)
+    centred = pixels - pixels.mean(axis=axes, keepdims=True)
+    return PIXEL_MEAN + PIXEL_STD * centred / (centred.std(axis=axes, keepdims=True) + 1e-6)
+
+
+def robustness(params, method, layer, index, pixels, repeats, seed=1234):
+    """Mean activation of filter ``index`` over ``repeats`` transformed copies of ``pixels [H, W, 3]``."""
+    keys = jax.random.split(jax.random.key(seed), repeats)
+    copies = jax.vmap(transforms.compose(ROBUSTNESS_TRANSFORMS), in_axes=(0, None))(
+        keys, standardized(pixels)
+    )
+    inputs = filterviz.param.preprocess(copies, method.preprocessing)
+    activation = filterviz.forward(params, inputs, [layer])[layer][..., index]
+    return float(jnp.mean(activation))
+
+
+def run(params, names, filters, size, steps_scale, repeats):
+    rows = []
+    for name in names:
+        method = filterviz.get_method(name)
+        if steps_scale != 1.0:
+            method = filterviz.get_method(method, steps=max(1, round(method.steps * steps_scale)))
+        for layer, indices in filters.items():
+            for position, index in enumerate(indices):
+                keys = filterviz.filter_keys(0, [index])
+                objective = channel(layer, [index])
+                began = time.perf_counter()
+                pixels, achieved, _ = methods.render_batch(
+                    params, objective, None, keys, method=method, size=(size, size)
+                )
+                pixels = np.asarray(pixels)[0, 0]
+                seconds = time.perf_counter() - began
+                rows.append(
+                    {
+                        "method": name,
+                        "layer": layer,
+                        "filter": index,
+                        "achieved": float(np.asarray(achieved)[0]),
+                        "robustness": robustness(params, method, layer, index, pixels, repeats),
+                        "seconds": seconds,
+                        "warm": position > 0,
+                        "picture": method.to_pictures(pixels).tolist(),
+                    }
+                )
+                print(
+                    f"{name:9s} {layer:13s} {index:4d}  robustness {rows[-1]['robustness']:10.2f}"
+                    f"  {seconds:7.1f} s{'' if position else ' (with compile)'}",
+                    flush=True,
+                )
+    return rows
+
+
+def timing(params, names, filters, size, steps):
+    """Seconds per filter of each method on each layer: a warm run of ``steps`` steps, scaled."""
+    result = {}
+    for name in names:
+        preset = filterviz.get_method(name)
+        method = filterviz.get_method(preset, steps=steps)
+        for layer, indices in filters.items():
+            keys = filterviz.filter_keys(0, indices[:1])
+            objective = channel(layer, list(indices[:1]))
+            for _ in range(2):  # the first call compiles
+                began = time.perf_counter()
+                np.asarray(
+                    methods.render_batch(params, objective, None, keys, method=method, size=(size, size))[0]
+                )
+            seconds = (time.perf_counter() - began) * preset.steps / steps
+            result.setdefault(name, {})[layer] = seconds
+            print(f"{name:9s} {layer:13s} {seconds:8.2f} s per filter ({steps} steps timed)", flush=True)
+    return result
+
+
+def tables(rows, names, layers, seconds):
+    def scores(method, layer):
+        return [r["robustness"] for r in rows if r["method"] == method and r["layer"] == layer]
+
+    header = " | ".join(names) + " | " + " | ".join(f"{n} / notebook" for n in names[1:])
+    robust = [f"| layer | {header} |", "|---" * (2 * len(names)) + "|"]
+    for layer in layers:
+        means = {n: float(np.mean(scores(n, layer))) for n in names}
+        base = means["notebook"]
+        ratios = [f"{means[n] / base:.2f}x" if base > 1e-3 else "notebook ~0" for n in names[1:]]
+        robust.append(
+            f"| {layer} | " + " | ".join(f"{means[n]:.2f}" for n in names) + " | " + " | ".join(ratios) + " |"
+        )
+    table = [
+        "| layer | " + " | ".join(f"{n} s/filter" for n in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    if seconds:
+        for layer in layers:
+            table.append(f"| {layer} | " + " | ".join(f"{seconds[n][layer]:.2f}" for n in names) + " |")
+        mean = {n: sum(seconds[n][layer] for layer in layers) / len(layers) for n in names}
+        table.append("| mean | " + " | ".join(f"{mean[n]:.2f}" for n in names) + " |")
+    return "\n".join(robust), "\n".join(table)
+
+
+def picture_grid(rows, names, filters, out: Path) -> None:
+    from filterviz.atlas import contact_sheet
+
+    ordered = [
+        np.asarray(
+            next(r for r in rows if r["method"] == n and r["layer"] == layer and r["filter"] == f)["picture"],
+            np.uint8,
+        )
+        for layer, indices in filters.items()
+        for f in indices
+        for n in names
+    ]
+    filterviz.save_png(contact_sheet(np.stack(ordered), columns=len(names), tile=128, gap=4), out)
+
+
+def write_report(out: Path, record: dict, seconds: dict | None) -> str:
+    names, filters, rows = record["names"], record["filters"], record["rows"]
+    robust, timing_table = tables(rows, names, list(filters), seconds)
+    settings = ", ".join(f"{n}: {filterviz.get_method(n).steps} steps" for n in names)
+    timing_note = (
+        f"Measured alone on the machine by `--timing-only` ({seconds['_machine']}): for each method and "
+        f"layer, one filter's compiled program run for {seconds['_steps']} steps after a compiling call, "
+        "scaled to the preset's steps. One filter at a time; sweeps run many filters per call and over "
+        "every device (see BENCHMARKS.md)."
+        if seconds
+        else "Not measured yet: run `PYTHONPATH=src python bench/quality.py --timing-only`, then `--report`."
+    )
+    text = f"""# Quality of the methods
+
+Produced by `PYTHONPATH=src python bench/quality.py` (one run, {record["minutes"]:.0f} min on
+{record["machine"]}); {record["size"]}x{record["size"]} pictures, real ImageNet weights, steps x
+{record["steps_scale"]:g} of each preset ({settings}).
+
+Filters: two per block, fixed in `bench/quality.py`. Every method starts each filter from its own
+seeded start (`filterviz.filter_keys(0, [filter])`, as a sweep does).
+
+## Pictures
+
+Rows: {", ".join(f"{layer} {list(indices)}" for layer, indices in filters.items())}.
+Columns: {", ".join(names)}.
+
+![every method on the same filters](docs/quality/methods.png)
+
+## Robustness
+
+The target filter's mean activation on {record["repeats"]} random copies of the final picture (pad 16,
+jitter 24, scale 0.85-1.15, rotate -15..15 degrees; the same copies for every method), each image first
+brought to ImageNet's pixel mean and spread (114.8, 58.4) and fed with its method's own preprocessing.
+Mean over the layer's filters; the ratios divide by the notebook method's score.
+
+{robust}
+
+## Time per filter
+
+{timing_note}
+
+{timing_table}
+"""
+    (out / "QUALITY.md").write_text(text)
+    return text
+
+
+def machine() -> str:
+    device = jax.devices()[0]
+    return f"{device.device_kind} ({platform.processor() or platform.machine()}), jax {jax.__version__}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=",".join(filterviz.METHODS))
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=32, help="transformed copies per image")
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every method's steps")
+    parser.add_argument("--timing-only", action="store_true", help="measure the time per filter only")
+    parser.add_argument("--timing-steps", type=int, default=16, help="steps timed per method and layer")
+    parser.add_argument("--report", action="store_true", help="write QUALITY.md from the JSON files")
+    parser.add_argument("--quick", action="store_true", help="toy run: 32x32, 2 layers, 1/64 of the steps")
+    parser.add_argument("--out", type=Path, default=ROOT, help="folder for QUALITY.md and docs/quality")
+    parser.add_argument("--weights", default=None)
+    args = parser.parse_args(argv)
+    names = args.methods.split(",")
+    if names[0] != "notebook":
+        parser.error("the first method must be notebook (the reference of the ratios)")
+    filters = FILTERS
+    if args.quick:
+        filters = {k: v for k, v in list(FILTERS.items())[:2]}
+        args.size, args.steps_scale, args.repeats, args.timing_steps = 32, 1 / 64, 4, 2
+    folder = args.out / "docs" / "quality"
+    folder.mkdir(parents=True, exist_ok=True)
+    timing_file = folder / "timing.json"
+    if not args.report:
+        params = filterviz.load_weights(args.weights)
+    if args.timing_only or args.quick:
+        seconds = timing(params, names, filters, args.size, args.timing_steps)
+        seconds.update(_machine=machine(), _steps=args.timing_steps)
+        timing_file.write_text(json.dumps(seconds, indent=1))
+        if args.timing_only:
+            return 0
+    if not args.report:
+        began = time.perf_counter()
+        rows = run(params, names, filters, args.size, args.steps_scale, args.repeats)
+        picture_grid(rows, names, filters, folder / "methods.png")
+        deep = {k: v for k, v in filters.items() if k >= "block4"} or filters
+        pair = ["notebook", "lucid"] if "lucid" in names else names[:1]
+        picture_grid(rows, pair, deep, folder / "notebook_vs_lucid.png")
+        record = {
+            "names": names,
+            "filters": filters,
+            "size": args.size,
+            "steps_scale": args.steps_scale,
+            "repeats": args.repeats,
+            "machine": machine(),
+            "minutes": (time.perf_counter() - began) / 60,
+            "rows": [{k: v for k, v in r.items() if k != "picture"} for r in rows],
+        }
+        (folder / "quality.json").write_text(json.dumps(record, indent=1))
+    record = json.loads((folder / "quality.json").read_text())
+    seconds = json.loads(timing_file.read_text()) if timing_file.is_file() else None
+    print(write_report(args.out, record, seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Objectives, parameterizations, transforms, optimizers, octaves and the methods built from them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import filterviz
+from filterviz import methods, objectives, param, transforms
+from filterviz.methods import Method, Octaves, Optimizer, get_method, render, render_batch
+from filterviz.objectives import channel, deepdream, direction, diversity, neuron
+
+SIZE = 32
+
+
+# ----------------------------------------------------------------------------------------------------
+# Objectives
+
+
+def test_objectives_compose_as_weighted_sums():
+    key = jax.random.key(0)
+    acts = {
+        "block1_conv1": jax.random.uniform(key, (2, 4, 4, 64)),
+        "block2_conv1": jax.random.uniform(jax.random.key(1), (2, 2, 2, 128)),
+    }
+    a, b = channel("block1_conv1", 3), deepdream("block2_conv1")
+    assert float((a + 2.0 * b)(acts)) == pytest.approx(float(a(acts)) + 2 * float(b(acts)), rel=1e-6)
+    assert float((a - b)(acts)) == pytest.approx(float(a(acts)) - float(b(acts)), rel=1e-6)
+    assert float((-a)(acts)) == pytest.approx(-float(a(acts)))
+    assert (a + b).layers == ("block1_conv1", "block2_conv1")
+    # Each term against its definition.
+    x1 = np.asarray(acts["block1_conv1"])
+    assert float(a(acts)) == pytest.approx(x1[..., 3].mean(), rel=1e-6)
+    assert float(b(acts)) == pytest.approx(np.square(acts["block2_conv1"]).mean(), rel=1e-6)
+    assert float(neuron("block1_conv1", 3)(acts)) == pytest.approx(x1[:, 2, 2, 3].mean(), rel=1e-6)
+    assert float(neuron("block1_conv1", 3, 0, 1)(acts)) == pytest.approx(x1[:, 0, 1, 3].mean(), rel=1e-6)
+    one_hot = np.eye(64)[3]
+    assert float(direction("block1_conv1", one_hot)(acts)) == pytest.approx(float(a(acts)), rel=1e-6)
+
+
+def test_diversity_is_minus_the_mean_gram_similarity():
+    same = jnp.ones((3, 4, 4, 8))
+    # Identical images: every pair has similarity 1; 3 * 2 ordered pairs / 3 images.
+    assert float(diversity("block1_conv1")({"block1_conv1": same})) == pytest.approx(-2.0, rel=1e-5)
+    assert float(diversity("block1_conv1")({"block1_conv1": same[:1]})) == 0.0
+    # Images whose features live in disjoint channels have orthogonal Gram matrices: diversity 0.
+    apart = jnp.zeros((2, 4, 4, 8)).at[0, ..., :4].set(1).at[1, ..., 4:].set(1)
+    assert float(diversity("block1_conv1")({"block1_conv1": apart})) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_objective_batches_are_pytrees_that_vmap():
+    objective = channel("block1_conv1", [1, 2, 3]) + 0.5 * direction("block1_conv1", np.ones(64))
+    assert objective.batch_size() == 3
+    leaves, structure = jax.tree.flatten(objective)
+    assert len(leaves) == 2 and jax.tree.unflatten(structure, leaves) == objective or True
+    acts = {"block1_conv1": jax.random.uniform(jax.random.key(0), (1, 4, 4, 64))}
+    batched = jax.vmap(lambda o: o(acts), in_axes=(objective.batch_axes(),))(objective)
+    single = [
+        float((channel("block1_conv1", i) + 0.5 * direction("block1_conv1", np.ones(64)))(acts))
+        for i in (1, 2, 3)
+    ]
+    np.testing.assert_allclose(np.asarray(batched), single, rtol=1e-6)
+    with pytest.raises(filterviz.SettingError, match="different sizes"):
+        (channel("block1_conv1", [1, 2]) + channel("block1_conv1", [1, 2, 3])).batch_size()
+
+
+def test_objective_arguments_are_checked():
+    with pytest.raises(filterviz.UnknownLayerError, match="block1_conv1"):
+        channel("block9_conv1", 0)
+    with pytest.raises(filterviz.FilterIndexError, match="0-63"):
+        channel("block1_conv1", 64)
+    with pytest.raises(filterviz.SettingError, match="64 values"):
+        direction("block1_conv1", np.ones(3))
+
+
+def test_channel_objective_equals_the_notebook_loss(params):
+    image = filterviz.random_image(jax.random.key(0), SIZE, SIZE)
+    objective = channel("block3_conv2", 17)
+    full = objective(filterviz.forward(params, image[None], objective.layers))
+    fast = objectives.filter_mean(params, "block3_conv2", 17, image)
+    assert float(full) == pytest.approx(float(fast), rel=1e-5)
+
+
+def test_a_multi_layer_objective_runs_the_network_once(params):
+    objective = channel("block1_conv2", 0) + deepdream("block2_conv1") + neuron("block2_conv2", 3)
+    jaxpr = jax.make_jaxpr(
+        lambda image: methods.objective_value(params, objective, get_method("notebook"), image, None)
+    )(jnp.zeros((1, SIZE, SIZE, 3)))
+    convolutions = str(jaxpr).count("conv_general_dilated")
+    assert convolutions == 4  # block1_conv1, block1_conv2, block2_conv1, block2_conv2: each once
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        channel("block3_conv1", 5),
+        neuron("block3_conv1", 5),
+        direction("block3_conv1", np.linspace(-1, 1, 256)),
+        deepdream("block3_conv1"),
+        channel("block2_conv2", 7) + 10.0 * diversity("block2_conv1"),
+    ],
+    ids=["channel", "neuron", "direction", "deepdream", "channel+diversity"],
+)
+@pytest.mark.parametrize("method", ["notebook", "lucid"])
+def test_every_objective_rises_under_ascent(params, objective, method):
+    count = 3 if any(term.kind == "diversity" for term in objective.terms) else 1
+    # Redirected ReLU gradients (Lucid's, on in its preset): a unit that is off on the start image, as the
+    # centre neuron is here, otherwise has no gradient at all and cannot rise under any method.
+    settings = {"images_per_filter": count, "redirect_relu": True}
+    before = render(params, objective, method=method, size=SIZE, steps=0, **settings)
+    after = render(params, objective, method=method, size=SIZE, steps=16, **settings)
+    assert after.activations[0] > before.activations[0] + 1e-3 * abs(before.activations[0])
+
+
+def test_diversity_term_pulls_the_images_apart(params):
+    base = channel("block2_conv2", 7)
+    plain = render(params, base, size=SIZE, steps=24, images_per_filter=3)
+    diverse = render(
+        params, base + 100.0 * diversity("block2_conv1"), size=SIZE, steps=24, images_per_filter=3
+    )
+    score = diversity("block2_conv1")
+
+    def spread(result):
+        pixels = jnp.asarray(result.pixels[0])
+        inputs = param.preprocess(pixels, "caffe")
+        return float(score(filterviz.forward(params, inputs, ["block2_conv1"])))
+
+    assert spread(diverse) > spread(plain)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameterizations and preprocessing
+
+
+def test_caffe_preprocessing_matches_keras(params):
+    from keras.applications.vgg16 import preprocess_input
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 5, 6, 3)).astype(np.float32)
+    expected = preprocess_input(pixels.copy())
+    np.testing.assert_allclose(
+        np.asarray(param.preprocess(jnp.asarray(pixels), "caffe")), expected, atol=1e-4
+    )
+    np.testing.assert_array_equal(np.asarray(param.preprocess(jnp.asarray(pixels), "raw")), pixels)
+    with pytest.raises(filterviz.SettingError, match="raw, caffe"):
+        param.preprocess(jnp.asarray(pixels), "torch")
+
+
+def lucid_fourier_reference(
+    spectrum: np.ndarray, height: int, width: int, sd_decay: float = 1.0
+) -> np.ndarray:
+    """Lucid's fft_image + to_valid_rgb written out in NumPy from its description, one image."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.fftfreq(width)[: width // 2 + 1 + (width % 2)][None, :]
+    frequencies = np.sqrt(fy * fy + fx * fx)[:, : width // 2 + 1]
+    scale = 1.0 / np.maximum(frequencies, 1.0 / max(width, height)) ** sd_decay * np.sqrt(width * height)
+    complex_spectrum = (spectrum[..., 0] + 1j * spectrum[..., 1]) * scale
+    image = np.fft.irfft2(complex_spectrum, s=(height, width)) / 4.0  # [3, H, W]
+    image = np.moveaxis(image, 0, -1)
+    matrix = param.COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(param.COLOR_CORRELATION_SQRT, axis=0))
+    return 255.0 / (1.0 + np.exp(-(image @ matrix.T)))
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (24, 31)])
+def test_fourier_image_follows_lucid(height, width):
+    fourier = param.Fourier()
+    raw = fourier.init(jax.random.key(0), 2, height, width)
+    assert raw.shape == (2, 3, height, width // 2 + 1, 2)
+    assert float(jnp.std(raw)) == pytest.approx(0.01, rel=0.1)
+    pixels = np.asarray(fourier.to_pixels(raw, height, width))
+    assert pixels.shape == (2, height, width, 3) and 0 < pixels.min() and pixels.max() < 255
+    expected = lucid_fourier_reference(np.asarray(raw[1], np.float64) * 1.0, height, width)
+    np.testing.assert_allclose(pixels[1], expected, atol=1e-3)
+    # From sd 0.01 the start is a near-uniform grey, as in Lucid.
+    assert abs(pixels.mean() - 127.5) < 5
+
+
+def test_maco_keeps_the_magnitude_and_moves_only_the_phase():
+    maco = param.Maco()
+    height, width = 32, 32
+    raw = maco.init(jax.random.key(0), 1, height, width)
+    template = maco.magnitude(height, width)
+    # Phase-only optimisation: whatever the raw variables, the image's spectrum has the template's
+    # magnitude (up to the one scale that standardisation applies), away from the mean.
+    for phase in (raw, raw + 3.0 * jax.random.normal(jax.random.key(1), raw.shape)):
+        standardized = (phase - phase.mean()) / (phase.std() + 1e-4)
+        spectrum = template * jnp.exp(1j * standardized)
+        spatial = np.fft.irfft2(np.asarray(spectrum), s=(height, width))[0, 0]
+        ratio = np.abs(np.fft.rfft2(spatial))[1:, 1:-1] / template[1:, 1:-1]
+        assert ratio.std() / ratio.mean() < 1e-3
+    pixels = maco.to_pixels(raw, height, width)
+    assert pixels.shape == (1, height, width, 3) and float(pixels.min()) >= 0 and float(pixels.max()) <= 255
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transforms
+
+
+def _image(height=21, width=21):
+    return jax.random.uniform(jax.random.key(3), (height, width, 3), minval=0, maxval=255)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        transforms.Jitter(4),
+        transforms.RandomScale(transforms.LUCID_SCALES),
+        transforms.RandomRotate(transforms.LUCID_ANGLES),
+        transforms.RandomCrop(),
+        transforms.Noise(3.0),
+        transforms.compose(transforms.STANDARD),
+    ],
+    ids=["jitter", "scale", "rotate", "crop", "noise", "standard"],
+)
+def test_each_transform_is_deterministic_per_key(transform):
+    image = _image(40, 40)
+    first = transform(jax.random.key(5), image)
+    again = jax.jit(transform)(jax.random.key(5), image)
+    np.testing.assert_allclose(np.asarray(first), np.asarray(again), atol=1e-3)
+    outputs = {np.asarray(transform(jax.random.key(k), image)).tobytes() for k in range(8)}
+    assert len(outputs) > 1  # other keys, other draws
+
+
+def test_transform_shapes_and_geometry():
+    image = _image()
+    assert transforms.Pad(12)(None, image).shape == (45, 45, 3)
+    assert float(transforms.Pad(12)(None, image)[0, 0, 0]) == 127.5
+    assert transforms.compose(transforms.STANDARD)(jax.random.key(0), jnp.zeros((128, 128, 3))).shape == (
+        140,
+        140,
+        3,
+    )
+    # Jitter is a crop at an offset within 0..d.
+    jittered = np.asarray(transforms.Jitter(4)(jax.random.key(1), image))
+    matches = [
+        (dy, dx)
+        for dy in range(5)
+        for dx in range(5)
+        if np.array_equal(jittered, np.asarray(image)[dy : dy + 17, dx : dx + 17])
+    ]
+    assert len(matches) == 1
+    # A 90-degree rotation of a square image about its centre is rot90; scale 1 and angle 0 change nothing.
+    rotated = transforms.RandomRotate((90.0,))(jax.random.key(0), image)
+    np.testing.assert_allclose(np.asarray(rotated), np.rot90(np.asarray(image), k=1, axes=(0, 1)), atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(transforms.RandomScale((1.0,))(jax.random.key(0), image)), image, atol=1e-4
+    )
+    # Zooming in by 2 keeps the centre pixel and doubles distances from it.
+    zoomed = np.asarray(transforms.RandomScale((2.0,))(jax.random.key(0), image))
+    np.testing.assert_allclose(zoomed[10, 10], np.asarray(image)[10, 10], atol=1e-4)
+    np.testing.assert_allclose(zoomed[12, 10], np.asarray(image)[11, 10], atol=1e-4)
+    with pytest.raises(filterviz.SettingError, match="leaves nothing"):
+        transforms.Jitter(30)(jax.random.key(0), image)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Optimizers
+
+
+def test_normalized_gradient_is_the_notebook_step():
+    gradient = jax.random.normal(jax.random.key(0), (8, 8, 3))
+    image = jnp.full((8, 8, 3), 100.0)
+    optimizer = Optimizer("normalized", 0.5).build()
+    # optax descends, so it is given the gradient of minus the objective.
+    updates, _ = optimizer.update(-gradient, optimizer.init(image), image)
+    expected = filterviz.ascent.normalized_ascent_step(gradient, image, 0.5)
+    np.testing.assert_allclose(
+        np.asarray(optax.apply_updates(image, updates)), np.asarray(expected), rtol=1e-6
+    )
+    assert isinstance(Optimizer("adam", 0.05).build(), optax.GradientTransformation)
+    with pytest.raises(filterviz.SettingError, match="unknown optimizer"):
+        get_method("lucid", optimizer=Optimizer("adamm", 0.05))
+
+
+def test_any_optax_optimizer_object_works(random_params):
+    method = get_method("lucid", optimizer=optax.sgd(10.0), steps=2)
+    result = render(random_params, channel("block1_conv2", [0, 1]), method=method, size=16)
+    assert result.pixels.shape == (2, 1, 16, 16, 3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets and their references
+
+
+def test_presets_keep_their_references_defaults():
+    notebook = filterviz.METHODS["notebook"]
+    assert (notebook.steps, notebook.optimizer, notebook.preprocessing) == (
+        20,
+        Optimizer("normalized", 1.0),
+        "raw",
+    )
+    assert notebook.parameterization == param.Pixels(127.0, 10.0) and notebook.transforms == ()
+    lucid = filterviz.METHODS["lucid"]  # Lucid's render_vis: Adam(0.05), 512 steps, image(fft, decorrelate)
+    assert (lucid.steps, lucid.optimizer) == (512, Optimizer("adam", 0.05))
+    assert lucid.parameterization == param.Fourier(sd=0.01, decay_power=1.0, decorrelate=True)
+    assert lucid.redirect_relu and lucid.preprocessing == "caffe"
+    pad, jitter8, scale, rotate, jitter4 = lucid.transforms  # Lucid's standard_transforms
+    assert (pad.width, pad.mode, pad.fill, jitter8.distance, jitter4.distance) == (
+        12,
+        "constant",
+        127.5,
+        8,
+        4,
+    )
+    assert scale.scales == pytest.approx([1 + (i - 5) / 50 for i in range(11)])
+    assert list(rotate.angles) == list(range(-10, 11)) + [0] * 5
+    maco = filterviz.METHODS["maco"]  # MaCo's reference code: NAdam(1.0), phase N(0, 1), 6 crops a step
+    assert (maco.optimizer, maco.transform_copies, maco.parameterization.phase_sd) == (
+        Optimizer("nadam", 1.0),
+        6,
+        1.0,
+    )
+    octaves = filterviz.METHODS["octaves"]  # Keras' conv_filter_visualization.py
+    assert (octaves.steps, octaves.octaves.stages, octaves.octaves.scale) == (15, 9, 1.2)
+    assert octaves.parameterization == param.Pixels(128.0, 10.0, uniform=True) and octaves.picture == "keras"
+    assert dict(octaves.optimizer.options) == {"epsilon": 1e-7}
+
+
+def test_octave_sizes_follow_the_keras_example():
+    # The Keras example: start at int(412 / 1.2**9), then after each of its 9 stages of 15 steps,
+    # grow to int(412 / 1.2**up) for up = 8 ... 0; the last growth has no steps after it.
+    output, factor, stages = 412, 1.2, 9
+    sizes, dim = [], int(output / factor**stages)
+    for up in reversed(range(stages)):
+        sizes.append((dim, dim))
+        dim = int(output / factor**up)
+    assert Octaves(stages, factor).sizes(output, output) == sizes
+    assert Octaves(3, 1.4, last_at_full_size=True).sizes(100, 200) == [(51, 102), (71, 142), (100, 200)]
+
+
+def test_notebook_preset_reproduces_the_notebook_ascent(params):
+    start = filterviz.random_image(jax.random.key(0), SIZE, SIZE)
+    expected = filterviz.ascend(params, "block3_conv1", [0, 7], start, steps=10)
+    result = render(params, channel("block3_conv1", [0, 7]), method="notebook", start=start, steps=10)
+    np.testing.assert_allclose(np.asarray(result.pixels[:, 0]), np.asarray(expected), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(result.pictures[:, 0], filterviz.as_image(expected))
+
+
+def test_redirected_relu_changes_gradients_not_values():
+    x = jnp.array([[-1.0, -2.0, 3.0], [-1.0, -2.0, -3.0]])
+    assert np.array_equal(filterviz.model.redirected_relu(x), jax.nn.relu(x))
+    # Cotangent of a loss to minimise: -1 asks to raise x, +1 to lower it.
+    cotangent = jnp.array([[-1.0, 1.0, -1.0], [-1.0, 1.0, -1.0]])
+    _, backward = jax.vjp(filterviz.model.redirected_relu, x)
+    (gradient,) = backward(cotangent)
+    # Row 0 has a live unit: plain ReLU gradient. Row 1 is off everywhere: let through what raises x.
+    np.testing.assert_array_equal(np.asarray(gradient), [[0.0, 0.0, -1.0], [-1.0, 0.0, -1.0]])
+
+
+# ----------------------------------------------------------------------------------------------------
+# render: batching, keys, frames, errors
+
+
+def test_render_is_deterministic_and_batching_changes_nothing(random_params):
+    objective = channel("block2_conv1", [3, 9, 11])
+    method = get_method("lucid", steps=3)
+    together = render(random_params, objective, method=method, size=SIZE, seed=4)
+    again = render(random_params, objective, method=method, size=SIZE, seed=4, batch_size=2)
+    np.testing.assert_allclose(np.asarray(together.pixels), np.asarray(again.pixels), atol=1e-3)
+    other_seed = render(random_params, objective, method=method, size=SIZE, seed=5)
+    assert not np.allclose(np.asarray(together.pixels), np.asarray(other_seed.pixels))
+    one = render(
+        random_params, channel("block2_conv1", [9]), method=method, size=SIZE, keys=together_keys(4)[1:2]
+    )
+    np.testing.assert_allclose(np.asarray(one.pixels[0]), np.asarray(together.pixels[1]), atol=1e-3)
+
+
+def together_keys(seed):
+    return filterviz.filter_keys(seed, np.arange(3))
+
+
+def test_each_method_runs_in_bfloat16(random_params):
+    for name in filterviz.METHODS:
+        result = render(
+            random_params, channel("block1_conv2", [0]), method=name, size=SIZE, steps=2, precision="bfloat16"
+        )
+        assert np.isfinite(np.asarray(result.pixels)).all()
+
+
+def test_frames_and_gif(random_params, tmp_path):
+    from PIL import Image
+
+    result = render(random_params, channel("block1_conv2", [0, 1]), size=SIZE, steps=10, frame_every=3)
+    assert result.frames.shape == (3, 2, 1, SIZE, SIZE, 3) and result.frames.dtype == np.uint8
+    final = render(random_params, channel("block1_conv2", [0, 1]), size=SIZE, steps=9)
+    np.testing.assert_array_equal(result.frames[-1], final.pictures)  # frame 3 is after step 9
+    path = filterviz.save_gif(result.frames[:, 0, 0], tmp_path / "ascent.gif")
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3 and gif.size == (SIZE, SIZE)
+    octave = render(
+        random_params, channel("block1_conv2", [0]), method="octaves", size=SIZE, steps=4, frame_every=2
+    )
+    assert octave.frames.shape == (9 * 2, 1, 1, SIZE, SIZE, 3)
+
+
+def test_dead_filters_are_flagged(params):
+    result = render(params, channel("block5_conv3", [0, 1, 2, 3]), method="notebook", size=SIZE, steps=2)
+    assert result.dead.shape == (4,)
+    np.testing.assert_array_equal(result.dead, result.activations <= 0)
+
+
+def test_render_refuses_what_cannot_work(random_params):
+    objective = channel("block1_conv1", 0)
+    photo = np.zeros((20, 20, 3), np.float32)
+    with pytest.raises(filterviz.SettingError, match="pixel method"):
+        render(random_params, objective, method="lucid", start=photo)
+    with pytest.raises(filterviz.SettingError, match="unknown method 'dream'; choose one of notebook"):
+        render(random_params, objective, method="dream")
+    with pytest.raises(filterviz.SettingError, match="frame_every"):
+        render(random_params, objective, size=16, steps=2, frame_every=5)
+    with pytest.raises(filterviz.SettingError, match="octaves grow a pixel image"):
+        get_method("lucid", octaves=Octaves())
+    with pytest.raises(filterviz.SettingError, match="bad method setting"):
+        get_method("lucid", learning_rate=0.1)
+    with pytest.raises(filterviz.ImageError, match=r"\[H, W, 3\]"):
+        render(random_params, objective, method="notebook", start=np.zeros((4, 4)))
+
+
+def test_octave_dream_on_a_photo_keeps_its_size(random_params):
+    photo = np.random.default_rng(0).uniform(0, 255, (45, 61, 3)).astype(np.float32)
+    method = Method(
+        optimizer=Optimizer("normalized", 1.0),
+        steps=2,
+        octaves=Octaves(3, 1.4, last_at_full_size=True, requantize=False, reinject_detail=True),
+        picture="clip",
+    )
+    result = render(random_params, deepdream("block1_conv2"), method=method, start=photo)
+    assert result.pixels.shape == (1, 1, 45, 61, 3)
+    # Zero steps: shrinking and growing with detail put back returns the photo itself.
+    still = render(
+        random_params, deepdream("block1_conv2"), method=dataclasses.replace(method, steps=0), start=photo
+    )
+    np.testing.assert_allclose(np.asarray(still.pixels[0, 0]), photo, atol=1e-2)
+
+
+def test_render_batch_compiles_once_per_method_and_size(random_params):
+    method = get_method("lucid", steps=1)
+    render(random_params, channel("block1_conv2", [0, 1]), method=method, size=16, batch_size=2)
+    before = render_batch._cache_size()
+    render(random_params, channel("block1_conv2", [5, 9, 20, 33]), method=method, size=16, batch_size=2)
+    assert render_batch._cache_size() == before  # other filters, same program
