@@ -447,3 +447,159 @@ def test_render_batch_compiles_once_per_method_and_size(random_params):
     before = render_batch._cache_size()
     render(random_params, channel("block1_conv2", [5, 9, 20, 33]), method=method, size=16, batch_size=2)
     assert render_batch._cache_size() == before  # other filters, same program
+
+
+# ----------------------------------------------------------------------------------------------------
+# Methods in sweeps and on the command line
+
+
+def _png(path):
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        return np.asarray(picture)
+
+
+def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path):
+    folder = tmp_path / "lucid"
+    settings = dict(layers=["block1_conv2"], filters=[0, 3, 5], size=(SIZE, SIZE), method="lucid", steps=3)
+    result = filterviz.sweep(random_params, folder, progress=False, **settings)
+    assert (result.written, result.skipped) == (3, 0)
+    method = get_method("lucid", steps=3)
+    keys = filterviz.filter_keys(0, [0, 3, 5])
+    expected = render(random_params, channel("block1_conv2", [0, 3, 5]), method=method, size=SIZE, keys=keys)
+    entries = sorted(filterviz.read_manifest(folder), key=lambda e: e["filter"])
+    for row, entry in enumerate(entries):
+        assert entry["method"] == "lucid" and entry["steps"] == 3 and entry["step_size"] == 0.05
+        picture = _png(folder / entry["png"])
+        assert np.abs(picture.astype(int) - expected.pictures[row, 0].astype(int)).max() <= 1
+        assert entry["activation"] == pytest.approx(float(expected.activations[row]), rel=1e-4, abs=1e-4)
+    again = filterviz.sweep(random_params, folder, progress=False, **settings)
+    assert (again.written, again.skipped) == (0, 3)
+    with pytest.raises(filterviz.SweepError, match="method: 'lucid' in the folder, 'maco' asked"):
+        filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": "maco"})
+    other = get_method("lucid", steps=3, transforms=())
+    with pytest.raises(filterviz.SweepError, match="lucid transforms"):
+        filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": other, "steps": None})
+    with pytest.raises(filterviz.SettingError, match="pixel method"):
+        filterviz.sweep(random_params, tmp_path / "x", progress=False, **settings, start=np.zeros((8, 8, 3)))
+
+
+def test_a_method_sweep_on_four_devices_equals_one(tmp_path):
+    from test_sweep import run_worker
+
+    request = {"layers": ["block1_conv2"], "filters": [1, 2, 4, 8, 9], "size": [SIZE, SIZE]}
+    request.update(method="octaves", steps=2)
+    one = run_worker({"folder": str(tmp_path / "one"), "sweep": request}, devices=1)
+    four = run_worker({"folder": str(tmp_path / "four"), "sweep": request}, devices=4)
+    assert (one["devices"], four["devices"], four["written"]) == (1, 4, 5)
+    for index in request["filters"]:
+        name = f"block1_conv2/{index:04d}.png"
+        np.testing.assert_array_equal(_png(tmp_path / "one" / name), _png(tmp_path / "four" / name))
+
+
+def test_cli_draws_with_a_method_and_writes_an_animation(weights_path, tmp_path, capsys):
+    from PIL import Image
+
+    from filterviz.cli import main
+
+    out, gif = tmp_path / "grid.png", tmp_path / "ascent.gif"
+    arguments = ["filters", "block2_conv1", "--filters", "0-2", "--size", "32", "--method", "lucid"]
+    arguments += ["--steps", "4", "--frame-every", "2", "--gif", str(gif), "--out", str(out)]
+    assert main([*arguments, "--weights", str(weights_path)]) == 0
+    assert "lucid method, 4 steps" in capsys.readouterr().err
+    assert _png(out).ndim == 3
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 2
+    # Knobs on top of a preset, and the neuron objective with diversity.
+    arguments = [
+        "filters",
+        "block1_conv2",
+        "--filters",
+        "3",
+        "--size",
+        "24",
+        "--method",
+        "maco",
+        "--steps",
+        "2",
+    ]
+    arguments += [
+        "--optimizer",
+        "adam",
+        "--step-size",
+        "0.1",
+        "--images-per-filter",
+        "2",
+        "--diversity",
+        "10",
+    ]
+    arguments += ["--objective", "neuron", "--transforms", "none", "--out", str(out)]
+    assert main([*arguments, "--weights", str(weights_path)]) == 0
+
+
+def test_cli_octave_deep_dream_keeps_the_photo_size(weights_path, tmp_path, capsys):
+    from filterviz.cli import main
+
+    photo = tmp_path / "photo.png"
+    filterviz.save_png(np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8), photo)
+    out = tmp_path / "dream.png"
+    arguments = ["dream", str(photo), "--layer", "block2_conv1", "--objective", "deepdream", "--octaves", "3"]
+    assert main([*arguments, "--steps", "2", "--out", str(out), "--weights", str(weights_path)]) == 0
+    assert _png(out).shape == (40, 52, 3)
+    assert "deep dream" in capsys.readouterr().err
+
+
+def test_cli_sweep_with_a_method(weights_path, tmp_path):
+    from filterviz.cli import main
+
+    out = tmp_path / "sweep"
+    arguments = [
+        "sweep",
+        "--layers",
+        "block1_conv1",
+        "--filters",
+        "0-1",
+        "--size",
+        "24",
+        "--method",
+        "octaves",
+    ]
+    assert (
+        main(
+            [*arguments, "--steps", "2", "--quiet", "--cpu-devices", "1", "--out", str(out)]
+            + [
+                "--weights",
+                str(weights_path),
+            ]
+        )
+        == 0
+    )
+    assert {entry["method"] for entry in filterviz.read_manifest(out)} == {"octaves"}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            ["filters", "block1_conv1", "--method", "lucid", "--optimizer", "adamm"],
+            "unknown optimizer 'adamm'",
+        ),
+        (["filters", "block1_conv1", "--method", "lucid", "--octaves", "3"], "octaves grow a pixel image"),
+        (
+            ["filters", "block1_conv1", "--steps", "4", "--gif", "{tmp}/a.gif", "--frame-every", "9"],
+            "frame_every",
+        ),
+    ],
+)
+def test_cli_method_errors_exit_2_with_one_line(arguments, message, tmp_path, capsys):
+    from filterviz.cli import main
+
+    full = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments] + [
+        "--out",
+        str(tmp_path / "o.png"),
+    ]
+    assert main(full) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("filterviz: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "a.gif").exists()
