@@ -75,14 +75,21 @@ def robustness(params, method, layer, index, pixels, repeats, seed=1234):
     return float(jnp.mean(activation))
 
 
-def run(params, names, filters, size, steps_scale, repeats):
+def run(params, names, filters, size, steps_scale, repeats, method_steps, saved):
+    """Yields a row per method and filter; ``saved`` holds rows of an earlier, interrupted run (reused)."""
     rows = []
     for name in names:
         method = filterviz.get_method(name)
         if steps_scale != 1.0:
             method = filterviz.get_method(method, steps=max(1, round(method.steps * steps_scale)))
+        if name in method_steps:
+            method = filterviz.get_method(method, steps=method_steps[name])
         for layer, indices in filters.items():
             for position, index in enumerate(indices):
+                done = saved.get((name, layer, index))
+                if done is not None and done["steps"] == method.steps:
+                    yield done
+                    continue
                 keys = filterviz.filter_keys(0, [index])
                 objective = channel(layer, [index])
                 began = time.perf_counter()
@@ -100,9 +107,12 @@ def run(params, names, filters, size, steps_scale, repeats):
                         "robustness": robustness(params, method, layer, index, pixels, repeats),
                         "seconds": seconds,
                         "warm": position > 0,
+                        "steps": method.steps,
                         "picture": method.to_pictures(pixels).tolist(),
                     }
                 )
+                yield rows[-1]
+
                 print(
                     f"{name:9s} {layer:13s} {index:4d}  robustness {rows[-1]['robustness']:10.2f}"
                     f"  {seconds:7.1f} s{'' if position else ' (with compile)'}",
@@ -174,7 +184,13 @@ def picture_grid(rows, names, filters, out: Path) -> None:
 def write_report(out: Path, record: dict, seconds: dict | None) -> str:
     names, filters, rows = record["names"], record["filters"], record["rows"]
     robust, timing_table = tables(rows, names, list(filters), seconds)
-    settings = ", ".join(f"{n}: {filterviz.get_method(n).steps} steps" for n in names)
+    ran = {n: record.get("method_steps", {}).get(n) for n in names}
+    settings = ", ".join(
+        f"{n}: {ran[n]} of its {filterviz.get_method(n).steps} steps"
+        if ran[n]
+        else f"{n}: {filterviz.get_method(n).steps} steps"
+        for n in names
+    )
     timing_note = (
         f"Measured alone on the machine by `--timing-only` ({seconds['_machine']}): for each method and "
         f"layer, one filter's compiled program run for {seconds['_steps']} steps after a compiling call, "
@@ -229,6 +245,11 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=32, help="transformed copies per image")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every method's steps")
+    parser.add_argument(
+        "--method-steps",
+        default="",
+        help="steps of some methods instead of their presets': maco=64,lucid=256",
+    )
     parser.add_argument("--timing-only", action="store_true", help="measure the time per filter only")
     parser.add_argument("--timing-steps", type=int, default=16, help="steps timed per method and layer")
     parser.add_argument("--report", action="store_true", help="write QUALITY.md from the JSON files")
@@ -256,7 +277,25 @@ def main(argv=None) -> int:
             return 0
     if not args.report:
         began = time.perf_counter()
-        rows = run(params, names, filters, args.size, args.steps_scale, args.repeats)
+        method_steps = {
+            k: int(v) for k, v in (item.split("=") for item in args.method_steps.split(",") if item)
+        }
+        # Each finished row is kept in rows.jsonl, so an interrupted run starts again where it stopped.
+        progress = folder / "rows.jsonl"
+        saved = {}
+        if progress.is_file():
+            for line in progress.read_text().splitlines():
+                row = json.loads(line)
+                saved[(row["method"], row["layer"], row["filter"])] = row
+        rows = []
+        with progress.open("a") as log:
+            for row in run(
+                params, names, filters, args.size, args.steps_scale, args.repeats, method_steps, saved
+            ):
+                rows.append(row)
+                if saved.get((row["method"], row["layer"], row["filter"])) is not row:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
         picture_grid(rows, names, filters, folder / "methods.png")
         deep = {k: v for k, v in filters.items() if k >= "block4"} or filters
         pair = ["notebook", "lucid"] if "lucid" in names else names[:1]
@@ -266,6 +305,7 @@ def main(argv=None) -> int:
             "filters": filters,
             "size": args.size,
             "steps_scale": args.steps_scale,
+            "method_steps": method_steps,
             "repeats": args.repeats,
             "machine": machine(),
             "minutes": (time.perf_counter() - began) / 60,
