@@ -141,6 +141,32 @@ def timing(params, names, filters, size, steps):
     return result
 
 
+def atlas_estimate(params, name, size, steps, precision):
+    """Seconds for a whole-VGG16 atlas (4,224 conv filters) with method ``name``, from each conv layer's
+    batched throughput: one chunk of as many filters as fit the device (as a sweep runs them), timed
+    for ``steps`` steps after a compiling call, scaled to the preset's steps and the layer's filters."""
+    preset = filterviz.get_method(name, precision=precision)
+    method = filterviz.get_method(preset, steps=steps)
+    total, layers = 0.0, {}
+    for layer in filterviz.CONV_LAYERS:
+        channels = filterviz.layer_spec(layer).channels
+        copies = method.images_per_filter * method.transform_copies
+        chunk = min(channels, max(1, filterviz.default_batch_size(layer, size, size) // copies))
+        indices = np.arange(chunk)
+        keys = filterviz.filter_keys(0, indices)
+        objective = channel(layer, indices)
+        for _ in range(2):  # the first call compiles
+            began = time.perf_counter()
+            np.asarray(
+                methods.render_batch(params, objective, None, keys, method=method, size=(size, size))[0]
+            )
+        per_filter = (time.perf_counter() - began) / chunk * preset.steps / steps
+        layers[layer] = {"chunk": chunk, "seconds_per_filter": per_filter}
+        total += per_filter * channels
+        print(f"{name} atlas: {layer:13s} chunk {chunk:3d}  {per_filter:8.3f} s/filter", flush=True)
+    return {"method": name, "precision": precision, "steps_timed": steps, "seconds": total, "layers": layers}
+
+
 def tables(rows, names, layers, seconds):
     def scores(method, layer):
         return [r["robustness"] for r in rows if r["method"] == method and r["layer"] == layer]
@@ -199,6 +225,11 @@ def write_report(out: Path, record: dict, seconds: dict | None) -> str:
         if seconds
         else "Not measured yet: run `PYTHONPATH=src python bench/quality.py --timing-only`, then `--report`."
     )
+    estimates = "\n".join(
+        f"- {e['method']} method, {e['precision']}: a whole-VGG16 atlas (4,224 filters, {record['size']}x"
+        f"{record['size']}, the preset's steps): estimated {e['seconds']:.0f} s ({e['seconds'] / 3600:.1f} h)"
+        for e in (seconds or {}).get("_atlas", [])
+    )
     text = f"""# Quality of the methods
 
 Produced by `PYTHONPATH=src python bench/quality.py` (one run, {record["minutes"]:.0f} min on
@@ -229,6 +260,8 @@ Mean over the layer's filters; the ratios divide by the notebook method's score.
 {timing_note}
 
 {timing_table}
+
+{estimates}
 """
     (out / "QUALITY.md").write_text(text)
     return text
@@ -253,6 +286,11 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-only", action="store_true", help="measure the time per filter only")
     parser.add_argument("--timing-steps", type=int, default=16, help="steps timed per method and layer")
     parser.add_argument("--report", action="store_true", help="write QUALITY.md from the JSON files")
+    parser.add_argument(
+        "--atlas",
+        default="",
+        help="with --timing-only, also estimate a full atlas: method:precision[,...] e.g. lucid:tf32",
+    )
     parser.add_argument("--quick", action="store_true", help="toy run: 32x32, 2 layers, 1/64 of the steps")
     parser.add_argument("--out", type=Path, default=ROOT, help="folder for QUALITY.md and docs/quality")
     parser.add_argument("--weights", default=None)
@@ -272,6 +310,10 @@ def main(argv=None) -> int:
     if args.timing_only or args.quick:
         seconds = timing(params, names, filters, args.size, args.timing_steps)
         seconds.update(_machine=machine(), _steps=args.timing_steps)
+        atlas = [item.split(":") for item in args.atlas.split(",") if item]
+        seconds["_atlas"] = [
+            atlas_estimate(params, name, args.size, args.timing_steps, precision) for name, precision in atlas
+        ]
         timing_file.write_text(json.dumps(seconds, indent=1))
         if args.timing_only:
             return 0
