@@ -141,14 +141,14 @@ def timing(params, names, filters, size, steps):
     return result
 
 
-def atlas_estimate(params, name, size, steps, precision):
+def atlas_estimate(params, name, size, steps, precision, layers=None):
     """Seconds for a whole-VGG16 atlas (4,224 conv filters) with method ``name``, from each conv layer's
     batched throughput: one chunk of as many filters as fit the device (as a sweep runs them), timed
     for ``steps`` steps after a compiling call, scaled to the preset's steps and the layer's filters."""
     preset = filterviz.get_method(name, precision=precision)
     method = filterviz.get_method(preset, steps=steps)
-    total, layers = 0.0, {}
-    for layer in filterviz.CONV_LAYERS:
+    total, per_layer = 0.0, {}
+    for layer in layers or filterviz.CONV_LAYERS:
         channels = filterviz.layer_spec(layer).channels
         copies = method.images_per_filter * method.transform_copies
         chunk = min(channels, max(1, filterviz.default_batch_size(layer, size, size) // copies))
@@ -161,10 +161,10 @@ def atlas_estimate(params, name, size, steps, precision):
                 methods.render_batch(params, objective, None, keys, method=method, size=(size, size))[0]
             )
         per_filter = (time.perf_counter() - began) / chunk * preset.steps / steps
-        layers[layer] = {"chunk": chunk, "seconds_per_filter": per_filter}
+        per_layer[layer] = {"chunk": chunk, "seconds_per_filter": per_filter}
         total += per_filter * channels
         print(f"{name} atlas: {layer:13s} chunk {chunk:3d}  {per_filter:8.3f} s/filter", flush=True)
-    return {"method": name, "precision": precision, "steps_timed": steps, "seconds": total, "layers": layers}
+    return {"method": name, "precision": precision, "steps_timed": steps, "seconds": total, "layers": per_layer}
 
 
 def tables(rows, names, layers, seconds):

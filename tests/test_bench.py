@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -49,3 +51,20 @@ def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):
     assert (tmp_path / "docs" / "quality" / "methods.png").stat().st_size > 0
     record = json.loads((tmp_path / "docs" / "quality" / "quality.json").read_text())
     assert len(record["rows"]) == 4 * 2 * 2 and all(row["robustness"] >= 0 for row in record["rows"])
+
+
+def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
+    sys.path.insert(0, str(BENCH))
+    import filterviz
+    import quality
+
+    params = filterviz.load_weights(weights_path)
+    estimate = quality.atlas_estimate(
+        params, "lucid", 16, 1, "float32", layers=["block1_conv1", "block2_conv1"]
+    )
+    layers = estimate["layers"]
+    assert set(layers) == {"block1_conv1", "block2_conv1"} and all(v["chunk"] >= 1 for v in layers.values())
+    expected = (
+        64 * layers["block1_conv1"]["seconds_per_filter"] + 128 * layers["block2_conv1"]["seconds_per_filter"]
+    )
+    assert estimate["seconds"] == pytest.approx(expected)

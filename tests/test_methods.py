@@ -483,6 +483,10 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
         filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": other, "steps": None})
     with pytest.raises(filterviz.SettingError, match="pixel method"):
         filterviz.sweep(random_params, tmp_path / "x", progress=False, **settings, start=np.zeros((8, 8, 3)))
+    with pytest.raises(filterviz.SettingError, match=r"filterviz.Optimizer\(name, rate\)"):
+        optax_method = get_method("lucid", optimizer=optax.adam(0.1))
+        filterviz.sweep(random_params, tmp_path / "y", progress=False, **{**settings, "method": optax_method})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_a_method_sweep_on_four_devices_equals_one(tmp_path):
@@ -603,3 +607,30 @@ def test_cli_method_errors_exit_2_with_one_line(arguments, message, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("filterviz: error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "a.gif").exists()
+
+
+def test_cli_top_draws_the_strongest_filters_first(weights_path, tmp_path, monkeypatch):
+    import filterviz.plotting as plotting
+    from filterviz import cli
+
+    drawn = {}
+
+    def spy(pictures, labels, **kwargs):
+        drawn["labels"] = labels
+        return plotting.filter_grid(pictures, labels, **kwargs)
+
+    monkeypatch.setattr(plotting, "filter_grid", spy)
+    arguments = ["filters", "block2_conv1", "--filters", "0-5", "--size", "24", "--steps", "3", "--top", "3"]
+    assert cli.main([*arguments, "--out", str(tmp_path / "top.png"), "--weights", str(weights_path)]) == 0
+    assert len(drawn["labels"]) == 3
+    values = [float(label.split(": ")[1]) for label in drawn["labels"]]
+    assert values == sorted(values, reverse=True)
+    everything = render(
+        filterviz.load_weights(weights_path),
+        channel("block2_conv1", range(6)),
+        method="notebook",
+        size=24,
+        steps=3,
+    )
+    best = np.argsort(-everything.activations)[:3]
+    assert [label.split(":")[0] for label in drawn["labels"]] == [f"filter {i}" for i in best]

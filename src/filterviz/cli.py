@@ -141,7 +141,8 @@ def _filters(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     labels = [f"filter {i}" for i in filters]
     activations = None
-    if notebook_only(args) and not args.gif and args.objective == "channel" and not args.diversity:
+    plain = notebook_only(args) and args.objective == "channel" and not args.diversity
+    if plain and not args.gif and not args.top:
         # The notebook's own path: the ascent computes only the target channel, the fastest there is.
         start = random_image(jax.random.key(args.seed), height, width)
         images = ascend(
@@ -180,6 +181,12 @@ def _filters(args: argparse.Namespace) -> None:
             tile = min(128, height)
             save_gif(np.stack([contact_sheet(f, columns=args.columns, tile=tile) for f in frames]), args.gif)
     seconds = time.perf_counter() - began
+    if args.top:
+        # The later Keras example's grid: the filters that reached the highest activation, strongest first.
+        count = method.images_per_filter
+        order = np.argsort(-activations, kind="stable")[: args.top]
+        rows = [row * count + k for row in order for k in range(count)]
+        pictures, labels = pictures[rows], [f"{labels[r]}: {activations[r // count]:.0f}" for r in rows]
     figure = filter_grid(pictures, labels, columns=args.columns, title=f"{layer} ({method.name})")
     save_figure(figure, args.out)
     print(
@@ -450,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=None, help="filters per compiled chunk (default: auto)"
     )
     filters.add_argument("--columns", type=int, default=10, help="grid columns (default 10)")
+    filters.add_argument(
+        "--top", type=int, default=None, help="draw only the N filters that reached the highest activation"
+    )
     filters.add_argument("--gif", default=None, help="also write an animated GIF of the ascent here")
     filters.add_argument("--frame-every", type=int, default=8, help="steps between GIF frames (default 8)")
     _add_ascent_options(filters, steps=None)

@@ -638,11 +638,14 @@ def _sweep_method(
     if method == "notebook" or (isinstance(method, Method) and method == get_method("notebook")):
         return None
     chosen = get_method(method, precision=precision)
+    if not isinstance(chosen.optimizer, Optimizer):
+        # An optax object has no stable description for sweep.json, so a resume could not be checked.
+        raise SettingError(
+            "a sweep records its settings: give the optimizer as filterviz.Optimizer(name, rate)"
+        )
     if steps is not None:
         chosen = get_method(chosen, steps=steps)
     if step_size is not None:
-        if not isinstance(chosen.optimizer, Optimizer):
-            raise SettingError("step_size sets the learning rate of a named Optimizer only")
         optimizer = dataclasses.replace(chosen.optimizer, learning_rate=float(step_size))
         chosen = get_method(chosen, optimizer=optimizer)
     if chosen.images_per_filter != 1:
@@ -651,8 +654,7 @@ def _sweep_method(
 
 
 def _learning_rate(method: Method) -> float:
-    # An optax object's rate is inside its closures; its settings are in method_settings only.
-    return float(method.optimizer.learning_rate) if isinstance(method.optimizer, Optimizer) else 0.0
+    return float(method.optimizer.learning_rate)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
