@@ -613,11 +613,11 @@ def test_cli_top_draws_the_strongest_filters_first(weights_path, tmp_path, monke
     import filterviz.plotting as plotting
     from filterviz import cli
 
-    drawn = {}
+    drawn, original = {}, plotting.filter_grid
 
     def spy(pictures, labels, **kwargs):
         drawn["labels"] = labels
-        return plotting.filter_grid(pictures, labels, **kwargs)
+        return original(pictures, labels, **kwargs)
 
     monkeypatch.setattr(plotting, "filter_grid", spy)
     arguments = ["filters", "block2_conv1", "--filters", "0-5", "--size", "24", "--steps", "3", "--top", "3"]
