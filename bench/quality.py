@@ -12,8 +12,8 @@ own seeded start (filterviz.filter_keys, as a sweep does). Then, for each final 
               each method's compiled program for one filter of the layer, run for --timing-steps steps
               after a compiling call, scaled to the preset's steps (time is linear in the steps).
 
-Writes QUALITY.md (tables), docs/quality/methods.png (rows: filters, columns: methods),
-docs/quality/notebook_vs_lucid.png (the README's grid) and the figures as JSON (quality.json, timing.json).
+Writes QUALITY.md (tables), docs/quality/methods.jpg (rows: filters, columns: methods),
+docs/quality/notebook_vs_lucid.jpg (the README's grid) and the figures as JSON (quality.json, timing.json).
 
     PYTHONPATH=src python bench/quality.py                 # pictures and robustness (CPU: ~45 min)
     PYTHONPATH=src python bench/quality.py --timing-only   # time per filter (CPU: a few minutes)
@@ -164,7 +164,13 @@ def atlas_estimate(params, name, size, steps, precision, layers=None):
         per_layer[layer] = {"chunk": chunk, "seconds_per_filter": per_filter}
         total += per_filter * channels
         print(f"{name} atlas: {layer:13s} chunk {chunk:3d}  {per_filter:8.3f} s/filter", flush=True)
-    return {"method": name, "precision": precision, "steps_timed": steps, "seconds": total, "layers": per_layer}
+    return {
+        "method": name,
+        "precision": precision,
+        "steps_timed": steps,
+        "seconds": total,
+        "layers": per_layer,
+    }
 
 
 def tables(rows, names, layers, seconds):
@@ -176,7 +182,8 @@ def tables(rows, names, layers, seconds):
     for layer in layers:
         means = {n: float(np.mean(scores(n, layer))) for n in names}
         base = means["notebook"]
-        ratios = [f"{means[n] / base:.2f}x" if base > 1e-3 else "notebook ~0" for n in names[1:]]
+        # Where the notebook's pictures barely excite their filter at all, a ratio means little.
+        ratios = [f"{means[n] / base:.2f}x" if means[n] < 100 * base else ">100x" for n in names[1:]]
         robust.append(
             f"| {layer} | " + " | ".join(f"{means[n]:.2f}" for n in names) + " | " + " | ".join(ratios) + " |"
         )
@@ -204,7 +211,10 @@ def picture_grid(rows, names, filters, out: Path) -> None:
         for f in indices
         for n in names
     ]
-    filterviz.save_png(contact_sheet(np.stack(ordered), columns=len(names), tile=128, gap=4), out)
+    from PIL import Image
+
+    sheet = contact_sheet(np.stack(ordered), columns=len(names), tile=128, gap=4)
+    Image.fromarray(sheet).save(out, quality=90)  # JPEG: these pictures are mostly high frequencies
 
 
 def write_report(out: Path, record: dict, seconds: dict | None) -> str:
@@ -244,7 +254,7 @@ seeded start (`filterviz.filter_keys(0, [filter])`, as a sweep does).
 Rows: {", ".join(f"{layer} {list(indices)}" for layer, indices in filters.items())}.
 Columns: {", ".join(names)}.
 
-![every method on the same filters](docs/quality/methods.png)
+![every method on the same filters](docs/quality/methods.jpg)
 
 ## Robustness
 
@@ -262,6 +272,16 @@ Mean over the layer's filters; the ratios divide by the notebook method's score.
 {timing_table}
 
 {estimates}
+
+## Reading the figures
+
+- The score is the filter's own activation, so its scale differs from layer to layer; compare methods
+  along a row. Each method is scored with the preprocessing it optimised for (`notebook` and `octaves`:
+  raw 0-255 RGB; `lucid` and `maco`: VGG's caffe preprocessing), after the same pixel standardisation.
+- A ratio marked >100x means the notebook's pictures hardly excite their filter at all (its noise start
+  leaves many block5 filters at zero, as the original notebook observes).
+- Methods run with fewer steps than their preset say so in the settings line above; their scores are
+  those of the shorter run.
 """
     (out / "QUALITY.md").write_text(text)
     return text
@@ -338,10 +358,6 @@ def main(argv=None) -> int:
                 if saved.get((row["method"], row["layer"], row["filter"])) is not row:
                     log.write(json.dumps(row) + "\n")
                     log.flush()
-        picture_grid(rows, names, filters, folder / "methods.png")
-        deep = {k: v for k, v in filters.items() if k >= "block4"} or filters
-        pair = ["notebook", "lucid"] if "lucid" in names else names[:1]
-        picture_grid(rows, pair, deep, folder / "notebook_vs_lucid.png")
         record = {
             "names": names,
             "filters": filters,
@@ -355,6 +371,21 @@ def main(argv=None) -> int:
         }
         (folder / "quality.json").write_text(json.dumps(record, indent=1))
     record = json.loads((folder / "quality.json").read_text())
+    progress = folder / "rows.jsonl"  # the pictures: kept beside the JSON, not in it
+    if progress.is_file():
+        pictures = {}
+        for line in progress.read_text().splitlines():
+            row = json.loads(line)
+            pictures[(row["method"], row["layer"], row["filter"])] = row["picture"]
+        rows = [
+            {**row, "picture": pictures[(row["method"], row["layer"], row["filter"])]}
+            for row in record["rows"]
+        ]
+        names, filters = record["names"], record["filters"]
+        picture_grid(rows, names, filters, folder / "methods.jpg")
+        deep = {k: v for k, v in filters.items() if k >= "block4"} or filters
+        pair = ["notebook", "lucid"] if "lucid" in names else names[:1]
+        picture_grid(rows, pair, deep, folder / "notebook_vs_lucid.jpg")
     seconds = json.loads(timing_file.read_text()) if timing_file.is_file() else None
     print(write_report(args.out, record, seconds))
     return 0

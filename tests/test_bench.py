@@ -48,7 +48,7 @@ def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):
         assert f"{name} / notebook" in report or name == "notebook"
         assert f"{name} s/filter" in report
     assert "| block2_conv2 |" in report
-    assert (tmp_path / "docs" / "quality" / "methods.png").stat().st_size > 0
+    assert (tmp_path / "docs" / "quality" / "methods.jpg").stat().st_size > 0
     record = json.loads((tmp_path / "docs" / "quality" / "quality.json").read_text())
     assert len(record["rows"]) == 4 * 2 * 2 and all(row["robustness"] >= 0 for row in record["rows"])
 
