@@ -126,7 +126,7 @@ def timing(params, names, filters, size, steps):
     result = {}
     for name in names:
         preset = filterviz.get_method(name)
-        method = filterviz.get_method(preset, steps=steps)
+        method = filterviz.get_method(preset, steps=steps if isinstance(steps, int) else steps[name])
         for layer, indices in filters.items():
             keys = filterviz.filter_keys(0, indices[:1])
             objective = channel(layer, list(indices[:1]))
@@ -135,7 +135,7 @@ def timing(params, names, filters, size, steps):
                 np.asarray(
                     methods.render_batch(params, objective, None, keys, method=method, size=(size, size))[0]
                 )
-            seconds = (time.perf_counter() - began) * preset.steps / steps
+            seconds = (time.perf_counter() - began) * preset.steps / method.steps
             result.setdefault(name, {})[layer] = seconds
             print(f"{name:9s} {layer:13s} {seconds:8.2f} s per filter ({steps} steps timed)", flush=True)
     return result
@@ -328,8 +328,11 @@ def main(argv=None) -> int:
     if not args.report:
         params = filterviz.load_weights(args.weights)
     if args.timing_only or args.quick:
-        seconds = timing(params, names, filters, args.size, args.timing_steps)
-        seconds.update(_machine=machine(), _steps=args.timing_steps)
+        timed_steps = args.timing_steps
+        if args.quick:  # the run's own steps: the timing's programs are then reused by the run
+            timed_steps = {n: max(1, round(filterviz.get_method(n).steps * args.steps_scale)) for n in names}
+        seconds = timing(params, names, filters, args.size, timed_steps)
+        seconds.update(_machine=machine(), _steps=timed_steps)
         atlas = [item.split(":") for item in args.atlas.split(",") if item]
         seconds["_atlas"] = [
             atlas_estimate(params, name, args.size, args.timing_steps, precision) for name, precision in atlas
