@@ -529,6 +529,8 @@ def render(
         start = _resize(start[None], (height, width))[0]
     if frame_every is not None and not 1 <= frame_every <= max(1, method.steps):
         raise SettingError(f"frame_every must be between 1 and steps ({method.steps}), got {frame_every}")
+    if batch_size is not None and batch_size < 1:
+        raise SettingError(f"batch_size must be >= 1, got {batch_size}")
     if keys is None:
         keys = filter_keys(seed, np.arange(count))
     elif len(keys) != count:
