@@ -242,8 +242,8 @@ def write_report(out: Path, record: dict, seconds: dict | None) -> str:
     )
     text = f"""# Quality of the methods
 
-Produced by `PYTHONPATH=src python bench/quality.py` (one run, {record["minutes"]:.0f} min on
-{record["machine"]}); {record["size"]}x{record["size"]} pictures, real ImageNet weights, steps x
+Produced by `PYTHONPATH=src python bench/quality.py` on {record["machine"]} (a run keeps each finished
+filter and reuses it when started again; the last run took {record["minutes"]:.0f} min); {record["size"]}x{record["size"]} pictures, real ImageNet weights, steps x
 {record["steps_scale"]:g} of each preset ({settings}).
 
 Filters: two per block, fixed in `bench/quality.py`. Every method starts each filter from its own
