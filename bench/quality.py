@@ -243,8 +243,9 @@ def write_report(out: Path, record: dict, seconds: dict | None) -> str:
     text = f"""# Quality of the methods
 
 Produced by `PYTHONPATH=src python bench/quality.py` on {record["machine"]} (a run keeps each finished
-filter and reuses it when started again; the last run took {record["minutes"]:.0f} min); {record["size"]}x{record["size"]} pictures, real ImageNet weights, steps x
-{record["steps_scale"]:g} of each preset ({settings}).
+filter and reuses it when started again; the last run took {record["minutes"]:.0f} min);
+{record["size"]}x{record["size"]} pictures, real ImageNet weights, steps x {record["steps_scale"]:g} of
+each preset ({settings}).
 
 Filters: two per block, fixed in `bench/quality.py`. Every method starts each filter from its own
 seeded start (`filterviz.filter_keys(0, [filter])`, as a sweep does).
