@@ -50,7 +50,7 @@ def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):
     assert "| block2_conv2 |" in report
     assert (tmp_path / "docs" / "quality" / "methods.jpg").stat().st_size > 0
     record = json.loads((tmp_path / "docs" / "quality" / "quality.json").read_text())
-    assert len(record["rows"]) == 4 * 2 * 2 and all(row["robustness"] >= 0 for row in record["rows"])
+    assert len(record["rows"]) == 4 * 2 and all(row["robustness"] >= 0 for row in record["rows"])
 
 
 def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
