@@ -27,7 +27,6 @@ Presets (:data:`METHODS`, see :func:`get_method`):
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -402,8 +401,7 @@ class Rendering(NamedTuple):
         return self.activations <= 0.0
 
 
-@functools.partial(jax.jit, static_argnames=("method", "size", "frame_every"))
-def render_batch(
+def render_and_measure(
     params: Params,
     objective: Objective,
     start: jax.Array | None,
@@ -413,8 +411,9 @@ def render_batch(
     size: tuple[int, int],
     frame_every: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]``; one program per method,
-    objective structure and size. Returns ``(pixels [B, K, H, W, 3], activations [B], frames)``."""
+    """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]``, each objective then
+    measured on its final images in float32. Returns ``(pixels [B, K, H, W, 3], activations [B],
+    frames)``. Not jitted: :func:`render_batch` jits it, sweeps wrap it in their sharded jit."""
     prepared = prepare_params(params, method.precision)
     measure = dataclasses.replace(method, precision="float32")  # achieved values always in float32
 
@@ -429,6 +428,10 @@ def render_batch(
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, keys)
 
 
+render_batch = jax.jit(render_and_measure, static_argnames=("method", "size", "frame_every"))
+""":func:`render_and_measure`, jitted: one program per method, objective structure and size."""
+
+
 def render_filters(
     params: Params,
     layer: str,
@@ -439,21 +442,13 @@ def render_filters(
     method: Method,
     size: tuple[int, int],
 ) -> tuple[jax.Array, jax.Array]:
-    """Each filter of ``filter_indices int32[B]`` of ``layer`` with ``method``, keyed by its own index, so
-    a filter's picture does not depend on which chunk or device computed it. Not jitted: sweeps wrap it.
-    Returns ``(pixels float32[B, H, W, 3] (the first of K), activations float32[B])``."""
-    keys = jax.vmap(lambda index: jax.random.fold_in(jax.random.key(seed), index))(filter_indices)
-    prepared = prepare_params(params, method.precision)
-    measure = dataclasses.replace(method, precision="float32")  # achieved values always in float32
-
-    def one(index: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        objective = channel(layer, index)
-        pixels, _ = render_one(prepared, objective, start, key, method=method, size=size)
-        with matmul_precision("float32"):
-            achieved = objective_value(params, objective, measure, pixels, None)
-        return pixels[0], achieved
-
-    return jax.vmap(one)(filter_indices, keys)
+    """Each filter of ``filter_indices int32[B]`` of ``layer`` with ``method``, keyed by its own index
+    (:func:`filter_keys`), so a filter's picture does not depend on which chunk or device computed it.
+    Not jitted: sweeps wrap it. Returns ``(pixels float32[B, H, W, 3] (the first of K), activations [B])``."""
+    objective = channel(layer, filter_indices)
+    keys = filter_keys(seed, filter_indices)
+    pixels, achieved, _ = render_and_measure(params, objective, start, keys, method=method, size=size)
+    return pixels[:, 0], achieved
 
 
 def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray) -> jax.Array:
