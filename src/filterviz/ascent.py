@@ -15,7 +15,7 @@ TensorFloat-32 matrix math where the device has it: NVIDIA GPUs since Ampere) an
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +178,17 @@ def default_batch_size(layer: str, height: int, width: int, device: jax.Device |
     return max(1, min(_ACCELERATOR_MAX_BATCH, budget // per_filter))
 
 
+def padded_chunks(count: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``0..count-1`` in chunks of ``size``: ``(rows int[n], padded int[size])`` per chunk.
+
+    ``padded`` repeats the chunk's last row up to ``size``, so the last chunk reuses the compiled program
+    of the others; callers keep the first ``len(rows)`` results.
+    """
+    for begin in range(0, count, size):
+        rows = np.arange(begin, min(begin + size, count))
+        yield rows, np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
+
+
 def check_filters(layer: str, filters: int | Sequence[int] | np.ndarray | jax.Array) -> np.ndarray:
     """``filters`` as ``int32[N]``, each checked to be a filter of ``layer`` (raises FilterIndexError)."""
     spec = layer_spec(layer)
@@ -257,21 +268,15 @@ def ascend(
     chunk = min(batch_size or default_batch_size(layer, height, width), len(indices))
     results = []
     # Dispatch every chunk before reading any back: JAX queues them, so the device never idles on Python.
-    for begin in range(0, len(indices), chunk):
-        chunk_indices = indices[begin : begin + chunk]
-        count = len(chunk_indices)
-        pad = chunk - count
-        # Pad with copies of the last filter so the last chunk reuses the compiled program.
-        chunk_indices = np.concatenate([chunk_indices, np.repeat(chunk_indices[-1:], pad)])
+    for rows, padded in padded_chunks(len(indices), chunk):
         if shared:
             chunk_starts = jnp.broadcast_to(starts, (chunk, height, width, 3))
         else:
-            chunk_starts = starts[begin : begin + count]
-            chunk_starts = jnp.concatenate([chunk_starts, jnp.repeat(chunk_starts[-1:], pad, axis=0)])
+            chunk_starts = starts[padded]
         ascended = ascend_batch(
-            params, layer, jnp.asarray(chunk_indices), chunk_starts, step_size, steps, precision
+            params, layer, jnp.asarray(indices[padded]), chunk_starts, step_size, steps, precision
         )
-        results.append(ascended[:count])
+        results.append(ascended[: len(rows)])
     return results[0] if len(results) == 1 else jnp.concatenate(results)
 
 

@@ -36,7 +36,13 @@ import numpy as np
 import optax
 from jax import lax
 
-from filterviz.ascent import compute_dtype, default_batch_size, matmul_precision, prepare_params
+from filterviz.ascent import (
+    compute_dtype,
+    default_batch_size,
+    matmul_precision,
+    padded_chunks,
+    prepare_params,
+)
 from filterviz.errors import ImageError, SettingError
 from filterviz.images import as_image, clip_image
 from filterviz.model import Params, forward
@@ -534,11 +540,10 @@ def render(
     per_image = method.images_per_filter * method.transform_copies
     chunk = batch_size or max(1, default_batch_size(deepest, height, width) // per_image)
     chunk = min(chunk, count)
+    batched = objective.batch_size() is not None
     pixels, achieved, frames = [], [], []
-    for begin in range(0, count, chunk):
-        rows = np.arange(begin, min(begin + chunk, count))
-        padded = np.concatenate([rows, np.repeat(rows[-1:], chunk - len(rows))])
-        part = objective.take(padded) if objective.batch_size() else _broadcast(objective, chunk)
+    for rows, padded in padded_chunks(count, chunk):
+        part = objective.take(padded) if batched else _broadcast(objective, chunk)
         result = render_batch(
             params, part, start, keys[padded], method=method, size=(height, width), frame_every=frame_every
         )

@@ -43,7 +43,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from filterviz.ascent import ascend_and_measure, check_filters, check_precision, default_batch_size
+from filterviz.ascent import (
+    ascend_and_measure,
+    check_filters,
+    check_precision,
+    default_batch_size,
+    padded_chunks,
+)
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.images import TEMPORARY_SUFFIX, as_image, atomic_write, encode_png, random_image
 from filterviz.methods import Method, Optimizer, get_method, render_filters
@@ -346,11 +352,9 @@ class ShardedAscent:
                 extra = () if self._start is None else (self._start,)
                 return render(self._params, indices, *extra)
 
-        for begin in range(0, len(filters), size):
-            part = filters[begin : begin + size]
-            padded = np.concatenate([part, np.repeat(part[-1:], size - len(part))])
-            images, achieved = program(_global_array(padded, self._split))
-            yield Chunk(layer, part, images, achieved)
+        for rows, padded in padded_chunks(len(filters), size):
+            images, achieved = program(_global_array(filters[padded], self._split))
+            yield Chunk(layer, filters[rows], images, achieved)
 
 
 # ----------------------------------------------------------------------------------------------------
