@@ -59,8 +59,8 @@ def prepare_params(params: Params, precision: str) -> Params:
 
     XLA would otherwise flip and cast the kernels again at every step.
     """
-    compute_dtype = _COMPUTE_DTYPE[check_precision(precision)]
-    return jax.tree.map(lambda array: array.astype(compute_dtype), with_flipped_kernels(params))
+    dtype = compute_dtype(precision)
+    return jax.tree.map(lambda array: array.astype(dtype), with_flipped_kernels(params))
 
 
 def compute_dtype(precision: str) -> jnp.dtype:
