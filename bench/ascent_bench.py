@@ -31,7 +31,13 @@ import numpy as np
 
 import filterviz
 from filterviz import model as model_module
-from filterviz.ascent import ascend_batch, normalized_ascent_step
+from filterviz.ascent import (
+    ascend_batch,
+    compute_dtype,
+    matmul_precision,
+    normalized_ascent_step,
+    prepare_params,
+)
 from filterviz.objectives import filter_mean
 from flops import ascent_step_flops
 
@@ -94,27 +100,35 @@ def make_default_gradient(params, layer, batch_size):
     return run
 
 
-def make_loop(params, layer):
+def make_loop(params, layer, precision="float32"):
     """The notebook's structure: a jitted step, called once per step per filter from Python."""
+    prepared = prepare_params(params, precision)
+    dtype = compute_dtype(precision)
 
     @jax.jit
-    def step(image, filter_index):
-        gradient = jax.grad(filter_mean, argnums=3)(params, layer, filter_index, image)
-        return normalized_ascent_step(gradient, image, 1.0)
+    def step(prepared, image, filter_index):
+        with matmul_precision(precision):
+            gradient = jax.grad(filter_mean, argnums=3)(prepared, layer, filter_index, image.astype(dtype))
+        return normalized_ascent_step(gradient.astype(jnp.float32), image, 1.0)
 
     def run(filters, start, steps):
         results = []
         for filter_index in filters:
             image = jnp.asarray(start)
             for _ in range(steps):
-                image = step(image, filter_index)
+                image = step(prepared, image, filter_index)
             results.append(np.asarray(image))
         return np.stack(results)
 
     return run
 
 
-def make_torch(params, layer):
+def make_torch(params, layer, precision="float32"):
+    """The same ascent in PyTorch (CUDA when it has it): ``batched(filters, start, steps, batch_size)``.
+
+    ``precision`` as filterviz's: ``float32`` (no TF32 anywhere), ``tf32`` (TF32 convolutions and
+    matmuls, CUDA only) or ``bfloat16`` (autocast; the image stays float32).
+    """
     import torch
 
     layers = []
@@ -132,6 +146,7 @@ def make_torch(params, layer):
         parameter.requires_grad_(False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     network = network.to(device)
+    tf32 = precision == "tf32"
 
     def ascend(filters, starts, steps):
         images = torch.from_numpy(np.ascontiguousarray(starts.transpose(0, 3, 1, 2))).to(device)
@@ -139,7 +154,8 @@ def make_torch(params, layer):
         rows = torch.arange(len(filters), device=device)
         for _ in range(steps):
             images.requires_grad_(True)
-            loss = network(images)[rows, which].mean(dim=(1, 2)).sum()
+            with torch.autocast(device, torch.bfloat16, enabled=precision == "bfloat16"):
+                loss = network(images)[rows, which].float().mean(dim=(1, 2)).sum()
             (gradient,) = torch.autograd.grad(loss, images)
             rms = gradient.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
             images = (images + gradient / (rms + 1e-5)).detach()
@@ -148,11 +164,17 @@ def make_torch(params, layer):
         return images.cpu().numpy().transpose(0, 2, 3, 1)
 
     def batched(filters, start, steps, batch_size):
-        starts = np.repeat(np.asarray(start)[None], len(filters), axis=0)
-        parts = [
-            ascend(filters[i : i + batch_size], starts[i : i + batch_size], steps)
-            for i in range(0, len(filters), batch_size)
-        ]
+        # TF32 is a process-wide switch in PyTorch: set it for this call only.
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            starts = np.repeat(np.asarray(start)[None], len(filters), axis=0)
+            parts = [
+                ascend(filters[i : i + batch_size], starts[i : i + batch_size], steps)
+                for i in range(0, len(filters), batch_size)
+            ]
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
         return np.concatenate(parts)
 
     return batched

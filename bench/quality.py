@@ -141,28 +141,40 @@ def timing(params, names, filters, size, steps):
     return result
 
 
-def atlas_estimate(params, name, size, steps, precision, layers=None):
-    """Seconds for a whole-VGG16 atlas (4,224 conv filters) with method ``name``, from each conv layer's
-    batched throughput: one chunk of as many filters as fit the device (as a sweep runs them), timed
-    for ``steps`` steps after a compiling call, scaled to the preset's steps and the layer's filters."""
+def layer_chunk(params, method, layer, size):
+    """``(arguments, settings)`` of one sweep-sized chunk of ``layer``'s filters under ``method``: as many
+    filters as fit the device, as a sweep runs them. ``methods.render_batch(*arguments, **settings)``
+    renders them; ``methods.render_batch.lower(*arguments, **settings).compile()`` compiles it ahead."""
+    channels = filterviz.layer_spec(layer).channels
+    copies = method.images_per_filter * method.transform_copies
+    chunk = min(channels, max(1, filterviz.default_batch_size(layer, size, size) // copies))
+    indices = np.arange(chunk)
+    keys = filterviz.filter_keys(0, indices)
+    return (params, channel(layer, indices), None, keys), {"method": method, "size": (size, size)}
+
+
+def layer_seconds_per_filter(params, name, layer, size, steps, precision):
+    """``(chunk, seconds per filter)`` of method ``name`` on ``layer``: one chunk timed for ``steps`` steps
+    after an untimed call (which compiles, unless the program is compiled already), scaled to the
+    preset's steps."""
     preset = filterviz.get_method(name, precision=precision)
     method = filterviz.get_method(preset, steps=steps)
+    arguments, settings = layer_chunk(params, method, layer, size)
+    chunk = len(arguments[3])
+    for _ in range(2):
+        began = time.perf_counter()
+        np.asarray(methods.render_batch(*arguments, **settings)[0])
+    return chunk, (time.perf_counter() - began) / chunk * preset.steps / steps
+
+
+def atlas_estimate(params, name, size, steps, precision, layers=None):
+    """Seconds for a whole-VGG16 atlas (4,224 conv filters) with method ``name``, from each conv layer's
+    batched throughput (:func:`layer_seconds_per_filter`), weighted by the layer's filter count."""
     total, per_layer = 0.0, {}
     for layer in layers or filterviz.CONV_LAYERS:
-        channels = filterviz.layer_spec(layer).channels
-        copies = method.images_per_filter * method.transform_copies
-        chunk = min(channels, max(1, filterviz.default_batch_size(layer, size, size) // copies))
-        indices = np.arange(chunk)
-        keys = filterviz.filter_keys(0, indices)
-        objective = channel(layer, indices)
-        for _ in range(2):  # the first call compiles
-            began = time.perf_counter()
-            np.asarray(
-                methods.render_batch(params, objective, None, keys, method=method, size=(size, size))[0]
-            )
-        per_filter = (time.perf_counter() - began) / chunk * preset.steps / steps
+        chunk, per_filter = layer_seconds_per_filter(params, name, layer, size, steps, precision)
         per_layer[layer] = {"chunk": chunk, "seconds_per_filter": per_filter}
-        total += per_filter * channels
+        total += per_filter * filterviz.layer_spec(layer).channels
         print(f"{name} atlas: {layer:13s} chunk {chunk:3d}  {per_filter:8.3f} s/filter", flush=True)
     return {
         "method": name,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from filterviz.ascent import PRECISIONS
-from filterviz.errors import FilterIndexError, FilterVizError, SettingError
+from filterviz.errors import FilterIndexError, FilterVizError, OutputError, SettingError
 from filterviz.model import CONV_LAYERS, LAYERS, layer_spec
 
 EXIT_USER_ERROR = 2
@@ -261,7 +261,10 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
     if not args.no_compile_cache:
         from filterviz.sweep import enable_compilation_cache
 
-        enable_compilation_cache()
+        try:
+            enable_compilation_cache()
+        except OutputError as error:  # the cache only saves time: go on without it
+            print(f"filterviz: warning: {error}; compiling without a cache", file=sys.stderr)
 
 
 def _sweep(args: argparse.Namespace) -> None:

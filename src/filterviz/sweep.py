@@ -65,6 +65,8 @@ _FORMAT = 1
 # Chunks dispatched ahead of the one being written: enough that the device always has queued work
 # while the host encodes PNGs, few enough to bound the host memory held by finished images.
 _CHUNKS_IN_FLIGHT = 2
+# At most this many programs of a sweep compile at once.
+_COMPILE_THREADS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +311,8 @@ class ShardedAscent:
             copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
             self._start = _global_array(copies, self._split)
         self._step_size = _global_array(np.float32(step_size), replicated)
+        self._programs: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
+        self._programs_lock = threading.Lock()
 
     def chunk_size(self, layer: str, count: int) -> int:
         """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
@@ -332,6 +336,56 @@ class ShardedAscent:
                 mine += max(0, min(end, real) - first)
         return mine
 
+    def _inputs(self) -> tuple[jax.Array, ...]:
+        # What every call takes after the filter indices.
+        if self.method is None:
+            return (self._start, self._step_size)
+        return () if self._start is None else (self._start,)
+
+    def program(self, layer: str, size: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+        """The compiled call for chunks of ``size`` filters of ``layer``: ``int32[size] -> (images, acts)``.
+
+        Compiled once per (layer, size), or loaded from the persistent compilation cache when it is on.
+        Safe to call from several threads at once: one compiles, the others wait for it; that is how
+        :meth:`compile_ahead` compiles the programs of later layers while the devices run earlier ones.
+        """
+        key = (layer_spec(layer).name, size)
+        with self._programs_lock:
+            pending = self._programs.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._programs[key] = concurrent.futures.Future()
+        if owner:
+            try:
+                if self.method is None:
+                    jitted = _sharded_ascent(self.mesh, key[0], self.steps, self.precision)
+                else:
+                    shape = (self.height, self.width)
+                    jitted = _sharded_render(
+                        self.mesh, key[0], self.method, shape, self.seed, self._start is not None
+                    )
+                indices = _global_array(np.zeros(size, np.int32), self._split)
+                pending.set_result(jitted.lower(self._params, indices, *self._inputs()).compile())
+            except BaseException as error:
+                pending.set_exception(error)
+        compiled = pending.result()
+        inputs = self._inputs()
+        return lambda indices: compiled(self._params, indices, *inputs)
+
+    def compile_ahead(
+        self, plan: Iterable[tuple[str, int]], threads: int
+    ) -> concurrent.futures.ThreadPoolExecutor:
+        """Start compiling, on ``threads`` host threads, the program of each ``(layer, filter count)``.
+
+        Returns the executor; shut it down when done (``cancel_futures=True`` drops what has not begun).
+        XLA compiles on the host, so a sweep's later layers compile while its devices run the earlier
+        ones, and on a many-core host several layers compile at once. An error surfaces in :meth:`run`.
+        """
+        executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="filterviz-compile")
+        for layer, count in plan:
+            executor.submit(self.program, layer, self.chunk_size(layer, count))
+        return executor
+
     def run(self, layer: str, filters: np.ndarray) -> Iterator[Chunk]:
         """Dispatch the chunks of ``filters`` of ``layer`` one by one (asynchronously, as JAX does)."""
         layer = layer_spec(layer).name
@@ -339,19 +393,7 @@ class ShardedAscent:
         if not len(filters):
             return
         size = self.chunk_size(layer, len(filters))
-        if self.method is None:
-            ascent = _sharded_ascent(self.mesh, layer, self.steps, self.precision)
-
-            def program(indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-                return ascent(self._params, indices, self._start, self._step_size)
-        else:
-            shape = (self.height, self.width)
-            render = _sharded_render(self.mesh, layer, self.method, shape, self.seed, self._start is not None)
-
-            def program(indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-                extra = () if self._start is None else (self._start,)
-                return render(self._params, indices, *extra)
-
+        program = self.program(layer, size)
         for rows, padded in padded_chunks(len(filters), size):
             images, achieved = program(_global_array(filters[padded], self._split))
             yield Chunk(layer, filters[rows], images, achieved)
@@ -602,6 +644,9 @@ def sweep(
         return len(filters)
 
     in_flight: collections.deque[list[concurrent.futures.Future[int]]] = collections.deque()
+    # Later layers compile on spare host cores while the devices run the earlier ones.
+    compile_threads = max(1, min(len(pending), (os.cpu_count() or 2) // 2, _COMPILE_THREADS))
+    compiler = ascent.compile_ahead(((layer, len(indices)) for layer, indices in pending), compile_threads)
     pool = concurrent.futures.ThreadPoolExecutor(writer_threads, thread_name_prefix="filterviz-writer")
     try:
         for layer, indices in pending:
@@ -626,6 +671,7 @@ def sweep(
         pool.shutdown(wait=True, cancel_futures=True)  # a writer failed (disk full): stop soon
         raise
     finally:
+        compiler.shutdown(wait=False, cancel_futures=True)
         pool.shutdown(wait=True)
         manifest.close()
         bar.close()
@@ -708,9 +754,11 @@ def enable_compilation_cache(directory: str | os.PathLike[str] | None = None) ->
     Takes effect for the next compilation, even in a process that has compiled before. Returns the
     directory in use.
     """
-    from jax.experimental.compilation_cache import compilation_cache
-
-    configured = jax.config.jax_compilation_cache_dir
+    try:
+        from jax.experimental.compilation_cache import compilation_cache
+    except ImportError:  # not every JAX version has the module; the config setting is enough there
+        compilation_cache = None
+    configured = getattr(jax.config, "jax_compilation_cache_dir", None)
     if configured and directory is None:
         return Path(configured)
     path = Path(directory) if directory is not None else compilation_cache_dir()
@@ -721,7 +769,10 @@ def enable_compilation_cache(directory: str | os.PathLike[str] | None = None) ->
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     if configured != str(path):
-        # JAX decides once per process whether the cache is on; have it decide again.
-        compilation_cache.reset_cache()
-        compilation_cache.set_cache_dir(str(path))
+        # JAX decides once per process whether the cache is on; have it decide again (where this
+        # JAX version has the call: newer ones read the setting at each compilation).
+        reset = getattr(compilation_cache, "reset_cache", None) if compilation_cache else None
+        if reset is not None:
+            reset()
+        jax.config.update("jax_compilation_cache_dir", str(path))
     return path
