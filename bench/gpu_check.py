@@ -15,7 +15,7 @@ Parts, in order (``--parts`` picks some):
                twice each (compiling, then from the compilation cache), with the device's busy time;
                then the atlas's device time, layer by layer, from the cached programs
   torch        the same ascent in PyTorch on the same weights, filters and chunk, in each precision
-  lucid        the Lucid-method atlas, estimated from one timed chunk of every layer
+  lucid        the Lucid-method atlas, estimated from one timed chunk of one layer per block
 
 Each part runs in a process of its own under a share of ``--budget`` seconds: a crash, a hang or an
 out-of-memory in one part is recorded in ``failures`` and the rest still run. A part saves its figures
@@ -774,7 +774,7 @@ def part_torch(part: Part, config: Config, weights: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Part: the Lucid-method atlas, estimated from one timed chunk of every layer.
+# Part: the Lucid-method atlas, estimated from one timed chunk of one layer per block.
 
 
 def block_of(layer: str) -> str:
@@ -941,7 +941,7 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
     report["peaks"] = env.get("peaks", {})
     report["failures"] = [f for p in parts.values() for f in p.get("failures", [])]
     for name, state in status.items():
-        if state["status"] != "ok":
+        if not state.get("ok", state["status"] == "ok"):
             report["failures"].append({"part": name, "error": state["status"]})
     correctness = parts.get("correctness", {})
     for key, checks in (
@@ -1003,6 +1003,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     lucid = [v for v in report["lucid_atlas_seconds"].values() if v is not None]
     add("Lucid atlas seconds (best precision, estimated)", min(lucid, default=None), 300.0, False)
     return found
+
+
+def run_label(failure: dict[str, Any]) -> str:
+    return f" (run {failure['run']})" if "run" in failure else ""
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -1111,7 +1115,11 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append("| all | " + " | ".join(f"{t} | | " for t in totals) + "|")
     lucid = report["lucid_atlas_seconds"]
     if lucid:
-        lines += ["", "Lucid-method atlas (512 steps), estimated from one timed chunk per layer: "]
+        lines += [
+            "",
+            "Lucid-method atlas (512 steps), estimated from one timed chunk of one layer per block ",
+        ]
+        lines[-1] += "(the block's other layers scaled by their FLOPs): "
         lines[-1] += ", ".join(f"{p} {number(v, '{:.0f}')} s" for p, v in lucid.items())
     correctness = details.get("correctness", {})
     if correctness:
@@ -1140,7 +1148,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if report["failures"]:
         lines += ["", "Failures:", ""] + [
-            f"- {f['part']}: {f.get('item', '')} {f['error']}"[:500] for f in report["failures"]
+            f"- {f['part']}{run_label(f)}: {f.get('item', '')} {f['error']}"[:500] for f in report["failures"]
         ]
     return "\n".join(lines) + "\n"
 
@@ -1157,6 +1165,48 @@ def write_report(out: Path, work: Path, status: dict[str, Any], smoke: bool) -> 
     for precision, run in parts.get("sweep", {}).get("runs", {}).items():
         if run.get("sheet") and Path(run["sheet"]).is_file():
             shutil.copyfile(run["sheet"], out / f"sheet_{precision}.png")
+    return report
+
+
+def merge_runs(paths: list[str], out: Path) -> dict[str, Any]:
+    """One report from the JSON of several runs on the same device (say, a second run that measured
+    what the first had no time for). Per part, a later run's figures for a layer or precision replace
+    an earlier run's; every run's failures are kept, each marked with its run."""
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    devices = {report["device"] for report in reports}
+    if len(devices) != 1:
+        raise SystemExit(f"gpu_check: runs on different devices cannot be merged: {sorted(devices)}")
+    keyed = {"speed": ("rows", "layer"), "torch": ("rows", "layer")}
+    parts: dict[str, dict[str, Any]] = {}
+    status: dict[str, Any] = {}
+    for run, report in enumerate(reports, start=1):
+        for name, data in report["details"].items():
+            merged = parts.setdefault(name, {"failures": [], "skipped": []})
+            for key, value in data.items():
+                if key in ("failures", "skipped"):
+                    merged[key] += [
+                        {**f, "run": run} if isinstance(f, dict) else f"run {run}: {f}" for f in value
+                    ]
+                elif name in keyed and key == keyed[name][0]:
+                    by_key = {row[keyed[name][1]]: row for row in merged.get(key, [])}
+                    by_key.update({row[keyed[name][1]]: row for row in value})
+                    merged[key] = list(by_key.values())
+                elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key] = {**merged[key], **value}  # sweep runs, Lucid estimates: per precision
+                else:
+                    merged[key] = value
+        for name, state in report["parts"].items():
+            before = status.get(name, {"status": "", "seconds": 0.0})
+            text = f"run {run}: {state['status']}"
+            status[name] = {
+                "status": f"{before['status']}; {text}" if before["status"] else text,
+                "seconds": before["seconds"] + state["seconds"],
+                "ok": before.get("ok", True) and state["status"] == "ok",
+            }
+    report = summarize(parts, status, smoke=False)
+    report["notes"].append(f"merged from {len(paths)} runs: {', '.join(Path(p).name for p in paths)}")
+    (out / f"{REPORT_NAME}.json").write_text(json.dumps(report, indent=2, default=_plain))
+    (out / f"{REPORT_NAME}.md").write_text(markdown(report))
     return report
 
 
@@ -1195,7 +1245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--weights", required=True, help="the VGG16 weights file (.h5)")
+    parser.add_argument("--weights", help="the VGG16 weights file (.h5)")
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, .md, .log and sheets")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one layer, one step: any machine")
     parser.add_argument("--budget", type=float, default=390.0, help="seconds for all parts (default 390)")
@@ -1203,10 +1253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", help="layers the speed and torch parts time (default: one per block)")
     parser.add_argument("--precisions", help="precisions of the sweep part (default tf32,bfloat16)")
     parser.add_argument("--lucid-precisions", help="precisions of the lucid part (default tf32,bfloat16)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="merge these runs' JSON into one report")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # run one part in this process
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.merge:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(markdown(merge_runs(args.merge, Path(args.out))), end="")
+        return 0
+    if args.weights is None:
+        parser.error("--weights is needed to run the parts")
     config = SMOKE if args.smoke else FULL
     if args.layers:
         config = dataclasses.replace(config, sample_layers=tuple(args.layers.split(",")))

@@ -30,6 +30,19 @@ def test_ascent_raises_the_filter_mean_activation(params, layer, filter_index):
     )
 
 
+def test_activations_are_float32_unless_asked_and_check_the_precision(random_params):
+    images = np.asarray(filterviz.random_image(jax.random.key(2), 20, 20))[None]
+    with jax.default_matmul_precision("float32"):
+        expected = filterviz.forward(random_params, images, ["block2_conv1"])["block2_conv1"]
+    ours = filterviz.activations(random_params, images, "block2_conv1")
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+    low = filterviz.activations(random_params, images, "block2_conv1", precision="bfloat16")
+    assert low.dtype == np.float32 and not np.array_equal(np.asarray(low), np.asarray(ours))
+    with pytest.raises(filterviz.SettingError, match="precision"):
+        filterviz.activations(random_params, images, "block2_conv1", precision="fp8")
+
+
 def test_one_compilation_per_configuration_whatever_the_filters(random_params):
     start = filterviz.random_image(jax.random.key(0), 24, 24)
     layer = "block2_conv1"

@@ -68,3 +68,48 @@ def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
         64 * layers["block1_conv1"]["seconds_per_filter"] + 128 * layers["block2_conv1"]["seconds_per_filter"]
     )
     assert estimate["seconds"] == pytest.approx(expected)
+
+
+def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_path, tmp_path):
+    """The GPU check in --smoke mode (tiny sizes, one layer, one step): every part runs in a process of
+    its own and the report has the figures the GPU runs are read from."""
+    sys.path.insert(0, str(BENCH))
+    import gpu_check
+
+    out = tmp_path / "out"
+    assert gpu_check.main(["--weights", str(weights_path), "--out", str(out), "--smoke"]) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["failures"] == [], report["failures"]
+    assert all(state["status"] == "ok" for state in report["parts"].values())
+    assert list(report["parts"]) == list(gpu_check.PARTS)
+    for key in ("device", "notebook_atlas_seconds", "lucid_atlas_seconds", "speedup_vs_loop", "mfu"):
+        assert key in report
+    assert report["lucid_atlas_estimated"] is True
+    # Figures, not placeholders: the atlas swept in both precisions, every comparison made.
+    assert set(report["notebook_atlas_seconds"]) == {"tf32", "bfloat16"}
+    assert all(seconds > 0 for seconds in report["notebook_atlas_seconds"].values())
+    assert report["speedup_vs_loop"]["block1_conv2"] > 0
+    assert report["mfu"]["float32"]["block1_conv2"] > 0
+    details = report["details"]
+    assert details["correctness"]["activations"]["passed"]
+    assert all(case["passed"] for case in details["correctness"]["ascent"])
+    assert set(details["correctness"]["methods"]) == {"notebook", "lucid", "maco", "octaves"}
+    for precision in ("tf32", "bfloat16"):
+        runs = details["sweep"]["runs"][precision]
+        assert [run["returncode"] for run in runs["runs"]] == [0, 0]
+        assert all(run["pictures"] == 4 and run["atlas_page"] for run in runs["runs"])
+        assert runs["same_pictures_both_runs"]
+        assert (out / f"sheet_{precision}.png").stat().st_size > 0
+    # No GPU here: the report says so rather than passing the CPU off as one.
+    if not report["accelerator"]:
+        assert any("no GPU" in note for note in report["notes"])
+        assert "no GPU" in (out / "gpu_check.md").read_text()
+    # Two runs on one device merge into one report.
+    merged = tmp_path / "merged"
+    first = tmp_path / "first.json"
+    first.write_text((out / "gpu_check.json").read_text())
+    assert gpu_check.main(["--merge", str(first), str(out / "gpu_check.json"), "--out", str(merged)]) == 0
+    assert json.loads((merged / "gpu_check.json").read_text())["notebook_atlas_seconds"].keys() == {
+        "tf32",
+        "bfloat16",
+    }

@@ -96,6 +96,38 @@ def test_sweep_pictures_equal_the_plain_ascent(random_params, tmp_path):
         np.testing.assert_allclose(saved["block3_conv1", f], expected[row], rtol=0, atol=1e-4)
 
 
+def test_programs_compile_once_and_ahead_from_many_threads(random_params):
+    """A sweep compiles later layers' programs on host threads: a program asked for by several threads
+    at once is compiled once, and the pictures are those of the plain ascent."""
+    start = np.asarray(filterviz.random_image(jax.random.key(0), 16, 16))
+    ascent = sweep_module.ShardedAscent(random_params, start, steps=2)
+    compiles = []
+
+    def count(event: str, seconds: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        ascent.compile_ahead([("block1_conv2", 3), ("block2_conv1", 2)], threads=4).shutdown(wait=True)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            list(
+                pool.map(
+                    lambda _: ascent.program("block1_conv2", ascent.chunk_size("block1_conv2", 3)), range(4)
+                )
+            )
+        assert len(compiles) == 2  # one program per layer, however many threads asked
+        chunks = list(ascent.run("block2_conv1", np.array([5, 1])))
+        assert len(compiles) == 2  # run() used the program compiled ahead
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    images = np.concatenate([np.asarray(chunk.images)[: len(chunk.filters)] for chunk in chunks])
+    expected = filterviz.ascend(random_params, "block2_conv1", [5, 1], start, steps=2)
+    np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4)
+
+
 def test_a_photo_start_is_used_and_recorded(random_params, tmp_path):
     photo = np.linspace(0, 255, 20 * 30 * 3, dtype=np.float32).reshape(20, 30, 3)
     filterviz.sweep(
