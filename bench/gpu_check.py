@@ -321,18 +321,18 @@ def check_activations(config: Config, params_device, params_cpu) -> dict[str, An
 def check_ascent(config: Config, params_device, params_cpu) -> list[dict[str, Any]]:
     """The notebook's 20-step ascent on the device against the CPU's, for filters of shallow and deep
     layers, held to the Keras parity test's bar: at least as close to the CPU's result as the CPU's
-    result moves when its start is nudged by 1e-4 (pixel displacement and uint8 pictures)."""
+    result moves when its start is nudged by 1e-4 (the median of three nudges; pixel displacement and
+    uint8 pictures). The H200 runs of BENCHMARKS.md used one nudge."""
     import jax
     import numpy as np
 
     import filterviz
-    from test_keras_parity import displacement_correlation, live_filters, picture_difference
+    from test_keras_parity import displacement_correlation, live_filters, picture_difference, sensitivity
 
     _, cpu, _ = _devices()
     cases = []
     for layer, size in config.parity_cases:
         start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
-        nudge = 1e-4 * np.asarray(jax.random.normal(jax.random.key(2), start.shape))
         with jax.default_device(cpu):
             chosen = live_filters(params_cpu, layer, start, config.parity_filters)
         for index in chosen:
@@ -343,7 +343,10 @@ def check_ascent(config: Config, params_device, params_cpu) -> list[dict[str, An
 
             ours = run(params_device, start)
             with jax.default_device(cpu):
-                reference, nudged = run(params_cpu, start), run(params_cpu, start + nudge)
+                reference = run(params_cpu, start)
+                nudged_correlation, nudged_difference = sensitivity(
+                    lambda image: run(params_cpu, image), start, reference
+                )
                 before = float(
                     np.asarray(filterviz.activations(params_cpu, start, layer))[0, ..., index].mean()
                 )
@@ -355,9 +358,9 @@ def check_ascent(config: Config, params_device, params_cpu) -> list[dict[str, An
                 "filter": index,
                 "size": size,
                 "correlation": _finite(displacement_correlation(ours, reference, start)),
-                "cpu_nudged_correlation": _finite(displacement_correlation(reference, nudged, start)),
+                "cpu_nudged_correlation": _finite(nudged_correlation),
                 "picture_difference": _finite(picture_difference(ours, reference)),
-                "cpu_nudged_picture_difference": _finite(picture_difference(reference, nudged)),
+                "cpu_nudged_picture_difference": _finite(nudged_difference),
                 "activation_before": before,
                 "activation_after": after,
             }

@@ -23,7 +23,7 @@ LAYERS = ("block2_conv2", "block3_conv3", "block4_conv2")
 def main(folder: Path) -> None:
     params = filterviz.load_weights()
     filterviz.sweep(params, folder, layers=LAYERS, filters=range(24), steps=20)
-    page = filterviz.write_atlas(folder)
+    page = filterviz.write_atlas(folder).page
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         sys.exit("chromium is needed to take the screenshot")

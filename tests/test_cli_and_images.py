@@ -41,15 +41,16 @@ def test_load_image_errors(tmp_path):
             filterviz.load_image(path)
 
 
-def test_save_png_is_atomic_and_reports_unwritable_places(tmp_path):
+def test_save_picture_is_atomic_and_reports_unwritable_places(tmp_path):
     picture = np.zeros((4, 4, 3), np.uint8)
-    target = filterviz.save_png(picture, tmp_path / "out.png")
+    target = filterviz.save_picture(picture, tmp_path / "out.png")
     assert np.asarray(Image.open(target)).shape == (4, 4, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
     with pytest.raises(filterviz.OutputError, match="does not exist"):
-        filterviz.save_png(picture, tmp_path / "missing" / "out.png")
+        filterviz.save_picture(picture, tmp_path / "missing" / "out.png")
+    (tmp_path / "folder.png").mkdir()
     with pytest.raises(filterviz.OutputError, match="is a directory"):
-        filterviz.save_png(picture, tmp_path)
+        filterviz.save_picture(picture, tmp_path / "folder.png")
 
 
 def test_parse_filters():
@@ -120,7 +121,7 @@ def test_dream_on_a_photo_of_any_size(weights_path, tmp_path, photo):
             "absent.h5: no such",
         ),
         (["filters", "block1_conv1", "--size", "big", "--out", "{tmp}/x.png"], "bad size 'big'"),
-        (["filters", "block1_conv1", "--steps", "-1", "--out", "{tmp}/x.png"], "--steps must be positive"),
+        (["filters", "block1_conv1", "--steps", "-1", "--out", "{tmp}/x.png"], "--steps: -1 is out of range"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(arguments, message, tmp_path, capsys):

@@ -3,7 +3,10 @@
 Bit-identity is impossible for the ascent: ReLU switching amplifies float rounding over 20 steps. So the
 bar is Keras' own sensitivity: how far Keras' result moves when its start moves by 1e-4. Ours must land
 at least as close to Keras' result as that, both in the pixel displacement (correlation) and in the
-deprocessed uint8 pictures (mean absolute difference).
+deprocessed uint8 pictures (mean absolute difference). The sensitivity is the median over three random
+nudges: one nudge's distance varies between nudges by as much as ours differs from Keras' (on
+block4_conv1 filter 0, six nudges gave correlations of 0.9942 to 0.9963 and ours 0.9961), so a single
+draw made the bar a coin toss.
 """
 
 from __future__ import annotations
@@ -72,17 +75,37 @@ def live_filters(params, layer: str, start, count: int) -> list[int]:
     return [int(index) for index in np.flatnonzero(means > 0)[:count]]
 
 
-def ascent_parity(params, keras_vgg16, layer: str, filter_index: int, start, nudge) -> dict:
+NUDGE_SEEDS = (2, 3, 4)
+
+
+def nudges(shape, size: float = 1e-4) -> list[np.ndarray]:
+    """The random nudges of a start that measure an ascent's own sensitivity (see the module docstring)."""
+    return [size * np.asarray(jax.random.normal(jax.random.key(seed), shape)) for seed in NUDGE_SEEDS]
+
+
+def sensitivity(run, start, reference) -> tuple[float, float]:
+    """How far ``reference = run(start)`` moves when ``start`` is nudged: the median, over :func:`nudges`,
+    of the correlation of the pixel displacement and of the uint8 pictures' mean absolute difference."""
+    moved = [run(start + nudge) for nudge in nudges(np.shape(start))]
+    return (
+        float(np.median([displacement_correlation(reference, other, start) for other in moved])),
+        float(np.median([picture_difference(reference, other) for other in moved])),
+    )
+
+
+def ascent_parity(params, keras_vgg16, layer: str, filter_index: int, start) -> dict:
     """The figures of one filter's parity: ours against Keras, and Keras against its nudged self."""
     theirs = keras_ascent(keras_vgg16, layer, filter_index, start)
-    theirs_nudged = keras_ascent(keras_vgg16, layer, filter_index, start + nudge)
+    keras_correlation, keras_difference = sensitivity(
+        lambda image: keras_ascent(keras_vgg16, layer, filter_index, image), start, theirs
+    )
     ours = np.asarray(filterviz.ascend(params, layer, [filter_index], start, steps=20)[0])
     return {
         "ours": ours,
         "correlation": displacement_correlation(ours, theirs, start),
-        "keras_correlation": displacement_correlation(theirs, theirs_nudged, start),
+        "keras_correlation": keras_correlation,
         "difference": picture_difference(ours, theirs),
-        "keras_difference": picture_difference(theirs, theirs_nudged),
+        "keras_difference": keras_difference,
     }
 
 
@@ -92,9 +115,8 @@ PARITY_CASES = [("block1_conv1", 64), ("block2_conv2", 64), ("block4_conv1", 64)
 @pytest.mark.parametrize("layer, size", PARITY_CASES)
 def test_ascent_lands_as_close_to_keras_as_keras_to_itself(params, keras_vgg16, layer, size):
     start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
-    nudge = 1e-4 * np.asarray(jax.random.normal(jax.random.key(2), start.shape))
     for filter_index in live_filters(params, layer, start, 2):
-        parity = ascent_parity(params, keras_vgg16, layer, filter_index, start, nudge)
+        parity = ascent_parity(params, keras_vgg16, layer, filter_index, start)
         assert parity["correlation"] >= parity["keras_correlation"], (layer, filter_index)
         assert parity["difference"] <= parity["keras_difference"], (layer, filter_index)
         # And the ascent did work: the filter fires far more strongly than at the start.

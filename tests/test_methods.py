@@ -548,7 +548,7 @@ def test_cli_octave_deep_dream_keeps_the_photo_size(weights_path, tmp_path, caps
     from filterviz.cli import main
 
     photo = tmp_path / "photo.png"
-    filterviz.save_png(np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8), photo)
+    filterviz.save_picture(np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8), photo)
     out = tmp_path / "dream.png"
     arguments = ["dream", str(photo), "--layer", "block2_conv1", "--objective", "deepdream", "--octaves", "3"]
     assert main([*arguments, "--steps", "2", "--out", str(out), "--weights", str(weights_path)]) == 0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.sweep import read_manifest
+from filterviz.sweep_folder import read_manifest
 
 # The package exports the function `sweep`, which hides the module of the same name.
 sweep_module = importlib.import_module("filterviz.sweep")
@@ -382,7 +382,8 @@ def test_contact_sheet_tiles_every_picture():
 
 
 def test_atlas_page_and_sheets_are_written(small_sweep):
-    page = filterviz.write_atlas(small_sweep)
+    page, problems = filterviz.write_atlas(small_sweep)
+    assert problems == ()
     text = page.read_text()
     assert page == small_sweep / "index.html"
     assert "block1_conv1/0005.png" in text and "block2_conv1" in text
@@ -408,7 +409,7 @@ def test_atlas_renders_its_thumbnails_in_a_headless_browser(small_sweep, layer):
         if os.environ.get("FILTERVIZ_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
-    page = filterviz.write_atlas(small_sweep)
+    page = filterviz.write_atlas(small_sweep).page
     url = page.resolve().as_uri() + (f"#{layer}" if layer else "")
     done = subprocess.run(
         [

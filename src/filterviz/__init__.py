@@ -29,7 +29,7 @@ from filterviz.errors import (
     UnknownLayerError,
     WeightsError,
 )
-from filterviz.images import as_image, load_image, random_image, save_gif, save_png
+from filterviz.images import as_image, load_image, random_image, save_gif, save_picture
 from filterviz.methods import (
     METHODS,
     Method,
@@ -57,7 +57,8 @@ from filterviz.model import (
 from filterviz.objectives import Objective, channel, deepdream, direction, diversity, neuron
 from filterviz.param import Fourier, Maco, Pixels
 from filterviz.plotting import filter_grid, save_figure, show_filters
-from filterviz.sweep import SweepResult, enable_compilation_cache, filter_mesh, read_manifest, sweep
+from filterviz.sweep import SweepResult, enable_compilation_cache, filter_mesh, sweep
+from filterviz.sweep_folder import read_manifest
 from filterviz.weights import download_weights, find_weights, load_weights
 
 __all__ = [
@@ -119,7 +120,7 @@ __all__ = [
     "render_filters",
     "save_figure",
     "save_gif",
-    "save_png",
+    "save_picture",
     "show_filters",
     "summary",
     "sweep",

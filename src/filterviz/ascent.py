@@ -15,6 +15,9 @@ TensorFloat-32 matrix math where the device has it: NVIDIA GPUs since Ampere) an
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+import os
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -23,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from filterviz.errors import FilterIndexError, ImageError, SettingError
-from filterviz.images import as_image
+from filterviz.images import as_image, check_finite
 from filterviz.model import (
     LAYER_NAMES,
     LAYERS,
@@ -45,6 +48,31 @@ PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bfloat16")
 # and the type the network and its gradient are computed in.
 _MATMUL_PRECISION = {"float32": "float32", "tf32": "tensorfloat32", "bfloat16": "bfloat16"}
 _COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is a whole number in ``0 .. 2**63 - 1``; else :class:`SettingError`."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise SettingError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
+
+
+def check_step_size(step_size: object, what: str = "step size") -> float:
+    """``step_size`` as a float if it is finite and positive; else :class:`SettingError`."""
+    try:
+        value = float(step_size)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingError(f"{what} must be a number, got {step_size!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingError(f"{what} must be a finite number above 0, got {step_size!r}")
+    return value
+
+
+def check_count(value: object, what: str, *, minimum: int = 1) -> int:
+    """``value`` if it is a whole number of at least ``minimum``; else :class:`SettingError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise SettingError(f"{what} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_precision(precision: str) -> str:
@@ -163,6 +191,54 @@ def activation_elements(layer: str, height: int, width: int) -> int:
     return total
 
 
+def minimum_size(layer: str) -> int:
+    """The smallest height and width ``layer`` gives an output for: 2 to the power of its poolings."""
+    return 2 ** layer_spec(layer).pools_before_output
+
+
+def device_memory(device: jax.Device | None = None) -> int:
+    """Bytes a computation may use on ``device``: an accelerator's limit, or the host's physical memory."""
+    device = device or jax.devices()[0]
+    if device.platform != "cpu":
+        return int((device.memory_stats() or {}).get("bytes_limit", 16 << 30))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every system reports it
+        return 16 << 30
+
+
+def check_image_size(
+    layer: str, height: int, width: int, *, copies: int = 1, device: jax.Device | None = None
+) -> None:
+    """Raise :class:`SettingError`, before any work, if a ``height x width`` image cannot be ascended at
+    ``layer``: smaller than :func:`minimum_size`, or more than the device's memory holds for one filter
+    (``copies`` images of it), by the memory model that sizes the chunks. Both messages give the size that
+    would work."""
+    spec = layer_spec(layer)
+    minimum = minimum_size(spec.name)
+    if height < minimum or width < minimum:
+        raise SettingError(
+            f"{height}x{width} is too small for {spec.name}: its {spec.pools_before_output} "
+            f"poolings leave nothing of it; use at least {minimum}x{minimum}"
+        )
+    available = device_memory(device)
+
+    def need(h: int, w: int) -> int:
+        return activation_elements(spec.name, h, w) * _BYTES_PER_ACTIVATION * copies
+
+    if need(height, width) > available:
+        scale = math.sqrt(available / need(height, width))
+        fits = (max(minimum, int(height * scale)), max(minimum, int(width * scale)))
+        while need(*fits) > available and min(fits) > minimum:
+            fits = (max(minimum, int(fits[0] * 0.95)), max(minimum, int(fits[1] * 0.95)))
+        where = "this machine's memory" if (device or jax.devices()[0]).platform == "cpu" else "the device"
+        raise SettingError(
+            f"{height}x{width} at {spec.name} needs about {need(height, width) / 2**30:,.1f} GiB "
+            f"for one filter, more than the {available / 2**30:,.1f} GiB of {where}; the largest that "
+            f"fits is about {fits[0]}x{fits[1]}"
+        )
+
+
 def default_batch_size(layer: str, height: int, width: int, device: jax.Device | None = None) -> int:
     """Filters per compiled chunk for ``layer`` at ``height x width``, chosen from the device's memory.
 
@@ -173,8 +249,7 @@ def default_batch_size(layer: str, height: int, width: int, device: jax.Device |
     if device.platform == "cpu":
         return _CPU_MAX_BATCH
     per_filter = activation_elements(layer, height, width) * _BYTES_PER_ACTIVATION
-    limit = (device.memory_stats() or {}).get("bytes_limit", 16 << 30)
-    budget = int(limit * _ACCELERATOR_MEMORY_FRACTION)
+    budget = int(device_memory(device) * _ACCELERATOR_MEMORY_FRACTION)
     return max(1, min(_ACCELERATOR_MAX_BATCH, budget // per_filter))
 
 
@@ -192,9 +267,12 @@ def padded_chunks(count: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarra
 def check_filters(layer: str, filters: int | Sequence[int] | np.ndarray | jax.Array) -> np.ndarray:
     """``filters`` as ``int32[N]``, each checked to be a filter of ``layer`` (raises FilterIndexError)."""
     spec = layer_spec(layer)
-    indices = np.atleast_1d(np.asarray(filters))
+    try:
+        indices = np.atleast_1d(np.asarray(filters))
+    except (TypeError, ValueError):
+        indices = np.asarray([None])
     if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
-        raise TypeError(f"filters must be an int or a 1-D sequence of ints, got {filters!r}")
+        raise SettingError(f"filters must be a filter index or a 1-D sequence of them, got {filters!r}")
     for index in indices:
         if not 0 <= index < spec.channels:
             raise FilterIndexError(spec.name, int(index), spec.channels)
@@ -204,9 +282,17 @@ def check_filters(layer: str, filters: int | Sequence[int] | np.ndarray | jax.Ar
 def _check_image(image: jax.Array | np.ndarray, count: int) -> jax.Array:
     # A shared start stays [H, W, 3] and is broadcast one chunk at a time, so a sweep over thousands of
     # filters never holds thousands of copies of it.
-    shape = tuple(np.shape(image))
+    try:
+        shape = tuple(np.shape(image))
+    except (TypeError, ValueError):
+        shape = ()
     if (len(shape) == 3 and shape[-1] == 3) or (len(shape) == 4 and shape[-1] == 3 and shape[0] == count):
-        return jnp.asarray(image, jnp.float32)
+        try:
+            array = jnp.asarray(image, jnp.float32)
+        except (TypeError, ValueError):
+            raise ImageError(None, f"start image must be numbers, got {type(image).__name__}") from None
+        check_finite(array, "the start image")
+        return array
     raise ImageError(
         None, f"start image must be [H, W, 3] or [{count}, H, W, 3] (one per filter), got {shape}"
     )
@@ -255,14 +341,15 @@ def ascend(
     """
     layer = layer_spec(layer).name
     indices = check_filters(layer, filters)
+    check_precision(precision)
+    steps = check_count(steps, "steps", minimum=0)
+    step_size = check_step_size(step_size)
+    if batch_size is not None:
+        check_count(batch_size, "batch_size")
     starts = _check_image(image, len(indices))
     shared = starts.ndim == 3
-    check_precision(precision)
-    if steps < 0:
-        raise SettingError(f"steps must be >= 0, got {steps}")
-    if batch_size is not None and batch_size < 1:
-        raise SettingError(f"batch_size must be >= 1, got {batch_size}")
     height, width = starts.shape[-3:-1]
+    check_image_size(layer, height, width)
     if not len(indices):
         return jnp.zeros((0, height, width, 3), jnp.float32)
     chunk = min(batch_size or default_batch_size(layer, height, width), len(indices))
@@ -299,11 +386,15 @@ def activations(
     """
     layer = layer_spec(layer).name
     check_precision(precision)
-    images = jnp.asarray(images, jnp.float32)
+    try:
+        images = jnp.asarray(images, jnp.float32)
+    except (TypeError, ValueError):
+        raise ImageError(None, f"images must be an array of numbers, got {type(images).__name__}") from None
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ImageError(None, f"images must be [N, H, W, 3], got {tuple(images.shape)}")
+    check_image_size(layer, images.shape[1], images.shape[2])
     return _activations(params, images, layer, precision)
 
 

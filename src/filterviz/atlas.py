@@ -1,9 +1,15 @@
 """Views of a sweep folder: ranked filters, per-layer contact sheets and a static atlas page.
 
-All of them read the folder's manifest (:func:`filterviz.sweep.read_manifest`) and nothing else, so
-they can be rebuilt at any time, e.g. after copying the folders of several hosts together. The atlas
+All of them read the folder's manifest (:func:`filterviz.sweep_folder.scan_manifest`) and nothing else,
+so they can be rebuilt at any time, e.g. after copying the folders of several hosts together. The atlas
 page is one self-contained ``index.html``: its data are inline and its pictures are the sweep's own
 PNGs by relative path, so it opens from disk with no server and no network.
+
+The page trusts nothing it reads: only manifest lines that pass the folder's checks (known layer and
+filter, filterviz's own relative path, a whole picture) reach it; its data sit in a JSON block with
+every ``<``, ``>`` and ``&`` escaped, and the page's script shows them as text and links only to paths
+of the form ``<layer>/<NNNN>.png``. A folder that holds its own ``index.html`` keeps it: the page is
+then written as ``atlas.html``.
 """
 
 from __future__ import annotations
@@ -14,26 +20,45 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from filterviz.errors import SweepError
-from filterviz.images import atomic_write, encode_png
+from filterviz.errors import SettingError, SweepError
+from filterviz.images import atomic_write, encode_png, written_by_filterviz
 from filterviz.model import LAYER_NAMES, layer_spec
-from filterviz.sweep import SETTINGS_FILE, read_manifest
+from filterviz.sweep_folder import (
+    OTHER_PAGE,
+    PAGE,
+    PAGE_MARK,
+    SETTINGS_FILE,
+    SHEETS_FOLDER,
+    FolderLock,
+    finite_or_text,
+    layer_folder_problem,
+    page_written_by_filterviz,
+    read_settings_record,
+    scan_manifest,
+)
 
-SHEETS_FOLDER = "sheets"
 DEAD_ACTIVATION = 0.0
 """A filter whose achieved mean activation is at most this never fired: it is flagged as dead."""
 
 
-def _entries(folder: Path) -> list[dict[str, Any]]:
-    if not (folder / SETTINGS_FILE).is_file():
+class Atlas(NamedTuple):
+    """What :func:`write_atlas` wrote: the page, and every problem it found and left out."""
+
+    page: Path
+    problems: tuple[str, ...]
+
+
+def _entries(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    if read_settings_record(folder) is None:
         raise SweepError(
             f"{folder} holds no filterviz sweep (no {SETTINGS_FILE}); run 'filterviz sweep' first"
         )
-    return read_manifest(folder)
+    scan = scan_manifest(folder)
+    return scan.entries, scan.problems
 
 
 def top_filters(folder: str | os.PathLike[str], layer: str, count: int | None = None) -> list[dict[str, Any]]:
@@ -42,8 +67,12 @@ def top_filters(folder: str | os.PathLike[str], layer: str, count: int | None = 
     Raises :class:`SweepError` if ``folder`` holds no sweep, :class:`UnknownLayerError` for a bad name.
     """
     layer = layer_spec(layer).name
-    entries = [entry for entry in _entries(Path(folder)) if entry["layer"] == layer]
-    entries.sort(key=lambda entry: (-entry["activation"], entry["filter"]))
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise SettingError(f"count must be a whole number of at least 1, got {count!r}")
+    entries = [entry for entry in _entries(Path(folder))[0] if entry["layer"] == layer]
+    entries.sort(
+        key=lambda e: (-e["activation"] if math.isfinite(e["activation"]) else math.inf, e["filter"])
+    )
     return entries if count is None else entries[:count]
 
 
@@ -83,46 +112,88 @@ def contact_sheet(
     return sheet
 
 
-def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Path:
-    """Write ``sheets/<layer>.png`` for each swept layer and ``index.html``; returns the page's path.
+def _inline_json(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` that HTML could read."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
-    Raises :class:`SweepError` if ``folder`` holds no sweep, :class:`OutputError` if it is not writable.
+
+def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
+    """Write ``sheets/<layer>.png`` for each swept layer and the atlas page; returns an :class:`Atlas`.
+
+    Manifest lines or pictures that fail the folder's checks are left out and listed in
+    ``Atlas.problems``; so are contact sheets the folder already holds under filterviz's names but that
+    filterviz did not write (they are kept). The page is ``index.html``, or ``atlas.html`` where the
+    folder has an ``index.html`` of its own.
+
+    Raises :class:`SweepError` if ``folder`` holds no sweep or another process is writing it,
+    :class:`OutputError` if it is not writable.
     """
     folder = Path(folder)
-    entries = _entries(folder)
-    settings = json.loads((folder / SETTINGS_FILE).read_text())["settings"]
-    layers: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        layers.setdefault(entry["layer"], []).append(entry)
-    (folder / SHEETS_FOLDER).mkdir(exist_ok=True)
-    summary = []
-    for layer, layer_entries in layers.items():
-        sheet = contact_sheet(load_pictures(folder, layer_entries), tile=tile)
-        sheet_path = f"{SHEETS_FOLDER}/{layer}.png"
-        atomic_write(folder / sheet_path, encode_png(sheet))
-        summary.append(
-            {
-                "name": layer,
-                "channels": layer_spec(layer).channels,
-                "sheet": sheet_path,
-                "filters": [
-                    {"filter": e["filter"], "activation": round(e["activation"], 4), "png": e["png"]}
-                    for e in layer_entries
-                ],
-            }
-        )
-    summary.sort(key=lambda layer: LAYER_NAMES.index(layer["name"]))
-    page = _PAGE.replace("__TITLE__", html.escape(f"filterviz atlas: {folder.resolve().name}"))
-    data = {"settings": settings, "layers": summary, "dead": DEAD_ACTIVATION}
-    # Inline JSON inside <script>: "</" must not appear, or the browser would end the script there.
-    page = page.replace("__DATA__", json.dumps(data, separators=(",", ":")).replace("</", "<\\/"))
-    return atomic_write(folder / "index.html", page.encode())
+    with FolderLock(folder, "atlas"):
+        entries, problems = _entries(folder)
+        settings = read_settings_record(folder) or {}
+        layers: dict[str, list[dict[str, Any]]] = {}
+        for entry in entries:
+            layers.setdefault(entry["layer"], []).append(entry)
+        sheets = folder / SHEETS_FOLDER
+        trouble = layer_folder_problem(folder, SHEETS_FOLDER)
+        if trouble:
+            problems.append(f"no contact sheets: {trouble}")
+        else:
+            sheets.mkdir(exist_ok=True)
+        summary = []
+        for layer, layer_entries in layers.items():
+            sheet_path: str | None = f"{SHEETS_FOLDER}/{layer}.png"
+            target = folder / sheet_path
+            if trouble:
+                sheet_path = None
+            elif os.path.lexists(target) and not written_by_filterviz(target):
+                problems.append(f"{sheet_path} was not written by filterviz: kept, and no contact sheet")
+                sheet_path = None
+            else:
+                sheet = contact_sheet(load_pictures(folder, layer_entries), tile=tile)
+                atomic_write(target, encode_png(sheet))
+            summary.append(
+                {
+                    "name": layer,
+                    "channels": layer_spec(layer).channels,
+                    "sheet": sheet_path,
+                    "filters": [
+                        {
+                            "filter": e["filter"],
+                            "activation": finite_or_text(round(e["activation"], 4)),
+                            "png": e["png"],
+                        }
+                        for e in layer_entries
+                    ],
+                }
+            )
+        summary.sort(key=lambda layer: LAYER_NAMES.index(layer["name"]))
+        page = _PAGE.replace("__MARK__", PAGE_MARK)
+        page = page.replace("__TITLE__", html.escape(f"filterviz atlas: {folder.resolve().name}"))
+        shown = {key: settings.get(key) for key in _SHOWN_SETTINGS}
+        data = {"settings": shown, "layers": summary, "dead": DEAD_ACTIVATION}
+        page = page.replace("__DATA__", _inline_json(data))
+        index = folder / PAGE
+        name = PAGE if not os.path.lexists(index) or page_written_by_filterviz(index) else OTHER_PAGE
+        if name == OTHER_PAGE:
+            problems.append(f"{PAGE} was not written by filterviz: kept, and the atlas is {OTHER_PAGE}")
+            if os.path.lexists(folder / OTHER_PAGE) and not page_written_by_filterviz(folder / OTHER_PAGE):
+                raise SweepError(
+                    f"{folder} holds its own {PAGE} and {OTHER_PAGE}; filterviz replaces neither: move one"
+                )
+        return Atlas(atomic_write(folder / name, page.encode()), tuple(problems))
 
 
-_PAGE = """<!DOCTYPE html>
+_SHOWN_SETTINGS = ("height", "width", "steps", "step_size", "precision", "start", "seed", "method")
+
+
+_PAGE = r"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+__MARK__
 <title>__TITLE__</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -168,7 +239,14 @@ const sortBox = document.getElementById("sort");
 const s = atlas.settings;
 document.getElementById("settings").textContent =
   `${s.height}x${s.width}, ${s.steps} steps of ${s.step_size}, ${s.precision}, ` +
-  `start ${s.start}, seed ${s.seed}`;
+  `${s.method || "notebook"} method, start ${s.start}, seed ${s.seed}`;
+// Only the sweep's own relative paths become links or pictures; anything else is dropped.
+const safePath = path =>
+  typeof path === "string" && /^(block[1-5]_(conv[1-4]|pool)|sheets)[/][0-9a-z_]+[.]png$/.test(path);
+// Activations are numbers, or "NaN" / "Infinity" / "-Infinity" (strict JSON has no others).
+const value = f => Number(f.activation);
+const shown = f => Number.isFinite(value(f)) ? value(f).toFixed(2) : String(f.activation);
+const rank = f => Number.isFinite(value(f)) ? value(f) : -Infinity;
 
 function currentLayer() {
   const wanted = decodeURIComponent(location.hash.slice(1));
@@ -188,17 +266,20 @@ function render() {
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("current", link.dataset.layer === layer.name);
   }
-  const dead = layer.filters.filter(f => f.activation <= atlas.dead).length;
+  const dead = layer.filters.filter(f => value(f) <= atlas.dead).length;
   document.getElementById("title").textContent =
     `${layer.name}: ${layer.filters.length} of ${layer.channels} filters` + (dead ? `, ${dead} dead` : "");
-  document.getElementById("sheet").href = layer.sheet;
+  const sheetLink = document.getElementById("sheet");
+  sheetLink.hidden = !safePath(layer.sheet);
+  if (safePath(layer.sheet)) sheetLink.href = layer.sheet;
   const filters = layer.filters.slice();
   const byFilter = (a, b) => a.filter - b.filter;
-  if (sortBox.value === "strongest") filters.sort((a, b) => b.activation - a.activation || byFilter(a, b));
-  if (sortBox.value === "weakest") filters.sort((a, b) => a.activation - b.activation || byFilter(a, b));
+  if (sortBox.value === "strongest") filters.sort((a, b) => rank(b) - rank(a) || byFilter(a, b));
+  if (sortBox.value === "weakest") filters.sort((a, b) => rank(a) - rank(b) || byFilter(a, b));
   for (const f of filters) {
+    if (!safePath(f.png)) continue;
     const figure = document.createElement("figure");
-    figure.classList.toggle("dead", f.activation <= atlas.dead);
+    figure.classList.toggle("dead", value(f) <= atlas.dead);
     const link = document.createElement("a");
     link.href = f.png;
     const img = document.createElement("img");
@@ -208,7 +289,7 @@ function render() {
     img.src = f.png;
     link.append(img);
     const caption = document.createElement("figcaption");
-    caption.textContent = `${f.filter} · ${f.activation.toFixed(2)}`;
+    caption.textContent = `${f.filter} · ${shown(f)}`;
     figure.append(link, caption);
     grid.append(figure);
   }

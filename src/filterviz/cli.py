@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from filterviz.ascent import PRECISIONS
 from filterviz.errors import FilterIndexError, FilterVizError, OutputError, SettingError
@@ -17,6 +19,48 @@ EXIT_USER_ERROR = 2
 
 class UsageError(SettingError):
     """A malformed command-line value (filter list, size)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit status 2, as every user error is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"filterviz: error: {message} (see '{self.prog} --help')\n")
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` (to ``maximum``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a whole number {bound}")
+        return value
+
+    return parse
+
+
+def _number(*, above: float) -> Callable[[str], float]:
+    """An argparse type: a finite number greater than ``above``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value <= above:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a finite number above {above:g}")
+        return value
+
+    return parse
+
+
+_COUNT = _whole(1)
+_SEED = _whole(0, 2**63 - 1)
 
 
 def parse_filters(text: str, layer: str) -> list[int]:
@@ -123,8 +167,8 @@ def _filters(args: argparse.Namespace) -> None:
     import numpy as np
 
     from filterviz.ascent import ascend
-    from filterviz.images import as_image, check_writable, random_image
-    from filterviz.methods import render
+    from filterviz.images import FIGURE_FORMATS, as_image, check_writable, random_image
+    from filterviz.methods import check_method_size, render
     from filterviz.objectives import diversity
     from filterviz.plotting import filter_grid, save_figure
     from filterviz.weights import load_weights
@@ -133,9 +177,10 @@ def _filters(args: argparse.Namespace) -> None:
     filters = parse_filters(args.filters, layer)
     height, width = parse_size(args.size)
     method = method_from_arguments(args)
-    check_writable(args.out)
+    check_method_size(method, layer, height, width)
+    check_writable(args.out, FIGURE_FORMATS)
     if args.gif:
-        check_writable(args.gif)
+        check_writable(args.gif, {".gif": "GIF"})
     _use_compilation_cache(args)
     params = load_weights(args.weights)
     began = time.perf_counter()
@@ -203,14 +248,23 @@ def _dream(args: argparse.Namespace) -> None:
     import numpy as np
 
     from filterviz.ascent import ascend
-    from filterviz.images import as_image, check_writable, load_image, save_png
+    from filterviz.images import (
+        ARRAY_FORMATS,
+        PICTURE_FORMATS,
+        as_image,
+        atomic_write,
+        check_writable,
+        encode_npy,
+        load_image,
+        save_picture,
+    )
     from filterviz.weights import load_weights
 
     layer = layer_spec(args.layer).name
     (filter_index,) = parse_filters(str(args.filter), layer)
     step_size = 1.0 if args.step_size is None else args.step_size
-    check_writable(args.out)
-    photo = load_image(args.image)
+    check_writable(args.out, {**PICTURE_FORMATS, **ARRAY_FORMATS})
+    photo = load_image(args.image, max_pixels=args.max_pixels)
     _use_compilation_cache(args)
     params = load_weights(args.weights)
     began = time.perf_counter()
@@ -246,8 +300,11 @@ def _dream(args: argparse.Namespace) -> None:
             )[0]
         )
     seconds = time.perf_counter() - began
-    picture = as_image(dreamed) if args.deprocess == "notebook" else np.clip(dreamed, 0, 255).astype(np.uint8)
-    save_png(picture, args.out)
+    if args.out.lower().endswith(".npy"):
+        atomic_write(args.out, encode_npy(dreamed))  # the float image itself, unquantised
+    else:
+        picture = as_image(dreamed) if args.deprocess == "notebook" else np.clip(dreamed, 0, 255)
+        save_picture(picture.astype(np.uint8), args.out)
     what = f"{layer} (deep dream)" if args.objective == "deepdream" else f"{layer} filter {filter_index}"
     stages = f" x {args.octaves} octaves" if args.octaves else ""
     print(
@@ -291,7 +348,7 @@ def _sweep(args: argparse.Namespace) -> None:
     height, width = parse_size(args.size or "128")
     start = None
     if args.start is not None:
-        start = load_image(args.start)
+        start = load_image(args.start, max_pixels=args.max_pixels)
         if args.size is not None:  # a photo keeps its own size unless --size is given
             start = resize_image(start, height, width)
     if notebook_only(args):
@@ -317,10 +374,15 @@ def _sweep(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
     )
+    for problem in result.problems:
+        print(f"filterviz: redone: {problem}", file=sys.stderr)
     if jax.process_index() == 0:
         from filterviz.atlas import write_atlas
 
-        page = write_atlas(args.out)
+        atlas = write_atlas(args.out)
+        page = atlas.page
+        for problem in atlas.problems:
+            print(f"filterviz: atlas: {problem}", file=sys.stderr)
     if not args.quiet:
         where = (
             f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
@@ -337,16 +399,19 @@ def _sweep(args: argparse.Namespace) -> None:
 def _atlas(args: argparse.Namespace) -> None:
     from filterviz.atlas import write_atlas
 
-    print(write_atlas(args.folder))
+    atlas = write_atlas(args.folder)
+    for problem in atlas.problems:
+        print(f"filterviz: left out: {problem}", file=sys.stderr)
+    print(atlas.page)
 
 
 def _top(args: argparse.Namespace) -> None:
     from filterviz.atlas import DEAD_ACTIVATION, load_pictures, top_filters
-    from filterviz.images import check_writable
+    from filterviz.images import FIGURE_FORMATS, check_writable
     from filterviz.plotting import filter_grid, save_figure
 
     layer = layer_spec(args.layer).name
-    check_writable(args.out)
+    check_writable(args.out, FIGURE_FORMATS)
     entries = top_filters(args.folder, layer, args.count)
     if not entries:
         raise UsageError(f"{args.folder} has no finished filters of {layer}")
@@ -364,10 +429,10 @@ def _top(args: argparse.Namespace) -> None:
 def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int | None) -> None:
     """The options every ascent command shares: steps, step size, precision, weights file, cache."""
     where = f"{steps}" if steps is not None else "the method's"
-    parser.add_argument("--steps", type=int, default=steps, help=f"ascent steps (default {where})")
+    parser.add_argument("--steps", type=_whole(0), default=steps, help=f"ascent steps (default {where})")
     parser.add_argument(
         "--step-size",
-        type=float,
+        type=_number(above=0),
         default=None,
         help="step size, or the optimizer's learning rate (default the method's: notebook 1.0, lucid 0.05)",
     )
@@ -413,12 +478,17 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     group.add_argument(
         "--optimizer", help="normalized (the notebook's) or an optax optimizer: adam, nadam, sgd..."
     )
-    group.add_argument("--octaves", type=int, help="octave stages (0: none; the octaves method: 9)")
-    group.add_argument("--octave-scale", type=float, default=1.2, help="growth between octaves (default 1.2)")
+    group.add_argument("--octaves", type=_whole(0), help="octave stages (0: none; the octaves method: 9)")
+    group.add_argument(
+        "--octave-scale", type=_number(above=1), default=1.2, help="growth between octaves (default 1.2)"
+    )
     if not sweep:
-        group.add_argument("--images-per-filter", type=int, help="images optimised together per filter")
+        group.add_argument("--images-per-filter", type=_COUNT, help="images optimised together per filter")
         group.add_argument(
-            "--diversity", type=float, default=0.0, help="weight of a diversity term (Lucid: 100)"
+            "--diversity",
+            type=_number(above=-math.inf),
+            default=0.0,
+            help="weight of a diversity term (Lucid: 100)",
         )
         group.add_argument(
             "--objective", choices=OBJECTIVES, default="channel", help="channel (default) or neuron"
@@ -428,13 +498,26 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
 
 
 def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int | None) -> None:
-    """The compute options, and the output PNG."""
+    """The compute options, and the output picture."""
     _add_compute_options(parser, steps=steps)
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument(
+        "--out", required=True, help="picture to write; its extension picks the type (.png, .jpg ...)"
+    )
+
+
+def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    from filterviz.images import MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels",
+        type=_COUNT,
+        default=MAX_PIXELS,
+        help=f"refuse photos larger than this many pixels (default {MAX_PIXELS:,})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="filterviz",
         description="See what the filters of VGG16 respond to, by gradient ascent on the input.",
     )
@@ -455,16 +538,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--filters", default="0-19", help="filters to draw: 0-19, 3,7,10-12 or all (default 0-19)"
     )
     filters.add_argument("--size", default="128", help="start image size, 128 or HxW (default 128)")
-    filters.add_argument("--seed", type=int, default=0, help="seed of the noise start image (default 0)")
+    filters.add_argument("--seed", type=_SEED, default=0, help="seed of the noise start image (default 0)")
     filters.add_argument(
-        "--batch-size", type=int, default=None, help="filters per compiled chunk (default: auto)"
+        "--batch-size", type=_COUNT, default=None, help="filters per compiled chunk (default: auto)"
     )
-    filters.add_argument("--columns", type=int, default=10, help="grid columns (default 10)")
+    filters.add_argument("--columns", type=_COUNT, default=10, help="grid columns (default 10)")
     filters.add_argument(
-        "--top", type=int, default=None, help="draw only the N filters that reached the highest activation"
+        "--top", type=_COUNT, default=None, help="draw only the N filters that reached the highest activation"
     )
     filters.add_argument("--gif", default=None, help="also write an animated GIF of the ascent here")
-    filters.add_argument("--frame-every", type=int, default=8, help="steps between GIF frames (default 8)")
+    filters.add_argument("--frame-every", type=_COUNT, default=8, help="steps between GIF frames (default 8)")
     _add_ascent_options(filters, steps=None)
     _add_method_options(filters)
     filters.set_defaults(run=_filters)
@@ -474,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         "image", metavar="IMAGE", help="photo to start from (any size, any format Pillow reads)"
     )
     dream.add_argument("--layer", default="block5_conv3", help="layer name (default block5_conv3)")
-    dream.add_argument("--filter", type=int, default=0, help="filter index (default 0)")
+    dream.add_argument("--filter", type=_whole(0), default=0, help="filter index (default 0)")
     dream.add_argument(
         "--deprocess",
         choices=("clip", "notebook"),
@@ -488,11 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="filter: raise --filter (default); deepdream: raise every filter of the layer (mean square)",
     )
     dream.add_argument(
-        "--octaves", type=int, default=0, help="octave stages, smallest first (default 0: none)"
+        "--octaves", type=_whole(0), default=0, help="octave stages, smallest first (default 0: none)"
     )
     dream.add_argument(
-        "--octave-scale", type=float, default=1.4, help="size ratio between octaves (default 1.4)"
+        "--octave-scale", type=_number(above=1), default=1.4, help="size ratio between octaves (default 1.4)"
     )
+    _add_max_pixels(dream)
     _add_ascent_options(dream, steps=100)
     dream.set_defaults(run=_dream)
 
@@ -509,13 +593,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--filters", default="all", help="filters of each layer: 0-15, 3,7,10-12 or all")
     sweep.add_argument("--size", default=None, help="image size, 128 or HxW (default 128)")
-    sweep.add_argument("--seed", type=int, default=0, help="seed of the noise start image (default 0)")
+    sweep.add_argument("--seed", type=_SEED, default=0, help="seed of the noise start image (default 0)")
     sweep.add_argument(
         "--start", default=None, help="start from this photo instead of noise (resized to --size if given)"
     )
     sweep.add_argument("--raw", action="store_true", help="also save each float32 image as .npy")
+    _add_max_pixels(sweep)
     sweep.add_argument(
-        "--batch-size", type=int, default=None, help="filters per device per compiled chunk (default: auto)"
+        "--batch-size",
+        type=_COUNT,
+        default=None,
+        help="filters per device per compiled chunk (default: auto)",
     )
     sweep.add_argument(
         "--overwrite",
@@ -525,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     sweep.add_argument(
         "--cpu-devices",
-        type=int,
+        type=_whole(0),
         default=0,
         help="on a CPU, run this many filters at once, one per core (default 0: one per core; "
         "1: one filter at a time on all cores)",
@@ -537,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
     )
     cluster.add_argument("--coordinator", default=None, help="address:port of process 0")
-    cluster.add_argument("--num-processes", type=int, default=None, help="number of processes")
-    cluster.add_argument("--process-id", type=int, default=None, help="this process's index, from 0")
+    cluster.add_argument("--num-processes", type=_COUNT, default=None, help="number of processes")
+    cluster.add_argument("--process-id", type=_whole(0), default=None, help="this process's index, from 0")
     sweep.set_defaults(run=_sweep)
 
     atlas = commands.add_parser("atlas", help="rebuild a sweep folder's contact sheets and index.html")
@@ -550,23 +638,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top.add_argument("folder", metavar="FOLDER", help="a folder written by 'filterviz sweep'")
     top.add_argument("--layer", required=True, help="layer name")
-    top.add_argument("--count", type=int, default=16, help="how many filters (default 16)")
-    top.add_argument("--columns", type=int, default=8, help="grid columns (default 8)")
-    top.add_argument("--out", required=True, help="PNG file to write")
+    top.add_argument("--count", type=_COUNT, default=16, help="how many filters (default 16)")
+    top.add_argument("--columns", type=_COUNT, default=8, help="grid columns (default 8)")
+    top.add_argument("--out", required=True, help="picture to write: .png, .jpg, .pdf or .svg")
     top.set_defaults(run=_top)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, or 2 for a user error reported in one line)."""
-    args = build_parser().parse_args(argv)
-    for name in ("steps", "batch_size", "columns", "count"):
-        value = getattr(args, name, None)
-        if value is not None and value < (0 if name == "steps" else 1):
-            print(
-                f"filterviz: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr
-            )
-            return EXIT_USER_ERROR
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad argument already reported in one line
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USER_ERROR
     try:
         args.run(args)
     except FilterVizError as error:

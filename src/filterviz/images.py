@@ -1,13 +1,22 @@
-"""Images in and out: the noise start, the notebook's deprocessing, reading photos, writing PNGs.
+"""Images in and out: the noise start, the notebook's deprocessing, reading photos, writing pictures.
 
 Pixel values in filterviz are ``float32[..., H, W, 3]`` on the 0-255 scale in RGB order, as the
 notebook feeds them to the network; pictures for people are ``uint8[..., H, W, 3]``.
+
+Reading is defensive: only regular files are opened (a FIFO would block), photos above
+:data:`MAX_PIXELS` are refused before they are decoded, EXIF orientation is applied. Writing never
+clobbers: the type follows the extension, an existing directory, device, FIFO or symbolic link at the
+path is refused, and every file appears by rename, complete, with the usual permissions.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import tempfile
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -48,24 +57,75 @@ def as_image(x: jax.Array | np.ndarray, spread: float = 0.1) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a photo (any format Pillow reads) as ``float32[H, W, 3]``, RGB, 0-255.
+MAX_PIXELS = 64_000_000
+"""Photos with more pixels than this are refused unless a larger ``max_pixels`` is given (64 MP)."""
 
-    Raises :class:`ImageError` if the file is missing or not a readable image.
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Read a photo (any format Pillow reads) as ``float32[H, W, 3]``, RGB, 0-255, upright.
+
+    The EXIF orientation is applied, as viewers show the photo. Only a regular file is opened, and a
+    photo of more than ``max_pixels`` pixels (None: no limit but Pillow's own against decompression
+    bombs) is refused from its header, before it is decoded.
+
+    Raises :class:`ImageError` if the file is missing, not a regular file, too large or not a readable
+    image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert("RGB"), dtype=np.float32)
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory, not an image") from None
+    except OSError as error:
+        raise ImageError(path, f"cannot read image ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        raise ImageError(path, f"is {_file_kind(mode)}, not an image file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns past its own limit; filterviz's limit (or Pillow's error) decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as picture:
+                width, height = picture.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageError(
+                        path,
+                        f"{width}x{height} is {width * height / 1e6:.1f} megapixels, more than the "
+                        f"{max_pixels / 1e6:.1f} allowed; shrink the photo or raise the limit "
+                        "(--max-pixels, or max_pixels=)",
+                    )
+                upright = ImageOps.exif_transpose(picture)
+                return np.asarray(upright.convert("RGB"), dtype=np.float32)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageError(path, f"refused as a decompression bomb ({error})") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image Pillow can read") from None
+    except MemoryError:
+        raise ImageError(path, "too large to decode in this machine's memory") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(path, f"cannot read image ({error})") from None
+
+
+def check_finite(array: np.ndarray | jax.Array, what: str) -> None:
+    """Raise :class:`ImageError` if ``array`` holds NaN or infinity (``what`` names it in the message)."""
+    if not bool(np.isfinite(np.asarray(array)).all()):
+        raise ImageError(None, f"{what} holds NaN or infinite values")
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -83,17 +143,66 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack(channels, axis=-1)
 
 
-def check_writable(path: str | os.PathLike[str]) -> Path:
-    """Raise :class:`OutputError` now, before any work, if ``path`` cannot be written later."""
+PICTURE_FORMATS: Mapping[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF"}
+"""Extensions a picture may be saved under, and Pillow's name of each format."""
+FIGURE_FORMATS: Mapping[str, str] = {
+    ".png": "png",
+    ".jpg": "jpg",
+    ".jpeg": "jpg",
+    ".pdf": "pdf",
+    ".svg": "svg",
+}
+"""Extensions a matplotlib figure may be saved under."""
+ARRAY_FORMATS: Mapping[str, str] = {".npy": "NPY"}
+"""Extensions a float image may be saved under, unquantised."""
+
+
+def output_format(path: str | os.PathLike[str], formats: Mapping[str, str]) -> str:
+    """The format ``path``'s extension names among ``formats``; :class:`OutputError` for any other."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise OutputError(
+            path,
+            f"cannot tell what to write from the extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(dict.fromkeys(formats))}",
+        )
+    return formats[suffix]
+
+
+def check_writable(path: str | os.PathLike[str], formats: Mapping[str, str] | None = None) -> Path:
+    """Raise :class:`OutputError` now, before any work, if ``path`` cannot or must not be written later.
+
+    Refused: an extension outside ``formats`` (when given), a missing or read-only folder, and anything
+    but a regular file already at ``path``: a directory, a device, a FIFO, a socket or a symbolic link
+    (which a rename would replace, not write through).
+    """
     path = Path(path)
+    if formats is not None:
+        output_format(path, formats)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(path, "is a directory")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:
+        raise OutputError(path, f"cannot check ({error.strerror or error})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(path, f"is {_file_kind(mode)}; filterviz writes only regular files")
     if not folder.is_dir():
         raise OutputError(path, f"folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OutputError(path, f"folder {folder} is not writable")
     return path
+
+
+def _read_umask() -> int:
+    # os.umask both sets and returns the mask: read it once, while importing (no other thread yet).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
 
 
 TEMPORARY_SUFFIX = ".part"
@@ -112,6 +221,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
         dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
     )
     try:
+        os.fchmod(descriptor, _FILE_MODE)  # mkstemp makes files private (0600); outputs are not
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             if durable:
@@ -126,20 +236,59 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
     return path
 
 
-def encode_png(picture: np.ndarray) -> bytes:
-    """PNG bytes of ``uint8[H, W, 3]`` (or ``[H, W, 4]``)."""
-    import io
+SOFTWARE = "filterviz"
+"""The ``Software`` text every PNG filterviz writes carries: how a sweep tells its own files apart."""
 
-    from PIL import Image
 
+def encode_picture(picture: np.ndarray, format: str = "PNG") -> bytes:
+    """``uint8[H, W, 3]`` (or ``[H, W, 4]``) as the bytes of a ``format`` file (PNG, JPEG or GIF).
+
+    PNGs carry a ``Software: filterviz`` text chunk (:func:`written_by_filterviz` reads it).
+    """
+    from PIL import Image, PngImagePlugin
+
+    image = Image.fromarray(np.asarray(picture, dtype=np.uint8))
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(picture, dtype=np.uint8)).save(buffer, format="PNG")
+    if format == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", SOFTWARE)
+        image.save(buffer, format="PNG", pnginfo=info)
+    elif format == "JPEG":
+        image.convert("RGB").save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format=format)
     return buffer.getvalue()
 
 
-def save_png(picture: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """Save ``uint8[H, W, 3]`` as a PNG, atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, encode_png(picture))
+def encode_png(picture: np.ndarray) -> bytes:
+    """PNG bytes of ``uint8[H, W, 3]`` (or ``[H, W, 4]``), marked as filterviz's."""
+    return encode_picture(picture, "PNG")
+
+
+def written_by_filterviz(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file holding a PNG that filterviz wrote (its ``Software`` text)."""
+    from PIL import Image
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with Image.open(path) as picture:
+            return picture.format == "PNG" and picture.text.get("Software") == SOFTWARE
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def encode_npy(array: np.ndarray | jax.Array) -> bytes:
+    """The ``.npy`` bytes of ``array`` as float32."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, np.float32))
+    return buffer.getvalue()
+
+
+def save_picture(picture: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Save ``uint8[H, W, 3]`` atomically (see :func:`atomic_write`) as the type its extension names:
+    ``.png``, ``.jpg``/``.jpeg`` or ``.gif``; any other extension is an :class:`OutputError`."""
+    return atomic_write(path, encode_picture(picture, output_format(path, PICTURE_FORMATS)))
 
 
 def clip_image(pixels: jax.Array | np.ndarray) -> np.ndarray:
@@ -149,10 +298,10 @@ def clip_image(pixels: jax.Array | np.ndarray) -> np.ndarray:
 
 def encode_gif(frames: np.ndarray, frame_ms: int = 100) -> bytes:
     """``uint8[F, H, W, 3]`` as a looping animated GIF, ``frame_ms`` per frame (the last held 1 s)."""
-    import io
-
     from PIL import Image
 
+    if not (isinstance(frame_ms, int) and 0 < frame_ms <= 65535):
+        raise ImageError(None, f"frame_ms must be a whole number of milliseconds, 1-65535, got {frame_ms!r}")
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ImageError(
@@ -168,5 +317,6 @@ def encode_gif(frames: np.ndarray, frame_ms: int = 100) -> bytes:
 
 
 def save_gif(frames: np.ndarray, path: str | os.PathLike[str], frame_ms: int = 100) -> Path:
-    """Write ``uint8[F, H, W, 3]`` frames as an animated GIF at ``path`` (atomically)."""
+    """Write ``uint8[F, H, W, 3]`` frames as an animated GIF at ``path`` (atomically; it must end .gif)."""
+    output_format(path, {".gif": "GIF"})
     return atomic_write(path, encode_gif(frames, frame_ms))

@@ -37,14 +37,19 @@ import optax
 from jax import lax
 
 from filterviz.ascent import (
+    check_count,
+    check_image_size,
+    check_seed,
+    check_step_size,
     compute_dtype,
     default_batch_size,
     matmul_precision,
+    minimum_size,
     padded_chunks,
     prepare_params,
 )
 from filterviz.errors import ImageError, SettingError
-from filterviz.images import as_image, clip_image
+from filterviz.images import as_image, check_finite, clip_image
 from filterviz.model import Params, forward
 from filterviz.objectives import Objective, channel
 from filterviz.param import Fourier, Maco, Parameterization, Pixels, check_preprocessing, preprocess
@@ -87,14 +92,23 @@ class Optimizer:
     options: tuple[tuple[str, Any], ...] = ()
 
     def build(self) -> optax.GradientTransformation:
+        check_step_size(self.learning_rate, f"the learning rate of {self.name!r}")
+        if not isinstance(self.name, str):
+            raise SettingError(f"an optimizer's name must be a string, got {self.name!r}")
         if self.name == "normalized":
             return normalized_gradient(self.learning_rate, **dict(self.options))
         factory = getattr(optax, self.name, None)
-        if not callable(factory):
+        if not callable(factory) or self.name.startswith("_"):
             raise SettingError(
                 f"unknown optimizer {self.name!r}: use 'normalized' or an optax optimizer name"
             )
-        return factory(self.learning_rate, **dict(self.options))
+        try:
+            built = factory(self.learning_rate, **dict(self.options))
+        except (TypeError, ValueError) as error:
+            raise SettingError(f"optimizer {self.name!r} does not take these settings ({error})") from None
+        if not isinstance(built, optax.GradientTransformation):
+            raise SettingError(f"optax.{self.name} is not an optimizer")
+        return built
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -166,18 +180,19 @@ class Method:
         """This method, or :class:`SettingError` naming the first setting that cannot work."""
         check_preprocessing(self.preprocessing)
         compute_dtype(self.precision)
-        if self.steps < 0:
-            raise SettingError(f"steps must be >= 0, got {self.steps}")
-        if self.images_per_filter < 1 or self.transform_copies < 1:
-            raise SettingError("images_per_filter and transform_copies must be >= 1")
+        check_count(self.steps, "steps", minimum=0)
+        check_count(self.images_per_filter, "images_per_filter")
+        check_count(self.transform_copies, "transform_copies")
         if self.picture not in PICTURE_STYLES:
             raise SettingError(
                 f"unknown picture style {self.picture!r}; choose one of {', '.join(PICTURE_STYLES)}"
             )
         if self.octaves is not None and not isinstance(self.parameterization, Pixels):
             raise SettingError("octaves grow a pixel image: use them with Pixels()")
-        if self.octaves is not None and (self.octaves.stages < 1 or self.octaves.scale <= 1):
-            raise SettingError("octaves need stages >= 1 and scale > 1")
+        if self.octaves is not None:
+            check_count(self.octaves.stages, "octave stages")
+            if not (isinstance(self.octaves.scale, int | float) and 1 < self.octaves.scale < float("inf")):
+                raise SettingError(f"octaves need a finite scale above 1, got {self.octaves.scale!r}")
         if isinstance(self.optimizer, Optimizer):
             self.optimizer.build()
         return self
@@ -464,10 +479,26 @@ def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray) -> jax.Ar
 
 
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    if height < 1 or width < 1:
-        raise SettingError(f"size must be positive, got {size}")
-    return int(height), int(width)
+    try:
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+    except (TypeError, ValueError):
+        raise SettingError(f"size must be H or (H, W), got {size!r}") from None
+    return check_count(height, "the height"), check_count(width, "the width")
+
+
+def check_method_size(method: Method, layer: str, height: int, width: int) -> None:
+    """:func:`filterviz.ascent.check_image_size` for ``method``: every octave stage must be large enough
+    for ``layer``, and the images of one objective (its copies included) must fit the device."""
+    check_image_size(layer, height, width, copies=method.images_per_filter * method.transform_copies)
+    if method.octaves is not None:
+        smallest = method.octaves.sizes(height, width)[0]
+        minimum = minimum_size(layer)
+        if min(smallest) < minimum:
+            raise SettingError(
+                f"the first of {method.octaves.stages} octave stages shrinks {height}x{width} to "
+                f"{smallest[0]}x{smallest[1]}, too small for {layer} (at least {minimum}x{minimum}); use "
+                "fewer stages, a smaller scale or a larger image"
+            )
 
 
 def render(
@@ -519,25 +550,30 @@ def render(
     if start is not None:
         if not isinstance(method.parameterization, Pixels):
             raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
-        start = jnp.asarray(start, jnp.float32)
+        try:
+            start = jnp.asarray(start, jnp.float32)
+        except (TypeError, ValueError):
+            raise ImageError(None, f"start image must be numbers, got {type(start).__name__}") from None
         if start.ndim != 3 or start.shape[-1] != 3:
             raise ImageError(None, f"start image must be [H, W, 3], got {tuple(start.shape)}")
+        check_finite(start, "the start image")
     if size is None:
         height, width = start.shape[:2] if start is not None else (128, 128)
     else:
         height, width = _size(size)
     if start is not None and (height, width) != start.shape[:2]:
         start = _resize(start[None], (height, width))[0]
-    if frame_every is not None and not 1 <= frame_every <= max(1, method.steps):
+    if frame_every is not None and not 1 <= check_count(frame_every, "frame_every") <= max(1, method.steps):
         raise SettingError(f"frame_every must be between 1 and steps ({method.steps}), got {frame_every}")
-    if batch_size is not None and batch_size < 1:
-        raise SettingError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size is not None:
+        check_count(batch_size, "batch_size")
     if keys is None:
-        keys = filter_keys(seed, np.arange(count))
+        keys = filter_keys(check_seed(seed), np.arange(count))
     elif len(keys) != count:
         raise SettingError(f"{len(keys)} keys for {count} objectives")
     deepest = objective.layers[-1]
     per_image = method.images_per_filter * method.transform_copies
+    check_method_size(method, deepest, height, width)
     chunk = batch_size or max(1, default_batch_size(deepest, height, width) // per_image)
     chunk = min(chunk, count)
     batched = objective.batch_size() is not None

@@ -1,10 +1,11 @@
 """Sweeps: a picture of every chosen filter of every chosen layer, sharded over devices and hosts.
 
-A sweep writes into one folder::
+A sweep writes into one folder (:mod:`filterviz.sweep_folder` says what it may hold and how it is
+checked)::
 
     sweep.json                    the settings the pictures were made with
-    manifest.jsonl                one JSON line per finished filter (``manifest.p<i>.jsonl`` per process
-                                  when several processes share the work)
+    manifest.jsonl                one JSON line per finished filter, with its picture's size and sha256
+                                  (``manifest.p<i>.jsonl`` per process when several share the work)
     block4_conv1/0007.png         each filter's picture (``0007.npy``: the float32 image, on request)
     sheets/block4_conv1.png       a contact sheet per layer      (written by filterviz.atlas)
     index.html                    the atlas page                 (written by filterviz.atlas)
@@ -15,10 +16,13 @@ vmapped ascent on each device's share with no collectives, and each process writ
 shards its own devices hold. So every filter is computed and written exactly once, whatever the number of
 devices or processes.
 
-Safety: every file appears by rename, complete or not at all; a manifest line is written only after its
-picture, in one ``write`` call, so a killed sweep leaves at worst a line without its newline, which the
-next start cuts off. Starting again with the same settings skips every filter in the manifest; other
-settings are refused (:class:`SweepError`) unless ``overwrite`` clears the folder's sweep first.
+Safety: one process writes a folder at a time (an OS lock; a second sweep is refused). Every file
+appears by rename, complete or not at all; a manifest line is written only after its picture, in one
+``write`` call, so a killed sweep leaves at worst a line without its newline, which the next start cuts
+off. Starting again with the same settings skips every filter whose picture is whole (size and checksum)
+and redoes the rest; other settings, or a manifest without its settings record, are refused
+(:class:`SweepError`) unless ``overwrite`` clears the folder's sweep first, which deletes only what
+the sweep wrote. A sweep never replaces a file it did not write.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -45,23 +48,40 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.ascent import (
     ascend_and_measure,
+    check_count,
     check_filters,
+    check_image_size,
     check_precision,
+    check_seed,
+    check_step_size,
     default_batch_size,
     padded_chunks,
 )
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.images import TEMPORARY_SUFFIX, as_image, atomic_write, encode_png, random_image
-from filterviz.methods import Method, Optimizer, get_method, render_filters
+from filterviz.images import as_image, atomic_write, check_finite, encode_npy, encode_png, random_image
+from filterviz.methods import Method, Optimizer, check_method_size, get_method, render_filters
 from filterviz.model import CONV_LAYERS, LAYER_NAMES, Params, layer_spec
 from filterviz.param import Pixels
+from filterviz.sweep_folder import (
+    SETTINGS_FILE,
+    FolderLock,
+    ManifestWriter,
+    clear_sweep,
+    digest,
+    finite_or_text,
+    foreign_files,
+    layer_folder_problem,
+    manifest_files,
+    picture_path,
+    read_settings_record,
+    scan_manifest,
+    stale_temporaries,
+)
 
 FILTER_AXIS = "filters"
 """Name of the mesh axis the filters are split over."""
 
-SETTINGS_FILE = "sweep.json"
-MANIFEST_GLOB = "manifest*.jsonl"
-_FORMAT = 1
+_FORMAT = 2  # 2: manifest lines record each file's size and sha256
 # Chunks dispatched ahead of the one being written: enough that the device always has queued work
 # while the host encodes PNGs, few enough to bound the host memory held by finished images.
 _CHUNKS_IN_FLIGHT = 2
@@ -118,76 +138,7 @@ class SweepResult(NamedTuple):
     written: int  # filters computed and written by this process in this call
     skipped: int  # filters of the plan already finished by an earlier call (any process)
     seconds: float
-
-
-def picture_path(layer: str, filter_index: int, suffix: str = ".png") -> str:
-    """Path of a filter's picture relative to the sweep folder: ``"block4_conv1/0007.png"``."""
-    return f"{layer}/{filter_index:04d}{suffix}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# The manifest: JSON lines, appended one whole line per write.
-
-
-def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every complete entry of every manifest file in ``folder`` whose picture exists, one per filter.
-
-    A line cut short by a kill, or an entry whose PNG is missing, is left out: that filter is not done.
-    """
-    folder = Path(folder)
-    entries: dict[tuple[str, int], dict[str, Any]] = {}
-    for path in sorted(folder.glob(MANIFEST_GLOB)):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                key = (entry["layer"], int(entry["filter"]))
-                picture = entry["png"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if (folder / picture).is_file():
-                entries[key] = entry
-    return [entries[key] for key in sorted(entries, key=lambda k: (_layer_order(k[0]), k[1]))]
-
-
-def _layer_order(layer: str) -> int:
-    return LAYER_NAMES.index(layer) if layer in LAYER_NAMES else len(LAYER_NAMES)
-
-
-class _ManifestWriter:
-    """Appends entries to one manifest file, thread-safely, one ``os.write`` per line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        _cut_partial_last_line(path)
-        try:
-            self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise OutputError(path, f"cannot write ({error.strerror or error})") from None
-
-    def append(self, entry: Mapping[str, Any]) -> None:
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            try:
-                written = os.write(self._descriptor, line)
-            except OSError as error:
-                raise OutputError(self.path, f"cannot write ({error.strerror or error})") from None
-            if written != len(line):  # a full disk can cut a write short: take the fragment back
-                os.ftruncate(self._descriptor, os.lseek(self._descriptor, 0, os.SEEK_END) - written)
-                raise OutputError(self.path, "cannot write (disk full?)")
-
-    def close(self) -> None:
-        os.close(self._descriptor)
-
-
-def _cut_partial_last_line(path: Path) -> None:
-    # A process killed mid-line leaves a last line with no newline: cut it so the file stays JSON lines.
-    if not path.is_file():
-        return
-    with open(path, "rb+") as file:
-        data = file.read()
-        if data and not data.endswith(b"\n"):
-            file.truncate(data.rfind(b"\n") + 1)
+    problems: tuple[str, ...] = ()  # damaged manifest lines or pictures found, whose filters were redone
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -411,9 +362,17 @@ def plan_filters(
     ``layers`` defaults to the 13 conv layers; ``filters`` to all of each layer, or one sequence for
     every layer, or a ``{layer: sequence}`` mapping (layers it leaves out get all their filters).
     """
-    names = [layer_spec(name).name for name in (CONV_LAYERS if layers is None else layers)]
+    if isinstance(layers, str):
+        layers = [layers]  # one layer by name, not its letters
+    try:
+        names = [layer_spec(name).name for name in (CONV_LAYERS if layers is None else layers)]
+    except TypeError:
+        raise SettingError(f"layers must be a layer name or a list of them, got {layers!r}") from None
     if len(set(names)) != len(names):
         raise SettingError(f"a layer is named twice in {names}")
+    if isinstance(filters, Mapping) and set(filters) - set(names):
+        extra = ", ".join(sorted(map(str, set(filters) - set(names))))
+        raise SettingError(f"filters are given for {extra}, which the sweep does not cover")
     plan = []
     for name in names:
         chosen = filters.get(name) if isinstance(filters, Mapping) else filters
@@ -426,48 +385,75 @@ def _start_digest(image: np.ndarray) -> str:
     return "image sha256:" + hashlib.sha256(np.ascontiguousarray(image, "<f4").tobytes()).hexdigest()
 
 
-def _clear_sweep(folder: Path) -> None:
-    # Only what a sweep writes: its settings, manifests, atlas and the per-layer picture folders.
-    for path in [folder / SETTINGS_FILE, folder / "index.html", *folder.glob(MANIFEST_GLOB)]:
-        path.unlink(missing_ok=True)
-    for name in (*LAYER_NAMES, "sheets"):
-        shutil.rmtree(folder / name, ignore_errors=True)
-
-
-def _prepare_folder(folder: Path, settings: SweepSettings, overwrite: bool) -> None:
-    """Create the folder or check it holds a sweep with these settings; all processes must agree."""
+def _prepare_folder(folder: Path, settings: SweepSettings, overwrite: bool, lock: FolderLock) -> None:
+    """Create the folder, lock it, check it holds a sweep with these settings (or clear it, with
+    ``overwrite``); every process must agree before any starts. Process 0 takes the lock and writes."""
     problem = None
+    first = jax.process_index() == 0
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_symlink() or not folder.is_dir():
+            raise OutputError(folder, "is not a folder")
         if not os.access(folder, os.W_OK):
             raise OutputError(folder, "folder is not writable")
-        if overwrite:
-            _clear_sweep(folder)
-        previous = folder / SETTINGS_FILE
-        if previous.is_file():
-            try:
-                recorded = SweepSettings(**json.loads(previous.read_text())["settings"])
-            except (ValueError, KeyError, TypeError):
+        lock.__enter__()  # process 0 only (the others' lock is inactive)
+        if first and overwrite and (read_settings_record(folder) is not None or manifest_files(folder)):
+            clear_sweep(folder)
+        if not overwrite or not first:
+            recorded = read_settings_record(folder)
+            if recorded is None and manifest_files(folder) and not overwrite:
                 raise SweepError(
-                    f"{previous} is not a filterviz sweep settings file; use another folder"
-                ) from None
-            differences = recorded.differences(settings)
-            if differences:
-                raise SweepError(
-                    f"{folder} holds a sweep made with other settings ({'; '.join(differences)}); "
-                    "use another folder, or start it again with --overwrite (overwrite=True)"
+                    f"{folder} has a manifest but no {SETTINGS_FILE}, so the settings its pictures were made "
+                    f"with are unknown; put {SETTINGS_FILE} back, or start again with --overwrite "
+                    "(overwrite=True)"
                 )
+            if recorded is not None and not overwrite:
+                try:
+                    previous = SweepSettings(**recorded)
+                except TypeError:
+                    raise SweepError(
+                        f"{folder / SETTINGS_FILE} is not a filterviz sweep settings file; use another folder"
+                    ) from None
+                differences = previous.differences(settings)
+                if differences:
+                    raise SweepError(
+                        f"{folder} holds a sweep made with other settings ({'; '.join(differences)}); "
+                        "use another folder, or start it again with --overwrite (overwrite=True)"
+                    )
     except (OSError, SweepError) as error:
         problem = error if isinstance(error, SweepError | OutputError) else OutputError(folder, str(error))
     # Every process must stop if any one must, or the others would wait for it forever.
     if _agree(np.array([problem is not None]))[0]:
+        lock.__exit__(None, None, None)
         raise problem or SweepError("another process of this sweep could not use its folder")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("filterviz sweep folder ready")
-    record = {"format": _FORMAT, "settings": dataclasses.asdict(settings)}
-    atomic_write(folder / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
-    for stale in folder.glob(f"*/.*{TEMPORARY_SUFFIX}"):  # temporaries of a killed run
-        stale.unlink(missing_ok=True)
+    if first:
+        record = {"format": _FORMAT, "settings": dataclasses.asdict(settings)}
+        atomic_write(folder / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
+        for stale in stale_temporaries(folder, LAYER_NAMES):  # what a killed run left half-written
+            stale.unlink(missing_ok=True)
+
+
+def _check_targets(folder: Path, pending: list[tuple[str, np.ndarray]], raw: bool, named: set[str]) -> None:
+    """Refuse, before any work, to write where the folder holds something filterviz did not write."""
+    for layer, _ in pending:
+        problem = layer_folder_problem(folder, layer)
+        if problem:
+            raise SweepError(problem)
+    targets = [
+        picture_path(layer, int(index), suffix)
+        for layer, indices in pending
+        for index in indices
+        for suffix in ((".png", ".npy") if raw else (".png",))
+    ]
+    foreign = foreign_files(folder, targets, named)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise SweepError(
+            f"{folder} holds files filterviz did not write where this sweep would write its pictures "
+            f"({shown}); move them away or use another folder"
+        )
 
 
 class _Progress:
@@ -551,29 +537,44 @@ def sweep(
     folder = Path(folder)
     plan = plan_filters(layers, filters)
     check_precision(precision)
+    seed = check_seed(seed)
     chosen = _sweep_method(method, steps, step_size, precision)
     if chosen is not None:
         steps, step_size = chosen.steps, _learning_rate(chosen)
-    steps = 20 if steps is None else steps
-    step_size = 1.0 if step_size is None else step_size
-    if steps < 0 or (batch_size is not None and batch_size < 1) or writer_threads < 1:
-        raise SettingError("steps must be >= 0, batch_size and writer_threads >= 1")
+    steps = check_count(20 if steps is None else steps, "steps", minimum=0)
+    step_size = check_step_size(1.0 if step_size is None else step_size)
+    if batch_size is not None:
+        check_count(batch_size, "batch_size")
+    check_count(writer_threads, "writer_threads")
     if start is not None and chosen is not None and not isinstance(chosen.parameterization, Pixels):
         raise SettingError(f"a start image needs a pixel method; {chosen.name} optimises a spectrum")
     if start is None:
-        height, width = size
-        if height < 1 or width < 1:
-            raise SettingError(f"size must be positive, got {size}")
+        try:
+            height, width = (check_count(side, "each side of size") for side in size)
+        except (TypeError, ValueError):
+            raise SettingError(f"size must be (height, width), got {size!r}") from None
+    else:
+        try:
+            start_image = np.asarray(start, np.float32)
+        except (TypeError, ValueError):
+            raise ImageError(None, f"start image must be numbers, got {type(start).__name__}") from None
+        if start_image.ndim != 3 or start_image.shape[-1] != 3:
+            raise ImageError(None, f"start image must be [H, W, 3], got {start_image.shape}")
+        check_finite(start_image, "the start image")
+        height, width = start_image.shape[:2]
+    deepest = max((layer for layer, _ in plan), key=LAYER_NAMES.index, default=None)
+    if deepest is not None:  # before anything is allocated: too small, or too large for the device
+        if chosen is None:
+            check_image_size(deepest, height, width)
+        else:
+            check_method_size(chosen, deepest, height, width)
+    if start is None:
         # The notebook's filters share one noise start; other methods draw each filter's own.
         start_image = (
             np.asarray(random_image(jax.random.key(seed), height, width)) if chosen is None else None
         )
         start_name = "noise"
     else:
-        start_image = np.asarray(start, np.float32)
-        if start_image.ndim != 3 or start_image.shape[-1] != 3:
-            raise ImageError(None, f"start image must be [H, W, 3], got {start_image.shape}")
-        height, width = start_image.shape[:2]
         start_name = _start_digest(start_image)
     from filterviz.weights import content_digest
 
@@ -590,95 +591,115 @@ def sweep(
         method="notebook" if chosen is None else chosen.name,
         method_settings="" if chosen is None else json.dumps(chosen.describe(), sort_keys=True),
     )
-    _prepare_folder(folder, settings, overwrite)
+    lock = FolderLock(folder, active=jax.process_index() == 0)
+    _prepare_folder(folder, settings, overwrite, lock)
+    with lock:  # taken by _prepare_folder; released when the sweep ends, however it ends
+        # What is left: filters without a whole picture in the manifest, in any process's view of the folder.
+        scan = scan_manifest(folder)
+        finished = {(entry["layer"], int(entry["filter"])) for entry in scan.entries}
+        done_flags = np.array([(layer, int(f)) in finished for layer, indices in plan for f in indices], bool)
+        done_flags = _agree(done_flags)
+        pending, offset = [], 0
+        for layer, indices in plan:
+            left = indices[~done_flags[offset : offset + len(indices)]]
+            offset += len(indices)
+            if len(left):
+                pending.append((layer, left))
+        problem = None
+        try:
+            _check_targets(folder, pending, raw, scan.named)
+        except SweepError as error:
+            problem = error
+        if _agree(np.array([problem is not None]))[0]:
+            raise problem or SweepError("another process of this sweep found files it must not replace")
 
-    # What is left: filters without a manifest entry in any process's view of the folder.
-    finished = {(entry["layer"], int(entry["filter"])) for entry in read_manifest(folder)}
-    done_flags = np.array([(layer, int(f)) in finished for layer, indices in plan for f in indices], bool)
-    done_flags = _agree(done_flags)
-    pending, offset = [], 0
-    for layer, indices in plan:
-        left = indices[~done_flags[offset : offset + len(indices)]]
-        offset += len(indices)
-        if len(left):
-            pending.append((layer, left))
+        ascent = ShardedAscent(
+            params,
+            start_image,
+            steps=steps,
+            step_size=step_size,
+            precision=precision,
+            mesh=mesh,
+            batch_size=batch_size,
+            method=chosen,
+            size=(height, width),
+            seed=seed,
+        )
+        manifest_name = (
+            "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
+        )
+        manifest = ManifestWriter(folder / manifest_name)
+        # Each manifest line repeats the settings that made its picture (the weights' digest and the raw
+        # flag stay in sweep.json).
+        common = {
+            k: v
+            for k, v in dataclasses.asdict(settings).items()
+            if k not in ("raw", "weights", "method_settings")
+        }
+        to_pictures = as_image if chosen is None else chosen.to_pictures
+        mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
+        bar = _Progress(mine, progress_wanted() if progress is None else progress)
+        written = 0
 
-    ascent = ShardedAscent(
-        params,
-        start_image,
-        steps=steps,
-        step_size=step_size,
-        precision=precision,
-        mesh=mesh,
-        batch_size=batch_size,
-        method=chosen,
-        size=(height, width),
-        seed=seed,
-    )
-    manifest_name = "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
-    manifest = _ManifestWriter(folder / manifest_name)
-    # Each manifest line repeats the settings that made its picture (the weights' digest and the raw
-    # flag stay in sweep.json).
-    common = {
-        k: v
-        for k, v in dataclasses.asdict(settings).items()
-        if k not in ("raw", "weights", "method_settings")
-    }
-    to_pictures = as_image if chosen is None else chosen.to_pictures
-    mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
-    bar = _Progress(mine, progress_wanted() if progress is None else progress)
-    written = 0
+        def write_rows(layer: str, filters: list[int], images: Any, achieved: Any) -> int:
+            images, achieved = np.asarray(images), np.asarray(achieved)  # waits for the device
+            pictures = to_pictures(images)
+            for row, filter_index in enumerate(filters):
+                entry = {
+                    "layer": layer,
+                    "filter": filter_index,
+                    "activation": finite_or_text(float(achieved[row])),
+                }
+                picture = encode_png(pictures[row])
+                entry.update(png=picture_path(layer, filter_index), bytes=len(picture))
+                entry["sha256"] = digest(picture)
+                atomic_write(folder / entry["png"], picture, durable=False)
+                if raw:
+                    array = encode_npy(images[row])
+                    entry.update(raw=picture_path(layer, filter_index, ".npy"), raw_bytes=len(array))
+                    entry["raw_sha256"] = digest(array)
+                    atomic_write(folder / entry["raw"], array, durable=False)
+                manifest.append({**entry, **common})
+                bar.update()
+            return len(filters)
 
-    def write_rows(layer: str, filters: list[int], images: Any, achieved: Any) -> int:
-        images, achieved = np.asarray(images), np.asarray(achieved)  # waits for the device
-        pictures = to_pictures(images)
-        for row, filter_index in enumerate(filters):
-            entry = {"layer": layer, "filter": filter_index, "activation": float(achieved[row])}
-            entry["png"] = picture_path(layer, filter_index)
-            atomic_write(folder / entry["png"], encode_png(pictures[row]), durable=False)
-            if raw:
-                entry["raw"] = picture_path(layer, filter_index, ".npy")
-                atomic_write(folder / entry["raw"], _npy_bytes(images[row]), durable=False)
-            manifest.append({**entry, **common})
-            bar.update()
-        return len(filters)
-
-    in_flight: collections.deque[list[concurrent.futures.Future[int]]] = collections.deque()
-    # Later layers compile on spare host cores while the devices run the earlier ones.
-    compile_threads = max(1, min(len(pending), (os.cpu_count() or 2) // 2, _COMPILE_THREADS))
-    compiler = ascent.compile_ahead(((layer, len(indices)) for layer, indices in pending), compile_threads)
-    pool = concurrent.futures.ThreadPoolExecutor(writer_threads, thread_name_prefix="filterviz-writer")
-    try:
-        for layer, indices in pending:
-            bar.describe(layer)
-            (folder / layer).mkdir(exist_ok=True)
-            for chunk in ascent.run(layer, indices):
-                # Each writer takes the rows of one of this process's devices; JAX dispatched the chunk
-                # asynchronously, so the device computes the next chunks while these are written.
-                futures = [
-                    pool.submit(write_rows, layer, filters, images, achieved)
-                    for filters, images, achieved in chunk.local_rows()
-                ]
-                in_flight.append(futures)
-                while len(in_flight) > _CHUNKS_IN_FLIGHT:
-                    written += sum(future.result() for future in in_flight.popleft())
-        while in_flight:
-            written += sum(future.result() for future in in_flight.popleft())
-    except KeyboardInterrupt:
-        pool.shutdown(wait=True)  # write what the devices already computed: no lost work
-        raise
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # a writer failed (disk full): stop soon
-        raise
-    finally:
-        compiler.shutdown(wait=False, cancel_futures=True)
-        pool.shutdown(wait=True)
-        manifest.close()
-        bar.close()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("filterviz sweep done")
-    skipped = int(done_flags.sum())
-    return SweepResult(folder, written, skipped, time.perf_counter() - began)
+        in_flight: collections.deque[list[concurrent.futures.Future[int]]] = collections.deque()
+        # Later layers compile on spare host cores while the devices run the earlier ones.
+        compile_threads = max(1, min(len(pending), (os.cpu_count() or 2) // 2, _COMPILE_THREADS))
+        plan_left = [(layer, len(indices)) for layer, indices in pending]
+        compiler = ascent.compile_ahead(plan_left, compile_threads)
+        pool = concurrent.futures.ThreadPoolExecutor(writer_threads, thread_name_prefix="filterviz-writer")
+        try:
+            for layer, indices in pending:
+                bar.describe(layer)
+                (folder / layer).mkdir(exist_ok=True)
+                for chunk in ascent.run(layer, indices):
+                    # Each writer takes the rows of one of this process's devices; JAX dispatched the chunk
+                    # asynchronously, so the device computes the next chunks while these are written.
+                    futures = [
+                        pool.submit(write_rows, layer, filters, images, achieved)
+                        for filters, images, achieved in chunk.local_rows()
+                    ]
+                    in_flight.append(futures)
+                    while len(in_flight) > _CHUNKS_IN_FLIGHT:
+                        written += sum(future.result() for future in in_flight.popleft())
+            while in_flight:
+                written += sum(future.result() for future in in_flight.popleft())
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True)  # write what the devices already computed: no lost work
+            raise
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # a writer failed (disk full): stop soon
+            raise
+        finally:
+            compiler.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True)
+            manifest.close()
+            bar.close()
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("filterviz sweep done")
+        skipped = int(done_flags.sum())
+        return SweepResult(folder, written, skipped, time.perf_counter() - began, tuple(scan.problems))
 
 
 def _sweep_method(
@@ -705,14 +726,6 @@ def _sweep_method(
 
 def _learning_rate(method: Method) -> float:
     return float(method.optimizer.learning_rate)
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, np.float32))
-    return buffer.getvalue()
 
 
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"

@@ -108,11 +108,15 @@ def read_keras_h5(path: str | os.PathLike[str]) -> FlatWeights:
     Returns ``{layer: {"kernel": float32[3, 3, C_in, C_out], "bias": float32[C_out]}}`` for the layers the
     file holds, unchecked. Raises :class:`WeightsError` for a missing, unreadable, truncated or foreign file.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise WeightsError(None, f"a weights file is a path, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise WeightsError(path, "no such file")
     if path.is_dir():
         raise WeightsError(path, "is a directory, not a weights file")
+    if not path.is_file():
+        raise WeightsError(path, "is not a regular file")
     try:
         with h5py.File(path, "r") as file:
             root = file.get("model_weights", file)
@@ -146,6 +150,19 @@ def check_weights(flat: Mapping[str, Mapping[str, np.ndarray]], path: object = N
     layers' arrays in model order. Raises :class:`WeightsError` naming every missing layer or wrong shape.
     """
     expected = parameter_shapes()
+    # Another network's convolutions (VGG19's block3_conv4, a ResNet's conv2_block1_1_conv ...): the
+    # file is not VGG16's, even where VGG16's own names are all in it with the right shapes.
+    foreign = sorted(
+        layer
+        for layer, arrays in flat.items()
+        if layer not in expected and any(np.ndim(array) == 4 for array in arrays.values())
+    )
+    if foreign:
+        guess = " (VGG19's)" if set(foreign) >= {"block3_conv4", "block4_conv4", "block5_conv4"} else ""
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise WeightsError(
+            path, f"not VGG16 weights: the file holds convolutions VGG16 does not have{guess}: {shown}"
+        )
     missing = [layer for layer in expected if layer not in flat]
     if missing:
         raise WeightsError(path, f"not VGG16 weights: missing layers {', '.join(missing)}")
@@ -159,6 +176,14 @@ def check_weights(flat: Mapping[str, Mapping[str, np.ndarray]], path: object = N
                 problems.append(f"{layer} {name} has shape {tuple(array.shape)}, expected {shape}")
     if problems:
         raise WeightsError(path, "not VGG16 weights: " + "; ".join(problems))
+    broken = [
+        f"{layer} {name}"
+        for layer, shapes in expected.items()
+        for name in shapes
+        if not np.isfinite(flat[layer][name]).all()
+    ]
+    if broken:
+        raise WeightsError(path, f"damaged weights: NaN or infinite values in {', '.join(broken)}")
     return {
         layer: {name: np.asarray(flat[layer][name]) for name in shapes} for layer, shapes in expected.items()
     }
