@@ -56,6 +56,18 @@ def legacy_h5(tmp_path, random_params) -> Path:
     return write_legacy_h5(tmp_path / "random_vgg16.h5", random_params)
 
 
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A small JPEG photo (a colour gradient, 40x52)."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "photo.jpg"
+    gradient = np.linspace(0, 255, 40 * 52 * 3).reshape(40, 52, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _keep_xla_flags():
     """`filterviz sweep` run in-process adds a CPU device count to XLA_FLAGS (too late for this process,

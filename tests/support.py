@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from filterviz.model import CONV_LAYERS, LAYER_NAMES
+from filterviz.model import LAYER_NAMES
 
 CONTENT_SHA256 = "d9a27cc1fc7f975ef8cff49180e794ccd7c4bc868ebb49740803b3bbaa8dbefd"
 """Digest of the ImageNet VGG16 tensors (every kernel then bias, float32 LE, in layer order)."""
@@ -21,7 +21,7 @@ def write_legacy_h5(path: Path, flat: dict, layers=None, *, kernel_shapes=None) 
         file.create_group("input_1").attrs["weight_names"] = np.array([], dtype="S1")
         for layer in layers:
             group = file.create_group(layer)
-            if layer in CONV_LAYERS and layer in flat:
+            if layer in flat:
                 names = [f"{layer}_W_1:0", f"{layer}_b_1:0"]
                 group.attrs["weight_names"] = np.array([name.encode() for name in names])
                 kernel = np.asarray(flat[layer]["kernel"])

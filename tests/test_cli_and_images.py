@@ -14,14 +14,6 @@ import filterviz
 from filterviz.cli import main, parse_filters
 
 
-@pytest.fixture
-def photo(tmp_path):
-    path = tmp_path / "photo.jpg"
-    gradient = np.linspace(0, 255, 40 * 52 * 3).reshape(40, 52, 3).astype(np.uint8)
-    Image.fromarray(gradient).save(path)
-    return path
-
-
 def test_load_image_reads_any_format_as_rgb_floats(tmp_path, photo):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((5, 7), 200, np.uint8)).save(grey)

@@ -12,6 +12,7 @@ path is refused, and every file appears by rename, complete, with the usual perm
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import tempfile
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.errors import ImageError, OutputError
+from filterviz.errors import ImageError, OutputError, SettingError
 
 
 def random_image(
@@ -34,7 +35,12 @@ def random_image(
     >>> random_image(jax.random.key(0), 4, 6).shape
     (4, 6, 3)
     """
-    return mean + std * jax.random.normal(key, (height, width, 3), jnp.float32)
+    for side in (height, width):
+        if isinstance(side, bool) or not isinstance(side, int | np.integer) or side < 1:
+            raise SettingError(f"an image side must be a whole number of at least 1, got {side!r}")
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise SettingError(f"mean and std must be finite, got {mean!r} and {std!r}")
+    return mean + std * jax.random.normal(key, (int(height), int(width), 3), jnp.float32)
 
 
 def as_image(x: jax.Array | np.ndarray, spread: float = 0.1) -> np.ndarray:
@@ -47,7 +53,10 @@ def as_image(x: jax.Array | np.ndarray, spread: float = 0.1) -> np.ndarray:
     >>> as_image(np.array([[[0.0, 1.0, 2.0]]])).tolist()
     [[[96, 127, 158]]]
     """
-    x = np.array(x, dtype=np.float64, copy=True)
+    try:
+        x = np.array(x, dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        raise ImageError(None, f"expected an array of numbers, got {type(x).__name__}") from None
     if x.ndim < 3 or x.shape[-1] != 3:
         raise ImageError(None, f"expected [..., H, W, 3], got {x.shape}")
     axes = (-3, -2, -1)

@@ -574,6 +574,7 @@ def render(
     deepest = objective.layers[-1]
     per_image = method.images_per_filter * method.transform_copies
     check_method_size(method, deepest, height, width)
+    objective.check_positions(height, width)
     chunk = batch_size or max(1, default_batch_size(deepest, height, width) // per_image)
     chunk = min(chunk, count)
     batched = objective.batch_size() is not None

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from filterviz.errors import UnknownLayerError
+from filterviz.errors import SettingError, UnknownLayerError
 
 Params = Mapping[str, Mapping[str, jax.Array]]
 """Model parameters: ``{conv_layer_name: {"kernel": float32[3, 3, C_in, C_out], "bias": float32[C_out]}}``."""
@@ -317,7 +317,10 @@ def summary(height: int | None = None, width: int | None = None) -> str:
     block1_conv1 (Conv2D)        (None, 224, 224, 64)      1792
     """
     if (height is None) != (width is None):
-        raise ValueError("give both height and width, or neither")
+        raise SettingError("give both height and width, or neither")
+    for side in (height, width):
+        if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 1):
+            raise SettingError(f"a size must be a whole number of at least 1, got {side!r}")
     rows = [("input_1 (InputLayer)", (None, height, width, 3), 0)]
     for spec in LAYERS:
         kind = "Conv2D" if spec.kind == "conv" else "MaxPooling2D"

@@ -17,6 +17,7 @@ the notebook method.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from filterviz.errors import FilterIndexError, SettingError
-from filterviz.model import LAYER_NAMES, Params, channel_activation, layer_spec
+from filterviz.model import LAYER_NAMES, Params, channel_activation, layer_spec, output_size
 
 Activations = Mapping[str, jax.Array]
 
@@ -153,6 +154,20 @@ class Objective:
             raise SettingError(f"objective terms are batched with different sizes {sorted(sizes)}")
         return sizes.pop() if sizes else None
 
+    def check_positions(self, height: int, width: int) -> None:
+        """:class:`SettingError` if a neuron term's position lies outside its layer's map for a
+        ``height x width`` image (indexing would clamp it silently to the edge)."""
+        for term in self.terms:
+            if term.kind != "neuron":
+                continue
+            rows, columns = output_size(term.layer, height, width)
+            y, x = term.options
+            if (y is not None and y >= rows) or (x is not None and x >= columns):
+                raise SettingError(
+                    f"neuron ({y}, {x}) lies outside {term.layer}'s {rows}x{columns} map for a "
+                    f"{height}x{width} image"
+                )
+
     def batch_axes(self) -> Objective:
         """The ``in_axes`` that vmaps over this objective's batch: 0 for batched leaves, None for shared."""
         terms = tuple(
@@ -191,6 +206,8 @@ class Objective:
     def __mul__(self, factor: float) -> Objective:
         if not isinstance(factor, int | float):
             return NotImplemented
+        if not math.isfinite(factor):
+            raise SettingError(f"an objective's weight must be finite, got {factor!r}")
         return Objective(tuple(dataclasses.replace(term, weight=term.weight * factor) for term in self.terms))
 
     __rmul__ = __mul__
@@ -226,7 +243,7 @@ def _indices(layer: str, index: int | Sequence[int] | np.ndarray | jax.Array) ->
     except jax.errors.TracerArrayConversionError:  # traced inside a jit or vmap: checked by the caller
         return jnp.asarray(index, jnp.int32)
     if values.ndim > 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
-        raise TypeError(f"a filter index must be an int or a 1-D sequence of ints, got {index!r}")
+        raise SettingError(f"a filter index must be an int or a 1-D sequence of ints, got {index!r}")
     for value in values.reshape(-1):
         if not 0 <= value < spec.channels:
             raise FilterIndexError(spec.name, int(value), spec.channels)
@@ -247,15 +264,25 @@ def neuron(
 ) -> Objective:
     """Activation of filter ``index`` at one position ``(y, x)`` of ``layer`` (default: the centre)."""
     name = layer_spec(layer).name
+    for value, axis in ((y, "y"), (x, "x")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise SettingError(
+                f"a neuron's {axis} must be a position from 0, or None for the centre, got {value!r}"
+            )
     return Objective((Term("neuron", name, 1.0, (_indices(name, index),), (y, x)),))
 
 
 def direction(layer: str, vector: Sequence[float] | np.ndarray | jax.Array) -> Objective:
     """Projection of ``layer``'s activations on ``vector float32[C]`` (or ``[N, C]``), mean over positions."""
     spec = layer_spec(layer)
-    vector = jnp.asarray(vector, jnp.float32)
+    try:
+        vector = jnp.asarray(vector, jnp.float32)
+    except (TypeError, ValueError):
+        raise SettingError(f"a direction is a vector of numbers, got {type(vector).__name__}") from None
     if vector.ndim not in (1, 2) or vector.shape[-1] != spec.channels:
         raise SettingError(f"a direction in {spec.name} has {spec.channels} values, got shape {vector.shape}")
+    if not bool(jnp.isfinite(vector).all()):
+        raise SettingError(f"a direction in {spec.name} holds NaN or infinite values")
     return Objective((Term("direction", spec.name, 1.0, (vector,)),))
 
 

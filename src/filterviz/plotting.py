@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from filterviz.ascent import ascend, check_filters
-from filterviz.images import as_image, atomic_write
+from filterviz.images import FIGURE_FORMATS, as_image, atomic_write, check_writable, output_format
 from filterviz.model import Params, layer_spec
 
 
@@ -76,7 +76,10 @@ def show_filters(
 
 
 def save_figure(figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Save a matplotlib Figure as PNG, atomically: no partial file is ever left at ``path``."""
+    """Save a matplotlib Figure atomically (no partial file is ever left at ``path``), as the type its
+    extension names: ``.png``, ``.jpg``, ``.pdf`` or ``.svg``; any other is an :class:`OutputError`."""
+    kind = output_format(path, FIGURE_FORMATS)
+    check_writable(path)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    figure.savefig(buffer, format=kind, dpi=dpi)
     return atomic_write(path, buffer.getvalue())

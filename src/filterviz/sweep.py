@@ -63,6 +63,7 @@ from filterviz.methods import Method, Optimizer, check_method_size, get_method, 
 from filterviz.model import CONV_LAYERS, LAYER_NAMES, Params, layer_spec
 from filterviz.param import Pixels
 from filterviz.sweep_folder import (
+    LOCK_FILE,
     SETTINGS_FILE,
     FolderLock,
     ManifestWriter,
@@ -397,8 +398,14 @@ def _prepare_folder(folder: Path, settings: SweepSettings, overwrite: bool, lock
         if not os.access(folder, os.W_OK):
             raise OutputError(folder, "folder is not writable")
         lock.__enter__()  # process 0 only (the others' lock is inactive)
-        if first and overwrite and (read_settings_record(folder) is not None or manifest_files(folder)):
-            clear_sweep(folder)
+        if first and overwrite:
+            if read_settings_record(folder) is not None or manifest_files(folder):
+                clear_sweep(folder)
+            elif set(os.listdir(folder)) - {LOCK_FILE}:
+                raise SweepError(
+                    f"{folder} is not a filterviz sweep (no {SETTINGS_FILE}, no manifest), so there is "
+                    "nothing to overwrite; overwrite clears only filterviz's own sweeps: use another folder"
+                )
         if not overwrite or not first:
             recorded = read_settings_record(folder)
             if recorded is None and manifest_files(folder) and not overwrite:
@@ -448,6 +455,12 @@ def _check_targets(folder: Path, pending: list[tuple[str, np.ndarray]], raw: boo
         for suffix in ((".png", ".npy") if raw else (".png",))
     ]
     foreign = foreign_files(folder, targets, named)
+    if not foreign:
+        # A link where the manifest had a picture is damage, to be redone: remove the link (never what
+        # it points to), so the new picture is written in the folder.
+        for relative in targets:
+            if relative in named and (folder / relative).is_symlink():
+                (folder / relative).unlink()
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise SweepError(

@@ -384,8 +384,8 @@ def foreign_files(folder: Path, paths: Iterable[str], named: set[str]) -> list[s
         path = folder / relative
         if not os.path.lexists(path):
             continue
-        if relative in named and not path.is_symlink():
-            continue
+        if relative in named:
+            continue  # the sweep's own (a link there is damage: the sweep removes the link, not its target)
         sibling = path.with_suffix(".png")
         if path.suffix == ".npy" and stat.S_ISREG(os.lstat(path).st_mode) and written_by_filterviz(sibling):
             continue
