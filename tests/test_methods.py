@@ -414,7 +414,7 @@ def test_render_refuses_what_cannot_work(random_params):
         render(random_params, objective, method="lucid", start=photo)
     with pytest.raises(filterviz.SettingError, match="unknown method 'dream'; choose one of notebook"):
         render(random_params, objective, method="dream")
-    with pytest.raises(filterviz.SettingError, match="batch_size must be >= 1"):
+    with pytest.raises(filterviz.SettingError, match="batch_size must be a whole number of at least 1"):
         render(random_params, objective, size=16, steps=2, batch_size=0)
     with pytest.raises(filterviz.SettingError, match="frame_every"):
         render(random_params, objective, size=16, steps=2, frame_every=5)
