@@ -536,7 +536,9 @@ def test_random_kills_resumes_damage_and_concurrent_starts_end_whole(tmp_path):
     folder.mkdir()
     mine = user_files(folder)
     manifest = folder / "manifest.jsonl"
-    actions = ["kill"] + [rng.choice(["kill", "damage", "concurrent"]) for _ in range(3)] + ["resume"]
+    middle = ["kill", "damage", "concurrent"]
+    rng.shuffle(middle)
+    actions = ["kill", *middle, "resume"]  # every kind, in a random order, with random kill points
     for action in actions:
         if action == "damage":
             pictures = sorted((folder / "block2_conv1").glob("*.png"))
