@@ -1,6 +1,7 @@
 """Filter-steps per second of the ascent, four ways, measured in one run on the same work.
 
   vmapped    filterviz.ascend: a batch of filters through one jitted, vmapped lax.fori_loop
+  progress   the same with its progress bar: the loop in 10 segments, each reporting to the host
   loop       one filter at a time, one jitted step per call, the loop in Python (the notebook's structure)
   default    filterviz.ascend with JAX's own convolution gradient instead of conv3x3's (to show why it exists)
   torch      the same ascent in PyTorch on the same weights and start, batched like `vmapped`
@@ -16,6 +17,7 @@ ratios, and the vmapped ascent's achieved FLOP/s against the device's measured m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,7 +43,7 @@ from filterviz.ascent import (
 from filterviz.objectives import filter_mean
 from flops import ascent_step_flops
 
-METHODS = ("vmapped", "loop", "default", "torch", "torch-1")
+METHODS = ("vmapped", "progress", "loop", "default", "torch", "torch-1")
 
 
 def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -70,8 +72,12 @@ def time_interleaved(runners: dict, repeats: int) -> tuple[dict, dict]:
     return best, results
 
 
-def run_vmapped(params, layer, filters, start, steps, batch_size):
-    return np.asarray(filterviz.ascend(params, layer, filters, start, steps=steps, batch_size=batch_size))
+def run_vmapped(params, layer, filters, start, steps, batch_size, progress=False):
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):  # the bar, drawn unseen
+        images = filterviz.ascend(
+            params, layer, filters, start, steps=steps, batch_size=batch_size, progress=progress
+        )
+        return np.asarray(images)
 
 
 def make_default_gradient(params, layer, batch_size):
@@ -238,6 +244,10 @@ def main(argv=None) -> int:
             "flops_per_filter_step": ascent_step_flops(layer, args.size, args.size),
         }
         runners = {"vmapped": lambda: run_vmapped(params, layer, filters, start, args.steps, batch_size)}
+        if "progress" not in skip:
+            runners["progress"] = lambda: run_vmapped(
+                params, layer, filters, start, args.steps, batch_size, progress=True
+            )
         if "loop" not in skip:
             loop = make_loop(params, layer)
             runners["loop"] = lambda: loop(filters, start, args.steps)

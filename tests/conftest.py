@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import os
-
-# Keras is the oracle and must run on the same backend as filterviz; set before anything imports it.
-os.environ["KERAS_BACKEND"] = "jax"
-# The CLI keeps compiled programs on disk; in tests, in a folder of their own rather than the user's.
-os.environ.setdefault("FILTERVIZ_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="filterviz-xla-"))
-
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import filterviz
 from support import write_legacy_h5
+
+# Keras is the oracle and must run on the same backend as filterviz; set before anything imports it.
+os.environ["KERAS_BACKEND"] = "jax"
+
+
+def _isolate_from_the_users_home() -> None:
+    """The suite writes nothing into the user's home: not compiled programs, not Keras' settings, not a
+    download. The real weights are found first (they may sit in the user's Keras cache), then HOME and
+    every cache point into a temporary folder, for this process and every process it starts."""
+    from filterviz.weights import WEIGHTS_ENV, find_weights
+
+    found = find_weights()
+    if found is not None:
+        os.environ[WEIGHTS_ENV] = str(found.resolve())
+    home = Path(tempfile.mkdtemp(prefix="filterviz-tests-home-"))
+    os.environ["HOME"] = str(home)
+    os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+    os.environ["KERAS_HOME"] = str(home / ".keras")
+    os.environ["FILTERVIZ_CACHE_DIR"] = str(home / ".cache" / "filterviz" / "xla")
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+
+_isolate_from_the_users_home()
 
 
 @pytest.fixture(scope="session")

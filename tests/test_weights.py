@@ -221,6 +221,14 @@ def test_download_with_wrong_md5_leaves_nothing(serve, legacy_h5, tmp_path):
     assert leftovers(tmp_path / "cache") == []
 
 
+def test_a_failed_download_leaves_no_folder_behind(serve, tmp_path):
+    server = serve(b"", status=404)
+    cache = tmp_path / "home" / ".keras" / "models"
+    with pytest.raises(filterviz.WeightsError, match="could not download"):
+        download_weights(cache, url=server.url)
+    assert not (tmp_path / "home").exists()  # every folder it made is gone, and no more
+
+
 def test_short_transfer_leaves_nothing(serve, legacy_h5, tmp_path):
     payload = legacy_h5.read_bytes()[:5000]
     server = serve(payload, announced=10_000)

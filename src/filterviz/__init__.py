@@ -10,6 +10,7 @@
 
 from filterviz.ascent import (
     PRECISIONS,
+    achieved,
     activations,
     ascend,
     ascend_and_measure,
@@ -18,7 +19,7 @@ from filterviz.ascent import (
     default_batch_size,
     layer_image,
 )
-from filterviz.atlas import contact_sheet, top_filters, write_atlas
+from filterviz.atlas import Atlas, contact_sheet, top_filters, write_atlas
 from filterviz.errors import (
     FilterIndexError,
     FilterVizError,
@@ -57,7 +58,7 @@ from filterviz.model import (
 from filterviz.objectives import Objective, channel, deepdream, direction, diversity, neuron
 from filterviz.param import Fourier, Maco, Pixels
 from filterviz.plotting import filter_grid, save_figure, show_filters
-from filterviz.sweep import SweepResult, enable_compilation_cache, filter_mesh, sweep
+from filterviz.sweep import SweepResult, enable_compilation_cache, filter_mesh, split_cpu_into_devices, sweep
 from filterviz.sweep_folder import read_manifest
 from filterviz.weights import download_weights, find_weights, load_weights
 
@@ -67,6 +68,7 @@ __all__ = [
     "METHODS",
     "PRECISIONS",
     "VGG16",
+    "Atlas",
     "FilterIndexError",
     "FilterVizError",
     "Fourier",
@@ -84,6 +86,7 @@ __all__ = [
     "SweepResult",
     "UnknownLayerError",
     "WeightsError",
+    "achieved",
     "activations",
     "as_image",
     "ascend",
@@ -122,6 +125,7 @@ __all__ = [
     "save_gif",
     "save_picture",
     "show_filters",
+    "split_cpu_into_devices",
     "summary",
     "sweep",
     "top_filters",

@@ -14,11 +14,13 @@ TensorFloat-32 matrix math where the device has it: NVIDIA GPUs since Ampere) an
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,7 @@ from filterviz.model import (
     with_flipped_kernels,
 )
 from filterviz.objectives import filter_mean
+from filterviz.progress import Progress, advance, count_of, wanted
 
 GRADIENT_EPSILON = 1e-5
 """Added to the gradient's RMS before dividing, as the notebook does."""
@@ -107,6 +110,52 @@ def normalized_ascent_step(gradient: jax.Array, image: jax.Array, step_size: jax
     return image + step_size * gradient / (rms + GRADIENT_EPSILON)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepReport:
+    """How a compiled loop tells the host how far it has come: it runs as ``segments`` loops in a row
+    and after each calls ``callback(steps done)`` on the host (static: equal reports share one program).
+    """
+
+    callback: Callable[[int], None]
+    segments: int = 10
+
+
+State = TypeVar("State")
+
+
+def _report(report: StepReport, steps: int, state: State) -> State:
+    # The host callback reads one value of the state, so it runs after the segment that made it; the
+    # state then takes a zero from it, so the next segment runs after it and nothing is pruned. Under
+    # vmap it runs once for the whole batch and counts each element's steps.
+    leaves, tree = jax.tree.flatten(state)
+    position = next(i for i, leaf in enumerate(leaves) if jnp.issubdtype(leaf.dtype, jnp.floating))
+    marker = leaves[position].reshape(-1)[0].astype(jnp.float32)
+
+    def on_host(values: np.ndarray) -> np.ndarray:
+        report.callback(steps * int(np.size(values)))
+        return np.zeros(np.shape(values), np.float32)
+
+    zero = jax.pure_callback(
+        on_host, jax.ShapeDtypeStruct((), jnp.float32), marker, vmap_method="expand_dims"
+    )
+    leaves[position] = leaves[position] + zero.astype(leaves[position].dtype)
+    return jax.tree.unflatten(tree, leaves)
+
+
+def run_steps(
+    steps: int, step: Callable[[Any, State], State], state: State, report: StepReport | None
+) -> State:
+    """``state = step(i, state)`` for ``i`` in ``range(steps)``, in ``lax.fori_loop``; with ``report``, as a
+    few loops in a row with a report to the host after each (nothing crosses to the host inside one)."""
+    if report is None or steps == 0:
+        return lax.fori_loop(0, steps, step, state)
+    size = -(-steps // max(1, min(report.segments, steps)))
+    for begin in range(0, steps, size):
+        end = min(begin + size, steps)
+        state = _report(report, end - begin, lax.fori_loop(begin, end, step, state))
+    return state
+
+
 def ascend_one(
     params: Params,
     layer: str,
@@ -116,10 +165,12 @@ def ascend_one(
     steps: int,
     step_size: jax.Array | float,
     precision: str = "float32",
+    report: StepReport | None = None,
 ) -> jax.Array:
     """``steps`` normalised-gradient steps on ``image float32[H, W, 3]`` raising one filter's mean.
 
     The image stays float32 whatever ``precision`` (one of :data:`PRECISIONS`) the network runs in.
+    ``report`` has the loop tell the host how many steps it has done (see :func:`run_steps`).
     """
     dtype = compute_dtype(precision)
     gradient_of = jax.grad(filter_mean, argnums=3)
@@ -130,10 +181,10 @@ def ascend_one(
         return normalized_ascent_step(gradient.astype(jnp.float32), current, step_size)
 
     with matmul_precision(precision):
-        return lax.fori_loop(0, steps, step, image)
+        return run_steps(steps, step, image, report)
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "steps", "precision"))
+@functools.partial(jax.jit, static_argnames=("layer", "steps", "precision", "report"))
 def ascend_batch(
     params: Params,
     layer: str,
@@ -142,9 +193,12 @@ def ascend_batch(
     step_size: jax.Array | float,
     steps: int,
     precision: str = "float32",
+    report: StepReport | None = None,
 ) -> jax.Array:
     """:func:`ascend_one` vmapped over ``filter_indices int32[B]`` and ``images float32[B, H, W, 3]``."""
-    one = functools.partial(ascend_one, params, layer, steps=steps, step_size=step_size, precision=precision)
+    one = functools.partial(
+        ascend_one, params, layer, steps=steps, step_size=step_size, precision=precision, report=report
+    )
     return jax.vmap(one)(filter_indices, images)
 
 
@@ -166,9 +220,37 @@ def ascend_and_measure(
     """
     one = functools.partial(ascend_one, params, layer, steps=steps, step_size=step_size, precision=precision)
     images = jax.vmap(one, in_axes=(0, None))(filter_indices, start)
+    return images, filter_means(params, layer, filter_indices, images)
+
+
+def filter_means(params: Params, layer: str, filter_indices: jax.Array, images: jax.Array) -> jax.Array:
+    """Each filter's mean activation on its own image, in float32: ``int32[B], float32[B, H, W, 3] ->
+    float32[B]`` (the achieved activation that ranks filters). Not jitted; see :func:`achieved`."""
     with jax.default_matmul_precision("float32"):
-        achieved = jax.vmap(functools.partial(filter_mean, params, layer))(filter_indices, images)
-    return images, achieved
+        return jax.vmap(functools.partial(filter_mean, params, layer))(filter_indices, images)
+
+
+_filter_means = jax.jit(filter_means, static_argnames=("layer",))
+
+
+def achieved(
+    params: Params, layer: str, filters: int | Sequence[int] | np.ndarray, images: jax.Array | np.ndarray
+) -> np.ndarray:
+    """The mean activation each filter of ``filters [N]`` reaches on its image ``images [N, H, W, 3]``
+    (e.g. :func:`ascend`'s result), in float32: ``-> float32[N]``. Zero means the filter never fired.
+    Runs in chunks sized from the device's memory."""
+    layer = layer_spec(layer).name
+    indices = check_filters(layer, filters)
+    images = _check_image(images, len(indices))
+    if images.ndim != 4:
+        raise ImageError(None, f"images must be [N, H, W, 3], one per filter, got {tuple(images.shape)}")
+    check_image_size(layer, images.shape[1], images.shape[2])
+    chunk = max(1, min(len(indices), default_batch_size(layer, images.shape[1], images.shape[2])))
+    values = [
+        _filter_means(params, layer, jnp.asarray(indices[padded]), images[padded])[: len(rows)]
+        for rows, padded in padded_chunks(len(indices), chunk)
+    ]
+    return np.asarray(jnp.concatenate(values)) if values else np.zeros(0, np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -308,6 +390,7 @@ def ascend(
     step_size: float = 1.0,
     batch_size: int | None = None,
     precision: str = "float32",
+    progress: bool | None = None,
 ) -> jax.Array:
     """Gradient ascent that makes each filter of ``filters`` fire as strongly as possible.
 
@@ -325,6 +408,8 @@ def ascend(
       step_size: pixels moved per step, in units of the normalised gradient.
       batch_size: filters per compiled chunk; default from the device's memory.
       precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"`` (see the module docstring).
+      progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
+        notebook, not in CI; see :mod:`filterviz.progress`).
 
     Returns:
       ``float32[N, H, W, 3]``: the ascended images, in the order of ``filters``.
@@ -354,17 +439,23 @@ def ascend(
         return jnp.zeros((0, height, width, 3), jnp.float32)
     chunk = min(batch_size or default_batch_size(layer, height, width), len(indices))
     results = []
-    # Dispatch every chunk before reading any back: JAX queues them, so the device never idles on Python.
-    for rows, padded in padded_chunks(len(indices), chunk):
-        if shared:
-            chunk_starts = jnp.broadcast_to(starts, (chunk, height, width, 3))
-        else:
-            chunk_starts = starts[padded]
-        ascended = ascend_batch(
-            params, layer, jnp.asarray(indices[padded]), chunk_starts, step_size, steps, precision
-        )
-        results.append(ascended[: len(rows)])
-    return results[0] if len(results) == 1 else jnp.concatenate(results)
+    described = f"{layer}, {count_of(len(indices), 'filter')}"
+    with Progress(len(indices) * steps, "step", described, enabled=wanted(progress)) as bar:
+        report = StepReport(advance) if bar.enabled else None
+        # Dispatch every chunk before reading any back: JAX queues them, so the device never idles on Python.
+        for rows, padded in padded_chunks(len(indices), chunk):
+            if shared:
+                chunk_starts = jnp.broadcast_to(starts, (chunk, height, width, 3))
+            else:
+                chunk_starts = starts[padded]
+            ascended = ascend_batch(
+                params, layer, jnp.asarray(indices[padded]), chunk_starts, step_size, steps, precision, report
+            )
+            results.append(ascended[: len(rows)])
+        images = results[0] if len(results) == 1 else jnp.concatenate(results)
+        if bar.enabled:
+            images.block_until_ready()  # the bar closes once the device has reported every step
+    return images
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "precision"))

@@ -88,28 +88,42 @@ def load_pictures(folder: str | os.PathLike[str], entries: Sequence[dict[str, An
 
 
 def contact_sheet(
-    pictures: np.ndarray, *, columns: int | None = None, tile: int = 64, gap: int = 2
+    pictures: np.ndarray,
+    labels: Sequence[str] | None = None,
+    *,
+    columns: int | None = None,
+    tile: int = 64,
+    gap: int = 2,
 ) -> np.ndarray:
     """``uint8[N, H, W, 3]`` tiled into one ``uint8`` picture, each scaled to ``tile`` pixels high.
 
-    ``columns`` defaults to a near-square layout; tiles are separated by ``gap`` white pixels.
+    ``labels`` (one per picture, e.g. the filter numbers) are written under the tiles. ``columns``
+    defaults to a near-square layout; tiles are separated by ``gap`` white pixels.
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
 
     count = len(pictures)
     if count == 0:
         return np.full((tile, tile, 3), 255, np.uint8)
+    if labels is not None and len(labels) != count:
+        raise SettingError(f"{len(labels)} labels for {count} pictures")
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     height, width = pictures.shape[1:3]
     tile_height, tile_width = tile, max(1, round(tile * width / height))
-    sheet = np.full((rows * (tile_height + gap) + gap, columns * (tile_width + gap) + gap, 3), 255, np.uint8)
+    font = ImageFont.load_default()
+    caption = 0 if labels is None else font.getbbox("0123456789")[3] + 3
+    cell_height = tile_height + caption
+    sheet = Image.new("RGB", (columns * (tile_width + gap) + gap, rows * (cell_height + gap) + gap), "white")
+    draw = ImageDraw.Draw(sheet)
     for index, picture in enumerate(pictures):
         row, column = divmod(index, columns)
         small = Image.fromarray(picture).resize((tile_width, tile_height), Image.Resampling.LANCZOS)
-        top, left = gap + row * (tile_height + gap), gap + column * (tile_width + gap)
-        sheet[top : top + tile_height, left : left + tile_width] = np.asarray(small)
-    return sheet
+        top, left = gap + row * (cell_height + gap), gap + column * (tile_width + gap)
+        sheet.paste(small, (left, top))
+        if labels is not None:
+            draw.text((left + 1, top + tile_height + 1), str(labels[index]), fill="black", font=font)
+    return np.asarray(sheet)
 
 
 def _inline_json(data: Any) -> str:
@@ -152,7 +166,8 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
                 problems.append(f"{sheet_path} was not written by filterviz: kept, and no contact sheet")
                 sheet_path = None
             else:
-                sheet = contact_sheet(load_pictures(folder, layer_entries), tile=tile)
+                labels = [str(entry["filter"]) for entry in layer_entries]
+                sheet = contact_sheet(load_pictures(folder, layer_entries), labels, tile=tile)
                 atomic_write(target, encode_png(sheet))
             summary.append(
                 {

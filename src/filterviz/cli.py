@@ -13,6 +13,7 @@ from typing import NoReturn
 from filterviz.ascent import PRECISIONS
 from filterviz.errors import FilterIndexError, FilterVizError, OutputError, SettingError
 from filterviz.model import CONV_LAYERS, LAYERS, layer_spec
+from filterviz.progress import count_of
 
 EXIT_USER_ERROR = 2
 
@@ -162,15 +163,30 @@ def method_from_arguments(args: argparse.Namespace):
     return get_method(method, **settings)
 
 
+def stall_hint(layer: str, activations: Sequence[float], method: str) -> str | None:
+    """One line when most filters stayed dead (never fired), with what helps; None otherwise."""
+    dead = sum(1 for value in activations if not value > 0)
+    if not activations or dead * 2 < len(activations):
+        return None
+    if method == "notebook":
+        advice = (
+            "try --method lucid (its ReLU gradients wake filters that noise leaves off), "
+            "a larger --size or more --steps"
+        )
+    else:
+        advice = "try a larger --size or more --steps"
+    return f"{dead} of {count_of(len(activations), 'filter')} of {layer} stayed dead (activation 0): {advice}"
+
+
 def _filters(args: argparse.Namespace) -> None:
     import jax
     import numpy as np
 
-    from filterviz.ascent import ascend
+    from filterviz.ascent import achieved, ascend
     from filterviz.images import FIGURE_FORMATS, as_image, check_writable, random_image
     from filterviz.methods import check_method_size, render
     from filterviz.objectives import diversity
-    from filterviz.plotting import filter_grid, save_figure
+    from filterviz.plotting import filter_grid, filter_labels, save_figure
     from filterviz.weights import load_weights
 
     layer = layer_spec(args.layer).name
@@ -183,11 +199,11 @@ def _filters(args: argparse.Namespace) -> None:
         check_writable(args.gif, {".gif": "GIF"})
     _use_compilation_cache(args)
     params = load_weights(args.weights)
+    progress = False if args.quiet else None
     began = time.perf_counter()
-    labels = [f"filter {i}" for i in filters]
-    activations = None
     plain = notebook_only(args) and args.objective == "channel" and not args.diversity
-    if plain and not args.gif and not args.top:
+    count = 1
+    if plain and not args.gif:
         # The notebook's own path: the ascent computes only the target channel, the fastest there is.
         start = random_image(jax.random.key(args.seed), height, width)
         images = ascend(
@@ -199,8 +215,10 @@ def _filters(args: argparse.Namespace) -> None:
             step_size=method.optimizer.learning_rate,
             batch_size=args.batch_size,
             precision=args.precision,
+            progress=progress,
         )
         pictures = as_image(images)
+        activations = achieved(params, layer, filters, images)
     else:
         objective = _objective(args.objective, layer, filters)
         if args.diversity:
@@ -213,10 +231,10 @@ def _filters(args: argparse.Namespace) -> None:
             seed=args.seed,
             batch_size=args.batch_size,
             frame_every=args.frame_every if args.gif else None,
+            progress=progress,
         )
         count = method.images_per_filter
         pictures = result.pictures.reshape(-1, height, width, 3)
-        labels = [f"{label}" + (f" #{k}" if count > 1 else "") for label in labels for k in range(count)]
         activations = result.activations
         if args.gif:
             from filterviz.atlas import contact_sheet
@@ -224,24 +242,34 @@ def _filters(args: argparse.Namespace) -> None:
 
             frames = result.frames.reshape(result.frames.shape[0], -1, height, width, 3)
             tile = min(128, height)
-            save_gif(np.stack([contact_sheet(f, columns=args.columns, tile=tile) for f in frames]), args.gif)
+            tiles = [str(f) for f in filters for _ in range(count)]
+            sheets = [contact_sheet(frame, tiles, columns=args.columns, tile=tile) for frame in frames]
+            save_gif(np.stack(sheets), args.gif)
     seconds = time.perf_counter() - began
+    # Each picture is labelled with its filter and the activation the filter reached (per filter: its
+    # K images share the objective's value).
+    labels = [
+        label + (f" #{k}" if count > 1 else "")
+        for label in filter_labels(filters, activations)
+        for k in range(count)
+    ]
     if args.top:
         # The later Keras example's grid: the filters that reached the highest activation, strongest first.
-        count = method.images_per_filter
-        order = np.argsort(-activations, kind="stable")[: args.top]
+        order = np.argsort(-np.nan_to_num(activations, nan=-np.inf), kind="stable")[: args.top]
         rows = [row * count + k for row in order for k in range(count)]
-        pictures, labels = pictures[rows], [f"{labels[r]}: {activations[r // count]:.0f}" for r in rows]
+        pictures, labels = pictures[rows], [labels[r] for r in rows]
     figure = filter_grid(pictures, labels, columns=args.columns, title=f"{layer} ({method.name})")
     save_figure(figure, args.out)
-    print(
-        f"wrote {args.out}: {len(filters)} filters of {layer}, {height}x{width}, {method.name} method, "
-        f"{method.steps} steps in {seconds:.1f} s" + (f"; animation: {args.gif}" if args.gif else ""),
-        file=sys.stderr,
-    )
-    if activations is not None and (activations <= 0).any():
-        dead = [str(f) for f, a in zip(filters, activations, strict=True) if a <= 0]
-        print(f"dead filters (activation stayed at 0): {', '.join(dead)}", file=sys.stderr)
+    if not args.quiet:
+        print(
+            f"wrote {args.out}: {count_of(len(filters), 'filter')} of {layer}, {height}x{width}, "
+            f"{method.name} method, {count_of(method.steps, 'step')} in {seconds:.1f} s"
+            + (f"; animation: {args.gif}" if args.gif else ""),
+            file=sys.stderr,
+        )
+    hint = stall_hint(layer, list(activations), method.name)
+    if hint:
+        print(f"filterviz: {hint}", file=sys.stderr)
 
 
 def _dream(args: argparse.Namespace) -> None:
@@ -267,6 +295,7 @@ def _dream(args: argparse.Namespace) -> None:
     photo = load_image(args.image, max_pixels=args.max_pixels)
     _use_compilation_cache(args)
     params = load_weights(args.weights)
+    progress = False if args.quiet else None
     began = time.perf_counter()
     if args.octaves or args.objective == "deepdream":
         from filterviz.methods import Method, Octaves, Optimizer, render
@@ -286,7 +315,8 @@ def _dream(args: argparse.Namespace) -> None:
             precision=args.precision,
         ).check()
         objective = deepdream(layer) if args.objective == "deepdream" else channel(layer, filter_index)
-        dreamed = np.asarray(render(params, objective, method=method, start=photo).pixels[0, 0])
+        result = render(params, objective, method=method, start=photo, progress=progress)
+        dreamed = np.asarray(result.pixels[0, 0])
     else:
         dreamed = np.asarray(
             ascend(
@@ -297,6 +327,7 @@ def _dream(args: argparse.Namespace) -> None:
                 steps=args.steps,
                 step_size=step_size,
                 precision=args.precision,
+                progress=progress,
             )[0]
         )
     seconds = time.perf_counter() - began
@@ -306,12 +337,13 @@ def _dream(args: argparse.Namespace) -> None:
         picture = as_image(dreamed) if args.deprocess == "notebook" else np.clip(dreamed, 0, 255)
         save_picture(picture.astype(np.uint8), args.out)
     what = f"{layer} (deep dream)" if args.objective == "deepdream" else f"{layer} filter {filter_index}"
-    stages = f" x {args.octaves} octaves" if args.octaves else ""
-    print(
-        f"wrote {args.out}: {what} dreamed into a {photo.shape[0]}x{photo.shape[1]} photo, "
-        f"{args.steps} steps{stages} in {seconds:.1f} s",
-        file=sys.stderr,
-    )
+    stages = f" x {count_of(args.octaves, 'octave')}" if args.octaves else ""
+    if not args.quiet:
+        print(
+            f"wrote {args.out}: {what} dreamed into a {photo.shape[0]}x{photo.shape[1]} photo, "
+            f"{count_of(args.steps, 'step')}{stages} in {seconds:.1f} s",
+            file=sys.stderr,
+        )
 
 
 def _use_compilation_cache(args: argparse.Namespace) -> None:
@@ -498,8 +530,9 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
 
 
 def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int | None) -> None:
-    """The compute options, and the output picture."""
+    """The compute options, the output picture, and --quiet."""
     _add_compute_options(parser, steps=steps)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     parser.add_argument(
         "--out", required=True, help="picture to write; its extension picks the type (.png, .jpg ...)"
     )

@@ -37,6 +37,7 @@ import optax
 from jax import lax
 
 from filterviz.ascent import (
+    StepReport,
     check_count,
     check_image_size,
     check_seed,
@@ -47,12 +48,14 @@ from filterviz.ascent import (
     minimum_size,
     padded_chunks,
     prepare_params,
+    run_steps,
 )
 from filterviz.errors import ImageError, SettingError
 from filterviz.images import as_image, check_finite, clip_image
 from filterviz.model import Params, forward
 from filterviz.objectives import Objective, channel
 from filterviz.param import Fourier, Maco, Parameterization, Pixels, check_preprocessing, preprocess
+from filterviz.progress import Progress, advance, count_of, wanted
 from filterviz.transforms import STANDARD, Noise, RandomCrop, Transform, compose
 
 # ----------------------------------------------------------------------------------------------------
@@ -140,6 +143,8 @@ class Octaves:
 
 
 PICTURE_STYLES = ("notebook", "keras", "clip")
+DEFAULT_SIZE = 128
+"""Height and width of :func:`render`'s pictures when neither ``size`` nor a start image gives them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,9 +303,10 @@ def _optimise(
     key: jax.Array,
     size: tuple[int, int],
     frame_every: int | None,
+    report: StepReport | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """``method.steps`` steps from ``raw``; returns the final raw and, with ``frame_every``, the pixels
-    after every ``frame_every`` steps ``float32[F, K, H, W, 3]``."""
+    after every ``frame_every`` steps ``float32[F, K, H, W, 3]``. ``report``: see :func:`run_steps`."""
     optimizer = method._optimizer()
     height, width = size
 
@@ -318,14 +324,16 @@ def _optimise(
 
     state = AscentState(raw, optimizer.init(raw), key)
     if not frame_every:
-        return lax.fori_loop(0, method.steps, step, state).raw, None
+        return run_steps(method.steps, step, state, report).raw, None
+    # With frames, each frame's steps are one segment (reported, when asked, after each frame).
+    per_frame = dataclasses.replace(report, segments=1) if report is not None else None
 
     def segment(state: AscentState, _: None) -> tuple[AscentState, jax.Array]:
-        state = lax.fori_loop(0, frame_every, step, state)
+        state = run_steps(frame_every, step, state, per_frame)
         return state, method.parameterization.to_pixels(state.raw, height, width)
 
     state, frames = lax.scan(segment, state, None, length=method.steps // frame_every)
-    state = lax.fori_loop(0, method.steps % frame_every, step, state)
+    state = run_steps(method.steps % frame_every, step, state, per_frame)
     return state.raw, frames
 
 
@@ -351,6 +359,7 @@ def render_one(
     method: Method,
     size: tuple[int, int],
     frame_every: int | None = None,
+    report: StepReport | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Optimise the K images of one (unbatched) ``objective``; the pure core, vmapped by :func:`render`.
 
@@ -362,6 +371,7 @@ def render_one(
       method: the settings, static.
       size: ``(H, W)`` of the result.
       frame_every: also return the pixels every so many steps.
+      report: have the loops tell the host how many steps they have done (:func:`run_steps`).
 
     Returns:
       ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None)``.
@@ -381,7 +391,7 @@ def render_one(
     with matmul_precision(method.precision):
         for index, stage in enumerate(stages):
             raw, frames = _optimise(
-                prepared, objective, method, raw, jax.random.fold_in(key, index), stage, frame_every
+                prepared, objective, method, raw, jax.random.fold_in(key, index), stage, frame_every, report
             )
             if frames is not None:
                 all_frames.append(frames if stage == size else jax.vmap(lambda f: _resize(f, size))(frames))
@@ -431,6 +441,7 @@ def render_and_measure(
     method: Method,
     size: tuple[int, int],
     frame_every: int | None = None,
+    report: StepReport | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]``, each objective then
     measured on its final images in float32. Returns ``(pixels [B, K, H, W, 3], activations [B],
@@ -440,7 +451,7 @@ def render_and_measure(
 
     def one(objective: Objective, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         pixels, frames = render_one(
-            prepared, objective, start, key, method=method, size=size, frame_every=frame_every
+            prepared, objective, start, key, method=method, size=size, frame_every=frame_every, report=report
         )
         with matmul_precision("float32"):
             achieved = objective_value(params, objective, measure, pixels, None)
@@ -449,7 +460,7 @@ def render_and_measure(
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, keys)
 
 
-render_batch = jax.jit(render_and_measure, static_argnames=("method", "size", "frame_every"))
+render_batch = jax.jit(render_and_measure, static_argnames=("method", "size", "frame_every", "report"))
 """:func:`render_and_measure`, jitted: one program per method, objective structure and size."""
 
 
@@ -512,6 +523,7 @@ def render(
     start: np.ndarray | jax.Array | None = None,
     batch_size: int | None = None,
     frame_every: int | None = None,
+    progress: bool | None = None,
     **settings: Any,
 ) -> Rendering:
     """Optimise images that maximise ``objective``: one set of K images per objective of its batch.
@@ -527,6 +539,8 @@ def render(
       start: ``float32[H, W, 3]`` start pixels (0-255 RGB, e.g. a photo), pixel methods only.
       batch_size: objectives per compiled chunk (default from the device's memory).
       frame_every: also return the pictures every so many steps (for :func:`filterviz.save_gif`).
+      progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
+        notebook, not in CI; see :mod:`filterviz.progress`).
       **settings: any :class:`Method` field, replacing the preset's (``steps=64``, ``precision=...``).
 
     Returns:
@@ -558,7 +572,7 @@ def render(
             raise ImageError(None, f"start image must be [H, W, 3], got {tuple(start.shape)}")
         check_finite(start, "the start image")
     if size is None:
-        height, width = start.shape[:2] if start is not None else (128, 128)
+        height, width = start.shape[:2] if start is not None else (DEFAULT_SIZE, DEFAULT_SIZE)
     else:
         height, width = _size(size)
     if start is not None and (height, width) != start.shape[:2]:
@@ -579,16 +593,29 @@ def render(
     chunk = min(chunk, count)
     batched = objective.batch_size() is not None
     pixels, achieved, frames = [], [], []
-    for rows, padded in padded_chunks(count, chunk):
-        part = objective.take(padded) if batched else _broadcast(objective, chunk)
-        result = render_batch(
-            params, part, start, keys[padded], method=method, size=(height, width), frame_every=frame_every
-        )
-        pixels.append(result[0][: len(rows)])
-        achieved.append(result[1][: len(rows)])
-        if result[2] is not None:
-            frames.append(result[2][: len(rows)])
-    pixels_all = jnp.concatenate(pixels)
+    stages = method.octaves.stages if method.octaves else 1
+    title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, 'objective')}"
+    with Progress(count * method.steps * stages, "step", title, enabled=wanted(progress)) as bar:
+        report = StepReport(advance) if bar.enabled else None
+        for rows, padded in padded_chunks(count, chunk):
+            part = objective.take(padded) if batched else _broadcast(objective, chunk)
+            result = render_batch(
+                params,
+                part,
+                start,
+                keys[padded],
+                method=method,
+                size=(height, width),
+                frame_every=frame_every,
+                report=report,
+            )
+            pixels.append(result[0][: len(rows)])
+            achieved.append(result[1][: len(rows)])
+            if result[2] is not None:
+                frames.append(result[2][: len(rows)])
+        pixels_all = jnp.concatenate(pixels)
+        if bar.enabled:
+            pixels_all.block_until_ready()  # the bar closes once the device has reported every step
     frames_all = None
     if frames:
         frames_all = method.to_pictures(np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0))

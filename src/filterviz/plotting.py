@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from filterviz.ascent import ascend, check_filters
+from filterviz.ascent import achieved, ascend, check_filters
 from filterviz.images import FIGURE_FORMATS, as_image, atomic_write, check_writable, output_format
 from filterviz.model import Params, layer_spec
 
@@ -34,7 +34,13 @@ def filter_grid(
     count = len(pictures)
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
-    figure = Figure(figsize=(columns * cell_inches, rows * cell_inches + (0.5 if title else 0.0)))
+    # Each row gets room for its titles above its pictures; the constrained layout keeps every title
+    # clear of the row above, whatever the column count.
+    title_inches = 0.3 if labels is not None else 0.0
+    figure = Figure(
+        figsize=(columns * cell_inches, rows * (cell_inches + title_inches) + (0.5 if title else 0.0)),
+        layout="constrained",
+    )
     axes = figure.subplots(rows, columns, squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
@@ -44,7 +50,6 @@ def filter_grid(
                 axis.set_title(labels[index], fontsize=8)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 
@@ -59,20 +64,45 @@ def show_filters(
     step_size: float = 1.0,
     columns: int = 10,
     batch_size: int | None = None,
+    progress: bool | None = None,
 ):
     """The notebook's picture: ``n`` filters of ``layer`` (the first ``n``, or ``filters``) in a grid.
 
     One vmapped :func:`filterviz.ascend` call computes every picture from the start ``image``
-    (``float32[H, W, 3]``). Returns a matplotlib Figure (2 rows of 10 for the default ``n=20``).
+    (``float32[H, W, 3]``), with a progress bar in a notebook or on a terminal. Each picture is labelled
+    with its filter and the mean activation it reached (0: the filter never fired). Returns a matplotlib
+    Figure (2 rows of 10 for the default ``n=20``).
     """
     layer = layer_spec(layer).name
     chosen = check_filters(
         layer, filters if filters is not None else range(min(n, layer_spec(layer).channels))
     )
-    pictures = as_image(
-        ascend(params, layer, chosen, image, steps=steps, step_size=step_size, batch_size=batch_size)
+    images = ascend(
+        params,
+        layer,
+        chosen,
+        image,
+        steps=steps,
+        step_size=step_size,
+        batch_size=batch_size,
+        progress=progress,
     )
-    return filter_grid(pictures, [f"filter {i}" for i in chosen], columns=columns, title=layer)
+    reached = achieved(params, layer, chosen, images)
+    labels = filter_labels(chosen, reached)
+    return filter_grid(as_image(images), labels, columns=columns, title=layer)
+
+
+def filter_labels(filters: Sequence[int], activations: Sequence[float]) -> list[str]:
+    """``"filter 7: 12.3"`` per filter, with the mean activation it reached (``dead`` where it is 0)."""
+
+    def shown(value: float) -> str:
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.3g}" if value > 0 else "dead"
+
+    return [
+        f"filter {index}: {shown(float(value))}" for index, value in zip(filters, activations, strict=True)
+    ]
 
 
 def save_figure(figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:

@@ -34,7 +34,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -62,6 +61,7 @@ from filterviz.images import as_image, atomic_write, check_finite, encode_npy, e
 from filterviz.methods import Method, Optimizer, check_method_size, get_method, render_filters
 from filterviz.model import CONV_LAYERS, LAYER_NAMES, Params, layer_spec
 from filterviz.param import Pixels
+from filterviz.progress import Progress, wanted
 from filterviz.sweep_folder import (
     LOCK_FILE,
     SETTINGS_FILE,
@@ -469,34 +469,6 @@ def _check_targets(folder: Path, pending: list[tuple[str, np.ndarray]], raw: boo
         )
 
 
-class _Progress:
-    """A tqdm bar when asked (filters done, filters/s, ETA), nothing otherwise; safe from threads."""
-
-    def __init__(self, total: int, enabled: bool):
-        self._bar = None
-        if enabled and total:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, unit="filter", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, count: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(count)
-
-    def describe(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.set_description(text, refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def progress_wanted() -> bool:
-    """The default for ``progress``: on when stderr is a terminal and not in CI."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
 def sweep(
     params: Params,
     folder: str | os.PathLike[str],
@@ -651,7 +623,7 @@ def sweep(
         }
         to_pictures = as_image if chosen is None else chosen.to_pictures
         mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
-        bar = _Progress(mine, progress_wanted() if progress is None else progress)
+        bar = Progress(mine, "filter", enabled=wanted(progress))
         written = 0
 
         def write_rows(layer: str, filters: list[int], images: Any, achieved: Any) -> int:

@@ -266,12 +266,15 @@ def download_weights(
         f"without internet access, copy {WEIGHTS_FILENAME} into ./weights/ or {keras_cache_dir()}, "
         f"or set {WEIGHTS_ENV} to its path"
     )
+    # The folders this download creates (e.g. ~/.keras/models) go again if it fails: nothing is left.
+    created = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = tempfile.NamedTemporaryFile(
             dir=directory, prefix=f".{filename}.", suffix=".part", delete=False
         )
     except OSError as error:
+        _remove_empty(created)
         raise WeightsError(target, f"cannot write the download ({error.strerror or error})") from None
     digest = hashlib.md5()
     received = 0
@@ -316,7 +319,18 @@ def download_weights(
     finally:
         if os.path.exists(temporary.name):
             os.unlink(temporary.name)
+        if not target.exists():
+            _remove_empty(created)
     return target
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    # Deepest first, and only while empty: a folder someone filled meanwhile stays.
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def load_weights(

@@ -1,0 +1,135 @@
+"""Progress of long runs: a bar with the filters or steps done, the rate and the time left.
+
+On by default where someone watches: a terminal (stderr is a TTY) or a Jupyter notebook (``tqdm.auto``
+draws a widget there). Off in pipes, in CI (``$CI`` set) and whenever the caller says so (``--quiet``,
+``progress=False``).
+
+Compiled ascents report from inside their loop: the loop runs as a few segments in a row, and after
+each the device calls :func:`advance` on the host (``jax.debug.callback``) with the steps it finished.
+Nothing crosses to the host inside a segment, and a run without a bar compiles without the callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, TextIO
+
+SEGMENTS = 10
+"""How many pieces a compiled loop reports in, when a bar is shown."""
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm.auto shows a widget)."""
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    try:
+        return type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except AttributeError:
+        return False
+
+
+def _columns(stream: TextIO) -> int | None:
+    """None where the stream's terminal reports its width (tqdm follows it), else 100 columns."""
+    try:
+        if os.get_terminal_size(stream.fileno()).columns > 0:
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None  # not a terminal (a notebook widget, a file): tqdm manages
+    return 100
+
+
+def wanted(requested: bool | None = None) -> bool:
+    """``requested`` if given; else whether someone watches: a terminal or a notebook, and not CI."""
+    if requested is not None:
+        return bool(requested)
+    if os.environ.get("CI"):
+        return False
+    return sys.stderr.isatty() or in_notebook()
+
+
+def count_of(number: int, noun: str) -> str:
+    """``"1 filter"``, ``"20 filters"``: a count with its noun in the right number."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+_active: list[Progress] = []
+_active_lock = threading.Lock()
+
+
+def advance(units: Any) -> None:
+    """Add ``units`` to the innermost open bar (the host side of a compiled loop's report)."""
+    with _active_lock:
+        bar = _active[-1] if _active else None
+    if bar is not None:
+        bar.update(int(units))
+
+
+class Progress:
+    """A tqdm bar of ``total`` ``unit``\\s when ``enabled``, nothing otherwise; thread-safe.
+
+    As a context manager it is also the bar compiled loops report to (:func:`advance`) while open.
+    Counts past ``total`` (padding rows of a last chunk) are dropped.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        description: str = "",
+        *,
+        enabled: bool = True,
+        file: TextIO | None = None,
+    ):
+        self._bar = None
+        self._lock = threading.Lock()
+        self.total, self.count = total, 0
+        if enabled and total > 0:
+            from tqdm.auto import tqdm
+
+            stream = file or sys.stderr
+            # A terminal that reports no size (a bare pseudo-terminal) would get a bar 0 columns wide and
+            # 0 rows high, which tqdm hides: give it a size.
+            width = _columns(stream)
+            self._bar = tqdm(
+                total=total,
+                unit=unit,
+                desc=description,
+                dynamic_ncols=width is None,
+                ncols=width,
+                nrows=None if width is None else 24,
+                file=stream,
+                leave=True,
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
+    def update(self, units: int = 1) -> None:
+        with self._lock:
+            units = max(0, min(units, self.total - self.count))
+            self.count += units
+            if self._bar is not None and units:
+                self._bar.update(units)
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description(text, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        with _active_lock:
+            _active.append(self)
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        with _active_lock:
+            if self in _active:
+                _active.remove(self)
+        self.close()

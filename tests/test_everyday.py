@@ -1,0 +1,249 @@
+"""Everyday use: progress where it takes time (and quiet where nobody watches), grids that say which
+filters responded, a hint when they stayed dead, README code that runs, and no side effects."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import filterviz
+from filterviz import progress
+from filterviz.ascent import StepReport, ascend_batch
+from filterviz.cli import main, stall_hint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress.
+
+
+def run_on(command: list[str], *, terminal: bool, environment: dict | None = None) -> tuple[int, str]:
+    """Run ``command`` with stderr on a pseudo-terminal (that reports no size) or a pipe; its stderr."""
+    extra = environment or {}
+    environment = {key: value for key, value in os.environ.items() if key != "CI"}
+    environment.update({"JAX_PLATFORMS": "cpu", **extra})
+    if not terminal:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+        return done.returncode, done.stderr
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower, env=environment)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the other end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    return process.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def cli(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "filterviz", *arguments]
+
+
+def test_the_cli_shows_progress_on_a_terminal_and_nowhere_else(weights_path, tmp_path):
+    filters = cli(
+        "filters", "block2_conv1", "--filters", "0-2", "--size", "16", "--steps", "10",
+        "--weights", str(weights_path), "--out", str(tmp_path / "grid.png"),
+    )  # fmt: skip
+    code, shown = run_on(filters, terminal=True)
+    assert code == 0, shown
+    assert "block2_conv1, 3 filters" in shown and "30/30" in shown and "step/s" in shown
+    code, piped = run_on(filters, terminal=False)
+    assert code == 0 and "%|" not in piped and "wrote" in piped
+    code, quiet = run_on([*filters, "--quiet"], terminal=True)
+    assert code == 0 and "%|" not in quiet and "wrote" not in quiet
+    code, ci = run_on(filters, terminal=True, environment={"CI": "true"})
+    assert code == 0 and "%|" not in ci
+
+
+def test_one_long_ascent_reports_within_its_run(weights_path, tmp_path, photo):
+    dream = cli(
+        "dream", str(photo), "--layer", "block2_conv1", "--steps", "40", "--weights", str(weights_path),
+        "--out", str(tmp_path / "dream.png"),
+    )  # fmt: skip
+    code, shown = run_on(dream, terminal=True)
+    assert code == 0, shown
+    counts = {int(match) for match in re.findall(r"\b(\d+)/40\b", shown)}
+    assert 40 in counts and len(counts - {0, 40}) >= 2  # one filter, yet the bar moved during its ascent
+
+
+def test_a_compiled_loop_reports_each_segment_without_changing_the_result(random_params):
+    start = filterviz.random_image(jax.random.key(0), 16, 16)
+    indices, images = jax.numpy.asarray([0, 5]), jax.numpy.stack([start, start])
+    reports = []
+    quiet = ascend_batch(random_params, "block1_conv2", indices, images, 1.0, 23)
+    told = ascend_batch(
+        random_params, "block1_conv2", indices, images, 1.0, 23, "float32", StepReport(reports.append, 4)
+    )
+    np.testing.assert_array_equal(np.asarray(told), np.asarray(quiet))
+    assert reports == [12, 12, 12, 10]  # 23 steps as 4 segments, counted for both filters
+
+
+def test_the_api_shows_progress_when_watched(random_params, capsys, monkeypatch):
+    start = filterviz.random_image(jax.random.key(0), 16, 16)
+    filterviz.ascend(random_params, "block1_conv2", [0, 1, 2], start, steps=6)
+    assert "%|" not in capsys.readouterr().err  # not watched: pytest's stderr is no terminal
+    filterviz.ascend(random_params, "block1_conv2", [0, 1, 2], start, steps=6, progress=True)
+    assert "18/18" in capsys.readouterr().err
+    filterviz.render(
+        random_params, filterviz.channel("block1_conv2", [0, 1]), size=16, steps=3, progress=True
+    )
+    assert "6/6" in capsys.readouterr().err
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    monkeypatch.delenv("CI", raising=False)
+    assert progress.wanted() and not progress.wanted(False)
+    monkeypatch.setenv("CI", "1")
+    assert not progress.wanted()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Saying what happened.
+
+
+def test_grids_label_each_filter_with_what_it_reached(random_params):
+    start = filterviz.random_image(jax.random.key(0), 16, 16)
+    figure = filterviz.show_filters(random_params, "block2_conv1", start, n=3, steps=2)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    assert len(titles) == 3 and all(re.fullmatch(r"filter \d: (dead|[0-9.e+-]+)", t) for t in titles)
+    images = filterviz.ascend(random_params, "block2_conv1", [0, 1, 2], start, steps=2)
+    reached = filterviz.achieved(random_params, "block2_conv1", [0, 1, 2], images)
+    assert titles == filterviz.plotting.filter_labels([0, 1, 2], reached)
+
+
+@pytest.mark.parametrize("columns", [1, 3, 7, 10])
+def test_titles_never_overlap_the_pictures(columns):
+    pictures = np.zeros((20, 32, 32, 3), np.uint8)
+    labels = [f"filter {i}: 123.4" for i in range(20)]
+    figure = filterviz.filter_grid(pictures, labels, columns=columns, title="block4_conv1 (notebook)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [axis.get_window_extent(renderer) for axis in figure.axes]
+    for index, axis in enumerate(figure.axes):
+        if not axis.get_title():
+            continue
+        title = axis.title.get_window_extent(renderer)
+        for other, box in enumerate(boxes):
+            if other != index:
+                assert not title.overlaps(box), (columns, index, other)
+
+
+def test_contact_sheets_label_their_tiles():
+    pictures = np.zeros((5, 16, 16, 3), np.uint8)
+    plain = filterviz.contact_sheet(pictures, columns=5, tile=16)
+    labelled = filterviz.contact_sheet(pictures, ["0", "1", "2", "3", "40"], columns=5, tile=16)
+    assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] == plain.shape[1]
+    caption = labelled[plain.shape[0] - 2 :]  # the strip under the tiles
+    assert (caption < 128).any()  # dark text on white
+
+
+def test_a_hint_when_most_filters_stayed_dead(weights_path, tmp_path, capsys):
+    assert stall_hint("block5_conv3", [0.0, 0.0, 3.0], "notebook").startswith("2 of 3 filters")
+    assert "--method lucid" in stall_hint("block5_conv3", [0.0, 0.0, 3.0], "notebook")
+    assert "--method lucid" not in stall_hint("block5_conv3", [0.0, 0.0], "lucid")
+    assert stall_hint("block1_conv1", [1.0, 0.0, 2.0], "notebook") is None
+    arguments = ["--size", "16", "--steps", "2", "--weights", str(weights_path)]
+    assert (
+        main(["filters", "block5_conv3", "--filters", "0-3", *arguments, "--out", str(tmp_path / "a.png")])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "wrote" in err and "4 filters of block5_conv3" in err and "stayed dead" in err
+    assert (
+        main(["filters", "block1_conv1", "--filters", "0", *arguments, "--out", str(tmp_path / "b.png")]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "1 filter of block1_conv1" in err and "2 steps" in err and "stayed dead" not in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# The README's code runs, at tiny sizes.
+
+
+def readme_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+TINY = [
+    (r"\b128, 128\b", "32, 32"),
+    (r"range\((64|16)\)", "range(2)"),
+    (r"steps=\d+", "steps=2"),
+    (r"frame_every=\d+", "frame_every=1"),
+    (r"n=20", "n=2"),
+]
+
+
+def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from filterviz import methods
+    from filterviz.methods import METHODS
+
+    assert len(readme_blocks()) >= 2
+    monkeypatch.chdir(tmp_path)
+    gradient = np.linspace(0, 255, 40 * 52 * 3).reshape(40, 52, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(tmp_path / "cat.jpg")
+    # Tiny sizes where the README relies on defaults: every preset's steps, render's size, a sweep's
+    # filters, show_filters' and layer_image's steps.
+    for name, preset in METHODS.items():
+        monkeypatch.setitem(METHODS, name, filterviz.get_method(preset, steps=2))
+    monkeypatch.setattr(methods, "DEFAULT_SIZE", 32)
+    monkeypatch.setitem(filterviz.sweep.__kwdefaults__, "filters", [0, 1])
+    monkeypatch.setitem(filterviz.sweep.__kwdefaults__, "size", (32, 32))
+    for function in (filterviz.show_filters, filterviz.layer_image):
+        monkeypatch.setitem(function.__kwdefaults__, "steps", 2)
+    namespace: dict = {}
+    for block in readme_blocks():
+        for pattern, replacement in TINY:
+            block = re.sub(pattern, replacement, block)
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert (tmp_path / "block3_conv1.png").is_file() and (tmp_path / "atlas" / "index.html").is_file()
+    assert (tmp_path / "neuron.gif").is_file()
+
+
+def test_the_readme_names_only_functions_that_exist():
+    text = (ROOT / "README.md").read_text()
+    for name in set(re.findall(r"`filterviz\.([a-z_]+(?:\.[a-z_]+)*)\(", text)):
+        target = filterviz
+        for part in name.split("."):
+            assert hasattr(target, part), f"filterviz.{name} in README.md does not exist"
+            target = getattr(target, part)
+        assert callable(target), name
+
+
+# ----------------------------------------------------------------------------------------------------
+# No side effects.
+
+
+def test_the_suite_writes_nothing_into_the_users_home():
+    from filterviz.sweep import compilation_cache_dir
+    from filterviz.weights import keras_cache_dir
+
+    temporary = Path(tempfile.gettempdir()).resolve()
+    assert temporary in Path.home().resolve().parents
+    assert Path.home().resolve() in compilation_cache_dir().resolve().parents
+    assert Path.home().resolve() in keras_cache_dir().resolve().parents
