@@ -98,7 +98,9 @@ def filter_labels(filters: Sequence[int], activations: Sequence[float]) -> list[
     def shown(value: float) -> str:
         if not math.isfinite(value):
             return str(value)
-        return f"{value:.3g}" if value > 0 else "dead"
+        if value <= 0:
+            return "dead"
+        return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
     return [
         f"filter {index}: {shown(float(value))}" for index, value in zip(filters, activations, strict=True)
