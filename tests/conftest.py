@@ -19,11 +19,11 @@ def _isolate_from_the_users_home() -> None:
     """The suite writes nothing into the user's home: not compiled programs, not Keras' settings, not a
     download. The real weights are found first (they may sit in the user's Keras cache), then HOME and
     every cache point into a temporary folder, for this process and every process it starts."""
-    from filterviz.weights import WEIGHTS_ENV, find_weights
+    from filterviz.weights import find_weights, weights_variable
 
     found = find_weights()
     if found is not None:
-        os.environ[WEIGHTS_ENV] = str(found.resolve())
+        os.environ[weights_variable("vgg16")] = str(found.resolve())
     home = Path(tempfile.mkdtemp(prefix="filterviz-tests-home-"))
     os.environ["HOME"] = str(home)
     os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
@@ -38,10 +38,12 @@ _isolate_from_the_users_home()
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
     """The real ImageNet weights file, found as load_weights() finds it (CI sets FILTERVIZ_WEIGHTS)."""
-    path = filterviz.find_weights()
+    from filterviz.weights import download_weights, find_weights
+
+    path = find_weights()
     if path is None:
         try:  # A fresh machine with internet access fetches the official file, as users do.
-            path = filterviz.download_weights()
+            path = download_weights()
         except filterviz.WeightsError as error:
             # Tests that need the real weights must not skip: say how to provide them.
             pytest.fail(f"the VGG16 weights are needed: {error}")
@@ -64,8 +66,14 @@ def keras_vgg16(weights_path):
 
 
 @pytest.fixture(scope="session")
-def random_params():
-    return filterviz.init_params(__import__("jax").random.key(0))
+def vgg16():
+    return filterviz.network("vgg16")
+
+
+@pytest.fixture(scope="session")
+def random_params(vgg16):
+    """VGG16 with random weights (Flax's initialisation, key 0)."""
+    return vgg16.init(__import__("jax").random.key(0))
 
 
 @pytest.fixture

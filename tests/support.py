@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from filterviz.model import LAYER_NAMES
+from filterviz.network import network
 
 CONTENT_SHA256 = "d9a27cc1fc7f975ef8cff49180e794ccd7c4bc868ebb49740803b3bbaa8dbefd"
 """Digest of the ImageNet VGG16 tensors (every kernel then bias, float32 LE, in layer order)."""
@@ -15,7 +15,7 @@ CONTENT_SHA256 = "d9a27cc1fc7f975ef8cff49180e794ccd7c4bc868ebb49740803b3bbaa8dbe
 
 def write_legacy_h5(path: Path, flat: dict, layers=None, *, kernel_shapes=None) -> Path:
     """Write weights in the official file's legacy layout (layer_names, weight_names, W_1:0 / b_1:0)."""
-    layers = list(LAYER_NAMES) if layers is None else list(layers)
+    layers = list(network("vgg16").layer_names) if layers is None else list(layers)
     with h5py.File(path, "w") as file:
         file.attrs["layer_names"] = np.array([b"input_1"] + [name.encode() for name in layers])
         file.create_group("input_1").attrs["weight_names"] = np.array([], dtype="S1")

@@ -1,25 +1,17 @@
-"""filterviz: see what the filters of VGG16 respond to, by batched gradient ascent in JAX.
+"""filterviz: see what the filters of a convolutional network respond to, by gradient ascent in JAX.
 
 >>> import filterviz  # doctest: +SKIP
->>> params = filterviz.load_weights()  # doctest: +SKIP
+>>> params = filterviz.load_weights()  # VGG16's ImageNet weights  # doctest: +SKIP
 >>> start = filterviz.random_image(jax.random.key(0))  # doctest: +SKIP
 >>> images = filterviz.ascend(params, "block4_conv1", range(20), start)  # doctest: +SKIP
->>> pictures = filterviz.as_image(images)  # doctest: +SKIP
 >>> lucid = filterviz.render(params, filterviz.channel("block4_conv1", range(20)))  # doctest: +SKIP
+>>> network, params = filterviz.from_keras("my_model.keras")  # your own network  # doctest: +SKIP
 """
 
-from filterviz.ascent import (
-    PRECISIONS,
-    achieved,
-    activations,
-    ascend,
-    ascend_and_measure,
-    ascend_batch,
-    ascend_one,
-    default_batch_size,
-    layer_image,
-)
-from filterviz.atlas import Atlas, contact_sheet, top_filters, write_atlas
+from filterviz.ascent import achieved, activations, ascend, layer_image
+from filterviz.atlas import Atlas, top_filters, write_atlas
+from filterviz.checks import PRECISIONS
+from filterviz.engine import Rendering, render
 from filterviz.errors import (
     FilterIndexError,
     FilterVizError,
@@ -30,44 +22,31 @@ from filterviz.errors import (
     UnknownLayerError,
     WeightsError,
 )
+from filterviz.external import from_flax, from_keras
 from filterviz.images import as_image, load_image, random_image, save_gif, save_picture
-from filterviz.methods import (
-    METHODS,
-    Method,
-    Octaves,
-    Optimizer,
-    Rendering,
-    filter_keys,
-    get_method,
-    normalized_gradient,
-    render,
-    render_batch,
-    render_filters,
-)
-from filterviz.model import (
-    CONV_LAYERS,
-    LAYER_NAMES,
-    VGG16,
-    channel_activation,
-    forward,
-    init_params,
-    layer_spec,
-    parameter_count,
-    summary,
-)
-from filterviz.objectives import Objective, channel, deepdream, direction, diversity, neuron
+from filterviz.methods import METHODS, Method, Octaves, Optimizer, get_method
+from filterviz.network import Network, network
+from filterviz.objectives import Objective, channel, deepdream, direction, diversity, neuron, objective
 from filterviz.param import Fourier, Maco, Pixels
 from filterviz.plotting import filter_grid, save_figure, show_filters
-from filterviz.sweep import SweepResult, enable_compilation_cache, filter_mesh, split_cpu_into_devices, sweep
+from filterviz.runtime import enable_compilation_cache, split_cpu_into_devices
+from filterviz.sweep import SweepResult, sweep
 from filterviz.sweep_folder import read_manifest
-from filterviz.weights import download_weights, find_weights, load_weights
+from filterviz.weights import load_weights
+
+
+def summary(height: int | None = None, width: int | None = None, *, model: str | Network = "vgg16") -> str:
+    """The Keras-style table of a network's layers (VGG16's by default), as the notebook prints it.
+
+    >>> print(summary(224, 224).splitlines()[6])
+    block1_conv1 (Conv2D)        (None, 224, 224, 64)      1792
+    """
+    return network(model).summary(height, width)
+
 
 __all__ = [
-    "CONV_LAYERS",
-    "LAYER_NAMES",
     "METHODS",
     "PRECISIONS",
-    "VGG16",
     "Atlas",
     "FilterIndexError",
     "FilterVizError",
@@ -75,6 +54,7 @@ __all__ = [
     "ImageError",
     "Maco",
     "Method",
+    "Network",
     "Objective",
     "Octaves",
     "Optimizer",
@@ -90,37 +70,24 @@ __all__ = [
     "activations",
     "as_image",
     "ascend",
-    "ascend_and_measure",
-    "ascend_batch",
-    "ascend_one",
     "channel",
-    "channel_activation",
-    "contact_sheet",
     "deepdream",
-    "default_batch_size",
     "direction",
     "diversity",
-    "download_weights",
     "enable_compilation_cache",
     "filter_grid",
-    "filter_keys",
-    "filter_mesh",
-    "find_weights",
-    "forward",
+    "from_flax",
+    "from_keras",
     "get_method",
-    "init_params",
     "layer_image",
-    "layer_spec",
     "load_image",
     "load_weights",
+    "network",
     "neuron",
-    "normalized_gradient",
-    "parameter_count",
+    "objective",
     "random_image",
     "read_manifest",
     "render",
-    "render_batch",
-    "render_filters",
     "save_figure",
     "save_gif",
     "save_picture",

@@ -24,9 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from filterviz.errors import SettingError, SweepError
+from filterviz.errors import SettingError, SweepError, UnknownLayerError
 from filterviz.images import atomic_write, encode_png, written_by_filterviz
-from filterviz.model import LAYER_NAMES, layer_spec
 from filterviz.sweep_folder import (
     OTHER_PAGE,
     PAGE,
@@ -36,6 +35,7 @@ from filterviz.sweep_folder import (
     FolderLock,
     finite_or_text,
     layer_folder_problem,
+    layer_table,
     page_written_by_filterviz,
     read_settings_record,
     scan_manifest,
@@ -66,7 +66,9 @@ def top_filters(folder: str | os.PathLike[str], layer: str, count: int | None = 
 
     Raises :class:`SweepError` if ``folder`` holds no sweep, :class:`UnknownLayerError` for a bad name.
     """
-    layer = layer_spec(layer).name
+    table = layer_table(Path(folder))
+    if layer not in table:
+        raise UnknownLayerError(layer, list(table))
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise SettingError(f"count must be a whole number of at least 1, got {count!r}")
     entries = [entry for entry in _entries(Path(folder))[0] if entry["layer"] == layer]
@@ -147,6 +149,7 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
     with FolderLock(folder, "atlas"):
         entries, problems = _entries(folder)
         settings = read_settings_record(folder) or {}
+        table = layer_table(folder)
         layers: dict[str, list[dict[str, Any]]] = {}
         for entry in entries:
             layers.setdefault(entry["layer"], []).append(entry)
@@ -172,7 +175,7 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
             summary.append(
                 {
                     "name": layer,
-                    "channels": layer_spec(layer).channels,
+                    "channels": table[layer],
                     "sheet": sheet_path,
                     "filters": [
                         {
@@ -184,7 +187,8 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
                     ],
                 }
             )
-        summary.sort(key=lambda layer: LAYER_NAMES.index(layer["name"]))
+        order = {name: position for position, name in enumerate(table)}
+        summary.sort(key=lambda layer: order[layer["name"]])
         page = _PAGE.replace("__MARK__", PAGE_MARK)
         page = page.replace("__TITLE__", html.escape(f"filterviz atlas: {folder.resolve().name}"))
         shown = {key: settings.get(key) for key in _SHOWN_SETTINGS}
@@ -201,7 +205,7 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
         return Atlas(atomic_write(folder / name, page.encode()), tuple(problems))
 
 
-_SHOWN_SETTINGS = ("height", "width", "steps", "step_size", "precision", "start", "seed", "method")
+_SHOWN_SETTINGS = ("network", "height", "width", "steps", "step_size", "precision", "start", "seed", "method")
 
 
 _PAGE = r"""<!DOCTYPE html>
@@ -253,11 +257,11 @@ const grid = document.getElementById("grid");
 const sortBox = document.getElementById("sort");
 const s = atlas.settings;
 document.getElementById("settings").textContent =
-  `${s.height}x${s.width}, ${s.steps} steps of ${s.step_size}, ${s.precision}, ` +
+  `${s.network || "vgg16"}, ${s.height}x${s.width}, ${s.steps} steps of ${s.step_size}, ${s.precision}, ` +
   `${s.method || "notebook"} method, start ${s.start}, seed ${s.seed}`;
 // Only the sweep's own relative paths become links or pictures; anything else is dropped.
 const safePath = path =>
-  typeof path === "string" && /^(block[1-5]_(conv[1-4]|pool)|sheets)[/][0-9a-z_]+[.]png$/.test(path);
+  typeof path === "string" && /^[A-Za-z0-9_][A-Za-z0-9_.-]*[/][A-Za-z0-9_][A-Za-z0-9_.-]*[.]png$/.test(path);
 // Activations are numbers, or "NaN" / "Infinity" / "-Infinity" (strict JSON has no others).
 const value = f => Number(f.activation);
 const shown = f => Number.isFinite(value(f)) ? value(f).toFixed(2) : String(f.activation);

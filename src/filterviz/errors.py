@@ -11,6 +11,7 @@ A sweep adds :class:`SweepError`: a folder that holds a sweep made with other se
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 
@@ -22,12 +23,20 @@ class FilterVizError(Exception):
 
 
 class UnknownLayerError(FilterVizError, KeyError):
-    """A layer name that VGG16 does not have (or that has no filters, where filters are needed)."""
+    """A layer name the network does not have (or that has no filters, where filters are needed)."""
 
-    def __init__(self, layer: object, valid: Sequence[str]):
+    def __init__(self, layer: object, valid: Sequence[str], network: str | None = None):
         self.layer = layer
         self.valid = tuple(valid)
-        super().__init__(f"unknown layer {layer!r}; valid layers: {', '.join(self.valid)}")
+        where = f" in {network}" if network else ""
+        if len(self.valid) <= 24:
+            listed = f"valid layers: {', '.join(self.valid)}"
+        else:  # a long list helps nobody: the closest names, and where the rest are listed
+            close = difflib.get_close_matches(str(layer), self.valid, n=4, cutoff=0.5)
+            near = f"did you mean {', '.join(close)}? " if close else ""
+            command = f"filterviz layers --model {network}" if network else "filterviz layers"
+            listed = f"{near}{len(self.valid)} layers, listed by '{command}'"
+        super().__init__(f"unknown layer {layer!r}{where}; {listed}")
 
 
 class FilterIndexError(FilterVizError, IndexError):
@@ -44,7 +53,7 @@ class FilterIndexError(FilterVizError, IndexError):
 
 
 class WeightsError(FilterVizError, OSError):
-    """A weights file that is missing, unreadable, truncated, foreign or does not fit VGG16."""
+    """A weights file that is missing, unreadable, truncated, foreign or not the network's."""
 
     def __init__(self, path: object, reason: str):
         self.path = path

@@ -1,14 +1,7 @@
 """Feature-visualisation methods: parameterization, preprocessing, transforms, optimizer, octaves.
 
 A :class:`Method` is a frozen dataclass, so it is static under ``jit``: one compiled program per method,
-objective structure and image size, vmapped over a batch of objectives (e.g. every filter of a layer,
-whose indices are traced). The core, :func:`render_one`, optimises the K images of one objective::
-
-    state = AscentState(raw, optimizer_state, key)          # carried through lax.fori_loop
-    each step:  pixels  = parameterization.to_pixels(raw)    # float32[K, H, W, 3], 0-255
-                copies  = transforms(key_k, pixels)          # K * copies random views
-                value   = objective(network(preprocess(copies)))
-                raw    += optimizer(gradient of value)
+objective structure and image size (see :mod:`filterviz.engine`, which runs them all).
 
 Presets (:data:`METHODS`, see :func:`get_method`):
 
@@ -16,9 +9,9 @@ Presets (:data:`METHODS`, see :func:`get_method`):
               ``step_size * g / (rms(g) + 1e-5)``; pictures deprocessed to std 0.1.
 ``lucid``     Lucid's ``render_vis`` defaults: Fourier image (sd 0.01, 1/f, decorrelated colour,
               sigmoid), ``standard_transforms``, Adam(0.05), 512 steps, redirected ReLU gradients;
-              VGG's own caffe preprocessing.
+              the network's own preprocessing (caffe for VGG and ResNet).
 ``maco``      MaCo: fixed natural-image magnitude, optimised phase, NAdam(1.0), random crops with
-              noise (6 per step), 256 steps; caffe preprocessing.
+              noise (6 per step), 256 steps; the network's own preprocessing.
 ``octaves``   the later Keras example (conv_filter_visualization.py): uniform noise 128 ± 10 at
               1/1.2^9 of the size, 15 steps of ``g / (rms(g) + 1e-7)`` per stage, 9 stages growing the
               image 1.2x between them through its uint8 picture, pictures deprocessed to std 0.25.
@@ -27,36 +20,19 @@ Presets (:data:`METHODS`, see :func:`get_method`):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-from filterviz.ascent import (
-    StepReport,
-    check_count,
-    check_image_size,
-    check_seed,
-    check_step_size,
-    compute_dtype,
-    default_batch_size,
-    matmul_precision,
-    minimum_size,
-    padded_chunks,
-    prepare_params,
-    run_steps,
-)
-from filterviz.errors import ImageError, SettingError
-from filterviz.images import as_image, check_finite, clip_image
-from filterviz.model import Params, forward
-from filterviz.objectives import Objective, channel
-from filterviz.param import Fourier, Maco, Parameterization, Pixels, check_preprocessing, preprocess
-from filterviz.progress import Progress, advance, count_of, wanted
-from filterviz.transforms import STANDARD, Noise, RandomCrop, Transform, compose
+from filterviz.checks import check_count, check_step_size, compute_dtype
+from filterviz.errors import SettingError
+from filterviz.images import as_image, clip_image
+from filterviz.network import PREPROCESSINGS, Network
+from filterviz.param import Fourier, Maco, Parameterization, Pixels
+from filterviz.transforms import STANDARD, Noise, RandomCrop, Transform
 
 # ----------------------------------------------------------------------------------------------------
 # Optimizers
@@ -155,7 +131,8 @@ class Method:
       name: the preset this came from (recorded in sweeps).
       parameterization: :class:`~filterviz.param.Pixels`, :class:`~filterviz.param.Fourier` or
         :class:`~filterviz.param.Maco`.
-      preprocessing: ``"raw"`` or ``"caffe"`` (see :mod:`filterviz.param`).
+      preprocessing: ``"network"`` (the network's own convention), ``"raw"``, ``"caffe"``, ``"torch"``
+        or ``"tf"`` (see :data:`filterviz.network.PREPROCESSINGS`).
       transforms: applied in order to each image at each step (see :mod:`filterviz.transforms`).
       transform_copies: random views of each image per step (MaCo's crops per step).
       optimizer: an :class:`Optimizer`, or any ``optax.GradientTransformation`` (compiled per object).
@@ -183,7 +160,11 @@ class Method:
 
     def check(self) -> Method:
         """This method, or :class:`SettingError` naming the first setting that cannot work."""
-        check_preprocessing(self.preprocessing)
+        if self.preprocessing != "network" and self.preprocessing not in PREPROCESSINGS:
+            raise SettingError(
+                f"unknown preprocessing {self.preprocessing!r}; choose network or one of "
+                f"{', '.join(PREPROCESSINGS)}"
+            )
         compute_dtype(self.precision)
         check_count(self.steps, "steps", minimum=0)
         check_count(self.images_per_filter, "images_per_filter")
@@ -216,7 +197,13 @@ class Method:
             described[field.name] = repr(value) if not isinstance(value, str | int | float) else value
         return described
 
-    def _optimizer(self) -> optax.GradientTransformation:
+    def resolved(self, network: Network) -> Method:
+        """This method with ``preprocessing="network"`` replaced by the network's own convention."""
+        if self.preprocessing != "network":
+            return self
+        return dataclasses.replace(self, preprocessing=network.preprocessing)
+
+    def optimizer_transformation(self) -> optax.GradientTransformation:
         return self.optimizer.build() if isinstance(self.optimizer, Optimizer) else self.optimizer
 
 
@@ -225,7 +212,7 @@ METHODS: dict[str, Method] = {
     "lucid": Method(
         name="lucid",
         parameterization=Fourier(sd=0.01, decay_power=1.0, decorrelate=True),
-        preprocessing="caffe",
+        preprocessing="network",
         transforms=STANDARD,
         optimizer=Optimizer("adam", 0.05),
         steps=512,
@@ -235,7 +222,7 @@ METHODS: dict[str, Method] = {
     "maco": Method(
         name="maco",
         parameterization=Maco(phase_sd=1.0, magnitude_power=1.0),
-        preprocessing="caffe",
+        preprocessing="network",
         transforms=(RandomCrop(box=(0.5, 0.9), centre_sd=0.15), Noise(std=2.55)),
         transform_copies=6,
         optimizer=Optimizer("nadam", 1.0),
@@ -268,362 +255,3 @@ def get_method(method: str | Method = "lucid", **settings: Any) -> Method:
         return dataclasses.replace(method, **settings).check()
     except TypeError as error:
         raise SettingError(f"bad method setting: {error}") from None
-
-
-# ----------------------------------------------------------------------------------------------------
-# The core: one objective, its K images.
-
-
-class AscentState(NamedTuple):
-    """What the optimisation loop carries: the raw variables, the optimizer's state and the PRNG key."""
-
-    raw: jax.Array
-    optimizer_state: Any
-    key: jax.Array
-
-
-def objective_value(
-    prepared: Params, objective: Objective, method: Method, pixels: jax.Array, key: jax.Array | None
-) -> jax.Array:
-    """``objective`` on ``pixels float32[K, H, W, 3]``, seen through the method's transforms when ``key``
-    is given (``transform_copies`` random views each) and its preprocessing; one forward pass."""
-    if key is not None and method.transforms:
-        copies = jnp.repeat(pixels, method.transform_copies, axis=0)
-        keys = jax.random.split(key, copies.shape[0])
-        pixels = jax.vmap(compose(method.transforms))(keys, copies)
-    inputs = preprocess(pixels, method.preprocessing).astype(compute_dtype(method.precision))
-    return objective(forward(prepared, inputs, objective.layers, redirect_relu=method.redirect_relu))
-
-
-def _optimise(
-    prepared: Params,
-    objective: Objective,
-    method: Method,
-    raw: jax.Array,
-    key: jax.Array,
-    size: tuple[int, int],
-    frame_every: int | None,
-    report: StepReport | None = None,
-) -> tuple[jax.Array, jax.Array | None]:
-    """``method.steps`` steps from ``raw``; returns the final raw and, with ``frame_every``, the pixels
-    after every ``frame_every`` steps ``float32[F, K, H, W, 3]``. ``report``: see :func:`run_steps`."""
-    optimizer = method._optimizer()
-    height, width = size
-
-    def loss(current: jax.Array, step_key: jax.Array) -> jax.Array:
-        pixels = method.parameterization.to_pixels(current, height, width)
-        return -objective_value(prepared, objective, method, pixels, step_key)
-
-    gradient_of = jax.grad(loss)
-
-    def step(_: jax.Array, state: AscentState) -> AscentState:
-        key, step_key = jax.random.split(state.key)
-        gradient = gradient_of(state.raw, step_key)
-        updates, optimizer_state = optimizer.update(gradient, state.optimizer_state, state.raw)
-        return AscentState(optax.apply_updates(state.raw, updates), optimizer_state, key)
-
-    state = AscentState(raw, optimizer.init(raw), key)
-    if not frame_every:
-        return run_steps(method.steps, step, state, report).raw, None
-    # With frames, each frame's steps are one segment (reported, when asked, after each frame).
-    per_frame = dataclasses.replace(report, segments=1) if report is not None else None
-
-    def segment(state: AscentState, _: None) -> tuple[AscentState, jax.Array]:
-        state = run_steps(frame_every, step, state, per_frame)
-        return state, method.parameterization.to_pixels(state.raw, height, width)
-
-    state, frames = lax.scan(segment, state, None, length=method.steps // frame_every)
-    state = run_steps(method.steps % frame_every, step, state, per_frame)
-    return state.raw, frames
-
-
-def _resize(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
-    return jax.image.resize(pixels, (pixels.shape[0], *size, 3), "cubic")
-
-
-def _requantized_resize(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
-    # The Keras example upscales the uint8 picture (std 0.25) and maps it back with the old mean and std.
-    mean = jnp.mean(pixels, axis=(1, 2, 3), keepdims=True)
-    std = jnp.std(pixels, axis=(1, 2, 3), keepdims=True)
-    picture = jnp.floor(jnp.clip((pixels - mean) / (std + 1e-7) * 0.25 + 0.5, 0, 1) * 255)
-    picture = jnp.clip(_resize(picture, size), 0, 255)
-    return (picture / 255 - 0.5) * 4 * std + mean
-
-
-def render_one(
-    prepared: Params,
-    objective: Objective,
-    start: jax.Array | None,
-    key: jax.Array,
-    *,
-    method: Method,
-    size: tuple[int, int],
-    frame_every: int | None = None,
-    report: StepReport | None = None,
-) -> tuple[jax.Array, jax.Array | None]:
-    """Optimise the K images of one (unbatched) ``objective``; the pure core, vmapped by :func:`render`.
-
-    Args:
-      prepared: parameters from :func:`filterviz.ascent.prepare_params` (flipped kernels, cast).
-      objective: one objective (no batch axis on its arguments).
-      start: ``float32[H, W, 3]`` start pixels (pixel methods only), or None to draw from ``key``.
-      key: PRNG key of this objective: its start and every step's transforms.
-      method: the settings, static.
-      size: ``(H, W)`` of the result.
-      frame_every: also return the pixels every so many steps.
-      report: have the loops tell the host how many steps they have done (:func:`run_steps`).
-
-    Returns:
-      ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None)``.
-    """
-    count = method.images_per_filter
-    init_key, key = jax.random.split(key)
-    stages = method.octaves.sizes(*size) if method.octaves else [size]
-    if min(min(stage) for stage in stages) < 1:
-        raise SettingError(f"octave stages {stages} shrink a {size[0]}x{size[1]} image to nothing")
-    parameterization = method.parameterization
-    if start is None:
-        raw = parameterization.init(init_key, count, *stages[0])
-    else:
-        photo = jnp.broadcast_to(start, (count, *start.shape))
-        raw = parameterization.from_pixels(_resize(photo, stages[0]) if stages[0] != size else photo)
-    all_frames = []
-    with matmul_precision(method.precision):
-        for index, stage in enumerate(stages):
-            raw, frames = _optimise(
-                prepared, objective, method, raw, jax.random.fold_in(key, index), stage, frame_every, report
-            )
-            if frames is not None:
-                all_frames.append(frames if stage == size else jax.vmap(lambda f: _resize(f, size))(frames))
-            following = stages[index + 1] if index + 1 < len(stages) else size
-            if following != stage:
-                grown = (_requantized_resize if method.octaves.requantize else _resize)(raw, following)
-                if method.octaves.reinject_detail and start is not None:
-                    # Deep dream: add back what shrinking the photo lost between the two sizes.
-                    grown = grown + _resize(photo, following) - _resize(_resize(photo, stage), following)
-                raw = grown
-        pixels = parameterization.to_pixels(raw, *size)
-    return pixels, (jnp.concatenate(all_frames) if all_frames else None)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The jitted, chunked entry point.
-
-
-class Rendering(NamedTuple):
-    """What :func:`render` returns, for N objectives (e.g. N filters), K images each.
-
-    Attributes:
-      pixels: ``float32[N, K, H, W, 3]``, RGB on the 0-255 scale (unbounded for pixel methods).
-      pictures: ``uint8[N, K, H, W, 3]``, the pixels deprocessed in the method's style.
-      activations: ``float32[N]``, each objective's value on its final images (no transforms), in
-        float32: the achieved activation that ranks filters.
-      frames: ``uint8[F, N, K, H, W, 3]`` pictures every ``frame_every`` steps, or None.
-    """
-
-    pixels: jax.Array
-    pictures: np.ndarray
-    activations: np.ndarray
-    frames: np.ndarray | None
-
-    @property
-    def dead(self) -> np.ndarray:
-        """``bool[N]``: objectives that stayed at or below zero (dead filters, for a channel objective)."""
-        return self.activations <= 0.0
-
-
-def render_and_measure(
-    params: Params,
-    objective: Objective,
-    start: jax.Array | None,
-    keys: jax.Array,
-    *,
-    method: Method,
-    size: tuple[int, int],
-    frame_every: int | None = None,
-    report: StepReport | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]``, each objective then
-    measured on its final images in float32. Returns ``(pixels [B, K, H, W, 3], activations [B],
-    frames)``. Not jitted: :func:`render_batch` jits it, sweeps wrap it in their sharded jit."""
-    prepared = prepare_params(params, method.precision)
-    measure = dataclasses.replace(method, precision="float32")  # achieved values always in float32
-
-    def one(objective: Objective, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-        pixels, frames = render_one(
-            prepared, objective, start, key, method=method, size=size, frame_every=frame_every, report=report
-        )
-        with matmul_precision("float32"):
-            achieved = objective_value(params, objective, measure, pixels, None)
-        return pixels, achieved, frames
-
-    return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, keys)
-
-
-render_batch = jax.jit(render_and_measure, static_argnames=("method", "size", "frame_every", "report"))
-""":func:`render_and_measure`, jitted: one program per method, objective structure and size."""
-
-
-def render_filters(
-    params: Params,
-    layer: str,
-    filter_indices: jax.Array,
-    start: jax.Array | None,
-    seed: int,
-    *,
-    method: Method,
-    size: tuple[int, int],
-) -> tuple[jax.Array, jax.Array]:
-    """Each filter of ``filter_indices int32[B]`` of ``layer`` with ``method``, keyed by its own index
-    (:func:`filter_keys`), so a filter's picture does not depend on which chunk or device computed it.
-    Not jitted: sweeps wrap it. Returns ``(pixels float32[B, H, W, 3] (the first of K), activations [B])``."""
-    objective = channel(layer, filter_indices)
-    keys = filter_keys(seed, filter_indices)
-    pixels, achieved, _ = render_and_measure(params, objective, start, keys, method=method, size=size)
-    return pixels[:, 0], achieved
-
-
-def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray) -> jax.Array:
-    """The PRNG keys :func:`render_filters` gives these filters: ``fold_in(key(seed), index)``."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda index: jax.random.fold_in(base, index))(jnp.asarray(filter_indices, jnp.int32))
-
-
-def _size(size: int | tuple[int, int]) -> tuple[int, int]:
-    try:
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-    except (TypeError, ValueError):
-        raise SettingError(f"size must be H or (H, W), got {size!r}") from None
-    return check_count(height, "the height"), check_count(width, "the width")
-
-
-def check_method_size(method: Method, layer: str, height: int, width: int) -> None:
-    """:func:`filterviz.ascent.check_image_size` for ``method``: every octave stage must be large enough
-    for ``layer``, and the images of one objective (its copies included) must fit the device."""
-    check_image_size(layer, height, width, copies=method.images_per_filter * method.transform_copies)
-    if method.octaves is not None:
-        smallest = method.octaves.sizes(height, width)[0]
-        minimum = minimum_size(layer)
-        if min(smallest) < minimum:
-            raise SettingError(
-                f"the first of {method.octaves.stages} octave stages shrinks {height}x{width} to "
-                f"{smallest[0]}x{smallest[1]}, too small for {layer} (at least {minimum}x{minimum}); use "
-                "fewer stages, a smaller scale or a larger image"
-            )
-
-
-def render(
-    params: Params,
-    objective: Objective,
-    *,
-    method: str | Method = "lucid",
-    size: int | tuple[int, int] | None = None,
-    seed: int = 0,
-    keys: jax.Array | None = None,
-    start: np.ndarray | jax.Array | None = None,
-    batch_size: int | None = None,
-    frame_every: int | None = None,
-    progress: bool | None = None,
-    **settings: Any,
-) -> Rendering:
-    """Optimise images that maximise ``objective``: one set of K images per objective of its batch.
-
-    Args:
-      params: VGG16 parameters from :func:`filterviz.load_weights`.
-      objective: e.g. ``channel("block4_conv1", range(16))`` (16 objectives), ``neuron(...)``,
-        ``channel(...) + 100 * diversity(...)``; see :mod:`filterviz.objectives`.
-      method: a preset name (``notebook``, ``lucid``, ``maco``, ``octaves``) or a :class:`Method`.
-      size: ``H`` or ``(H, W)`` of the result; default 128, or the ``start`` image's size.
-      seed: PRNG seed; objective ``n`` uses ``fold_in(key(seed), n)`` unless ``keys`` are given.
-      keys: one PRNG key per objective, e.g. :func:`filter_keys` to match a sweep.
-      start: ``float32[H, W, 3]`` start pixels (0-255 RGB, e.g. a photo), pixel methods only.
-      batch_size: objectives per compiled chunk (default from the device's memory).
-      frame_every: also return the pictures every so many steps (for :func:`filterviz.save_gif`).
-      progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
-        notebook, not in CI; see :mod:`filterviz.progress`).
-      **settings: any :class:`Method` field, replacing the preset's (``steps=64``, ``precision=...``).
-
-    Returns:
-      A :class:`Rendering`: pixels, pictures, achieved activations, frames.
-
-    Raises:
-      SettingError: a setting that cannot work; ImageError: a start image of the wrong shape.
-
-    >>> import jax, filterviz
-    >>> params = filterviz.init_params(jax.random.key(0))
-    >>> result = filterviz.render(params, filterviz.channel("block1_conv1", [0, 1]), size=32, steps=2)
-    >>> result.pictures.shape, result.activations.shape
-    ((2, 1, 32, 32, 3), (2,))
-    """
-    method = get_method(method, **settings)
-    if not isinstance(objective, Objective):
-        raise SettingError(
-            f"objective must be an Objective (channel(...), neuron(...) ...), got {objective!r}"
-        )
-    count = objective.batch_size() or 1
-    if start is not None:
-        if not isinstance(method.parameterization, Pixels):
-            raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
-        try:
-            start = jnp.asarray(start, jnp.float32)
-        except (TypeError, ValueError):
-            raise ImageError(None, f"start image must be numbers, got {type(start).__name__}") from None
-        if start.ndim != 3 or start.shape[-1] != 3:
-            raise ImageError(None, f"start image must be [H, W, 3], got {tuple(start.shape)}")
-        check_finite(start, "the start image")
-    if size is None:
-        height, width = start.shape[:2] if start is not None else (DEFAULT_SIZE, DEFAULT_SIZE)
-    else:
-        height, width = _size(size)
-    if start is not None and (height, width) != start.shape[:2]:
-        start = _resize(start[None], (height, width))[0]
-    if frame_every is not None and not 1 <= check_count(frame_every, "frame_every") <= max(1, method.steps):
-        raise SettingError(f"frame_every must be between 1 and steps ({method.steps}), got {frame_every}")
-    if batch_size is not None:
-        check_count(batch_size, "batch_size")
-    if keys is None:
-        keys = filter_keys(check_seed(seed), np.arange(count))
-    elif len(keys) != count:
-        raise SettingError(f"{len(keys)} keys for {count} objectives")
-    deepest = objective.layers[-1]
-    per_image = method.images_per_filter * method.transform_copies
-    check_method_size(method, deepest, height, width)
-    objective.check_positions(height, width)
-    chunk = batch_size or max(1, default_batch_size(deepest, height, width) // per_image)
-    chunk = min(chunk, count)
-    batched = objective.batch_size() is not None
-    pixels, achieved, frames = [], [], []
-    stages = method.octaves.stages if method.octaves else 1
-    title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, 'objective')}"
-    with Progress(count * method.steps * stages, "step", title, enabled=wanted(progress)) as bar:
-        report = StepReport(advance) if bar.enabled else None
-        for rows, padded in padded_chunks(count, chunk):
-            part = objective.take(padded) if batched else _broadcast(objective, chunk)
-            result = render_batch(
-                params,
-                part,
-                start,
-                keys[padded],
-                method=method,
-                size=(height, width),
-                frame_every=frame_every,
-                report=report,
-            )
-            pixels.append(result[0][: len(rows)])
-            achieved.append(result[1][: len(rows)])
-            if result[2] is not None:
-                frames.append(result[2][: len(rows)])
-        pixels_all = jnp.concatenate(pixels)
-        if bar.enabled:
-            pixels_all.block_until_ready()  # the bar closes once the device has reported every step
-    frames_all = None
-    if frames:
-        frames_all = method.to_pictures(np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0))
-    return Rendering(
-        pixels_all, method.to_pictures(pixels_all), np.asarray(jnp.concatenate(achieved)), frames_all
-    )
-
-
-def _broadcast(objective: Objective, count: int) -> Objective:
-    # An unbatched objective rendered `count` times (different keys): give every leaf a batch axis.
-    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (count, *np.shape(leaf))), objective)

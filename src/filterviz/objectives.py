@@ -10,15 +10,16 @@ An objective is a pytree. Its structure (which terms, layers, weights, positions
 filter: ``channel("block4_conv1", range(512))`` is one objective with a leading axis of 512 on its
 index, and the ascent vmaps over that axis (see :meth:`Objective.batch_size`).
 
-:func:`filter_mean` is the notebook's loss computed the fast way (only the target channel), kept for
-the notebook method.
+Objectives name layers; they hold no network. :meth:`Objective.check` checks them against the network an
+ascent runs on (layer names, filter ranges, vector lengths), before any work. A function of your own
+becomes an objective with :func:`objective`, and composes with the built-in ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -26,18 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from filterviz.errors import FilterIndexError, SettingError
-from filterviz.model import LAYER_NAMES, Params, channel_activation, layer_spec, output_size
+from filterviz.network import Network
 
 Activations = Mapping[str, jax.Array]
-
-
-def filter_mean(params: Params, layer: str, filter_index: jax.Array | int, image: jax.Array) -> jax.Array:
-    """Mean activation of filter ``filter_index`` of ``layer`` over the image: the notebook's loss.
-
-    ``image`` is ``float32[H, W, 3]`` (or bfloat16, with bfloat16 params); ``filter_index`` may be traced.
-    Returns a float32 scalar: the mean is taken in float32 whatever the compute type.
-    """
-    return jnp.mean(channel_activation(params, image[None], layer, filter_index).astype(jnp.float32))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -67,6 +59,11 @@ def _deepdream(activation: jax.Array, arguments: tuple[jax.Array, ...], options:
     return jnp.mean(jnp.square(activation))
 
 
+def _custom(activations: Activations, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    function, _ = options
+    return jnp.asarray(function(activations), jnp.float32).reshape(())
+
+
 def _diversity(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
     count = activation.shape[0]
     if count < 2:
@@ -86,9 +83,17 @@ _TERMS = {
     "direction": _direction,
     "deepdream": _deepdream,
     "diversity": _diversity,
+    "custom": _custom,
 }
 # Rank of each argument of one (unbatched) term: a channel index is a scalar, a direction a vector.
-_ARGUMENT_RANKS = {"channel": (0,), "neuron": (0,), "direction": (1,), "deepdream": (), "diversity": ()}
+_ARGUMENT_RANKS = {
+    "channel": (0,),
+    "neuron": (0,),
+    "direction": (1,),
+    "deepdream": (),
+    "diversity": (),
+    "custom": (),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +127,7 @@ class Objective:
 
     >>> objective = channel("block1_conv2", 3) - 0.5 * deepdream("block1_conv1")
     >>> objective.layers
-    ('block1_conv1', 'block1_conv2')
+    ('block1_conv2', 'block1_conv1')
     >>> acts = {name: jnp.ones((1, 4, 4, 64)) for name in objective.layers}
     >>> float(objective(acts))
     0.5
@@ -133,16 +138,53 @@ class Objective:
     def __call__(self, activations: Activations) -> jax.Array:
         total = jnp.zeros((), jnp.float32)
         for term in self.terms:
-            value = _TERMS[term.kind](
-                activations[term.layer].astype(jnp.float32), term.arguments, term.options
-            )
+            if term.kind == "custom":
+                seen = {name: activations[name].astype(jnp.float32) for name in term.options[1]}
+                value = _custom(seen, term.arguments, term.options)
+            else:
+                value = _TERMS[term.kind](
+                    activations[term.layer].astype(jnp.float32), term.arguments, term.options
+                )
             total = total + term.weight * value
         return total
 
     @property
     def layers(self) -> tuple[str, ...]:
-        """The layers the terms read, in network order."""
-        return tuple(sorted({term.layer for term in self.terms}, key=LAYER_NAMES.index))
+        """The layers the terms read, each once, in the order the terms name them."""
+        names: dict[str, None] = {}
+        for term in self.terms:
+            for name in term.options[1] if term.kind == "custom" else (term.layer,):
+                names[name] = None
+        return tuple(names)
+
+    def single_channel(self) -> tuple[str, jax.Array] | None:
+        """``(layer, index)`` when the objective is one channel term of weight 1 (the fast path's case)."""
+        if len(self.terms) == 1 and self.terms[0].kind == "channel" and self.terms[0].weight == 1.0:
+            return self.terms[0].layer, self.terms[0].arguments[0]
+        return None
+
+    def check(self, network: Network) -> Objective:
+        """This objective, if every term fits ``network``: known layers, filter indices in range, vectors
+        of the layer's width. Else :class:`UnknownLayerError`, :class:`FilterIndexError` or
+        :class:`SettingError`, before any work."""
+        for term in self.terms:
+            for name in term.options[1] if term.kind == "custom" else (term.layer,):
+                network.layer(name)
+            if term.kind in ("channel", "neuron"):
+                spec = network.layer(term.layer)
+                try:
+                    values = np.asarray(term.arguments[0]).reshape(-1)
+                except (TypeError, jax.errors.TracerArrayConversionError):
+                    continue  # traced inside a jit: checked by whoever traced it
+                for value in values:
+                    if not 0 <= value < spec.channels:
+                        raise FilterIndexError(spec.name, int(value), spec.channels)
+            if term.kind == "direction":
+                spec = network.layer(term.layer)
+                width = np.shape(term.arguments[0])[-1]
+                if width != spec.channels:
+                    raise SettingError(f"a direction in {spec.name} has {spec.channels} values, got {width}")
+        return self
 
     def batch_size(self) -> int | None:
         """How many objectives this one stacks (the leading size of its batched arguments), or None.
@@ -154,13 +196,13 @@ class Objective:
             raise SettingError(f"objective terms are batched with different sizes {sorted(sizes)}")
         return sizes.pop() if sizes else None
 
-    def check_positions(self, height: int, width: int) -> None:
+    def check_positions(self, network: Network, height: int, width: int) -> None:
         """:class:`SettingError` if a neuron term's position lies outside its layer's map for a
         ``height x width`` image (indexing would clamp it silently to the edge)."""
         for term in self.terms:
             if term.kind != "neuron":
                 continue
-            rows, columns = output_size(term.layer, height, width)
+            rows, columns = network.output_size(term.layer, height, width)
             y, x = term.options
             if (y is not None and y >= rows) or (x is not None and x >= columns):
                 raise SettingError(
@@ -236,18 +278,20 @@ class Objective:
         )
 
 
-def _indices(layer: str, index: int | Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
-    spec = layer_spec(layer)
+def _indices(index: int | Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
     try:
         values = np.asarray(index)
     except jax.errors.TracerArrayConversionError:  # traced inside a jit or vmap: checked by the caller
         return jnp.asarray(index, jnp.int32)
     if values.ndim > 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
         raise SettingError(f"a filter index must be an int or a 1-D sequence of ints, got {index!r}")
-    for value in values.reshape(-1):
-        if not 0 <= value < spec.channels:
-            raise FilterIndexError(spec.name, int(value), spec.channels)
     return jnp.asarray(values, jnp.int32)
+
+
+def _layer(layer: object) -> str:
+    if not isinstance(layer, str) or not layer:
+        raise SettingError(f"a layer is named by a string, got {layer!r}")
+    return layer
 
 
 def channel(layer: str, index: int | Sequence[int] | np.ndarray | jax.Array) -> Objective:
@@ -255,40 +299,37 @@ def channel(layer: str, index: int | Sequence[int] | np.ndarray | jax.Array) -> 
 
     ``index`` may be a sequence of N filters: one objective per filter, batched.
     """
-    name = layer_spec(layer).name
-    return Objective((Term("channel", name, 1.0, (_indices(name, index),)),))
+    return Objective((Term("channel", _layer(layer), 1.0, (_indices(index),)),))
 
 
 def neuron(
     layer: str, index: int | Sequence[int] | np.ndarray, y: int | None = None, x: int | None = None
 ) -> Objective:
     """Activation of filter ``index`` at one position ``(y, x)`` of ``layer`` (default: the centre)."""
-    name = layer_spec(layer).name
     for value, axis in ((y, "y"), (x, "x")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise SettingError(
                 f"a neuron's {axis} must be a position from 0, or None for the centre, got {value!r}"
             )
-    return Objective((Term("neuron", name, 1.0, (_indices(name, index),), (y, x)),))
+    return Objective((Term("neuron", _layer(layer), 1.0, (_indices(index),), (y, x)),))
 
 
 def direction(layer: str, vector: Sequence[float] | np.ndarray | jax.Array) -> Objective:
     """Projection of ``layer``'s activations on ``vector float32[C]`` (or ``[N, C]``), mean over positions."""
-    spec = layer_spec(layer)
     try:
         vector = jnp.asarray(vector, jnp.float32)
     except (TypeError, ValueError):
         raise SettingError(f"a direction is a vector of numbers, got {type(vector).__name__}") from None
-    if vector.ndim not in (1, 2) or vector.shape[-1] != spec.channels:
-        raise SettingError(f"a direction in {spec.name} has {spec.channels} values, got shape {vector.shape}")
+    if vector.ndim not in (1, 2):
+        raise SettingError(f"a direction is [C] or [N, C], got shape {vector.shape}")
     if not bool(jnp.isfinite(vector).all()):
-        raise SettingError(f"a direction in {spec.name} holds NaN or infinite values")
-    return Objective((Term("direction", spec.name, 1.0, (vector,)),))
+        raise SettingError(f"a direction in {layer} holds NaN or infinite values")
+    return Objective((Term("direction", _layer(layer), 1.0, (vector,)),))
 
 
 def deepdream(layer: str) -> Objective:
     """Mean squared activation of every filter of ``layer``: amplify whatever the layer already sees."""
-    return Objective((Term("deepdream", layer_spec(layer).name, 1.0, ()),))
+    return Objective((Term("deepdream", _layer(layer), 1.0, ()),))
 
 
 def diversity(layer: str) -> Objective:
@@ -297,4 +338,23 @@ def diversity(layer: str) -> Objective:
     Add it with a weight (Lucid uses 100) to a filter objective and optimise several images per filter
     (``images_per_filter``) to see different facets of one filter; zero when K is 1.
     """
-    return Objective((Term("diversity", layer_spec(layer).name, 1.0, ()),))
+    return Objective((Term("diversity", _layer(layer), 1.0, ()),))
+
+
+def objective(function: Callable[[Activations], jax.Array], *layers: str) -> Objective:
+    """An objective of your own: ``function({layer: float32[K, h, w, C]}) -> scalar`` over ``layers``.
+
+    It composes with the others (``objective(f, "block4_conv1") + 10 * diversity("block3_conv1")``) and
+    is maximised like them. ``function`` must be pure JAX; it is part of the compiled program's identity,
+    so define it once (a module-level function) to reuse the program.
+
+    >>> mean_of_two = objective(lambda acts: acts["block1_conv1"][..., :2].mean(), "block1_conv1")
+    >>> mean_of_two.layers
+    ('block1_conv1',)
+    """
+    if not callable(function):
+        raise SettingError(f"an objective's function must be callable, got {function!r}")
+    if not layers:
+        raise SettingError("name the layers the function reads: objective(function, 'block4_conv1', ...)")
+    names = tuple(_layer(layer) for layer in layers)
+    return Objective((Term("custom", names[0], 1.0, (), (function, names)),))

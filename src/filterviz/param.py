@@ -11,9 +11,8 @@ whose frequencies are scaled by ``1 / f`` and whose colours are decorrelated, sq
 sigmoid (Lucid's default image). :class:`Maco` fixes the spectrum's magnitude to that of natural images
 and optimises only its phase (MaCo, Fel et al. 2023).
 
-Preprocessing, from pixels to what the network is fed: ``"raw"`` passes the 0-255 RGB values as they
-are (the notebook's way), ``"caffe"`` swaps to BGR and subtracts the ImageNet mean, which is what VGG16's
-weights were trained with (``keras.applications.vgg16.preprocess_input``).
+What the network is then fed from the pixels (its preprocessing) is the network's business:
+:func:`filterviz.network.preprocess`.
 """
 
 from __future__ import annotations
@@ -24,34 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.errors import SettingError
-
-PREPROCESSINGS: tuple[str, ...] = ("raw", "caffe")
-IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-"""The ImageNet channel means VGG16 was trained with, in its BGR order (Keras' caffe preprocessing)."""
-
 # Square root of the colour covariance of ImageNet images (the columns are its principal colour axes):
 # the statistics Lucid and MaCo decorrelate colours with.
 COLOR_CORRELATION_SQRT = np.array(
     [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32
 )
 _COLOR_MIX = COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
-
-
-def check_preprocessing(preprocessing: str) -> str:
-    """``preprocessing`` if it is one of :data:`PREPROCESSINGS`; else :class:`SettingError`."""
-    if preprocessing not in PREPROCESSINGS:
-        raise SettingError(
-            f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSINGS)}"
-        )
-    return preprocessing
-
-
-def preprocess(pixels: jax.Array, preprocessing: str) -> jax.Array:
-    """Network input from ``pixels float32[..., 3]`` (0-255 RGB): ``"raw"`` as is, ``"caffe"`` BGR - mean."""
-    if check_preprocessing(preprocessing) == "raw":
-        return pixels
-    return pixels[..., ::-1] - jnp.asarray(IMAGENET_MEAN_BGR, pixels.dtype)
 
 
 def recorrelate_colors(decorrelated: jax.Array) -> jax.Array:

@@ -11,9 +11,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from filterviz.ascent import achieved, ascend, check_filters
+from filterviz.ascent import achieved, ascend
+from filterviz.checks import check_filters
 from filterviz.images import FIGURE_FORMATS, as_image, atomic_write, check_writable, output_format
-from filterviz.model import Params, layer_spec
+from filterviz.network import Network, Params
+from filterviz.network import network as get_network
 
 
 def filter_grid(
@@ -65,6 +67,7 @@ def show_filters(
     columns: int = 10,
     batch_size: int | None = None,
     progress: bool | None = None,
+    network: Network | str = "vgg16",
 ):
     """The notebook's picture: ``n`` filters of ``layer`` (the first ``n``, or ``filters``) in a grid.
 
@@ -73,10 +76,10 @@ def show_filters(
     with its filter and the mean activation it reached (0: the filter never fired). Returns a matplotlib
     Figure (2 rows of 10 for the default ``n=20``).
     """
-    layer = layer_spec(layer).name
-    chosen = check_filters(
-        layer, filters if filters is not None else range(min(n, layer_spec(layer).channels))
-    )
+    network = get_network(network)
+    layer = network.layer(layer).name
+    channels = network.layer(layer).channels
+    chosen = check_filters(network, layer, filters if filters is not None else range(min(n, channels)))
     images = ascend(
         params,
         layer,
@@ -86,8 +89,9 @@ def show_filters(
         step_size=step_size,
         batch_size=batch_size,
         progress=progress,
+        network=network,
     )
-    reached = achieved(params, layer, chosen, images)
+    reached = achieved(params, layer, chosen, images, network=network)
     labels = filter_labels(chosen, reached)
     return filter_grid(as_image(images), labels, columns=columns, title=layer)
 

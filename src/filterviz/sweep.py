@@ -30,38 +30,31 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import functools
 import hashlib
 import json
 import os
-import threading
+import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from filterviz.ascent import (
-    ascend_and_measure,
-    check_count,
-    check_filters,
-    check_image_size,
-    check_precision,
-    check_seed,
-    check_step_size,
-    default_batch_size,
-    padded_chunks,
-)
+from filterviz.ascent import notebook_method
+from filterviz.checks import check_count, check_filters, check_precision, check_seed, check_step_size
+from filterviz.engine import check_method_size
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.images import as_image, atomic_write, check_finite, encode_npy, encode_png, random_image
-from filterviz.methods import Method, Optimizer, check_method_size, get_method, render_filters
-from filterviz.model import CONV_LAYERS, LAYER_NAMES, Params, layer_spec
+from filterviz.images import atomic_write, check_finite, encode_npy, encode_png, random_image
+from filterviz.methods import Method, Optimizer, get_method
+from filterviz.network import Network, Params
+from filterviz.network import network as get_network
 from filterviz.param import Pixels
 from filterviz.progress import Progress, wanted
+from filterviz.sharding import ShardedAscent, agree
 from filterviz.sweep_folder import (
     LOCK_FILE,
     SETTINGS_FILE,
@@ -79,15 +72,13 @@ from filterviz.sweep_folder import (
     stale_temporaries,
 )
 
-FILTER_AXIS = "filters"
-"""Name of the mesh axis the filters are split over."""
-
 _FORMAT = 2  # 2: manifest lines record each file's size and sha256
 # Chunks dispatched ahead of the one being written: enough that the device always has queued work
 # while the host encodes PNGs, few enough to bound the host memory held by finished images.
 _CHUNKS_IN_FLIGHT = 2
 # At most this many programs of a sweep compile at once.
 _COMPILE_THREADS = 8
+_SAFE_LAYER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +102,7 @@ class SweepSettings:
     weights: str = ""
     method: str = "notebook"
     method_settings: str = ""
+    network: str = "vgg16"
 
     def differences(self, other: SweepSettings) -> list[str]:
         """``["steps: 20 here, 10 asked", ...]`` for each field that differs from ``other``."""
@@ -142,242 +134,39 @@ class SweepResult(NamedTuple):
     problems: tuple[str, ...] = ()  # damaged manifest lines or pictures found, whose filters were redone
 
 
-# ----------------------------------------------------------------------------------------------------
-# Sharding over devices and processes.
-
-
-def filter_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh named ``"filters"`` over ``devices`` (default: every device of every process)."""
-    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (FILTER_AXIS,))
-
-
-def _global_array(value: Any, sharding: NamedSharding) -> jax.Array:
-    # Every process holds the same host value; each places the parts its own devices hold.
-    host = np.asarray(value)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-@functools.cache
-def _sharded_ascent(mesh: Mesh, layer: str, steps: int, precision: str) -> Callable[..., Any]:
-    # One jitted program per (mesh, layer, steps, precision); jit adds one per chunk and image shape.
-    # shard_map makes each device run the vmapped ascent on its own filters: no collectives, no
-    # resharding decisions left to the compiler.
-    #
-    # The start image comes as one copy per device, split like the filters, not replicated: inside
-    # shard_map a replicated input is typed device-invariant, and the gradient of a device-varying loss
-    # with respect to it is summed over devices, which would mix every filter's gradient into each.
-    def ascend_shard(params: Params, filter_indices: jax.Array, start: jax.Array, step_size: jax.Array):
-        return ascend_and_measure(
-            params, layer, filter_indices, start[0], step_size, steps=steps, precision=precision
-        )
-
-    split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
-    return jax.jit(
-        jax.shard_map(
-            ascend_shard, mesh=mesh, in_specs=(whole, split, split, whole), out_specs=(split, split)
-        )
-    )
-
-
-@functools.cache
-def _sharded_render(
-    mesh: Mesh, layer: str, method: Method, size: tuple[int, int], seed: int, with_start: bool
-) -> Callable[..., Any]:
-    # As _sharded_ascent, for any other method: each filter's key comes from its own index, so the
-    # split over devices does not change a picture. A start image comes split, one copy per device.
-    def render_shard(params: Params, filter_indices: jax.Array, *start: jax.Array):
-        first = start[0][0] if start else None
-        return render_filters(params, layer, filter_indices, first, seed, method=method, size=size)
-
-    split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
-    in_specs = (whole, split, split) if with_start else (whole, split)
-    return jax.jit(jax.shard_map(render_shard, mesh=mesh, in_specs=in_specs, out_specs=(split, split)))
-
-
-def _agree(flags: np.ndarray) -> np.ndarray:
-    """Element-wise OR of a boolean array over all processes (itself with one process)."""
-    if jax.process_count() == 1:
-        return flags
-    return np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0)
-
-
-class Chunk(NamedTuple):
-    """One compiled call of a :class:`ShardedAscent`: ``filters`` of ``layer`` and their results.
-
-    ``images float32[C, H, W, 3]`` and ``activations float32[C]`` are global arrays split over the
-    mesh; ``C`` is the chunk size, rows from ``len(filters)`` on are padding.
-    """
-
-    layer: str
-    filters: np.ndarray
-    images: jax.Array
-    activations: jax.Array
-
-    def local_rows(self) -> Iterator[tuple[list[int], jax.Array, jax.Array]]:
-        """Per device of this process: ``(filter indices, images, activations)`` of its real rows."""
-        activations = {shard.device: shard.data for shard in self.activations.addressable_shards}
-        for shard in self.images.addressable_shards:
-            first = shard.index[0].start or 0
-            rows = min(shard.data.shape[0], max(0, len(self.filters) - first))
-            if rows:  # padding filters are computed but never returned
-                filters = [int(f) for f in self.filters[first : first + rows]]
-                yield filters, shard.data[:rows], activations[shard.device][:rows]
-
-
-class ShardedAscent:
-    """The ascent of a sweep: filters split over every device of a mesh, chunk by chunk.
-
-    The parameters, the shared start ``float32[H, W, 3]`` and the step size are placed on the devices
-    once; :meth:`run` then dispatches one compiled call per chunk of a layer's filters, each device
-    ascending ``batch_size`` of them (vmapped) with no communication. Works the same with one device,
-    several, or the devices of several processes joined by ``jax.distributed``.
-
-    With a ``method`` other than the notebook's (:mod:`filterviz.methods`), each filter is rendered by
-    :func:`filterviz.methods.render_filters` instead, keyed by ``seed`` and its index; ``start`` may then
-    be None (each filter draws its own start) and only ``size`` is read from it.
-    """
-
-    def __init__(
-        self,
-        params: Params,
-        start: np.ndarray | None,
-        *,
-        steps: int,
-        step_size: float = 1.0,
-        precision: str = "float32",
-        mesh: Mesh | None = None,
-        batch_size: int | None = None,
-        method: Method | None = None,
-        size: tuple[int, int] | None = None,
-        seed: int = 0,
-    ):
-        self.mesh = mesh or filter_mesh()
-        self.steps, self.precision, self.batch_size = steps, check_precision(precision), batch_size
-        self.method, self.seed = method, seed
-        self.height, self.width = np.shape(start)[:2] if start is not None else size
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        self._split = NamedSharding(self.mesh, PartitionSpec(FILTER_AXIS))
-        self._params = jax.tree.map(lambda array: _global_array(array, replicated), params)
-        self._start = None
-        if start is not None:
-            copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
-            self._start = _global_array(copies, self._split)
-        self._step_size = _global_array(np.float32(step_size), replicated)
-        self._programs: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
-        self._programs_lock = threading.Lock()
-
-    def chunk_size(self, layer: str, count: int) -> int:
-        """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
-        devices = self.mesh.size
-        # A method's every filter runs K images times its transform copies through the network.
-        per_image = self.method.images_per_filter * self.method.transform_copies if self.method else 1
-        per_device = self.batch_size or max(
-            1, default_batch_size(layer, self.height, self.width, self.mesh.devices.flat[0]) // per_image
-        )
-        # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
-        return min(per_device, -(-count // devices)) * devices
-
-    def my_count(self, layer: str, count: int) -> int:
-        """How many of ``count`` filters of ``layer`` this process's devices compute."""
-        size = self.chunk_size(layer, count)
-        mine = 0
-        for begin in range(0, count, size):
-            real = min(size, count - begin)
-            for index in self._split.addressable_devices_indices_map((size,)).values():
-                first, end, _ = index[0].indices(size)
-                mine += max(0, min(end, real) - first)
-        return mine
-
-    def _inputs(self) -> tuple[jax.Array, ...]:
-        # What every call takes after the filter indices.
-        if self.method is None:
-            return (self._start, self._step_size)
-        return () if self._start is None else (self._start,)
-
-    def program(self, layer: str, size: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-        """The compiled call for chunks of ``size`` filters of ``layer``: ``int32[size] -> (images, acts)``.
-
-        Compiled once per (layer, size), or loaded from the persistent compilation cache when it is on.
-        Safe to call from several threads at once: one compiles, the others wait for it; that is how
-        :meth:`compile_ahead` compiles the programs of later layers while the devices run earlier ones.
-        """
-        key = (layer_spec(layer).name, size)
-        with self._programs_lock:
-            pending = self._programs.get(key)
-            owner = pending is None
-            if owner:
-                pending = self._programs[key] = concurrent.futures.Future()
-        if owner:
-            try:
-                if self.method is None:
-                    jitted = _sharded_ascent(self.mesh, key[0], self.steps, self.precision)
-                else:
-                    shape = (self.height, self.width)
-                    jitted = _sharded_render(
-                        self.mesh, key[0], self.method, shape, self.seed, self._start is not None
-                    )
-                indices = _global_array(np.zeros(size, np.int32), self._split)
-                pending.set_result(jitted.lower(self._params, indices, *self._inputs()).compile())
-            except BaseException as error:
-                pending.set_exception(error)
-        compiled = pending.result()
-        inputs = self._inputs()
-        return lambda indices: compiled(self._params, indices, *inputs)
-
-    def compile_ahead(
-        self, plan: Iterable[tuple[str, int]], threads: int
-    ) -> concurrent.futures.ThreadPoolExecutor:
-        """Start compiling, on ``threads`` host threads, the program of each ``(layer, filter count)``.
-
-        Returns the executor; shut it down when done (``cancel_futures=True`` drops what has not begun).
-        XLA compiles on the host, so a sweep's later layers compile while its devices run the earlier
-        ones, and on a many-core host several layers compile at once. An error surfaces in :meth:`run`.
-        """
-        executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="filterviz-compile")
-        for layer, count in plan:
-            executor.submit(self.program, layer, self.chunk_size(layer, count))
-        return executor
-
-    def run(self, layer: str, filters: np.ndarray) -> Iterator[Chunk]:
-        """Dispatch the chunks of ``filters`` of ``layer`` one by one (asynchronously, as JAX does)."""
-        layer = layer_spec(layer).name
-        filters = np.asarray(filters, np.int32)
-        if not len(filters):
-            return
-        size = self.chunk_size(layer, len(filters))
-        program = self.program(layer, size)
-        for rows, padded in padded_chunks(len(filters), size):
-            images, achieved = program(_global_array(filters[padded], self._split))
-            yield Chunk(layer, filters[rows], images, achieved)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The sweep.
-
-
 def plan_filters(
-    layers: Iterable[str] | None = None, filters: Sequence[int] | Mapping[str, Sequence[int]] | None = None
+    network: Network,
+    layers: Iterable[str] | str | None = None,
+    filters: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """``[(layer, int32[N]), ...]``: the filters a sweep covers, each checked.
 
-    ``layers`` defaults to the 13 conv layers; ``filters`` to all of each layer, or one sequence for
-    every layer, or a ``{layer: sequence}`` mapping (layers it leaves out get all their filters).
+    ``layers`` defaults to the network's visual layers (VGG16's 13 conv layers), and may be one name;
+    ``filters`` to all of each layer, or one sequence for every layer, or a ``{layer: sequence}``
+    mapping (layers it leaves out get all their filters).
     """
     if isinstance(layers, str):
         layers = [layers]  # one layer by name, not its letters
     try:
-        names = [layer_spec(name).name for name in (CONV_LAYERS if layers is None else layers)]
+        names = [network.layer(name).name for name in (network.visual_layers if layers is None else layers)]
     except TypeError:
         raise SettingError(f"layers must be a layer name or a list of them, got {layers!r}") from None
     if len(set(names)) != len(names):
         raise SettingError(f"a layer is named twice in {names}")
+    for name in names:
+        if not _SAFE_LAYER.fullmatch(name):
+            raise SettingError(f"layer {name!r} cannot name a folder of pictures; sweep other layers")
     if isinstance(filters, Mapping) and set(filters) - set(names):
         extra = ", ".join(sorted(map(str, set(filters) - set(names))))
         raise SettingError(f"filters are given for {extra}, which the sweep does not cover")
     plan = []
     for name in names:
         chosen = filters.get(name) if isinstance(filters, Mapping) else filters
-        indices = np.arange(layer_spec(name).channels) if chosen is None else check_filters(name, chosen)
+        indices = (
+            np.arange(network.layer(name).channels)
+            if chosen is None
+            else check_filters(network, name, chosen)
+        )
         plan.append((name, np.unique(indices).astype(np.int32)))
     return plan
 
@@ -386,7 +175,9 @@ def _start_digest(image: np.ndarray) -> str:
     return "image sha256:" + hashlib.sha256(np.ascontiguousarray(image, "<f4").tobytes()).hexdigest()
 
 
-def _prepare_folder(folder: Path, settings: SweepSettings, overwrite: bool, lock: FolderLock) -> None:
+def _prepare_folder(
+    folder: Path, settings: SweepSettings, network: Network, overwrite: bool, lock: FolderLock
+) -> None:
     """Create the folder, lock it, check it holds a sweep with these settings (or clear it, with
     ``overwrite``); every process must agree before any starts. Process 0 takes the lock and writes."""
     problem = None
@@ -430,15 +221,17 @@ def _prepare_folder(folder: Path, settings: SweepSettings, overwrite: bool, lock
     except (OSError, SweepError) as error:
         problem = error if isinstance(error, SweepError | OutputError) else OutputError(folder, str(error))
     # Every process must stop if any one must, or the others would wait for it forever.
-    if _agree(np.array([problem is not None]))[0]:
+    if agree(np.array([problem is not None]))[0]:
         lock.__exit__(None, None, None)
         raise problem or SweepError("another process of this sweep could not use its folder")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("filterviz sweep folder ready")
     if first:
-        record = {"format": _FORMAT, "settings": dataclasses.asdict(settings)}
+        # The layer table travels with the sweep, so the folder is checked and shown without the network.
+        layers = {layer.name: layer.channels for layer in network.layers}
+        record = {"format": _FORMAT, "settings": dataclasses.asdict(settings), "layers": layers}
         atomic_write(folder / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
-        for stale in stale_temporaries(folder, LAYER_NAMES):  # what a killed run left half-written
+        for stale in stale_temporaries(folder, network.layer_names):  # what a killed run left half-written
             stale.unlink(missing_ok=True)
 
 
@@ -488,13 +281,15 @@ def sweep(
     mesh: Mesh | None = None,
     progress: bool | None = None,
     writer_threads: int = 4,
+    network: Network | str = "vgg16",
 ) -> SweepResult:
     """Ascend and save every planned filter, sharded over ``mesh``; resumes what a folder already holds.
 
     Args:
-      params: VGG16 parameters from :func:`filterviz.load_weights`.
+      params: the network's parameters from :func:`filterviz.load_weights`.
       folder: output folder (created if needed); see the module docstring for its layout.
-      layers, filters: what to draw; see :func:`plan_filters` (default: all 4,224 conv filters).
+      layers, filters: what to draw; see :func:`plan_filters` (default: the network's visual layers,
+        for VGG16 all 4,224 conv filters).
       size: ``(height, width)`` of the pictures; ignored when ``start`` is given.
       steps, step_size, precision: as :func:`filterviz.ascend` (default 20 and 1.0); with another
         method, its steps and learning rate (default the method's own).
@@ -507,8 +302,10 @@ def sweep(
       batch_size: filters per device per compiled chunk (default from the device's memory).
       overwrite: clear a previous sweep with other settings from ``folder`` instead of refusing.
       mesh: devices to shard over (default :func:`filter_mesh`: every device of every process).
-      progress: show a progress bar (default: when stderr is a terminal and not in CI).
+      progress: show a progress bar (default: on a terminal or in a notebook, and not in CI).
       writer_threads: host threads encoding and writing PNGs while the devices compute.
+      network: ``"vgg16"`` (default), another built-in, or a network of your own; recorded with its
+        weights' digest, so a resume with another is refused.
 
     Returns:
       A :class:`SweepResult` for this process.
@@ -520,18 +317,17 @@ def sweep(
     """
     began = time.perf_counter()
     folder = Path(folder)
-    plan = plan_filters(layers, filters)
+    network = get_network(network)
+    plan = plan_filters(network, layers, filters)
     check_precision(precision)
     seed = check_seed(seed)
-    chosen = _sweep_method(method, steps, step_size, precision)
-    if chosen is not None:
-        steps, step_size = chosen.steps, _learning_rate(chosen)
-    steps = check_count(20 if steps is None else steps, "steps", minimum=0)
-    step_size = check_step_size(1.0 if step_size is None else step_size)
+    chosen = _sweep_method(method, steps, step_size, precision, network)
+    notebook = chosen.name == "notebook"
+    steps, step_size = chosen.steps, float(chosen.optimizer.learning_rate)
     if batch_size is not None:
         check_count(batch_size, "batch_size")
     check_count(writer_threads, "writer_threads")
-    if start is not None and chosen is not None and not isinstance(chosen.parameterization, Pixels):
+    if start is not None and not isinstance(chosen.parameterization, Pixels):
         raise SettingError(f"a start image needs a pixel method; {chosen.name} optimises a spectrum")
     if start is None:
         try:
@@ -547,17 +343,12 @@ def sweep(
             raise ImageError(None, f"start image must be [H, W, 3], got {start_image.shape}")
         check_finite(start_image, "the start image")
         height, width = start_image.shape[:2]
-    deepest = max((layer for layer, _ in plan), key=LAYER_NAMES.index, default=None)
+    deepest = max((layer for layer, _ in plan), key=network.order, default=None)
     if deepest is not None:  # before anything is allocated: too small, or too large for the device
-        if chosen is None:
-            check_image_size(deepest, height, width)
-        else:
-            check_method_size(chosen, deepest, height, width)
+        check_method_size(network, chosen, deepest, height, width)
     if start is None:
         # The notebook's filters share one noise start; other methods draw each filter's own.
-        start_image = (
-            np.asarray(random_image(jax.random.key(seed), height, width)) if chosen is None else None
-        )
+        start_image = np.asarray(random_image(jax.random.key(seed), height, width)) if notebook else None
         start_name = "noise"
     else:
         start_name = _start_digest(start_image)
@@ -572,18 +363,20 @@ def sweep(
         start=start_name,
         precision=precision,
         raw=raw,
-        weights=content_digest(params),
-        method="notebook" if chosen is None else chosen.name,
-        method_settings="" if chosen is None else json.dumps(chosen.describe(), sort_keys=True),
+        weights=content_digest(params, network),
+        method=chosen.name,
+        # The notebook's settings are the fields above (as sweep folders have always recorded them).
+        method_settings="" if notebook else json.dumps(chosen.describe(), sort_keys=True),
+        network=network.name,
     )
     lock = FolderLock(folder, active=jax.process_index() == 0)
-    _prepare_folder(folder, settings, overwrite, lock)
+    _prepare_folder(folder, settings, network, overwrite, lock)
     with lock:  # taken by _prepare_folder; released when the sweep ends, however it ends
         # What is left: filters without a whole picture in the manifest, in any process's view of the folder.
         scan = scan_manifest(folder)
         finished = {(entry["layer"], int(entry["filter"])) for entry in scan.entries}
         done_flags = np.array([(layer, int(f)) in finished for layer, indices in plan for f in indices], bool)
-        done_flags = _agree(done_flags)
+        done_flags = agree(done_flags)
         pending, offset = [], 0
         for layer, indices in plan:
             left = indices[~done_flags[offset : offset + len(indices)]]
@@ -595,20 +388,18 @@ def sweep(
             _check_targets(folder, pending, raw, scan.named)
         except SweepError as error:
             problem = error
-        if _agree(np.array([problem is not None]))[0]:
+        if agree(np.array([problem is not None]))[0]:
             raise problem or SweepError("another process of this sweep found files it must not replace")
 
         ascent = ShardedAscent(
+            network,
             params,
+            chosen,
             start_image,
-            steps=steps,
-            step_size=step_size,
-            precision=precision,
-            mesh=mesh,
-            batch_size=batch_size,
-            method=chosen,
             size=(height, width),
             seed=seed,
+            mesh=mesh,
+            batch_size=batch_size,
         )
         manifest_name = (
             "manifest.jsonl" if jax.process_count() == 1 else f"manifest.p{jax.process_index()}.jsonl"
@@ -621,7 +412,7 @@ def sweep(
             for k, v in dataclasses.asdict(settings).items()
             if k not in ("raw", "weights", "method_settings")
         }
-        to_pictures = as_image if chosen is None else chosen.to_pictures
+        to_pictures = chosen.to_pictures
         mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
         bar = Progress(mine, "filter", enabled=wanted(progress))
         written = 0
@@ -688,11 +479,16 @@ def sweep(
 
 
 def _sweep_method(
-    method: str | Method, steps: int | None, step_size: float | None, precision: str
-) -> Method | None:
-    """None for the notebook's method (the sweep's fast path), else the method with these settings."""
-    if method == "notebook" or (isinstance(method, Method) and method == get_method("notebook")):
-        return None
+    method: str | Method, steps: int | None, step_size: float | None, precision: str, network: Network
+) -> Method:
+    """The method a sweep runs, with these settings, its preprocessing resolved for ``network``."""
+    notebook = method == "notebook" or (isinstance(method, Method) and method.name == "notebook")
+    if notebook and (not isinstance(method, Method) or method == get_method("notebook")):
+        return notebook_method(
+            20 if steps is None else check_count(steps, "steps", minimum=0),
+            1.0 if step_size is None else check_step_size(step_size),
+            precision,
+        )
     chosen = get_method(method, precision=precision)
     if not isinstance(chosen.optimizer, Optimizer):
         # An optax object has no stable description for sweep.json, so a resume could not be checked.
@@ -702,75 +498,8 @@ def _sweep_method(
     if steps is not None:
         chosen = get_method(chosen, steps=steps)
     if step_size is not None:
-        optimizer = dataclasses.replace(chosen.optimizer, learning_rate=float(step_size))
+        optimizer = dataclasses.replace(chosen.optimizer, learning_rate=check_step_size(step_size))
         chosen = get_method(chosen, optimizer=optimizer)
     if chosen.images_per_filter != 1:
         raise SettingError("a sweep draws one picture per filter: images_per_filter must be 1")
-    return chosen
-
-
-def _learning_rate(method: Method) -> float:
-    return float(method.optimizer.learning_rate)
-
-
-CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
-
-
-def split_cpu_into_devices(count: int | None = None) -> int:
-    """Ask XLA to present the host's CPU cores as ``count`` devices (default: one per core).
-
-    A sweep then ascends one filter per core at once, each single-threaded, instead of one filter with
-    its small convolutions spread over all cores: 10-61% more filters per second on a 2-core CPU
-    (BENCHMARKS.md). Only the CPU backend is affected, so it is harmless on a GPU host. It works only
-    before JAX starts its backends (call it before anything runs on a device); an ``XLA_FLAGS`` that
-    already sets the count is kept. Returns the count asked for.
-    """
-    count = count or os.cpu_count() or 1
-    flags = os.environ.get("XLA_FLAGS", "")
-    if CPU_DEVICES_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={count}".strip()
-    return count
-
-
-# ----------------------------------------------------------------------------------------------------
-# The persistent compilation cache.
-
-
-def compilation_cache_dir() -> Path:
-    """Where filterviz keeps compiled programs: ``$FILTERVIZ_CACHE_DIR``, else ``~/.cache/filterviz/xla``."""
-    if os.environ.get("FILTERVIZ_CACHE_DIR"):
-        return Path(os.environ["FILTERVIZ_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "filterviz" / "xla"
-
-
-def enable_compilation_cache(directory: str | os.PathLike[str] | None = None) -> Path:
-    """Keep compiled programs on disk, so a second run with the same shapes does not compile again.
-
-    Respects a cache directory already configured for JAX (``JAX_COMPILATION_CACHE_DIR``); otherwise
-    uses ``directory`` or :func:`compilation_cache_dir`. Programs are cached however fast they compiled.
-    Takes effect for the next compilation, even in a process that has compiled before. Returns the
-    directory in use.
-    """
-    try:
-        from jax.experimental.compilation_cache import compilation_cache
-    except ImportError:  # not every JAX version has the module; the config setting is enough there
-        compilation_cache = None
-    configured = getattr(jax.config, "jax_compilation_cache_dir", None)
-    if configured and directory is None:
-        return Path(configured)
-    path = Path(directory) if directory is not None else compilation_cache_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(path, f"cannot create the compilation cache ({error.strerror or error})") from None
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    if configured != str(path):
-        # JAX decides once per process whether the cache is on; have it decide again (where this
-        # JAX version has the call: newer ones read the setting at each compilation).
-        reset = getattr(compilation_cache, "reset_cache", None) if compilation_cache else None
-        if reset is not None:
-            reset()
-        jax.config.update("jax_compilation_cache_dir", str(path))
-    return path
+    return chosen.resolved(network)

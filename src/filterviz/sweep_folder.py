@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 
 from filterviz.errors import OutputError, SweepError
 from filterviz.images import TEMPORARY_SUFFIX, written_by_filterviz
-from filterviz.model import LAYER_NAMES, layer_spec
 
 SETTINGS_FILE = "sweep.json"
 LOCK_FILE = ".filterviz.lock"
@@ -46,6 +45,8 @@ OTHER_PAGE = "atlas.html"
 """Where the atlas page goes when the folder holds an ``index.html`` filterviz did not write."""
 PAGE_MARK = '<meta name="generator" content="filterviz">'
 _MANIFEST_NAME = re.compile(r"manifest(\.p\d+)?\.jsonl")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""A layer name that can name a folder inside the sweep's (no separator, no leading dot)."""
 _PICTURE_NAME = re.compile(r"(\d{4,})\.(png|npy)")
 
 
@@ -134,7 +135,25 @@ def _decodes(path: Path) -> bool:
         return False
 
 
-def _parse(line: str) -> dict[str, Any] | str:
+def layer_table(folder: Path) -> dict[str, int]:
+    """``{layer: channels}`` of the network the folder's sweep drew, in network order: from its settings
+    record, or VGG16's for a folder written before sweeps recorded it."""
+    path = folder / SETTINGS_FILE
+    try:
+        record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
+        layers = record.get("layers") if isinstance(record, dict) else None
+        if isinstance(layers, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in layers.items()
+        ):
+            return layers
+    except (ValueError, OSError):
+        pass
+    from filterviz.network import network
+
+    return {layer.name: layer.channels for layer in network("vgg16").layers}
+
+
+def _parse(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
     """A manifest line as an entry with a known layer, an in-range filter and filterviz's own paths."""
     try:
         entry = json.loads(line)
@@ -143,9 +162,9 @@ def _parse(line: str) -> dict[str, Any] | str:
     if not isinstance(entry, dict):
         return "not a JSON object"
     layer, index = entry.get("layer"), entry.get("filter")
-    if layer not in LAYER_NAMES:
+    if not isinstance(layer, str) or layer not in layers or not _SAFE_NAME.fullmatch(layer):
         return f"unknown layer {layer!r}"
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < layer_spec(layer).channels:
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < layers[layer]:
         return f"filter {index!r} is not a filter of {layer}"
     if entry.get("png") != picture_path(layer, index):
         return f"png {entry.get('png')!r} is not {picture_path(layer, index)!r}"
@@ -165,6 +184,8 @@ def scan_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
     A filter with several good lines keeps the last.
     """
     folder = Path(folder)
+    layers = layer_table(folder)
+    order = {name: position for position, name in enumerate(layers)}
     entries: dict[tuple[str, int], dict[str, Any]] = {}
     problems: list[str] = []
     named: set[str] = set()
@@ -178,7 +199,7 @@ def scan_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
         for number, line in enumerate(lines, start=1):
             if not line.strip() or (number == len(lines) and not text.endswith("\n")):
                 continue  # the blank end, or a last line a kill cut short (the writer cuts it off)
-            entry = _parse(line)
+            entry = _parse(line, layers)
             if isinstance(entry, str):
                 problems.append(f"{path.name} line {number}: {entry}")
                 continue
@@ -196,7 +217,7 @@ def scan_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
                     entries.pop((entry["layer"], entry["filter"]), None)
                     continue
             entries[entry["layer"], entry["filter"]] = entry
-    ordered = [entries[key] for key in sorted(entries, key=lambda k: (LAYER_NAMES.index(k[0]), k[1]))]
+    ordered = [entries[key] for key in sorted(entries, key=lambda k: (order[k[0]], k[1]))]
     return ManifestScan(ordered, problems, named)
 
 
@@ -348,6 +369,7 @@ def clear_sweep(folder: Path) -> list[str]:
             f"{folder} holds no filterviz sweep (no {SETTINGS_FILE}, no manifest); overwrite clears only "
             "filterviz's own sweeps: use another folder"
         )
+    layers = layer_table(folder)
     scan = scan_manifest(folder, verify=False)
     doomed = sorted(scan.named)
     doomed += [path.name for path in manifest_files(folder)] + [SETTINGS_FILE]
@@ -357,7 +379,7 @@ def clear_sweep(folder: Path) -> list[str]:
         doomed += [
             f"{SHEETS_FOLDER}/{name}"
             for name in sorted(os.listdir(sheets))
-            if name.endswith(".png") and name[:-4] in LAYER_NAMES and written_by_filterviz(sheets / name)
+            if name.endswith(".png") and name[:-4] in layers and written_by_filterviz(sheets / name)
         ]
     removed = []
     for relative in doomed:
@@ -369,7 +391,7 @@ def clear_sweep(folder: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(relative)
-    for name in (*LAYER_NAMES, SHEETS_FOLDER):
+    for name in (*layers, SHEETS_FOLDER):
         with contextlib.suppress(OSError):
             if not (folder / name).is_symlink():
                 (folder / name).rmdir()  # only if empty: the user's files keep their folder

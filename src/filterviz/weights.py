@@ -1,112 +1,93 @@
-"""Reading the VGG16 ImageNet weights from Keras HDF5 files, finding them, and downloading them.
+"""A network's weights from Keras HDF5 files: reading, matching to the network, finding, downloading.
 
 Two layouts are read:
 
-* the Keras legacy layout of the official file ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``:
-  a root attribute ``layer_names``, a per-layer attribute ``weight_names``, and datasets such as
+* Keras' legacy layout, as in the official ``*_weights_tf_dim_ordering_tf_kernels_notop.h5`` files: a root
+  attribute ``layer_names``, a per-layer attribute ``weight_names``, and datasets such as
   ``block1_conv1/block1_conv1_W_1:0`` (also found under ``model_weights/`` in a whole-model file);
-* the Keras 3 ``*.weights.h5`` layout that ``model.save_weights(...)`` writes: ``layers/<key>/vars/0``
-  (kernel) and ``vars/1`` (bias), the layer's name in the ``vars`` group's ``name`` attribute.
+* the Keras 3 ``*.weights.h5`` layout that ``model.save_weights(...)`` writes: ``layers/<key>/vars/0, 1,
+  ...``, the layer's name in the ``vars`` group's ``name`` attribute, or, where Keras wrote none, keys by
+  class (``conv2d``, ``conv2d_1`` ...) in the model's layer order.
 
-Reading gives a flat ``{layer: {"kernel": float32[3, 3, C_in, C_out], "bias": float32[C_out]}}`` which is
-then checked against the model's shapes, layer by layer, and fails loudly on any gap or mismatch.
+Reading gives the file's tensors by layer; :func:`match_weights` then gives them to a network's
+parameters by name (or by class and order), checks every shape and value, and names the network a file
+belongs to when it is another one's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import jax.numpy as jnp
 import numpy as np
 
 from filterviz.errors import WeightsError
-from filterviz.model import CONV_LAYERS, Params, parameter_shapes
-
-WEIGHTS_FILENAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + WEIGHTS_FILENAME
-WEIGHTS_MD5 = "6d6bbae143d832006294945121d1f1fc"
-"""md5 of the official file, the hash Keras itself checks after downloading it."""
-WEIGHTS_ENV = "FILTERVIZ_WEIGHTS"
-
-FlatWeights = dict[str, dict[str, np.ndarray]]
-
+from filterviz.network import Network, Params
+from filterviz.network import network as get_network
 
 # ----------------------------------------------------------------------------------------------------
 # Reading
+
+
+class FileWeights(NamedTuple):
+    """A Keras weights file's tensors: ``named`` ``{layer: [arrays in Keras' order]}``, and ``by_class``
+    ``{class key: [[arrays], ...]}`` in the model's layer order, for groups the file does not name."""
+
+    named: dict[str, list[np.ndarray]]
+    by_class: dict[str, list[list[np.ndarray]]]
 
 
 def _decode(value: Any) -> str:
     return value.decode("utf8") if isinstance(value, bytes) else str(value)
 
 
-def _kernel_and_bias(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-    # Legacy files name the tensors W and b, Keras 2 kernel:0 and bias:0, Keras 3 0 and 1: tell them
-    # apart by rank, which is unambiguous for a conv layer.
-    by_rank = {array.ndim: array for array in arrays}
-    out = {}
-    if 4 in by_rank:
-        out["kernel"] = by_rank[4]
-    if 1 in by_rank:
-        out["bias"] = by_rank[1]
-    return out
-
-
-def _read_legacy(root: h5py.Group) -> FlatWeights:
-    flat = {}
+def _read_legacy(root: h5py.Group) -> FileWeights:
+    named = {}
     for layer in (_decode(name) for name in root.attrs["layer_names"]):
         group = root[layer]
         names = [_decode(name) for name in group.attrs.get("weight_names", [])]
         if names:
-            flat[layer] = _kernel_and_bias([np.asarray(group[name], dtype=np.float32) for name in names])
-    return flat
+            named[layer] = [np.asarray(group[name], dtype=np.float32) for name in names]
+    return FileWeights(named, {})
 
 
-def _read_keras3(layers: h5py.Group) -> FlatWeights:
-    found: list[tuple[str, str | None, list[np.ndarray]]] = []
+def _read_keras3(layers: h5py.Group) -> FileWeights:
+    named: dict[str, list[np.ndarray]] = {}
+    unnamed: dict[str, list[tuple[int, list[np.ndarray]]]] = {}
 
     def visit(path: str, item: Any) -> None:
         if isinstance(item, h5py.Group) and path.split("/")[-1] == "vars" and len(item):
             key = path.split("/")[-2]
-            name = _decode(item.attrs["name"]) if "name" in item.attrs else None
             arrays = [np.asarray(item[k], dtype=np.float32) for k in sorted(item, key=int)]
-            found.append((key, name, arrays))
+            if "name" in item.attrs:
+                named[_decode(item.attrs["name"])] = arrays
+                return
+            named[key] = arrays  # some Keras versions key groups by the layer's own name
+            match = re.fullmatch(r"([a-z_0-9]*?)(?:_(\d+))?", key)
+            kind, number = (match.group(1), int(match.group(2) or 0)) if match else (key, 0)
+            unnamed.setdefault(kind, []).append((number, arrays))
 
     layers.visititems(visit)
-    flat = {}
-    unnamed = []
-    for key, name, arrays in found:
-        if name is None and key in CONV_LAYERS:
-            name = key
-        if name is None:
-            unnamed.append((key, arrays))
-        else:
-            flat[name] = _kernel_and_bias(arrays)
-    # Keras versions that write no name attribute key the groups by class: conv2d, conv2d_1, ... in
-    # creation order, which for VGG16 is the order of its conv layers.
-    convs = sorted(
-        (item for item in unnamed if item[0].startswith("conv2d")),
-        key=lambda item: int(item[0].rpartition("_")[2]) if "_" in item[0] else 0,
-    )
-    if len(convs) == len(CONV_LAYERS) and not flat:
-        for layer, (_, arrays) in zip(CONV_LAYERS, convs, strict=True):
-            flat[layer] = _kernel_and_bias(arrays)
-    return flat
+    by_class = {
+        kind: [arrays for _, arrays in sorted(found, key=lambda x: x[0])] for kind, found in unnamed.items()
+    }
+    return FileWeights(named, by_class)
 
 
-def read_keras_h5(path: str | os.PathLike[str]) -> FlatWeights:
-    """Read every conv layer's kernel and bias from a Keras HDF5 weights file, in either layout.
+def read_keras_h5(path: str | os.PathLike[str]) -> FileWeights:
+    """Every weight tensor of a Keras HDF5 weights file, in either layout, unchecked.
 
-    Returns ``{layer: {"kernel": float32[3, 3, C_in, C_out], "bias": float32[C_out]}}`` for the layers the
-    file holds, unchecked. Raises :class:`WeightsError` for a missing, unreadable, truncated or foreign file.
+    Raises :class:`WeightsError` for a missing, unreadable, truncated or foreign file.
     """
     if not isinstance(path, str | os.PathLike):
         raise WeightsError(None, f"a weights file is a path, got {type(path).__name__}")
@@ -143,50 +124,105 @@ def read_keras_h5(path: str | os.PathLike[str]) -> FlatWeights:
         raise WeightsError(path, f"not a Keras weights file ({error})") from None
 
 
-def check_weights(flat: Mapping[str, Mapping[str, np.ndarray]], path: object = None) -> FlatWeights:
-    """Match loaded arrays to the model's parameters by layer name and shape; fail on any gap.
+_CLASS_KEYS = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense"}
 
-    Layers the model does not have (a file with the classifier top, say) are ignored. Returns the conv
-    layers' arrays in model order. Raises :class:`WeightsError` naming every missing layer or wrong shape.
-    """
-    expected = parameter_shapes()
-    # Another network's convolutions (VGG19's block3_conv4, a ResNet's conv2_block1_1_conv ...): the
-    # file is not VGG16's, even where VGG16's own names are all in it with the right shapes.
-    foreign = sorted(
-        layer
-        for layer, arrays in flat.items()
-        if layer not in expected and any(np.ndim(array) == 4 for array in arrays.values())
-    )
-    if foreign:
-        guess = " (VGG19's)" if set(foreign) >= {"block3_conv4", "block4_conv4", "block5_conv4"} else ""
-        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
-        raise WeightsError(
-            path, f"not VGG16 weights: the file holds convolutions VGG16 does not have{guess}: {shown}"
+
+def _keras_kind(network: Network, group: str) -> str:
+    # The key Keras 3 gives a layer of this group's class in a weights file without names.
+    for layer in network.layers:
+        if layer.name == group:
+            return _CLASS_KEYS.get(layer.kind, layer.kind.lower())
+    return "conv2d"
+
+
+def _assign(network: Network, file: FileWeights) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """The file's tensors given to ``network``'s parameter groups, and every problem found."""
+    shapes = network.parameter_shapes or {}
+    groups: dict[str, list[np.ndarray]] = {}
+    problems: list[str] = []
+    if any(group in file.named for group in shapes):
+        foreign = sorted(
+            name
+            for name, arrays in file.named.items()
+            if name not in shapes and any(array.ndim == 4 for array in arrays)
         )
-    missing = [layer for layer in expected if layer not in flat]
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+            problems.append(f"the file holds convolutions {network.name} does not have: {shown}")
+        groups = {group: file.named[group] for group in shapes if group in file.named}
+    else:
+        queues = {kind: list(entries) for kind, entries in file.by_class.items()}
+        expected_counts: dict[str, int] = {}
+        for group in shapes:
+            kind = _keras_kind(network, group)
+            expected_counts[kind] = expected_counts.get(kind, 0) + 1
+            if queues.get(kind):
+                groups[group] = queues[kind].pop(0)
+        for kind, count in expected_counts.items():
+            found = len(file.by_class.get(kind, []))
+            if found != count:
+                problems.append(f"{found} {kind} layers where {network.name} has {count}")
+    missing = [group for group in shapes if group not in groups]
     if missing:
-        raise WeightsError(path, f"not VGG16 weights: missing layers {', '.join(missing)}")
-    problems = []
-    for layer, shapes in expected.items():
-        for name, shape in shapes.items():
-            array = flat[layer].get(name)
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        problems.append(f"missing layers {shown}")
+    params: dict[str, dict[str, np.ndarray]] = {}
+    for group, arrays in groups.items():
+        names = list(shapes[group])
+        if len(arrays) < len(names):
+            problems.append(f"{group} holds {len(arrays)} tensors, expected {len(names)}")
+            continue
+        # Keras stores them in the order the parameters are listed (kernel, bias; gamma, beta, mean,
+        # variance); a legacy file may put a conv's bias first, so conv tensors also go by rank.
+        if set(names) == {"kernel", "bias"}:
+            by_rank = {array.ndim: array for array in arrays}
+            chosen = {"kernel": by_rank.get(4), "bias": by_rank.get(1)}
+        else:
+            chosen = dict(zip(names, arrays, strict=False))
+        for name in names:
+            array = chosen.get(name)
             if array is None:
-                problems.append(f"{layer} has no {name}")
-            elif tuple(array.shape) != shape:
-                problems.append(f"{layer} {name} has shape {tuple(array.shape)}, expected {shape}")
+                problems.append(f"{group} has no {name}")
+            elif tuple(array.shape) != tuple(shapes[group][name]):
+                problems.append(
+                    f"{group} {name} has shape {tuple(array.shape)}, expected {tuple(shapes[group][name])}"
+                )
+        params[group] = {name: chosen[name] for name in names if chosen.get(name) is not None}
+    return params, problems
+
+
+def match_weights(network: Network | str, file: FileWeights, path: object = None) -> Params:
+    """``file``'s tensors as ``network``'s parameters (numpy), every shape and value checked.
+
+    Raises :class:`WeightsError` naming the file and what is wrong; where the file is another built-in
+    network's weights, the message names both networks.
+    """
+    network = get_network(network)
+    params, problems = _assign(network, file)
     if problems:
-        raise WeightsError(path, "not VGG16 weights: " + "; ".join(problems))
+        other = identify(file, exclude=network.name)
+        if other is not None:
+            raise WeightsError(path, f"these are {other}'s weights, not {network.name}'s: {problems[0]}")
+        raise WeightsError(path, f"not {network.name} weights: " + "; ".join(problems[:3]))
     broken = [
-        f"{layer} {name}"
-        for layer, shapes in expected.items()
-        for name in shapes
-        if not np.isfinite(flat[layer][name]).all()
+        f"{group} {name}"
+        for group, arrays in params.items()
+        for name, array in arrays.items()
+        if not np.isfinite(array).all()
     ]
     if broken:
-        raise WeightsError(path, f"damaged weights: NaN or infinite values in {', '.join(broken)}")
-    return {
-        layer: {name: np.asarray(flat[layer][name]) for name in shapes} for layer, shapes in expected.items()
-    }
+        raise WeightsError(path, f"damaged weights: NaN or infinite values in {', '.join(broken[:6])}")
+    return params
+
+
+def identify(file: FileWeights, exclude: str | None = None) -> str | None:
+    """The built-in network whose weights ``file`` holds, if one fits exactly."""
+    from filterviz.network import builtin_networks
+
+    for name in builtin_networks():
+        if name != exclude and not _assign(get_network(name), file)[1]:
+            return name
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -204,15 +240,30 @@ def _project_weights_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "weights"
 
 
-def weights_search_path() -> list[Path]:
-    """The places :func:`load_weights` looks for the file, in order (the environment variable first)."""
+def weights_variable(network: Network | str = "vgg16") -> str:
+    """The environment variable naming a network's weights file: ``FILTERVIZ_WEIGHTS`` for VGG16,
+    ``FILTERVIZ_WEIGHTS_<NAME>`` for the others (``FILTERVIZ_WEIGHTS_RESNET50``)."""
+    name = get_network(network).name
+    return "FILTERVIZ_WEIGHTS" if name == "vgg16" else f"FILTERVIZ_WEIGHTS_{name.upper()}"
+
+
+def _file_name(network: Network) -> str:
+    if network.weights is None:
+        raise WeightsError(None, f"{network.name} has no published weights; give a weights file")
+    return network.weights.file_name
+
+
+def weights_search_path(network: Network | str = "vgg16") -> list[Path]:
+    """The places :func:`load_weights` looks for a network's file, in order (its variable first)."""
+    network = get_network(network)
+    variable, file_name = weights_variable(network), _file_name(network)
     places = []
-    if os.environ.get(WEIGHTS_ENV):
-        places.append(Path(os.environ[WEIGHTS_ENV]).expanduser())
+    if os.environ.get(variable):
+        places.append(Path(os.environ[variable]).expanduser())
     places += [
-        Path("weights") / WEIGHTS_FILENAME,
-        _project_weights_dir() / WEIGHTS_FILENAME,
-        keras_cache_dir() / WEIGHTS_FILENAME,
+        Path("weights") / file_name,
+        _project_weights_dir() / file_name,
+        keras_cache_dir() / file_name,
     ]
     unique = []
     for place in places:
@@ -221,14 +272,17 @@ def weights_search_path() -> list[Path]:
     return unique
 
 
-def find_weights() -> Path | None:
+def find_weights(network: Network | str = "vgg16") -> Path | None:
     """The first existing file on :func:`weights_search_path`, or None.
 
-    ``$FILTERVIZ_WEIGHTS``, when set, is the only candidate: a user who names a file means that file.
+    The network's variable (``$FILTERVIZ_WEIGHTS`` for VGG16), when set, is the only candidate: a user
+    who names a file means that file.
     """
-    if os.environ.get(WEIGHTS_ENV):
-        return Path(os.environ[WEIGHTS_ENV]).expanduser()
-    for place in weights_search_path():
+    network = get_network(network)
+    variable = weights_variable(network)
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).expanduser()
+    for place in weights_search_path(network):
         if place.is_file():
             return place
     return None
@@ -247,24 +301,29 @@ def _progress_bar(total: int | None, description: str) -> Any:
 def download_weights(
     directory: str | os.PathLike[str] | None = None,
     *,
-    url: str = WEIGHTS_URL,
-    md5: str | None = WEIGHTS_MD5,
-    filename: str = WEIGHTS_FILENAME,
+    network: Network | str = "vgg16",
+    url: str | None = None,
+    md5: str | None = "official",
     opener: Callable[..., Any] = urllib.request.urlopen,
     timeout: float = 60.0,
 ) -> Path:
-    """Download the weights into ``directory`` (default: Keras' cache), check the md5, return the path.
+    """Download a network's weights into ``directory`` (default: Keras' cache), check the md5, return the
+    path. ``url`` and ``md5`` default to the official file's (``md5=None`` skips the check).
 
     The bytes go to a temporary file beside the target and are renamed into place only once complete
     and verified, so no partial or corrupt file is ever left under the final name. Raises
     :class:`WeightsError` on a network failure, a short transfer or a checksum mismatch, saying where
     to put the file by hand.
     """
+    network = get_network(network)
+    filename = _file_name(network)
+    url = url or network.weights.url
+    md5 = network.weights.md5 if md5 == "official" else md5
     directory = Path(directory) if directory is not None else keras_cache_dir()
     target = directory / filename
     by_hand = (
-        f"without internet access, copy {WEIGHTS_FILENAME} into ./weights/ or {keras_cache_dir()}, "
-        f"or set {WEIGHTS_ENV} to its path"
+        f"without internet access, copy {filename} into ./weights/ or {keras_cache_dir()}, "
+        f"or set {weights_variable(network)} to its path"
     )
     # The folders this download creates (e.g. ~/.keras/models) go again if it fails: nothing is left.
     created = [folder for folder in (directory, *directory.parents) if not folder.exists()]
@@ -303,7 +362,7 @@ def download_weights(
             except (urllib.error.URLError, OSError, ValueError) as error:
                 reason = getattr(error, "reason", None) or error
                 raise WeightsError(
-                    None, f"could not download the VGG16 weights from {url} ({reason}); {by_hand}"
+                    None, f"could not download the {network.name} weights from {url} ({reason}); {by_hand}"
                 ) from None
             temporary.flush()
             os.fsync(temporary.fileno())
@@ -336,50 +395,61 @@ def _remove_empty(folders: list[Path]) -> None:
 def load_weights(
     path: str | os.PathLike[str] | None = None,
     *,
+    network: Network | str = "vgg16",
     download: bool = True,
-    url: str = WEIGHTS_URL,
-    md5: str | None = WEIGHTS_MD5,
+    url: str | None = None,
+    md5: str | None = "official",
 ) -> Params:
-    """Load the VGG16 ImageNet weights as a params pytree for :class:`filterviz.model.VGG16`.
+    """Load a network's weights as its params pytree (VGG16's ImageNet weights by default).
 
     Args:
-      path: a Keras HDF5 weights file (legacy or Keras 3 layout). When None, the first of
-        ``$FILTERVIZ_WEIGHTS``, ``weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` and Keras'
-        cache ``~/.keras/models/`` that exists; failing all, a download from the official Keras URL.
+      path: a Keras HDF5 weights file (legacy or Keras 3 layout). When None, the first of the network's
+        variable (``$FILTERVIZ_WEIGHTS`` for VGG16), ``weights/<file>`` and Keras' cache
+        ``~/.keras/models/`` that exists; failing all, a download from the official Keras URL.
+      network: ``"vgg16"``, ``"vgg19"``, ``"resnet50"`` or a :class:`~filterviz.network.Network`.
       download: allow that download.
-      url, md5: where to download from and the checksum to demand.
+      url, md5: where to download from and the checksum to demand (default: the official file's).
 
     Returns:
-      ``{layer: {"kernel": float32[3, 3, C_in, C_out], "bias": float32[C_out]}}`` for the 13 conv layers.
+      ``{layer: {name: float32 array}}``; for VGG16 ``{"block1_conv1": {"kernel": [3, 3, 3, 64],
+      "bias": [64]}, ...}``.
 
     Raises:
-      WeightsError: the file is missing, unreadable, truncated, foreign or not VGG16's, or the download
-        failed; the message names the file and what is wrong.
+      WeightsError: the file is missing, unreadable, truncated, foreign, damaged or another network's
+        (the message names both), or the download failed; the message names the file.
     """
+    network = get_network(network)
     if path is None:
-        path = find_weights()
+        path = find_weights(network)
         if path is None:
             if not download:
                 raise WeightsError(
                     None,
-                    f"no VGG16 weights found (looked in {', '.join(map(str, weights_search_path()))}); "
-                    f"copy {WEIGHTS_FILENAME} into one of them or set {WEIGHTS_ENV}",
+                    f"no {network.name} weights found (looked in "
+                    f"{', '.join(map(str, weights_search_path(network)))}); copy {_file_name(network)} into "
+                    f"one of them or set {weights_variable(network)}",
                 )
-            path = download_weights(url=url, md5=md5)
-    flat = check_weights(read_keras_h5(path), path)
+            path = download_weights(network=network, url=url, md5=md5)
+    params = match_weights(network, read_keras_h5(path), path)
     return {
-        layer: {name: jnp.asarray(array) for name, array in arrays.items()} for layer, arrays in flat.items()
+        group: {name: jnp.asarray(array) for name, array in arrays.items()}
+        for group, arrays in params.items()
     }
 
 
-def content_digest(params: Mapping[str, Mapping[str, Any]]) -> str:
-    """sha256 over every kernel then bias as little-endian float32, in layer order.
+def content_digest(params: Mapping[str, Mapping[str, Any]], network: Network | str = "vgg16") -> str:
+    """sha256 over every tensor as little-endian float32, in the network's parameter order.
 
     Identifies the tensors whatever the file's layout: the legacy and the Keras 3 file of the same
     weights give the same digest.
     """
+    shapes = get_network(network).parameter_shapes
+    order = (
+        [(group, name) for group, names in shapes.items() for name in names]
+        if shapes is not None
+        else sorted((group, name) for group in params for name in params[group])
+    )
     digest = hashlib.sha256()
-    for layer in CONV_LAYERS:
-        for name in ("kernel", "bias"):
-            digest.update(np.ascontiguousarray(np.asarray(params[layer][name]), dtype="<f4").tobytes())
+    for group, name in order:
+        digest.update(np.ascontiguousarray(np.asarray(params[group][name]), dtype="<f4").tobytes())
     return digest.hexdigest()

@@ -1,0 +1,177 @@
+"""Settings checked before any work, the arithmetic precisions, and the memory model that sizes chunks.
+
+Every user-facing function checks its arguments here first, so bad input is a :class:`SettingError`
+(or another :class:`FilterVizError`) with the value that would work, never a failure deep in XLA.
+
+Precision: ``"float32"`` (full float32 convolutions on every device), ``"tf32"`` (float32 data with
+TensorFloat-32 matrix math where the device has it: NVIDIA GPUs since Ampere; float32 elsewhere) and
+``"bfloat16"`` (network and gradient in bfloat16, the image kept and updated in float32).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from filterviz.errors import FilterIndexError, SettingError
+from filterviz.network import Network
+
+PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bfloat16")
+"""The arithmetic an ascent may use; see the module docstring."""
+
+# Per precision: the name jax.default_matmul_precision takes (it sets the convolutions' precision too)
+# and the type the network and its gradient are computed in.
+_MATMUL_PRECISION = {"float32": "float32", "tf32": "tensorfloat32", "bfloat16": "bfloat16"}
+_COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is a whole number in ``0 .. 2**63 - 1``; else :class:`SettingError`."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise SettingError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
+
+
+def check_step_size(step_size: object, what: str = "step size") -> float:
+    """``step_size`` as a float if it is finite and positive; else :class:`SettingError`."""
+    try:
+        value = float(step_size)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingError(f"{what} must be a number, got {step_size!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingError(f"{what} must be a finite number above 0, got {step_size!r}")
+    return value
+
+
+def check_count(value: object, what: str, *, minimum: int = 1) -> int:
+    """``value`` if it is a whole number of at least ``minimum``; else :class:`SettingError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise SettingError(f"{what} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_precision(precision: object) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; else :class:`SettingError` listing them."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise SettingError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def compute_dtype(precision: str) -> jnp.dtype:
+    """The type the network and its gradient run in under ``precision``."""
+    return _COMPUTE_DTYPE[check_precision(precision)]
+
+
+def matmul_precision(precision: str) -> jax.default_matmul_precision:
+    """Context setting the precision of every convolution traced inside it, forward and backward."""
+    return jax.default_matmul_precision(_MATMUL_PRECISION[check_precision(precision)])
+
+
+def check_filters(
+    network: Network, layer: str, filters: int | Sequence[int] | np.ndarray | jax.Array
+) -> np.ndarray:
+    """``filters`` as ``int32[N]``, each checked to be a filter of ``layer`` (raises FilterIndexError)."""
+    spec = network.layer(layer)
+    try:
+        indices = np.atleast_1d(np.asarray(filters))
+    except (TypeError, ValueError):
+        indices = np.asarray([None])
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise SettingError(f"filters must be a filter index or a 1-D sequence of them, got {filters!r}")
+    for index in indices:
+        if not 0 <= index < spec.channels:
+            raise FilterIndexError(spec.name, int(index), spec.channels)
+    return indices.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The memory model: how many filters fit a device, and which image sizes fit at all.
+
+# Per-filter memory of a step is dominated by the activations kept for the backward pass; count them
+# (elements up to the target layer) and allow for the gradients and temporaries alongside.
+_BYTES_PER_ACTIVATION = 4 * 3
+_CPU_MAX_BATCH = 1  # On CPU one filter per call is fastest (measured in bench/): batching only adds memory.
+_ACCELERATOR_MEMORY_FRACTION = 0.4
+_ACCELERATOR_MAX_BATCH = 256
+
+
+def device_memory(device: jax.Device | None = None) -> int:
+    """Bytes a computation may use on ``device``: an accelerator's limit, or the host's physical memory."""
+    device = device or jax.devices()[0]
+    if device.platform != "cpu":
+        return int((device.memory_stats() or {}).get("bytes_limit", 16 << 30))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every system reports it
+        return 16 << 30
+
+
+def check_image_size(
+    network: Network,
+    layer: str,
+    height: int,
+    width: int,
+    *,
+    copies: int = 1,
+    device: jax.Device | None = None,
+) -> None:
+    """Raise :class:`SettingError`, before any work, if a ``height x width`` image cannot be ascended at
+    ``layer``: smaller than the layer needs, or more than the device's memory holds for one filter
+    (``copies`` images of it), by the memory model that sizes the chunks. Both messages give the size
+    that would work."""
+    spec = network.layer(layer)
+    minimum = network.minimum_size(spec.name)
+    if height < minimum or width < minimum:
+        raise SettingError(
+            f"{height}x{width} is too small for {spec.name}: {network.name} leaves nothing of it there; "
+            f"use at least {minimum}x{minimum}"
+        )
+    available = device_memory(device)
+
+    def need(h: int, w: int) -> int:
+        return network.activation_elements(spec.name, h, w) * _BYTES_PER_ACTIVATION * copies
+
+    if need(height, width) > available:
+        scale = math.sqrt(available / need(height, width))
+        fits = (max(minimum, int(height * scale)), max(minimum, int(width * scale)))
+        while need(*fits) > available and min(fits) > minimum:
+            fits = (max(minimum, int(fits[0] * 0.95)), max(minimum, int(fits[1] * 0.95)))
+        where = "this machine's memory" if (device or jax.devices()[0]).platform == "cpu" else "the device"
+        raise SettingError(
+            f"{height}x{width} at {spec.name} needs about {need(height, width) / 2**30:,.1f} GiB "
+            f"for one filter, more than the {available / 2**30:,.1f} GiB of {where}; the largest that "
+            f"fits is about {fits[0]}x{fits[1]}"
+        )
+
+
+def default_batch_size(
+    network: Network, layer: str, height: int, width: int, device: jax.Device | None = None
+) -> int:
+    """Filters per compiled chunk for ``layer`` at ``height x width``, chosen from the device's memory.
+
+    On accelerators: as many as fit in 40% of the device memory (at most 256). On CPU: 1, since XLA's
+    CPU convolutions run no faster on a batch (measured in ``bench/``).
+    """
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        return _CPU_MAX_BATCH
+    per_filter = network.activation_elements(layer, height, width) * _BYTES_PER_ACTIVATION
+    budget = int(device_memory(device) * _ACCELERATOR_MEMORY_FRACTION)
+    return max(1, min(_ACCELERATOR_MAX_BATCH, budget // per_filter))
+
+
+def padded_chunks(count: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``0..count-1`` in chunks of ``size``: ``(rows int[n], padded int[size])`` per chunk.
+
+    ``padded`` repeats the chunk's last row up to ``size``, so the last chunk reuses the compiled program
+    of the others; callers keep the first ``len(rows)`` results.
+    """
+    for begin in range(0, count, size):
+        rows = np.arange(begin, min(begin + size, count))
+        yield rows, np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])

@@ -1,0 +1,419 @@
+"""What each ``filterviz`` command does, given its parsed arguments (:mod:`filterviz.cli` parses them).
+
+Every command checks its arguments and its output before any work, loads the network, runs the one
+engine, writes atomically and reports in a line or two on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from filterviz.errors import FilterIndexError, SettingError
+from filterviz.network import Network
+from filterviz.progress import count_of
+
+
+class UsageError(SettingError):
+    """A malformed command-line value (filter list, size)."""
+
+
+def parse_filters(text: str, network: Network, layer: str) -> list[int]:
+    """``"0-19"``, ``"3,7,10-12"`` or ``"all"`` -> filter indices of ``layer``, each checked for range."""
+    channels = network.layer(layer).channels
+    if text.strip() == "all":
+        return list(range(channels))
+    indices: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            begin = int(first)
+            end = int(last) if dash else begin
+        except ValueError:
+            raise UsageError(f"bad filter list {text!r}: use e.g. 0-19 or 3,7,10-12 or all") from None
+        if end < begin:
+            raise UsageError(f"bad filter range {part.strip()!r}: the end is before the start")
+        for index in (begin, end):
+            if not 0 <= index < channels:
+                raise FilterIndexError(layer, index, channels)
+        indices.extend(range(begin, end + 1))
+    return indices
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"128"`` or ``"160x120"`` (height x width) -> ``(height, width)``."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        raise UsageError(f"bad size {text!r}: use e.g. 128 or 160x120") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise UsageError(f"bad size {text!r}: use e.g. 128 or 160x120")
+    return sizes[0], sizes[1]
+
+
+def is_model_file(model: str) -> bool:
+    """Whether ``--model`` names a Keras model file rather than a built-in network."""
+    return model.lower().endswith(".keras") or Path(model).is_file()
+
+
+def load_network(args: argparse.Namespace, *, weights: bool = True) -> tuple[Network, Any]:
+    """The network ``--model`` names and, with ``weights``, its params (``--weights`` for a built-in)."""
+    from filterviz.network import network
+
+    if is_model_file(args.model):
+        from filterviz.external import from_keras
+
+        if getattr(args, "weights", None):
+            raise UsageError("a .keras model file carries its own weights: drop --weights")
+        return from_keras(args.model)
+    chosen = network(args.model)
+    if not weights:
+        return chosen, None
+    from filterviz.weights import load_weights
+
+    return chosen, load_weights(getattr(args, "weights", None), network=chosen)
+
+
+def use_compilation_cache(args: argparse.Namespace) -> None:
+    """Keep compiled programs on disk (unless ``--no-compile-cache``); a cache that cannot be made only
+    costs time: warn and go on."""
+    if args.no_compile_cache:
+        return
+    from filterviz.errors import OutputError
+    from filterviz.runtime import enable_compilation_cache
+
+    try:
+        enable_compilation_cache()
+    except OutputError as error:
+        print(f"filterviz: warning: {error}; compiling without a cache", file=sys.stderr)
+
+
+def method_from_arguments(args: argparse.Namespace):
+    """The :class:`filterviz.Method` the command line asks for: a preset, then each knob given."""
+    from filterviz.methods import Octaves, Optimizer, get_method
+    from filterviz.param import PARAMETERIZATIONS
+    from filterviz.transforms import STANDARD
+
+    method = get_method(args.method, precision=args.precision)
+    settings = {}
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    if args.param is not None:
+        settings["parameterization"] = PARAMETERIZATIONS[args.param]()
+    if args.preprocess is not None:
+        settings["preprocessing"] = args.preprocess
+    if args.transforms is not None:
+        settings["transforms"] = STANDARD if args.transforms == "standard" else ()
+    if getattr(args, "images_per_filter", None) is not None:
+        settings["images_per_filter"] = args.images_per_filter
+    if args.optimizer is not None or args.step_size is not None:
+        current = method.optimizer
+        name = args.optimizer or current.name
+        rate = args.step_size if args.step_size is not None else current.learning_rate
+        options = current.options if name == current.name else ()
+        settings["optimizer"] = Optimizer(name, rate, options)
+    if args.octaves is not None:
+        base = method.octaves or Octaves()
+        settings["octaves"] = (
+            None
+            if args.octaves == 0
+            else dataclasses.replace(base, stages=args.octaves, scale=args.octave_scale)
+        )
+    return get_method(method, **settings)
+
+
+def shared_start(method, seed: int, height: int, width: int):
+    """The notebook's start: one grey noise image for every filter (pixel methods without octaves);
+    None where each filter draws its own start from its key."""
+    import jax
+
+    from filterviz.images import random_image
+    from filterviz.param import Pixels
+
+    if method.octaves is None and method.parameterization == Pixels():
+        return random_image(jax.random.key(seed), height, width)
+    return None
+
+
+def stall_hint(layer: str, activations: Sequence[float], method: str) -> str | None:
+    """One line when most filters stayed dead (never fired), with what helps; None otherwise."""
+    dead = sum(1 for value in activations if not value > 0)
+    if not activations or dead * 2 < len(activations):
+        return None
+    if method == "notebook":
+        advice = (
+            "try --method lucid (its ReLU gradients wake filters that noise leaves off), "
+            "a larger --size or more --steps"
+        )
+    else:
+        advice = "try a larger --size or more --steps"
+    return f"{dead} of {count_of(len(activations), 'filter')} of {layer} stayed dead (activation 0): {advice}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The commands.
+
+
+def layers(args: argparse.Namespace) -> None:
+    network, _ = load_network(args, weights=False)
+    width = max(len(layer.name) for layer in network.layers) + 2
+    for layer in network.layers:
+        drawn = "" if layer.visual else "  (not swept by default)"
+        print(f"{layer.name:<{width}}{layer.kind:<20}{count_of(layer.channels, 'filter'):>13}{drawn}")
+
+
+def summary(args: argparse.Namespace) -> None:
+    network, _ = load_network(args, weights=False)
+    height, width = parse_size(args.size) if args.size else (None, None)
+    print(network.summary(height, width))
+
+
+def filters(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from filterviz.engine import check_method_size, render
+    from filterviz.images import FIGURE_FORMATS, check_writable
+    from filterviz.objectives import channel, diversity, neuron
+    from filterviz.plotting import filter_grid, filter_labels, save_figure
+
+    network, _ = load_network(args, weights=False)
+    layer = network.layer(args.layer).name
+    chosen = parse_filters(args.filters, network, layer)
+    height, width = parse_size(args.size)
+    method = method_from_arguments(args)
+    check_method_size(network, method, layer, height, width)
+    check_writable(args.out, FIGURE_FORMATS)
+    if args.gif:
+        check_writable(args.gif, {".gif": "GIF"})
+    use_compilation_cache(args)
+    network, params = load_network(args)
+    began = time.perf_counter()
+    objective = channel(layer, chosen) if args.objective == "channel" else neuron(layer, chosen)
+    if args.diversity:
+        objective = objective + args.diversity * diversity(layer)
+    result = render(
+        params,
+        objective,
+        network=network,
+        method=method,
+        size=(height, width),
+        seed=args.seed,
+        start=shared_start(method, args.seed, height, width),
+        batch_size=args.batch_size,
+        frame_every=args.frame_every if args.gif else None,
+        progress=False if args.quiet else None,
+    )
+    count = method.images_per_filter
+    pictures = result.pictures.reshape(-1, height, width, 3)
+    activations = result.activations
+    if args.gif:
+        from filterviz.atlas import contact_sheet
+        from filterviz.images import save_gif
+
+        frames = result.frames.reshape(result.frames.shape[0], -1, height, width, 3)
+        tiles = [str(f) for f in chosen for _ in range(count)]
+        sheets = [
+            contact_sheet(frame, tiles, columns=args.columns, tile=min(128, height)) for frame in frames
+        ]
+        save_gif(np.stack(sheets), args.gif)
+    seconds = time.perf_counter() - began
+    # Each picture is labelled with its filter and the activation the filter reached (per filter: its
+    # K images share the objective's value).
+    labels = [
+        label + (f" #{k}" if count > 1 else "")
+        for label in filter_labels(chosen, activations)
+        for k in range(count)
+    ]
+    if args.top:
+        # The later Keras example's grid: the filters that reached the highest activation, strongest first.
+        order = np.argsort(-np.nan_to_num(activations, nan=-np.inf), kind="stable")[: args.top]
+        rows = [row * count + k for row in order for k in range(count)]
+        pictures, labels = pictures[rows], [labels[r] for r in rows]
+    figure = filter_grid(pictures, labels, columns=args.columns, title=f"{layer} ({method.name})")
+    save_figure(figure, args.out)
+    if not args.quiet:
+        print(
+            f"wrote {args.out}: {count_of(len(chosen), 'filter')} of {layer}, {height}x{width}, "
+            f"{method.name} method, {count_of(method.steps, 'step')} in {seconds:.1f} s"
+            + (f"; animation: {args.gif}" if args.gif else ""),
+            file=sys.stderr,
+        )
+    hint = stall_hint(layer, list(activations), method.name)
+    if hint:
+        print(f"filterviz: {hint}", file=sys.stderr)
+
+
+def dream(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from filterviz.engine import render
+    from filterviz.images import (
+        ARRAY_FORMATS,
+        PICTURE_FORMATS,
+        as_image,
+        atomic_write,
+        check_writable,
+        encode_npy,
+        load_image,
+        save_picture,
+    )
+    from filterviz.methods import Method, Octaves, Optimizer
+    from filterviz.objectives import channel, deepdream
+
+    network, _ = load_network(args, weights=False)
+    layer = network.layer(args.layer or network.visual_layers[-1]).name
+    (filter_index,) = parse_filters(str(args.filter), network, layer)
+    step_size = 1.0 if args.step_size is None else args.step_size
+    check_writable(args.out, {**PICTURE_FORMATS, **ARRAY_FORMATS})
+    photo = load_image(args.image, max_pixels=args.max_pixels)
+    use_compilation_cache(args)
+    network, params = load_network(args)
+    began = time.perf_counter()
+    # The notebook's step on the photo; with octaves, as the Keras deep dream example: ascend a shrunk
+    # photo, grow it, put back the detail shrinking lost, ascend again.
+    octaves = None
+    if args.octaves:
+        octaves = Octaves(args.octaves, args.octave_scale, True, requantize=False, reinject_detail=True)
+    method = Method(
+        name="dream",
+        optimizer=Optimizer("normalized", step_size),
+        steps=args.steps,
+        octaves=octaves,
+        picture="clip",
+        precision=args.precision,
+    ).check()
+    objective = deepdream(layer) if args.objective == "deepdream" else channel(layer, filter_index)
+    result = render(
+        params, objective, network=network, method=method, start=photo, progress=False if args.quiet else None
+    )
+    dreamed = np.asarray(result.pixels[0, 0])
+    seconds = time.perf_counter() - began
+    if args.out.lower().endswith(".npy"):
+        atomic_write(args.out, encode_npy(dreamed))  # the float image itself, unquantised
+    else:
+        picture = as_image(dreamed) if args.deprocess == "notebook" else np.clip(dreamed, 0, 255)
+        save_picture(picture.astype(np.uint8), args.out)
+    what = f"{layer} (deep dream)" if args.objective == "deepdream" else f"{layer} filter {filter_index}"
+    stages = f" x {count_of(args.octaves, 'octave')}" if args.octaves else ""
+    if not args.quiet:
+        print(
+            f"wrote {args.out}: {what} dreamed into a {photo.shape[0]}x{photo.shape[1]} photo, "
+            f"{count_of(args.steps, 'step')}{stages} in {seconds:.1f} s",
+            file=sys.stderr,
+        )
+
+
+def sweep(args: argparse.Namespace) -> None:
+    import jax
+
+    from filterviz.images import load_image, resize_image
+    from filterviz.sweep import sweep as run_sweep
+
+    if args.coordinator or args.num_processes is not None or args.process_id is not None or args.distributed:
+        # Before anything touches a device: this joins the processes into one runtime. With no
+        # arguments JAX finds the cluster itself (SLURM, Open MPI, Kubernetes, Cloud TPU).
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.cpu_devices != 1:
+        from filterviz.runtime import split_cpu_into_devices
+
+        split_cpu_into_devices(args.cpu_devices or None)
+    network, _ = load_network(args, weights=False)
+    chosen_layers = (
+        None
+        if args.layers == "all"
+        else [network.layer(name.strip()).name for name in args.layers.split(",")]
+    )
+    chosen_filters = None
+    if args.filters != "all":
+        chosen_filters = {
+            name: parse_filters(args.filters, network, name)
+            for name in (chosen_layers or network.visual_layers)
+        }
+    height, width = parse_size(args.size or "128")
+    start = None
+    if args.start is not None:
+        start = load_image(args.start, max_pixels=args.max_pixels)
+        if args.size is not None:  # a photo keeps its own size unless --size is given
+            start = resize_image(start, height, width)
+    method = method_from_arguments(args)
+    use_compilation_cache(args)
+    network, params = load_network(args)
+    result = run_sweep(
+        params,
+        args.out,
+        layers=chosen_layers,
+        filters=chosen_filters,
+        size=(height, width),
+        method=method,
+        seed=args.seed,
+        start=start,
+        precision=args.precision,
+        raw=args.raw,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+        network=network,
+    )
+    for problem in result.problems:
+        print(f"filterviz: redone: {problem}", file=sys.stderr)
+    page = None
+    if jax.process_index() == 0:
+        from filterviz.atlas import write_atlas
+
+        atlas = write_atlas(args.out)
+        page = atlas.page
+        for problem in atlas.problems:
+            print(f"filterviz: atlas: {problem}", file=sys.stderr)
+    if not args.quiet:
+        where = (
+            f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+        )
+        print(
+            f"{count_of(result.written, 'filter')} written, {result.skipped} already done, in "
+            f"{result.seconds:.1f} s on {count_of(jax.device_count(), 'device')}{where}",
+            file=sys.stderr,
+        )
+        if page is not None:
+            print(f"atlas: {page}", file=sys.stderr)
+
+
+def atlas(args: argparse.Namespace) -> None:
+    from filterviz.atlas import write_atlas
+
+    written = write_atlas(args.folder)
+    for problem in written.problems:
+        print(f"filterviz: left out: {problem}", file=sys.stderr)
+    print(written.page)
+
+
+def top(args: argparse.Namespace) -> None:
+    from filterviz.atlas import DEAD_ACTIVATION, load_pictures, top_filters
+    from filterviz.images import FIGURE_FORMATS, check_writable
+    from filterviz.plotting import filter_grid, save_figure
+
+    check_writable(args.out, FIGURE_FORMATS)
+    entries = top_filters(args.folder, args.layer, args.count)
+    if not entries:
+        raise UsageError(f"{args.folder} has no finished filters of {args.layer}")
+    labels = [
+        f"{e['filter']}: {e['activation']:.1f}" + (" dead" if e["activation"] <= DEAD_ACTIVATION else "")
+        for e in entries
+    ]
+    figure = filter_grid(
+        load_pictures(args.folder, entries),
+        labels,
+        columns=args.columns,
+        title=f"{args.layer}, strongest first",
+    )
+    save_figure(figure, args.out)
+    print(
+        f"wrote {args.out}: the {count_of(len(entries), 'strongest filter')} of {args.layer}", file=sys.stderr
+    )

@@ -1,0 +1,217 @@
+"""A sweep's compute: the filters of a layer split over every device of every process.
+
+The filters form one axis of a :class:`jax.sharding.Mesh` (``jax.distributed.initialize`` joins hosts
+into one runtime); a ``shard_map`` runs the engine's vmapped render on each device's share with no
+collectives, and each process reads back the shards its own devices hold. So every filter is computed
+exactly once, whatever the number of devices or processes, and a filter's picture does not depend on
+which device computed it (its PRNG key comes from its own index).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from filterviz.checks import default_batch_size, padded_chunks
+from filterviz.engine import render_filters
+from filterviz.methods import Method
+from filterviz.network import Network, Params
+
+FILTER_AXIS = "filters"
+"""Name of the mesh axis the filters are split over."""
+
+
+def filter_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named ``"filters"`` over ``devices`` (default: every device of every process)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (FILTER_AXIS,))
+
+
+def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
+    """A global array of a host value every process holds; each places the parts its devices hold."""
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def agree(flags: np.ndarray) -> np.ndarray:
+    """Element-wise OR of a boolean array over all processes (itself with one process)."""
+    if jax.process_count() == 1:
+        return flags
+    return np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0)
+
+
+@functools.cache
+def _sharded_render(
+    mesh: Mesh,
+    network: Network,
+    layer: str,
+    method: Method,
+    size: tuple[int, int],
+    seed: int,
+    with_start: bool,
+) -> Callable[..., Any]:
+    # One jitted program per (mesh, network, layer, method, size, seed); jit adds one per chunk size.
+    # shard_map makes each device render its own filters: no collectives, no resharding decisions left
+    # to the compiler.
+    #
+    # A start image comes as one copy per device, split like the filters, not replicated: inside
+    # shard_map a replicated input is typed device-invariant, and the gradient of a device-varying loss
+    # with respect to it is summed over devices, which would mix every filter's gradient into each.
+    def render_shard(params: Params, filter_indices: jax.Array, *start: jax.Array):
+        first = start[0][0] if start else None
+        return render_filters(network, params, layer, filter_indices, first, seed, method=method, size=size)
+
+    split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
+    in_specs = (whole, split, split) if with_start else (whole, split)
+    return jax.jit(jax.shard_map(render_shard, mesh=mesh, in_specs=in_specs, out_specs=(split, split)))
+
+
+class Chunk(NamedTuple):
+    """One compiled call of a :class:`ShardedAscent`: ``filters`` of ``layer`` and their results.
+
+    ``images float32[C, H, W, 3]`` and ``activations float32[C]`` are global arrays split over the
+    mesh; ``C`` is the chunk size, rows from ``len(filters)`` on are padding.
+    """
+
+    layer: str
+    filters: np.ndarray
+    images: jax.Array
+    activations: jax.Array
+
+    def local_rows(self) -> Iterator[tuple[list[int], jax.Array, jax.Array]]:
+        """Per device of this process: ``(filter indices, images, activations)`` of its real rows."""
+        activations = {shard.device: shard.data for shard in self.activations.addressable_shards}
+        for shard in self.images.addressable_shards:
+            first = shard.index[0].start or 0
+            rows = min(shard.data.shape[0], max(0, len(self.filters) - first))
+            if rows:  # padding filters are computed but never returned
+                filters = [int(f) for f in self.filters[first : first + rows]]
+                yield filters, shard.data[:rows], activations[shard.device][:rows]
+
+
+class ShardedAscent:
+    """A sweep's rendering: the filters of a layer split over every device of a mesh, chunk by chunk.
+
+    The parameters and the start image (``float32[H, W, 3]``, or None where each filter draws its own)
+    are placed on the devices once; :meth:`run` then dispatches one compiled call per chunk of a layer's
+    filters, each device rendering ``batch_size`` of them (vmapped) with no communication. Works the
+    same with one device, several, or the devices of several processes joined by ``jax.distributed``.
+    Each filter is rendered by :func:`filterviz.engine.render_filters`, keyed by ``seed`` and its index.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        params: Params,
+        method: Method,
+        start: np.ndarray | None,
+        *,
+        size: tuple[int, int],
+        seed: int = 0,
+        mesh: Mesh | None = None,
+        batch_size: int | None = None,
+    ):
+        self.network, self.method, self.seed = network, method, seed
+        self.mesh = mesh or filter_mesh()
+        self.batch_size = batch_size
+        self.height, self.width = size
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self._split = NamedSharding(self.mesh, PartitionSpec(FILTER_AXIS))
+        self._params = jax.tree.map(lambda array: global_array(array, replicated), params)
+        self._start = None
+        if start is not None:
+            copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
+            self._start = global_array(copies, self._split)
+        self._programs: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
+        self._programs_lock = threading.Lock()
+
+    @property
+    def precision(self) -> str:
+        return self.method.precision
+
+    def chunk_size(self, layer: str, count: int) -> int:
+        """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
+        devices = self.mesh.size
+        # A method's every filter runs K images times its transform copies through the network.
+        per_image = self.method.images_per_filter * self.method.transform_copies
+        device = self.mesh.devices.flat[0]
+        per_device = self.batch_size or max(
+            1, default_batch_size(self.network, layer, self.height, self.width, device) // per_image
+        )
+        # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
+        return min(per_device, -(-count // devices)) * devices
+
+    def my_count(self, layer: str, count: int) -> int:
+        """How many of ``count`` filters of ``layer`` this process's devices compute."""
+        size = self.chunk_size(layer, count)
+        mine = 0
+        for begin in range(0, count, size):
+            real = min(size, count - begin)
+            for index in self._split.addressable_devices_indices_map((size,)).values():
+                first, end, _ = index[0].indices(size)
+                mine += max(0, min(end, real) - first)
+        return mine
+
+    def _inputs(self) -> tuple[jax.Array, ...]:
+        # What every call takes after the filter indices.
+        return () if self._start is None else (self._start,)
+
+    def program(self, layer: str, size: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+        """The compiled call for chunks of ``size`` filters of ``layer``: ``int32[size] -> (images, acts)``.
+
+        Compiled once per (layer, size), or loaded from the persistent compilation cache when it is on.
+        Safe to call from several threads at once: one compiles, the others wait for it; that is how
+        :meth:`compile_ahead` compiles the programs of later layers while the devices run earlier ones.
+        """
+        key = (self.network.layer(layer).name, size)
+        with self._programs_lock:
+            pending = self._programs.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._programs[key] = concurrent.futures.Future()
+        if owner:
+            try:
+                shape = (self.height, self.width)
+                jitted = _sharded_render(
+                    self.mesh, self.network, key[0], self.method, shape, self.seed, self._start is not None
+                )
+                indices = global_array(np.zeros(size, np.int32), self._split)
+                pending.set_result(jitted.lower(self._params, indices, *self._inputs()).compile())
+            except BaseException as error:
+                pending.set_exception(error)
+        compiled = pending.result()
+        inputs = self._inputs()
+        return lambda indices: compiled(self._params, indices, *inputs)
+
+    def compile_ahead(
+        self, plan: Iterable[tuple[str, int]], threads: int
+    ) -> concurrent.futures.ThreadPoolExecutor:
+        """Start compiling, on ``threads`` host threads, the program of each ``(layer, filter count)``.
+
+        Returns the executor; shut it down when done (``cancel_futures=True`` drops what has not begun).
+        XLA compiles on the host, so a sweep's later layers compile while its devices run the earlier
+        ones, and on a many-core host several layers compile at once. An error surfaces in :meth:`run`.
+        """
+        executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="filterviz-compile")
+        for layer, count in plan:
+            executor.submit(self.program, layer, self.chunk_size(layer, count))
+        return executor
+
+    def run(self, layer: str, filters: np.ndarray) -> Iterator[Chunk]:
+        """Dispatch the chunks of ``filters`` of ``layer`` one by one (asynchronously, as JAX does)."""
+        layer = self.network.layer(layer).name
+        filters = np.asarray(filters, np.int32)
+        if not len(filters):
+            return
+        size = self.chunk_size(layer, len(filters))
+        program = self.program(layer, size)
+        for rows, padded in padded_chunks(len(filters), size):
+            images, achieved = program(global_array(filters[padded], self._split))
+            yield Chunk(layer, filters[rows], images, achieved)

@@ -1,0 +1,250 @@
+"""Networks as values: VGG16 (names, shapes, parameter count, summary, the early-stopping forward, the
+one-channel head), VGG19 and ResNet50 against Keras itself on weights Keras writes in both layouts, and
+weights of one network refused as another's."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import filterviz
+from filterviz.network import builtin_networks
+from filterviz.vgg import conv3x3, with_flipped_kernels
+from filterviz.weights import load_weights
+
+
+def relative_error(ours, theirs) -> float:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
+
+
+# ----------------------------------------------------------------------------------------------------
+# VGG16
+
+
+def test_layer_names_and_parameter_count_match_keras(vgg16, keras_vgg16):
+    keras_names = [layer.name for layer in keras_vgg16.layers[1:]]
+    assert list(vgg16.layer_names) == keras_names
+    assert vgg16.parameter_count() == keras_vgg16.count_params() == 14_714_688
+    for layer in keras_vgg16.layers[1:]:
+        assert vgg16.parameter_count(layer.name) == layer.count_params(), layer.name
+    assert len(vgg16.visual_layers) == 13 and all(
+        name.split("_")[1].startswith("conv") for name in vgg16.visual_layers
+    )
+
+
+def test_parameters_of_the_flax_module_match_the_count(vgg16, random_params):
+    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(random_params)]
+    assert sum(sizes) == 14_714_688
+    assert set(random_params) == set(vgg16.parameter_shapes)
+
+
+@pytest.mark.parametrize("height, width", [(224, 224), (50, 77), (7, 9)])
+def test_output_shapes_match_keras_for_any_size(vgg16, keras_vgg16, random_params, height, width):
+    import keras
+
+    images = jnp.zeros((1, height, width, 3))
+    ours = vgg16.apply(random_params, images, vgg16.layer_names)
+    every_layer = keras.Model(keras_vgg16.inputs, [layer.output for layer in keras_vgg16.layers[1:]])
+    for layer, expected in zip(
+        keras_vgg16.layers[1:], every_layer(np.zeros((1, height, width, 3))), strict=True
+    ):
+        assert ours[layer.name].shape == tuple(expected.shape), layer.name
+        assert ours[layer.name].shape[1:3] == vgg16.output_size(layer.name, height, width)
+
+
+def test_forward_stops_at_the_requested_layer(vgg16, random_params):
+    only_block1 = {name: random_params[name] for name in ("block1_conv1", "block1_conv2")}
+    images = jnp.ones((2, 16, 16, 3))
+    # Parameters of later layers are not even needed: nothing past block1_pool is built.
+    assert vgg16.apply(only_block1, images, ["block1_pool"])["block1_pool"].shape == (2, 8, 8, 64)
+    jaxpr = jax.make_jaxpr(lambda p, x: vgg16.apply(p, x, ["block2_conv1"]))(random_params, images)
+    assert str(jaxpr).count("conv_general_dilated") == 3
+
+
+def test_forward_returns_every_requested_layer(vgg16, random_params):
+    images = jax.random.normal(jax.random.key(1), (1, 32, 32, 3))
+    out = vgg16.apply(random_params, images, ["block3_pool", "block1_conv2"])
+    assert set(out) == {"block1_conv2", "block3_pool"}
+    alone = vgg16.apply(random_params, images, ["block1_conv2"])["block1_conv2"]
+    np.testing.assert_array_equal(out["block1_conv2"], alone)
+
+
+@pytest.mark.parametrize(
+    "layer", ["block1_conv1", "block1_conv2", "block2_pool", "block3_conv2", "block5_pool"]
+)
+def test_channel_activation_equals_the_full_layer(vgg16, random_params, layer):
+    images = 127 + 10 * jax.random.normal(jax.random.key(2), (2, 40, 36, 3))
+    full = vgg16.apply(random_params, images, [layer])[layer]
+    for channel in (0, 5, full.shape[-1] - 1):
+        one = vgg16.channel_activation(random_params, images, layer, channel)
+        scale = float(jnp.abs(full[..., channel]).max()) + 1e-6
+        np.testing.assert_allclose(one, full[..., channel], rtol=0, atol=1e-5 * scale)
+
+
+def test_conv3x3_gradients_equal_jax_convolution_gradients():
+    keys = jax.random.split(jax.random.key(3), 3)
+    images = jax.random.normal(keys[0], (2, 9, 11, 5))
+    kernel = jax.random.normal(keys[1], (3, 3, 5, 7))
+    cotangent = jax.random.normal(keys[2], (2, 9, 11, 7))
+
+    def reference(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    np.testing.assert_allclose(conv3x3(images, kernel), reference(images, kernel), rtol=1e-6, atol=1e-5)
+    ours = jax.vjp(conv3x3, images, kernel)[1](cotangent)
+    theirs = jax.vjp(reference, images, kernel)[1](cotangent)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_summary_matches_the_keras_table_layout():
+    unknown = filterviz.summary()
+    assert "input_1 (InputLayer)         (None, None, None, 3)     0" in unknown
+    assert "block5_conv3 (Conv2D)        (None, None, None, 512)   2359808" in unknown
+    assert "Total params: 14,714,688" in unknown
+    sized = filterviz.summary(224, 224)
+    assert "block5_pool (MaxPooling2D)   (None, 7, 7, 512)         0" in sized
+    assert "block1_conv1 (Conv2D)        (None, 224, 224, 64)      1792" in sized
+    assert len([line for line in sized.splitlines() if "(Conv2D)" in line]) == 13
+    assert "(None, 3, 4, 512)" in filterviz.summary(100, 150).splitlines()[-6]
+    resnet = filterviz.summary(224, 224, model="resnet50")
+    assert "conv5_block3_out (Activation)" in resnet and "(None, 7, 7, 2048)" in resnet
+    assert "Total params: 23,587,712" in resnet  # Keras' ResNet50 without its top
+
+
+def test_unknown_layer_lists_the_valid_names(vgg16):
+    with pytest.raises(filterviz.UnknownLayerError) as caught:
+        vgg16.layer("block6_conv1")
+    assert isinstance(caught.value, KeyError)
+    message = str(caught.value)
+    assert "block6_conv1" in message and all(name in message for name in vgg16.layer_names)
+    with pytest.raises(filterviz.UnknownLayerError, match="did you mean conv3_block4_out"):
+        filterviz.network("resnet50").layer("conv3_block4_ot")
+
+
+def test_flipped_kernels_change_nothing_but_speed(vgg16, random_params):
+    prepared = with_flipped_kernels(random_params)
+    image = 127 + 10 * jax.random.normal(jax.random.key(4), (1, 24, 24, 3))
+    np.testing.assert_array_equal(
+        vgg16.apply(prepared, image, ["block3_conv1"])["block3_conv1"],
+        vgg16.apply(random_params, image, ["block3_conv1"])["block3_conv1"],
+    )
+
+    def mean(params, x):
+        return jnp.mean(vgg16.channel_activation(params, x, "block3_conv1", 5))
+
+    np.testing.assert_allclose(
+        jax.grad(mean, 1)(prepared, image), jax.grad(mean, 1)(random_params, image), atol=1e-6
+    )
+
+
+def test_unknown_networks_are_a_setting_error():
+    assert set(builtin_networks()) >= {"vgg16", "vgg19", "resnet50"}
+    with pytest.raises(
+        filterviz.SettingError, match="unknown network 'alexnet'; built in: resnet50, vgg16, vgg19"
+    ):
+        filterviz.network("alexnet")
+
+
+# ----------------------------------------------------------------------------------------------------
+# VGG19 and ResNet50 against Keras, on weights Keras writes (its random initialisation, batch-norm
+# statistics drawn at random too), in both layouts.
+
+
+def _randomise_batch_norm(model, seed: int = 0) -> None:
+    # Keras initialises batch norm to the identity; draw every statistic so that the test sees them.
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = (w.shape for w in layer.get_weights())
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma).astype(np.float32),
+                    rng.normal(0, 0.1, beta).astype(np.float32),
+                    rng.normal(0, 0.1, mean).astype(np.float32),
+                    rng.uniform(0.5, 2.0, variance).astype(np.float32),
+                ]
+            )
+
+
+@pytest.fixture(scope="module")
+def keras_networks(tmp_path_factory):
+    """``{name: (keras model, keras3 file, legacy file)}`` for VGG19 and ResNet50 with random weights."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("keras-networks")
+    made = {}
+    for name, application in (("vgg19", keras.applications.VGG19), ("resnet50", keras.applications.ResNet50)):
+        model = application(weights=None, include_top=False, input_shape=(None, None, 3))
+        _randomise_batch_norm(model)
+        keras3 = folder / f"{name}.weights.h5"
+        model.save_weights(keras3)
+        legacy = folder / f"{name}_legacy.h5"
+        model.save(legacy)  # Keras writes a whole .h5 model in the legacy layout (model_weights/...)
+        made[name] = (model, keras3, legacy)
+    return made
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet50"])
+def test_activations_at_every_named_layer_agree_with_keras(keras_networks, name):
+    import keras
+
+    model, keras3, legacy = keras_networks[name]
+    network = filterviz.network(name)
+    names = [layer.name for layer in model.layers[1:]]
+    assert list(network.layer_names) == names
+    assert network.parameter_count() == model.count_params()
+    images = np.asarray([filterviz.random_image(jax.random.key(seed), 48, 40) for seed in range(2)])
+    inputs = images - 127.0  # centred, as a preprocessed image is
+    theirs = keras.Model(model.inputs, [model.get_layer(n).output for n in names])(inputs)
+    worst = 0.0
+    for path in (keras3, legacy):
+        params = load_weights(path, network=name)
+        ours = jax.jit(lambda p, x: network.apply(p, x, names))(params, inputs)
+        for layer, expected in zip(names, theirs, strict=True):
+            error = relative_error(ours[layer], expected)
+            worst = max(worst, error)
+            assert error <= 1e-5, (name, path.name, layer, error)
+    print(f"{name}: worst relative error over {len(names)} layers, both layouts: {worst:.1e}")
+
+
+@pytest.mark.parametrize("name, other", [("vgg19", "vgg16"), ("resnet50", "vgg16"), ("vgg19", "resnet50")])
+def test_weights_of_one_network_offered_as_another_name_both(keras_networks, name, other):
+    _, keras3, legacy = keras_networks[name]
+    for path in (keras3, legacy):
+        with pytest.raises(filterviz.WeightsError, match=f"these are {name}'s weights, not {other}'s"):
+            load_weights(path, network=other)
+
+
+def test_vgg16_weights_offered_as_another_network_name_both(weights_path):
+    with pytest.raises(filterviz.WeightsError, match="these are vgg16's weights, not resnet50's"):
+        load_weights(weights_path, network="resnet50")
+
+
+def test_each_network_knows_where_its_weights_come_from():
+    for name, file_name, md5 in (
+        ("vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc"),
+        ("vgg19", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6"),
+        (
+            "resnet50",
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "4d473c1dd8becc155b73f8504c6f6626",
+        ),
+    ):
+        source = filterviz.network(name).weights
+        assert source.file_name == file_name and source.md5 == md5
+        assert source.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
+        assert source.url.endswith(file_name)
+
+
+@pytest.mark.parametrize(
+    "name, layer, expected", [("vgg16", "block5_conv3", 16), ("vgg19", "block5_pool", 32)]
+)
+def test_the_smallest_input_each_layer_needs(name, layer, expected):
+    network = filterviz.network(name)
+    assert network.minimum_size(layer) == expected
+    assert min(network.output_size(layer, expected, expected)) == 1
+    assert min(network.output_size(layer, expected - 1, expected - 1)) == 0
