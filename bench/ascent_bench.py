@@ -1,28 +1,39 @@
-"""Filter-steps per second of the ascent, four ways, measured in one run on the same work.
+"""Filter-steps per second of the engine against the alternatives, measured in one run on the same work.
 
-  vmapped    filterviz.ascend: a batch of filters through one jitted, vmapped lax.fori_loop
+For the ``notebook`` method (the notebook's ascent: raw pixels, normalised gradient steps):
+
+  engine     filterviz.ascend: a batch of filters through one jitted, vmapped lax.fori_loop
   progress   the same with its progress bar: the loop in 10 segments, each reporting to the host
+  floor      the bare XLA floor: the same math hand-written in plain JAX (VGG only): a fori_loop of
+             jax.grad of the one-channel head, vmapped, with none of the engine's layers around it
+  baseline   filterviz.ascend of an earlier checkout (``--baseline-src``), in a process of its own
+  full       the engine without the one-channel fast path (every channel of the target layer)
+  default    the engine with JAX's own convolution gradient instead of conv3x3's (VGG only)
   loop       one filter at a time, one jitted step per call, the loop in Python (the notebook's structure)
-  default    filterviz.ascend with JAX's own convolution gradient instead of conv3x3's (to show why it exists)
-  torch      the same ascent in PyTorch on the same weights and start, batched like `vmapped`
+  torch      the same ascent in PyTorch on the same weights and start, batched like `engine`
   torch-1    PyTorch, one filter at a time
 
-Every method runs the same filters from the same start for the same steps; the table gives filter-steps/s,
-ratios, and the vmapped ascent's achieved FLOP/s against the device's measured matmul peak.
+For the ``lucid`` method (Fourier image, transforms, Adam): ``engine`` (filterviz.render), ``full`` and
+``torch`` (the same work as a Lucent user writes it, bench/torch_reference.py).
 
-    PYTHONPATH=src python bench/ascent_bench.py                      # CPU defaults
-    PYTHONPATH=src python bench/ascent_bench.py --filters 256 --steps 20 --skip default   # on a GPU
+Every contender runs the same filters from the same start for the same steps; the table gives
+filter-steps/s, ratios, and the engine's achieved FLOP/s against the device's measured matmul peak.
+
+    PYTHONPATH=src python bench/ascent_bench.py                                  # VGG16, notebook
+    PYTHONPATH=src python bench/ascent_bench.py --network resnet50 --methods notebook,lucid
+    PYTHONPATH=src python bench/ascent_bench.py --baseline-src /path/to/earlier/src   # regression check
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,185 +41,251 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 import filterviz
-from filterviz import model as model_module
-from filterviz.ascent import (
-    ascend_batch,
-    compute_dtype,
-    matmul_precision,
-    normalized_ascent_step,
-    prepare_params,
-)
-from filterviz.objectives import filter_mean
-from flops import ascent_step_flops
+from filterviz import vgg
+from filterviz.ascent import notebook_method
+from filterviz.checks import compute_dtype, default_batch_size, matmul_precision
+from filterviz.engine import render_pixels
+from filterviz.network import Network
+from flops import ascent_step_flops, compiled_flops, is_plain_vgg
+from timing import displacement_correlation, measure_peak_flops, time_interleaved
 
-METHODS = ("vmapped", "progress", "loop", "default", "torch", "torch-1")
-
-
-def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a float32 ``size x size`` matmul on the default device (the best of ``repeats``)."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        began = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - began)
-    return 2 * size**3 / best
+CONTENDERS = ("engine", "progress", "floor", "baseline", "full", "default", "loop", "torch", "torch-1")
+LUCID_CONTENDERS = ("engine", "full", "torch")
+DEFAULT_LAYERS = {
+    "vgg16": "block1_conv2,block3_conv1,block4_conv1,block5_conv3",
+    "vgg19": "block1_conv2,block3_conv1,block4_conv1,block5_conv4",
+    "resnet50": "conv2_block3_out,conv3_block4_out,conv4_block6_out,conv5_block3_out",
+}
 
 
-def time_interleaved(runners: dict, repeats: int) -> tuple[dict, dict]:
-    """Best seconds and result of each runner; after one untimed warm-up each, the runners take turns
-    ``repeats`` times, so every method sees the same background noise of a shared machine."""
-    results = {name: run() for name, run in runners.items()}
-    best = dict.fromkeys(runners, float("inf"))
-    for _ in range(repeats):
-        for name, run in runners.items():
-            began = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - began)
-    return best, results
+# ----------------------------------------------------------------------------------------------------
+# The contenders.
 
 
-def run_vmapped(params, layer, filters, start, steps, batch_size, progress=False):
-    with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):  # the bar, drawn unseen
-        images = filterviz.ascend(
-            params, layer, filters, start, steps=steps, batch_size=batch_size, progress=progress
-        )
-        return np.asarray(images)
+def quietly(function, *args, **kwargs):
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):  # a bar, drawn unseen
+        return function(*args, **kwargs)
 
 
-def make_default_gradient(params, layer, batch_size):
-    """filterviz.ascend's chunked program, but traced with JAX's own convolution gradient rule."""
+def run_engine(network, params, layer, filters, start, steps, batch_size, progress=False):
+    images = quietly(
+        filterviz.ascend,
+        params,
+        layer,
+        filters,
+        start,
+        steps=steps,
+        batch_size=batch_size,
+        progress=progress,
+        network=network,
+    )
+    return np.asarray(images)
 
-    def distinct(params, layer, filter_indices, images, step_size, steps):
-        # A function of its own: jit would otherwise reuse the trace it cached for ascend_batch.
-        return ascend_batch.__wrapped__(params, layer, filter_indices, images, step_size, steps)
 
-    program = jax.jit(distinct, static_argnames=("layer", "steps"))
+def without_fast_path(network: Network) -> Network:
+    """``network`` computing every channel of the target layer (the engine's plain path)."""
+    return dataclasses.replace(network, channel=None, channel_layers=frozenset())
+
+
+def make_floor(network: Network, params, layer: str, batch_size: int):
+    """The bare XLA floor for a VGG: the notebook's ascent written directly in JAX, using the model's
+    own pieces (its conv3x3 and its one-channel head) and nothing of the engine."""
+    prepared = network.prepared(params, jnp.float32)
+
+    def one(filter_index, image, steps):
+        def mean_activation(x):
+            return jnp.mean(network.channel(prepared, x[None], layer, filter_index))
+
+        def step(_, x):
+            gradient = jax.grad(mean_activation)(x)
+            return x + gradient / (jnp.sqrt(jnp.mean(jnp.square(gradient))) + 1e-5)
+
+        return lax.fori_loop(0, steps, step, image)
+
+    program = jax.jit(jax.vmap(one, in_axes=(0, None, None)), static_argnums=2)
 
     def run(filters, start, steps):
-        original = model_module.conv3x3
-        # JAX's own gradient rule; only the first (tracing) call sees the swap.
-        model_module.conv3x3 = lambda images, kernel, flipped=None: model_module._conv_same(images, kernel)
-        try:
-            parts = []
+        parts = []
+        with matmul_precision("float32"):
             for begin in range(0, len(filters), batch_size):
-                indices = jnp.asarray(filters[begin : begin + batch_size], jnp.int32)
-                starts = jnp.broadcast_to(jnp.asarray(start), (len(indices), *np.shape(start)))
-                parts.append(program(params, layer, indices, starts, 1.0, steps))
-            return np.asarray(jnp.concatenate(parts))
-        finally:
-            model_module.conv3x3 = original
+                chunk = filters[begin : begin + batch_size]
+                indices = jnp.asarray(chunk + [chunk[-1]] * (batch_size - len(chunk)), jnp.int32)
+                parts.append(program(indices, jnp.asarray(start), steps)[: len(chunk)])
+        return np.asarray(jnp.concatenate(parts))
 
     return run
 
 
-def make_loop(params, layer, precision="float32"):
+def make_default_gradient(network: Network, params, layer: str, batch_size: int):
+    """The engine's program, traced with JAX's own convolution gradient rule (VGG's conv3x3 swapped)."""
+    # A network of its own, so jit cannot reuse the programs it compiled for the real one.
+    plain = dataclasses.replace(network)
+
+    def run(filters, start, steps):
+        original = vgg.conv3x3
+        vgg.conv3x3 = lambda images, kernel, flipped=None: vgg._conv_same(images, kernel)
+        try:
+            return run_engine(plain, params, layer, filters, start, steps, batch_size)
+        finally:
+            vgg.conv3x3 = original
+
+    return run
+
+
+def make_loop(network: Network, params, layer: str, precision: str = "float32"):
     """The notebook's structure: a jitted step, called once per step per filter from Python."""
-    prepared = prepare_params(params, precision)
+    prepared = network.prepared(params, compute_dtype(precision))
     dtype = compute_dtype(precision)
 
     @jax.jit
-    def step(prepared, image, filter_index):
+    def step(image, filter_index):
+        def mean_activation(x):
+            return jnp.mean(network.apply(prepared, x[None].astype(dtype), [layer])[layer][..., filter_index])
+
         with matmul_precision(precision):
-            gradient = jax.grad(filter_mean, argnums=3)(prepared, layer, filter_index, image.astype(dtype))
-        return normalized_ascent_step(gradient.astype(jnp.float32), image, 1.0)
+            gradient = jax.grad(mean_activation)(image).astype(jnp.float32)
+        return image + gradient / (jnp.sqrt(jnp.mean(jnp.square(gradient))) + 1e-5)
 
     def run(filters, start, steps):
         results = []
         for filter_index in filters:
             image = jnp.asarray(start)
             for _ in range(steps):
-                image = step(prepared, image, filter_index)
+                image = step(image, filter_index)
             results.append(np.asarray(image))
         return np.stack(results)
 
     return run
 
 
-def make_torch(params, layer, precision="float32"):
-    """The same ascent in PyTorch (CUDA when it has it): ``batched(filters, start, steps, batch_size)``.
+def _baseline_worker(src: str, weights: str | None, connection) -> None:
+    # An earlier checkout's filterviz, imported in this process only; it answers timing requests.
+    sys.path.insert(0, src)
+    import filterviz as earlier
 
-    ``precision`` as filterviz's: ``float32`` (no TF32 anywhere), ``tf32`` (TF32 convolutions and
-    matmuls, CUDA only) or ``bfloat16`` (autocast; the image stays float32).
-    """
-    import torch
-
-    layers = []
-    for spec in model_module.LAYERS[: model_module.LAYER_NAMES.index(layer) + 1]:
-        if spec.kind == "conv":
-            kernel = np.asarray(params[spec.name]["kernel"])
-            conv = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1)
-            conv.weight.data = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
-            conv.bias.data = torch.from_numpy(np.asarray(params[spec.name]["bias"]).copy())
-            layers += [conv, torch.nn.ReLU()]
-        else:
-            layers.append(torch.nn.MaxPool2d(2))
-    network = torch.nn.Sequential(*layers).eval()
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    network = network.to(device)
-    tf32 = precision == "tf32"
-
-    def ascend(filters, starts, steps):
-        images = torch.from_numpy(np.ascontiguousarray(starts.transpose(0, 3, 1, 2))).to(device)
-        which = torch.as_tensor(filters, device=device)
-        rows = torch.arange(len(filters), device=device)
-        for _ in range(steps):
-            images.requires_grad_(True)
-            with torch.autocast(device, torch.bfloat16, enabled=precision == "bfloat16"):
-                loss = network(images)[rows, which].float().mean(dim=(1, 2)).sum()
-            (gradient,) = torch.autograd.grad(loss, images)
-            rms = gradient.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
-            images = (images + gradient / (rms + 1e-5)).detach()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return images.cpu().numpy().transpose(0, 2, 3, 1)
-
-    def batched(filters, start, steps, batch_size):
-        # TF32 is a process-wide switch in PyTorch: set it for this call only.
-        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-        try:
-            starts = np.repeat(np.asarray(start)[None], len(filters), axis=0)
-            parts = [
-                ascend(filters[i : i + batch_size], starts[i : i + batch_size], steps)
-                for i in range(0, len(filters), batch_size)
-            ]
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-        return np.concatenate(parts)
-
-    return batched
+    params = earlier.load_weights(weights) if weights else None
+    while True:
+        request = connection.recv()
+        if request is None:
+            return
+        layer, filters, start, steps, batch_size = request
+        images = np.asarray(earlier.ascend(params, layer, filters, start, steps=steps, batch_size=batch_size))
+        connection.send(images)
 
 
-def displacement_correlation(a, b, start):
-    a, b = (np.asarray(a) - start).ravel(), (np.asarray(b) - start).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+class Baseline:
+    """filterviz.ascend of another source tree (e.g. the previous release), in a process of its own,
+    timed from here like every other contender (the pipe's cost is a few milliseconds)."""
+
+    def __init__(self, src: str, weights: str | None):
+        context = multiprocessing.get_context("spawn")
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=_baseline_worker, args=(src, weights, theirs), daemon=True)
+        self.process.start()
+
+    def __call__(self, layer, filters, start, steps, batch_size) -> np.ndarray:
+        self.connection.send((layer, filters, start, steps, batch_size))
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join(timeout=30)
+
+
+# ----------------------------------------------------------------------------------------------------
+# FLOPs and the table.
+
+
+def step_flops(network: Network, params, layer: str, size: int, method: str) -> float:
+    """FLOPs of one filter-step: by hand for a VGG's notebook step, else XLA's count of one step."""
+    if method == "notebook" and is_plain_vgg(network):
+        return float(ascent_step_flops(network, layer, size, size))
+    chosen = notebook_method(1) if method == "notebook" else filterviz.get_method("lucid", steps=1)
+    from filterviz.engine import render_batch
+
+    lowered = render_batch.lower(
+        network,
+        params,
+        filterviz.channel(layer, jnp.zeros(1, jnp.int32)),
+        None if method == "lucid" else jnp.zeros((size, size, 3)),
+        jax.random.split(jax.random.key(0), 1),
+        method=chosen.resolved(network),
+        size=(size, size),
+        measure=False,
+    )
+    return compiled_flops(lowered.compile())
+
+
+def format_row(row) -> str:
+    order = LUCID_CONTENDERS if row["method"] == "lucid" else CONTENDERS
+    return (
+        f"{row['method']} {row['layer']}: "
+        + ", ".join(f"{name} {row[name]:.2f}" for name in order if name in row)
+        + " filter-steps/s"
+    )
+
+
+def markdown_table(rows, peak) -> str:
+    present = [name for name in CONTENDERS if any(name in row for row in rows)]
+    header = ["method", "layer", "chunk"] + [f"{m} (filter-steps/s)" for m in present]
+    header += [f"engine / {m}" for m in present[1:]] + ["GFLOP/filter-step", "engine GFLOP/s", "of peak"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["method"], row["layer"], str(row["batch_size"])]
+        cells += [f"{row[m]:.2f}" if m in row else "-" for m in present]
+        cells += [f"{row['engine'] / row[m]:.2f}x" if m in row else "-" for m in present[1:]]
+        cells += [
+            f"{row['flops_per_filter_step'] / 1e9:.2f}",
+            f"{row['gflops']:.1f}",
+            f"{row['gflops'] * 1e9 / peak:.0%}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--layers", default="block1_conv2,block3_conv1,block4_conv1,block5_conv3")
+    parser.add_argument("--network", default="vgg16", help="vgg16, vgg19 or resnet50")
+    parser.add_argument("--methods", default="notebook", help="notebook, lucid or both, comma-separated")
+    parser.add_argument("--layers", default=None, help="default: one layer per stage of the network")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--lucid-steps", type=int, default=None, help="default: --steps")
     parser.add_argument("--filters", type=int, default=8, help="filters per layer")
-    parser.add_argument("--batch-size", type=int, default=None, help="vmapped chunk (default: filterviz's)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (best is kept)")
-    parser.add_argument("--skip", default="", help="methods to skip, comma-separated: " + ",".join(METHODS))
-    parser.add_argument("--weights", default=None)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="filters per chunk (default: filterviz's)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender (best is kept)")
+    parser.add_argument(
+        "--skip", default="", help="contenders to skip, comma-separated: " + ",".join(CONTENDERS)
+    )
+    parser.add_argument(
+        "--weights", default=None, help="VGG16's weights (default: found as load_weights finds them)"
+    )
+    parser.add_argument("--baseline-src", default=None, help="an earlier checkout's src folder to time too")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
+    network = filterviz.network(args.network)
     skip = set(filter(None, args.skip.split(",")))
-    params = filterviz.load_weights(args.weights)
+    if network.name == "vgg16":
+        params = filterviz.load_weights(args.weights)
+        weights = "ImageNet weights"
+    else:  # only VGG16's real weights are here; speed does not depend on the values
+        params = network.init(jax.random.key(0))
+        weights = "random weights"
+    if not is_plain_vgg(network):
+        skip |= {"floor", "default"}
+    if args.baseline_src is None or network.name != "vgg16":
+        skip.add("baseline")
     device = jax.devices()[0]
     peaks = [measure_peak_flops()]
     torch_label = "PyTorch (not run)"
@@ -228,83 +305,134 @@ def main(argv=None) -> int:
         f"{platform.processor() or platform.machine()}; {torch_label}"
     )
     print(f"measured float32 matmul peak at the start: {peaks[0] / 1e9:.1f} GFLOP/s")
-    print(f"size {args.size}x{args.size}, {args.steps} steps, {args.filters} filters per layer\n")
+    print(
+        f"{network.name} ({weights}), size {args.size}x{args.size}, {args.steps} steps, "
+        f"{args.filters} filters per layer\n"
+    )
 
+    baseline = (
+        Baseline(args.baseline_src, args.weights or str(find_vgg16())) if "baseline" not in skip else None
+    )
     start = np.asarray(filterviz.random_image(jax.random.key(0), args.size, args.size))
     rows = []
-    for layer in args.layers.split(","):
-        filters = list(range(args.filters))
-        batch_size = min(
-            len(filters), args.batch_size or filterviz.default_batch_size(layer, args.size, args.size)
-        )
-        work = len(filters) * args.steps
-        row = {
-            "layer": layer,
-            "batch_size": batch_size,
-            "flops_per_filter_step": ascent_step_flops(layer, args.size, args.size),
-        }
-        runners = {"vmapped": lambda: run_vmapped(params, layer, filters, start, args.steps, batch_size)}
-        if "progress" not in skip:
-            runners["progress"] = lambda: run_vmapped(
-                params, layer, filters, start, args.steps, batch_size, progress=True
-            )
-        if "loop" not in skip:
-            loop = make_loop(params, layer)
-            runners["loop"] = lambda: loop(filters, start, args.steps)
-        if "default" not in skip:
-            default = make_default_gradient(params, layer, batch_size)
-            runners["default"] = lambda: default(filters, start, args.steps)
-        if "torch" not in skip or "torch-1" not in skip:
-            torch_batched = make_torch(params, layer)
-            if "torch" not in skip:
-                runners["torch"] = lambda: torch_batched(filters, start, args.steps, batch_size)
-            if "torch-1" not in skip:
-                runners["torch-1"] = lambda: torch_batched(filters, start, args.steps, 1)
-        # The matmul peak takes its turn with the methods, so a slow spell of a shared machine cannot
-        # make the achieved fraction look better than it is.
-        runners["peak"] = lambda: peaks.append(measure_peak_flops(repeats=3))
-        seconds, results = time_interleaved(runners, args.repeats)
-        del runners["peak"], seconds["peak"], results["peak"]
-        for name in runners:
-            row[name] = work / seconds[name]
-            # Every method did the same work: its pictures match the vmapped ascent's.
-            row[f"{name}_agreement"] = displacement_correlation(results[name], results["vmapped"], start)
-        row["gflops"] = row["flops_per_filter_step"] * row["vmapped"] / 1e9
-        rows.append(row)
-        print(format_row(row), flush=True)
+    layers = (args.layers or DEFAULT_LAYERS.get(network.name, network.visual_layers[-1])).split(",")
+    try:
+        for method in args.methods.split(","):
+            for layer in layers:
+                rows.append(measure(network, params, layer, method, start, args, skip, peaks, baseline))
+                print(format_row(rows[-1]), flush=True)
+    finally:
+        if baseline is not None:
+            baseline.close()
 
     print()
     print(f"measured float32 matmul peak, best over the run: {max(peaks) / 1e9:.1f} GFLOP/s\n")
     print(markdown_table(rows, max(peaks)))
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"device": device.device_kind, "peak_flops": max(peaks), "rows": rows}, indent=2)
+            json.dumps(
+                {
+                    "device": device.device_kind,
+                    "network": network.name,
+                    "peak_flops": max(peaks),
+                    "settings": vars(args),
+                    "rows": rows,
+                },
+                indent=2,
+            )
         )
     return 0
 
 
-def format_row(row) -> str:
-    parts = [f"{row['layer']}: vmapped {row['vmapped']:.2f}"]
-    parts += [f"{method} {row[method]:.2f}" for method in METHODS[1:] if method in row]
-    return ", ".join(parts) + " filter-steps/s"
+def find_vgg16() -> Path:
+    from filterviz.weights import find_weights
+
+    return find_weights("vgg16")
 
 
-def markdown_table(rows, peak) -> str:
-    present = [method for method in METHODS if any(method in row for row in rows)]
-    header = ["layer", "chunk"] + [f"{m} (filter-steps/s)" for m in present]
-    header += [f"vmapped / {m}" for m in present[1:]] + ["GFLOP/filter-step", "vmapped GFLOP/s", "of peak"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["layer"], str(row["batch_size"])]
-        cells += [f"{row[m]:.2f}" if m in row else "-" for m in present]
-        cells += [f"{row['vmapped'] / row[m]:.2f}x" if m in row else "-" for m in present[1:]]
-        cells += [
-            f"{row['flops_per_filter_step'] / 1e9:.2f}",
-            f"{row['gflops']:.1f}",
-            f"{row['gflops'] * 1e9 / peak:.0%}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def measure(network, params, layer, method, start, args, skip, peaks, baseline) -> dict:
+    """One row: every contender on ``layer`` with ``method``, interleaved."""
+    filters = list(range(args.filters))
+    size = args.size
+    if method == "lucid":
+        copies = filterviz.get_method("lucid").transform_copies
+        default = max(1, default_batch_size(network, layer, size + 12, size + 12) // copies)
+    else:
+        default = default_batch_size(network, layer, size, size)
+    batch_size = min(len(filters), args.batch_size or default)
+    steps = args.steps if method == "notebook" else (args.lucid_steps or args.steps)
+    row = {
+        "method": method,
+        "layer": layer,
+        "batch_size": batch_size,
+        "steps": steps,
+        "flops_per_filter_step": step_flops(network, params, layer, size, method),
+    }
+    runners = {}
+    if method == "notebook":
+        runners["engine"] = lambda: run_engine(network, params, layer, filters, start, steps, batch_size)
+        if "progress" not in skip:
+            runners["progress"] = lambda: run_engine(
+                network, params, layer, filters, start, steps, batch_size, progress=True
+            )
+        if "floor" not in skip:
+            floor = make_floor(network, params, layer, batch_size)
+            runners["floor"] = lambda: floor(filters, start, steps)
+        if baseline is not None:
+            runners["baseline"] = lambda: baseline(layer, filters, start, steps, batch_size)
+        if "full" not in skip and layer in network.channel_layers:
+            plain = without_fast_path(network)
+            runners["full"] = lambda: run_engine(plain, params, layer, filters, start, steps, batch_size)
+        if "default" not in skip:
+            default_gradient = make_default_gradient(network, params, layer, batch_size)
+            runners["default"] = lambda: default_gradient(filters, start, steps)
+        if "loop" not in skip:
+            loop = make_loop(network, params, layer)
+            runners["loop"] = lambda: loop(filters, start, steps)
+        if "torch" not in skip or "torch-1" not in skip:
+            from torch_reference import notebook_ascent
+
+            torch_batched = notebook_ascent(network, params, layer)
+            if "torch" not in skip:
+                runners["torch"] = lambda: torch_batched(filters, start, steps, batch_size)
+            if "torch-1" not in skip:
+                runners["torch-1"] = lambda: torch_batched(filters, start, steps, 1)
+    else:
+        method_settings = filterviz.get_method("lucid", steps=steps)
+
+        def lucid_with(net):
+            return lambda: np.asarray(
+                quietly(
+                    render_pixels,
+                    params,
+                    filterviz.channel(layer, filters),
+                    network=net,
+                    method=method_settings,
+                    size=size,
+                    batch_size=batch_size,
+                )[:, 0]
+            )
+
+        runners["engine"] = lucid_with(network)
+        if "full" not in skip and layer in network.channel_layers:
+            runners["full"] = lucid_with(without_fast_path(network))
+        if "torch" not in skip:
+            from torch_reference import lucid_ascent
+
+            torch_lucid = lucid_ascent(network, params, layer)
+            runners["torch"] = lambda: torch_lucid(filters, size, steps, batch_size)
+    # The matmul peak takes its turn with the contenders, so a slow spell of a shared machine cannot
+    # make the achieved fraction look better than it is.
+    runners["peak"] = lambda: peaks.append(measure_peak_flops(repeats=3))
+    seconds, results = time_interleaved(runners, args.repeats)
+    del runners["peak"], seconds["peak"], results["peak"]
+    work = len(filters) * steps
+    for name in runners:
+        row[name] = work / seconds[name]
+        if method == "notebook":  # the same ascent from the same start: the pictures agree
+            row[f"{name}_agreement"] = displacement_correlation(results[name], results["engine"], start)
+    row["gflops"] = row["flops_per_filter_step"] * row["engine"] / 1e9
+    return row
 
 
 if __name__ == "__main__":

@@ -452,26 +452,40 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
     import numpy as np
 
     import filterviz
-    from ascent_bench import displacement_correlation, make_loop, time_interleaved
-    from filterviz.sweep import ShardedAscent
+    from ascent_bench import make_loop
+    from filterviz.ascent import notebook_method
+    from filterviz.checks import default_batch_size
+    from filterviz.sharding import ShardedAscent
     from flops import ascent_step_flops
     from sweep_bench import sweep_runner
     from test_keras_parity import live_filters
+    from timing import displacement_correlation, time_interleaved
 
-    channels = filterviz.layer_spec(layer).channels
-    default = filterviz.default_batch_size(layer, config.size, config.size)
+    vgg16 = filterviz.network("vgg16")
+    channels = vgg16.layer(layer).channels
+    default = default_batch_size(vgg16, layer, config.size, config.size)
     sizes = [size for size in chunk_sizes(default) if size <= channels]
     count = min(channels, max(sizes))
     filters = np.arange(count, dtype=np.int32)
     ascents = {}
     for precision in PRECISIONS:
         ascents[precision] = ShardedAscent(
-            params, start, steps=config.steps, precision=precision, batch_size=min(default, count)
+            vgg16,
+            params,
+            notebook_method(config.steps, precision=precision),
+            start,
+            size=(config.size, config.size),
+            batch_size=min(default, count),
         )
     for size in sizes:
         if size != min(default, count):
             ascents[f"{MAIN_PRECISION}@{size}"] = ShardedAscent(
-                params, start, steps=config.steps, precision=MAIN_PRECISION, batch_size=size
+                vgg16,
+                params,
+                notebook_method(config.steps, precision=MAIN_PRECISION),
+                start,
+                size=(config.size, config.size),
+                batch_size=size,
             )
     programs = [(a, layer, a.chunk_size(layer, count)) for a in ascents.values()]
     began = time.perf_counter()
@@ -482,12 +496,12 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
     # Comparisons need filters that respond to the start: a dead filter's picture does not move.
     live = [index for index in live_filters(params, layer, start, 4) if index < count] or [0]
     loop_filters = live[: config.loop_filters]
-    loop = make_loop(params, layer, MAIN_PRECISION)
+    loop = make_loop(vgg16, params, layer, MAIN_PRECISION)
     runners["loop"] = lambda: loop(loop_filters, start, config.steps)
     work["loop"] = len(loop_filters) * config.steps
     seconds, results = time_interleaved(runners, config.repeats)
     rates = {name: work[name] / seconds[name] for name in runners}
-    flops = ascent_step_flops(layer, config.size, config.size)
+    flops = ascent_step_flops(vgg16, layer, config.size, config.size)
     reference = results["float32"]
     row = {
         "layer": layer,
@@ -616,15 +630,18 @@ def device_atlas(config: Config, params, precision: str, peaks: dict[str, float]
     import numpy as np
 
     import filterviz
-    from filterviz.sweep import ShardedAscent
+    from filterviz.ascent import notebook_method
+    from filterviz.sharding import ShardedAscent
     from flops import ascent_step_flops
 
+    vgg16 = filterviz.network("vgg16")
     start = np.asarray(filterviz.random_image(jax.random.key(0), config.size, config.size))
-    ascent = ShardedAscent(params, start, steps=config.steps, precision=precision)
-    layers = config.atlas_layers or filterviz.CONV_LAYERS
+    method = notebook_method(config.steps, precision=precision)
+    ascent = ShardedAscent(vgg16, params, method, start, size=(config.size, config.size))
+    layers = config.atlas_layers or vgg16.visual_layers
     plan = []
     for layer in layers:
-        channels = filterviz.layer_spec(layer).channels
+        channels = vgg16.layer(layer).channels
         count = channels if config.atlas_filters == "all" else min(channels, 4)
         plan.append((layer, np.arange(count, dtype=np.int32)))
     began = time.perf_counter()
@@ -643,7 +660,7 @@ def device_atlas(config: Config, params, precision: str, peaks: dict[str, float]
         _block(last.images)
         seconds = time.perf_counter() - began
         rate = len(filters) * config.steps / seconds
-        flops = ascent_step_flops(layer, config.size, config.size)
+        flops = ascent_step_flops(vgg16, layer, config.size, config.size)
         result["layers"][layer] = {
             "filters": len(filters),
             "seconds": seconds,
@@ -723,7 +740,9 @@ def part_torch(part: Part, config: Config, weights: str) -> None:
     except ImportError:
         part.record(note="PyTorch is not installed: no PyTorch figures (pip install '.[bench]')")
         return
-    from ascent_bench import displacement_correlation, make_torch
+    import filterviz
+    from timing import displacement_correlation
+    from torch_reference import notebook_ascent
 
     cuda = torch.cuda.is_available()
     torch.backends.cudnn.benchmark = True  # PyTorch's fastest convolutions, found in the untimed run
@@ -751,7 +770,7 @@ def part_torch(part: Part, config: Config, weights: str) -> None:
                 break
 
             def timed(precision=precision):
-                ascend = make_torch(params, layer, precision)
+                ascend = notebook_ascent(filterviz.network("vgg16"), params, layer, precision)
                 first = ascend(filters, start, config.steps, ours["default_chunk"])  # untimed
                 best = float("inf")
                 for _ in range(config.repeats):
@@ -789,12 +808,13 @@ def part_lucid(part: Part, config: Config, weights: str) -> None:
     atlas takes the time per FLOP of its block's sampled layer (``ascent_step_flops`` of the whole
     layer, as the Lucid objective computes every channel)."""
     import filterviz
-    from filterviz import methods
+    from filterviz.engine import render_batch
     from flops import ascent_step_flops
     from quality import layer_chunk, layer_seconds_per_filter
 
+    vgg16 = filterviz.network("vgg16")
     params = filterviz.load_weights(weights)
-    atlas_layers = config.atlas_layers or filterviz.CONV_LAYERS
+    atlas_layers = config.atlas_layers or vgg16.visual_layers
     sampled = [layer for layer in config.lucid_layers if layer in atlas_layers]
     estimates: dict[str, Any] = {}
     for precision in config.lucid_precisions:
@@ -803,7 +823,7 @@ def part_lucid(part: Part, config: Config, weights: str) -> None:
         def compile_layer(layer: str, method=method) -> float:
             began = time.perf_counter()
             arguments, settings = layer_chunk(params, method, layer, config.size)
-            methods.render_batch.lower(*arguments, **settings).compile()
+            render_batch.lower(*arguments, **settings).compile()
             return time.perf_counter() - began
 
         began = time.perf_counter()
@@ -839,16 +859,16 @@ def part_lucid(part: Part, config: Config, weights: str) -> None:
             source = by_block.get(block_of(layer))
             if source is None:
                 continue
-            scale = ascent_step_flops(layer, config.size, config.size, full_target=True) / ascent_step_flops(
-                source, config.size, config.size, full_target=True
-            )
+            scale = ascent_step_flops(
+                vgg16, layer, config.size, config.size, full_target=True
+            ) / ascent_step_flops(vgg16, source, config.size, config.size, full_target=True)
             estimate["layers"][layer] = {
                 "seconds_per_filter": estimate["timed"][source]["seconds_per_filter"] * scale,
                 "from": "timed" if layer == source else f"{source}, scaled by FLOPs ({scale:.2f}x)",
             }
         if len(estimate["layers"]) == len(atlas_layers):
             estimate["seconds"] = sum(
-                v["seconds_per_filter"] * filterviz.layer_spec(layer).channels
+                v["seconds_per_filter"] * vgg16.layer(layer).channels
                 for layer, v in estimate["layers"].items()
             )
             print(f"lucid atlas {precision}: {estimate['seconds']:.0f} s (estimated)", flush=True)

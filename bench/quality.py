@@ -1,7 +1,7 @@
 """Measured quality of each method: pictures side by side, a robustness score, time per filter.
 
 For a fixed set of filters across layers, every method of filterviz.METHODS draws each filter from its
-own seeded start (filterviz.filter_keys, as a sweep does). Then, for each final image:
+own seeded start (filterviz.engine.filter_keys, as a sweep does). Then, for each final image:
 
   robustness  the target filter's mean activation on R randomly padded, jittered, scaled and rotated
               copies of the image, every image first brought to the same pixel mean and spread
@@ -35,10 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import filterviz
-from filterviz import methods, transforms
+from filterviz import transforms
+from filterviz.checks import default_batch_size
+from filterviz.engine import filter_keys, render_batch
+from filterviz.network import preprocess
 from filterviz.objectives import channel
 
 ROOT = Path(__file__).resolve().parents[1]
+VGG16 = filterviz.network("vgg16")
 # Two filters per block, fixed once: the deepest conv layer of each block.
 FILTERS = {
     "block1_conv2": (5, 37),
@@ -70,8 +74,8 @@ def robustness(params, method, layer, index, pixels, repeats, seed=1234):
     copies = jax.vmap(transforms.compose(ROBUSTNESS_TRANSFORMS), in_axes=(0, None))(
         keys, standardized(pixels)
     )
-    inputs = filterviz.param.preprocess(copies, method.preprocessing)
-    activation = filterviz.forward(params, inputs, [layer])[layer][..., index]
+    inputs = preprocess(copies, method.resolved(VGG16).preprocessing)
+    activation = VGG16.apply(params, inputs, [layer])[layer][..., index]
     return float(jnp.mean(activation))
 
 
@@ -90,11 +94,11 @@ def run(params, names, filters, size, steps_scale, repeats, method_steps, saved)
                 if done is not None and done["steps"] == method.steps:
                     yield done
                     continue
-                keys = filterviz.filter_keys(0, [index])
+                keys = filter_keys(0, [index])
                 objective = channel(layer, [index])
                 began = time.perf_counter()
-                pixels, achieved, _ = methods.render_batch(
-                    params, objective, None, keys, method=method, size=(size, size)
+                pixels, achieved, _ = render_batch(
+                    VGG16, params, objective, None, keys, method=method, size=(size, size)
                 )
                 pixels = np.asarray(pixels)[0, 0]
                 seconds = time.perf_counter() - began
@@ -128,12 +132,12 @@ def timing(params, names, filters, size, steps):
         preset = filterviz.get_method(name)
         method = filterviz.get_method(preset, steps=steps if isinstance(steps, int) else steps[name])
         for layer, indices in filters.items():
-            keys = filterviz.filter_keys(0, indices[:1])
+            keys = filter_keys(0, indices[:1])
             objective = channel(layer, list(indices[:1]))
             for _ in range(2):  # the first call compiles
                 began = time.perf_counter()
                 np.asarray(
-                    methods.render_batch(params, objective, None, keys, method=method, size=(size, size))[0]
+                    render_batch(VGG16, params, objective, None, keys, method=method, size=(size, size))[0]
                 )
             seconds = (time.perf_counter() - began) * preset.steps / method.steps
             result.setdefault(name, {})[layer] = seconds
@@ -143,14 +147,14 @@ def timing(params, names, filters, size, steps):
 
 def layer_chunk(params, method, layer, size):
     """``(arguments, settings)`` of one sweep-sized chunk of ``layer``'s filters under ``method``: as many
-    filters as fit the device, as a sweep runs them. ``methods.render_batch(*arguments, **settings)``
-    renders them; ``methods.render_batch.lower(*arguments, **settings).compile()`` compiles it ahead."""
-    channels = filterviz.layer_spec(layer).channels
+    filters as fit the device, as a sweep runs them. ``render_batch(*arguments, **settings)`` renders
+    them; ``render_batch.lower(*arguments, **settings).compile()`` compiles it ahead."""
+    channels = VGG16.layer(layer).channels
     copies = method.images_per_filter * method.transform_copies
-    chunk = min(channels, max(1, filterviz.default_batch_size(layer, size, size) // copies))
+    chunk = min(channels, max(1, default_batch_size(VGG16, layer, size, size) // copies))
     indices = np.arange(chunk)
-    keys = filterviz.filter_keys(0, indices)
-    return (params, channel(layer, indices), None, keys), {"method": method, "size": (size, size)}
+    keys = filter_keys(0, indices)
+    return (VGG16, params, channel(layer, indices), None, keys), {"method": method, "size": (size, size)}
 
 
 def layer_seconds_per_filter(params, name, layer, size, steps, precision):
@@ -160,10 +164,10 @@ def layer_seconds_per_filter(params, name, layer, size, steps, precision):
     preset = filterviz.get_method(name, precision=precision)
     method = filterviz.get_method(preset, steps=steps)
     arguments, settings = layer_chunk(params, method, layer, size)
-    chunk = len(arguments[3])
+    chunk = len(arguments[4])
     for _ in range(2):
         began = time.perf_counter()
-        np.asarray(methods.render_batch(*arguments, **settings)[0])
+        np.asarray(render_batch(*arguments, **settings)[0])
     return chunk, (time.perf_counter() - began) / chunk * preset.steps / steps
 
 
@@ -171,10 +175,10 @@ def atlas_estimate(params, name, size, steps, precision, layers=None):
     """Seconds for a whole-VGG16 atlas (4,224 conv filters) with method ``name``, from each conv layer's
     batched throughput (:func:`layer_seconds_per_filter`), weighted by the layer's filter count."""
     total, per_layer = 0.0, {}
-    for layer in layers or filterviz.CONV_LAYERS:
+    for layer in layers or VGG16.visual_layers:
         chunk, per_filter = layer_seconds_per_filter(params, name, layer, size, steps, precision)
         per_layer[layer] = {"chunk": chunk, "seconds_per_filter": per_filter}
-        total += per_filter * filterviz.layer_spec(layer).channels
+        total += per_filter * VGG16.layer(layer).channels
         print(f"{name} atlas: {layer:13s} chunk {chunk:3d}  {per_filter:8.3f} s/filter", flush=True)
     return {
         "method": name,
@@ -260,7 +264,7 @@ filter and reuses it when started again; the last run took {record["minutes"]:.0
 each preset ({settings}).
 
 Filters: two per block, fixed in `bench/quality.py`. Every method starts each filter from its own
-seeded start (`filterviz.filter_keys(0, [filter])`, as a sweep does).
+seeded start (`filter_keys(0, [filter])` of `filterviz.engine`, as a sweep does).
 
 ## Pictures
 

@@ -2,7 +2,7 @@
 
 Per layer, the same filters from the same noise start, methods taking turns (best of --repeats):
 
-  sweep-<precision>  the sweep's compute: filterviz.sweep.ShardedAscent over every device (no file I/O)
+  sweep-<precision>  the sweep's compute: filterviz.sharding.ShardedAscent over every device (no file I/O)
   loop               one filter at a time, one jitted step per call, the loop in Python (the notebook)
   torch              the same ascent in PyTorch, as in bench/ascent_bench.py, batched like the sweep
 
@@ -34,9 +34,15 @@ import jax
 import numpy as np
 
 import filterviz
-from ascent_bench import displacement_correlation, make_loop, make_torch, measure_peak_flops, time_interleaved
-from filterviz.sweep import ShardedAscent, split_cpu_into_devices
+from ascent_bench import make_loop
+from filterviz.ascent import notebook_method
+from filterviz.runtime import split_cpu_into_devices
+from filterviz.sharding import ShardedAscent
 from flops import ascent_step_flops
+from timing import displacement_correlation, measure_peak_flops, time_interleaved
+from torch_reference import notebook_ascent
+
+VGG16 = filterviz.network("vgg16")
 
 
 def sweep_runner(ascent: ShardedAscent, layer: str, filters: np.ndarray):
@@ -67,7 +73,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--layers", default=",".join(filterviz.CONV_LAYERS))
+    parser.add_argument("--layers", default=",".join(VGG16.visual_layers))
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sample", default="2", help="filters timed per layer, or 'all' (default 2)")
@@ -110,21 +116,25 @@ def main(argv=None) -> int:
     print(f"size {args.size}x{args.size}, {args.steps} steps, sample {args.sample} filters a layer\n")
 
     start = np.asarray(filterviz.random_image(jax.random.key(0), args.size, args.size))
-    ascents = {p: ShardedAscent(params, start, steps=args.steps, precision=p) for p in precisions}
+    size = (args.size, args.size)
+    ascents = {
+        p: ShardedAscent(VGG16, params, notebook_method(args.steps, precision=p), start, size=size)
+        for p in precisions
+    }
     rows = []
     for layer in args.layers.split(","):
-        channels = filterviz.layer_spec(layer).channels
+        channels = VGG16.layer(layer).channels
         count = channels if args.sample == "all" else min(channels, int(args.sample))
         filters = np.arange(count, dtype=np.int32)
         few = list(range(min(count, args.loop_sample)))
         runners = {f"sweep-{p}": sweep_runner(ascents[p], layer, filters) for p in precisions}
         work = {name: count * args.steps for name in runners}
         if "loop" not in skip:
-            loop = make_loop(params, layer)
+            loop = make_loop(VGG16, params, layer)
             runners["loop"] = lambda: loop(few, start, args.steps)
             work["loop"] = len(few) * args.steps
         if "torch" not in skip:
-            torch_ascent = make_torch(params, layer)
+            torch_ascent = notebook_ascent(VGG16, params, layer)
             chunk = ascents[precisions[0]].chunk_size(layer, len(few))
             runners["torch"] = lambda: torch_ascent(few, start, args.steps, chunk)
             work["torch"] = len(few) * args.steps
@@ -137,7 +147,7 @@ def main(argv=None) -> int:
             "channels": channels,
             "timed": count,
             "chunk": ascents[precisions[0]].chunk_size(layer, count),
-            "flops_per_filter_step": ascent_step_flops(layer, args.size, args.size),
+            "flops_per_filter_step": ascent_step_flops(VGG16, layer, args.size, args.size),
         }
         for name in runners:
             row[name] = work[name] / seconds[name]

@@ -1,7 +1,7 @@
 """Runs one sweep in a process of its own, for tests that need fresh JAX runtimes (device counts,
 jax.distributed, a kill). Usage: ``python sweep_worker.py '<json>'`` with keys ``folder``, ``sweep`` (keyword
 arguments of filterviz.sweep) and optionally ``distributed`` (arguments of jax.distributed.initialize).
-The parameters are filterviz.init_params(key 0), the same in every process. Prints one JSON line."""
+The parameters are VGG16's random initialisation (key 0), the same in every process. Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def main(request: dict) -> None:
         jax.distributed.initialize(**request["distributed"])
     import filterviz
 
-    params = filterviz.init_params(jax.random.key(0))
+    params = filterviz.network("vgg16").init(jax.random.key(0))
     result = filterviz.sweep(params, request["folder"], progress=False, **request["sweep"])
     print(json.dumps({"written": result.written, "skipped": result.skipped, "devices": jax.device_count()}))
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.ascent import ascend_batch, default_batch_size
+from filterviz.ascent import notebook_method
+from filterviz.checks import default_batch_size
+from filterviz.engine import render_batch
 
 
 def mean_activation(params, image, layer, filter_index) -> float:
@@ -30,10 +32,10 @@ def test_ascent_raises_the_filter_mean_activation(params, layer, filter_index):
     )
 
 
-def test_activations_are_float32_unless_asked_and_check_the_precision(random_params):
+def test_activations_are_float32_unless_asked_and_check_the_precision(vgg16, random_params):
     images = np.asarray(filterviz.random_image(jax.random.key(2), 20, 20))[None]
     with jax.default_matmul_precision("float32"):
-        expected = filterviz.forward(random_params, images, ["block2_conv1"])["block2_conv1"]
+        expected = vgg16.apply(random_params, images, ["block2_conv1"])["block2_conv1"]
     ours = filterviz.activations(random_params, images, "block2_conv1")
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
@@ -47,13 +49,13 @@ def test_one_compilation_per_configuration_whatever_the_filters(random_params):
     start = filterviz.random_image(jax.random.key(0), 24, 24)
     layer = "block2_conv1"
     filterviz.ascend(random_params, layer, [0, 1, 2, 3, 4], start, steps=2, batch_size=2)
-    compiled = ascend_batch._cache_size()
+    compiled = render_batch._cache_size()
     # Other filters, another padded last chunk, another step size, another start: no new program.
     filterviz.ascend(random_params, layer, [9, 8, 7], start + 1, steps=2, step_size=0.5, batch_size=2)
     filterviz.ascend(random_params, layer, list(range(100, 107)), start, steps=2, batch_size=2)
-    assert ascend_batch._cache_size() == compiled
+    assert render_batch._cache_size() == compiled
     filterviz.ascend(random_params, layer, [0, 1], start, steps=3, batch_size=2)  # steps are static
-    assert ascend_batch._cache_size() == compiled + 1
+    assert render_batch._cache_size() == compiled + 1
 
 
 def test_chunked_equals_unchunked_and_keeps_filter_order(random_params):
@@ -77,12 +79,14 @@ def test_per_filter_start_images_and_zero_steps(random_params):
     assert not np.allclose(moved, starts)
 
 
-def test_each_step_moves_the_image_by_step_size_in_rms(random_params):
+def test_each_step_moves_the_image_by_step_size_in_rms(vgg16, random_params):
     start = filterviz.random_image(jax.random.key(2), 16, 16)
     moved = np.asarray(filterviz.ascend(random_params, "block1_conv2", [4], start, steps=1, step_size=2.5)[0])
-    from filterviz.objectives import filter_mean
 
-    gradient = jax.grad(filter_mean, argnums=3)(random_params, "block1_conv2", 4, start)
+    def filter_mean(image):
+        return vgg16.apply(random_params, image[None], ["block1_conv2"])["block1_conv2"][..., 4].mean()
+
+    gradient = jax.grad(filter_mean)(start)
     gradient_rms = float(np.sqrt(np.mean(np.square(gradient))))
     rms = np.sqrt(np.mean(np.square(moved - np.asarray(start))))
     # The notebook's update: the normalised gradient has RMS 1, up to the 1e-5 added to its RMS.
@@ -122,26 +126,29 @@ class _FakeAccelerator:
         return {"bytes_limit": self.memory}
 
 
-def test_default_batch_size_bounds_memory():
-    assert default_batch_size("block5_conv3", 128, 128) == 1  # on CPU, one filter per call is fastest
+def test_default_batch_size_bounds_memory(vgg16):
+    assert default_batch_size(vgg16, "block5_conv3", 128, 128) == 1  # on CPU, one filter per call is fastest
     big = _FakeAccelerator(80 << 30)
-    assert default_batch_size("block5_conv3", 128, 128, big) == 256
-    per_filter = filterviz.ascent.activation_elements("block5_conv3", 1024, 1024) * 12
-    chunk = default_batch_size("block5_conv3", 1024, 1024, big)
+    assert default_batch_size(vgg16, "block5_conv3", 128, 128, big) == 256
+    per_filter = vgg16.activation_elements("block5_conv3", 1024, 1024) * 12
+    chunk = default_batch_size(vgg16, "block5_conv3", 1024, 1024, big)
     assert 1 <= chunk < 256 and chunk * per_filter <= 0.4 * (80 << 30)
-    assert default_batch_size("block5_conv3", 8192, 8192, _FakeAccelerator(1 << 30)) == 1
-    assert default_batch_size("block1_conv1", 512, 512, big) >= chunk
+    assert default_batch_size(vgg16, "block5_conv3", 8192, 8192, _FakeAccelerator(1 << 30)) == 1
+    assert default_batch_size(vgg16, "block1_conv1", 512, 512, big) >= chunk
+    resnet = filterviz.network("resnet50")  # a deeper network's layer holds more per filter
+    assert default_batch_size(resnet, "conv5_block3_out", 1024, 1024, big) < chunk
 
 
-def test_every_convolution_in_the_compiled_ascent_uses_an_hwio_kernel(random_params):
+def test_every_convolution_in_the_compiled_ascent_uses_an_hwio_kernel(vgg16, random_params):
     # XLA:CPU runs convolutions whose kernel swaps in/out axes (dim_labels ..._01oi->...) with a slow
     # generic loop inside while loops; conv3x3's custom gradient exists to keep them all HWIO.
-    start = np.zeros((1, 16, 16, 3), np.float32)
-    hlo = (
-        ascend_batch.lower(random_params, "block2_conv2", np.zeros(1, np.int32), start, 1.0, steps=2)
-        .compile()
-        .as_text()
+    start = np.zeros((16, 16, 3), np.float32)
+    objective = filterviz.channel("block2_conv2", np.zeros(1, np.int32))
+    keys = jax.random.split(jax.random.key(0), 1)
+    lowered = render_batch.lower(
+        vgg16, random_params, objective, start, keys, method=notebook_method(2), size=(16, 16), measure=False
     )
+    hlo = lowered.compile().as_text()
     labels = re.findall(r"dim_labels=(\w+)_(\w+)->", hlo)
     assert labels, "no convolutions found in the compiled ascent"
     assert {kernel for _, kernel in labels} == {"01io"}

@@ -13,29 +13,92 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 def test_flop_count_of_a_step():
     sys.path.insert(0, str(BENCH))
-    from flops import ascent_step_flops, conv_flops
+    import filterviz
+    from flops import ascent_step_flops, compiled_flops, conv_flops
 
+    vgg16 = filterviz.network("vgg16")
     # block1_conv2 at 128x128: block1_conv1 in full, one channel of block1_conv2, each forward and back.
     expected = 2 * (conv_flops(128, 128, 3, 64) + conv_flops(128, 128, 64, 1))
-    assert ascent_step_flops("block1_conv2", 128, 128) == expected
+    assert ascent_step_flops(vgg16, "block1_conv2", 128, 128) == expected
     full = 2 * (conv_flops(128, 128, 3, 64) + conv_flops(128, 128, 64, 64))
-    assert ascent_step_flops("block1_pool", 128, 128, full_target=True) == full
+    assert ascent_step_flops(vgg16, "block1_pool", 128, 128, full_target=True) == full
+    # XLA's own count of one compiled step agrees with the hand count (the convolutions dominate).
+    import jax
+    import jax.numpy as jnp
+
+    from filterviz.ascent import notebook_method
+    from filterviz.engine import render_batch
+
+    compiled = render_batch.lower(
+        vgg16,
+        vgg16.init(jax.random.key(0)),
+        filterviz.channel("block2_conv2", jnp.zeros(1, jnp.int32)),
+        jnp.zeros((32, 32, 3)),
+        jax.random.split(jax.random.key(0), 1),
+        method=notebook_method(1),
+        size=(32, 32),
+        measure=False,
+    ).compile()
+    assert compiled_flops(compiled) == pytest.approx(
+        ascent_step_flops(vgg16, "block2_conv2", 32, 32), rel=0.05
+    )
 
 
-def test_benchmark_runs_and_reports_every_method(weights_path, tmp_path, capsys):
+def test_the_pytorch_networks_compute_what_ours_do():
+    sys.path.insert(0, str(BENCH))
+    import jax
+    import numpy as np
+    import torch
+
+    import filterviz
+    from torch_reference import torch_network
+
+    images = np.asarray([filterviz.random_image(jax.random.key(seed), 40, 40) for seed in range(2)]) - 120
+    for name, layer in [("vgg19", "block3_conv4"), ("resnet50", "conv3_block1_out")]:
+        network = filterviz.network(name)
+        params = network.init(jax.random.key(0))
+        ours = np.asarray(network.apply(params, images, [layer])[layer])
+        with torch.no_grad():
+            theirs = torch_network(network, params, layer)(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+        theirs = theirs.numpy().transpose(0, 2, 3, 1)
+        assert np.linalg.norm(ours - theirs) <= 1e-4 * np.linalg.norm(ours), name
+
+
+def test_benchmark_runs_and_reports_every_contender(weights_path, tmp_path, capsys):
     sys.path.insert(0, str(BENCH))
     import ascent_bench
 
     out = tmp_path / "bench.json"
-    arguments = ["--layers", "block1_conv2,block2_pool", "--size", "16", "--steps", "2", "--filters", "2"]
-    assert ascent_bench.main([*arguments, "--weights", str(weights_path), "--json", str(out)]) == 0
+    arguments = [
+        "--layers",
+        "block2_pool",
+        "--size",
+        "16",
+        "--steps",
+        "2",
+        "--filters",
+        "2",
+        "--repeats",
+        "1",
+    ]
+    arguments += ["--methods", "notebook,lucid", "--weights", str(weights_path), "--json", str(out)]
+    assert ascent_bench.main(arguments) == 0
     printed = capsys.readouterr().out
-    assert "| block2_pool |" in printed and "vmapped / loop" in printed
-    rows = json.loads(out.read_text())["rows"]
-    assert [row["layer"] for row in rows] == ["block1_conv2", "block2_pool"]
-    for row in rows:
-        assert row["vmapped"] > 0 and row["loop"] > 0 and row["default"] > 0
-        assert row["loop_agreement"] > 0.99  # the loop did the same work
+    assert "| lucid | block2_pool |" in printed and "engine / floor" in printed
+    notebook, lucid = json.loads(out.read_text())["rows"]
+    assert (notebook["method"], lucid["method"]) == ("notebook", "lucid")
+    for contender in ("engine", "progress", "floor", "full", "default", "loop", "torch", "torch-1"):
+        assert notebook[contender] > 0, contender
+        # Every contender did the same work: the same pictures, up to float rounding.
+        assert notebook[f"{contender}_agreement"] > 0.99, contender
+    assert lucid["full"] > 0 and lucid["torch"] > 0
+    resnet = tmp_path / "resnet.json"
+    arguments = ["--network", "resnet50", "--layers", "pool1_pool", "--size", "32", "--steps", "1"]
+    arguments += ["--filters", "2", "--repeats", "1", "--methods", "notebook,lucid", "--json", str(resnet)]
+    assert ascent_bench.main([*arguments, "--skip", "progress,loop,torch-1"]) == 0
+    notebook, lucid = json.loads(resnet.read_text())["rows"]
+    assert notebook["torch_agreement"] > 0.99 and notebook["flops_per_filter_step"] > 0
+    assert "floor" not in notebook and lucid["torch"] > 0
 
 
 def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):

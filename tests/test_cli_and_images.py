@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 
 import filterviz
-from filterviz.cli import main, parse_filters
+from filterviz.cli import main
+from filterviz.commands import parse_filters
+
+VGG16 = filterviz.network("vgg16")
 
 
 def test_load_image_reads_any_format_as_rgb_floats(tmp_path, photo):
@@ -46,12 +49,12 @@ def test_save_picture_is_atomic_and_reports_unwritable_places(tmp_path):
 
 
 def test_parse_filters():
-    assert parse_filters("0-3,7,10-11", "block1_conv1") == [0, 1, 2, 3, 7, 10, 11]
-    assert parse_filters("all", "block1_conv1") == list(range(64))
+    assert parse_filters("0-3,7,10-11", VGG16, "block1_conv1") == [0, 1, 2, 3, 7, 10, 11]
+    assert parse_filters("all", VGG16, "block1_conv1") == list(range(64))
     with pytest.raises(filterviz.FilterIndexError, match="0-63"):
-        parse_filters("60-64", "block1_conv1")
+        parse_filters("60-64", VGG16, "block1_conv1")
     with pytest.raises(filterviz.FilterVizError, match="bad filter list"):
-        parse_filters("a-b", "block1_conv1")
+        parse_filters("a-b", VGG16, "block1_conv1")
 
 
 def test_layers_and_summary(capsys):
@@ -103,7 +106,7 @@ def test_dream_on_a_photo_of_any_size(weights_path, tmp_path, photo):
     [
         (
             ["filters", "block6_conv1", "--out", "{tmp}/x.png"],
-            "unknown layer 'block6_conv1'; valid layers: block1",
+            "unknown layer 'block6_conv1' in vgg16; valid layers: block1",
         ),
         (["filters", "block1_conv1", "--filters", "0-64", "--out", "{tmp}/x.png"], "valid: 0-63"),
         (["dream", "{tmp}/absent.jpg", "--out", "{tmp}/x.png"], "absent.jpg: no such file"),

@@ -19,8 +19,11 @@ import pytest
 
 import filterviz
 from filterviz import progress
-from filterviz.ascent import StepReport, ascend_batch
-from filterviz.cli import main, stall_hint
+from filterviz.ascent import notebook_method
+from filterviz.atlas import contact_sheet
+from filterviz.cli import main
+from filterviz.commands import stall_hint
+from filterviz.engine import StepReport, render_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,14 +91,16 @@ def test_one_long_ascent_reports_within_its_run(weights_path, tmp_path, photo):
     assert 40 in counts and len(counts - {0, 40}) >= 2  # one filter, yet the bar moved during its ascent
 
 
-def test_a_compiled_loop_reports_each_segment_without_changing_the_result(random_params):
+def test_a_compiled_loop_reports_each_segment_without_changing_the_result(vgg16, random_params):
     start = filterviz.random_image(jax.random.key(0), 16, 16)
-    indices, images = jax.numpy.asarray([0, 5]), jax.numpy.stack([start, start])
+    objective = filterviz.channel("block1_conv2", [0, 5])
+    keys = jax.random.split(jax.random.key(0), 2)
+    settings = {"method": notebook_method(23), "size": (16, 16), "measure": False}
     reports = []
-    quiet = ascend_batch(random_params, "block1_conv2", indices, images, 1.0, 23)
-    told = ascend_batch(
-        random_params, "block1_conv2", indices, images, 1.0, 23, "float32", StepReport(reports.append, 4)
-    )
+    quiet = render_batch(vgg16, random_params, objective, start, keys, **settings)[0]
+    told = render_batch(
+        vgg16, random_params, objective, start, keys, report=StepReport(reports.append, 4), **settings
+    )[0]
     np.testing.assert_array_equal(np.asarray(told), np.asarray(quiet))
     assert reports == [12, 12, 12, 10]  # 23 steps as 4 segments, counted for both filters
 
@@ -153,8 +158,8 @@ def test_titles_never_overlap_the_pictures(columns):
 
 def test_contact_sheets_label_their_tiles():
     pictures = np.zeros((5, 16, 16, 3), np.uint8)
-    plain = filterviz.contact_sheet(pictures, columns=5, tile=16)
-    labelled = filterviz.contact_sheet(pictures, ["0", "1", "2", "3", "40"], columns=5, tile=16)
+    plain = contact_sheet(pictures, columns=5, tile=16)
+    labelled = contact_sheet(pictures, ["0", "1", "2", "3", "40"], columns=5, tile=16)
     assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] == plain.shape[1]
     caption = labelled[plain.shape[0] - 2 :]  # the strip under the tiles
     assert (caption < 128).any()  # dark text on white
@@ -240,7 +245,7 @@ def test_the_readme_names_only_functions_that_exist():
 
 
 def test_the_suite_writes_nothing_into_the_users_home():
-    from filterviz.sweep import compilation_cache_dir
+    from filterviz.runtime import compilation_cache_dir
     from filterviz.weights import keras_cache_dir
 
     temporary = Path(tempfile.gettempdir()).resolve()

@@ -17,12 +17,9 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.model import CONV_LAYERS
+from support import relative_error
 
-
-def relative_error(ours, theirs) -> float:
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+CONV_LAYERS = [layer.name for layer in filterviz.network("vgg16").layers if layer.kind == "Conv2D"]
 
 
 def displacement_correlation(a, b, start) -> float:

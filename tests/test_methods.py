@@ -11,8 +11,11 @@ import optax
 import pytest
 
 import filterviz
-from filterviz import methods, objectives, param, transforms
-from filterviz.methods import Method, Octaves, Optimizer, get_method, render, render_batch
+from filterviz import param, transforms
+from filterviz.engine import filter_keys, objective_value, render, render_batch
+from filterviz.layers import redirected_relu
+from filterviz.methods import Method, Octaves, Optimizer, get_method
+from filterviz.network import preprocess
 from filterviz.objectives import channel, deepdream, direction, diversity, neuron
 
 SIZE = 32
@@ -73,27 +76,42 @@ def test_objective_batches_are_pytrees_that_vmap():
         (channel("block1_conv1", [1, 2]) + channel("block1_conv1", [1, 2, 3])).batch_size()
 
 
-def test_objective_arguments_are_checked():
+def test_objective_arguments_are_checked_against_the_network(vgg16, random_params):
+    # Objectives name layers and hold no network: the network they run on checks them, before any work.
     with pytest.raises(filterviz.UnknownLayerError, match="block1_conv1"):
-        channel("block9_conv1", 0)
+        channel("block9_conv1", 0).check(vgg16)
     with pytest.raises(filterviz.FilterIndexError, match="0-63"):
-        channel("block1_conv1", 64)
+        channel("block1_conv1", 64).check(vgg16)
     with pytest.raises(filterviz.SettingError, match="64 values"):
-        direction("block1_conv1", np.ones(3))
+        direction("block1_conv1", np.ones(3)).check(vgg16)
+    with pytest.raises(filterviz.UnknownLayerError, match="conv1_conv"):
+        filterviz.render(random_params, channel("conv1_conv", 0), size=16, steps=1)
+    channel("conv1_conv", 63).check(filterviz.network("resnet50"))  # ResNet50's first layer
 
 
-def test_channel_objective_equals_the_notebook_loss(params):
-    image = filterviz.random_image(jax.random.key(0), SIZE, SIZE)
+@pytest.mark.parametrize("method", ["notebook", "lucid"])
+def test_the_one_channel_fast_path_equals_the_full_forward_pass(vgg16, params, method):
+    images = jnp.stack([filterviz.random_image(jax.random.key(i), SIZE, SIZE) for i in range(2)])
     objective = channel("block3_conv2", 17)
-    full = objective(filterviz.forward(params, image[None], objective.layers))
-    fast = objectives.filter_mean(params, "block3_conv2", 17, image)
-    assert float(full) == pytest.approx(float(fast), rel=1e-5)
+    method = get_method(method)
+    inputs = preprocess(images, "caffe" if method.name == "lucid" else "raw")
+    full = objective(vgg16.apply(params, inputs, objective.layers))
+    prepared = vgg16.prepared(params, jnp.float32)
+
+    def fast(pixels):
+        return objective_value(vgg16, prepared, objective, method, pixels, None)
+
+    assert float(fast(images)) == pytest.approx(float(full), rel=1e-5)
+    # The target layer's one filter is computed alone, as matrix-vector products: only the five
+    # convolutions below block3_conv2 remain convolutions.
+    assert str(jax.make_jaxpr(fast)(images)).count("conv_general_dilated") == 5
 
 
-def test_a_multi_layer_objective_runs_the_network_once(params):
+def test_a_multi_layer_objective_runs_the_network_once(vgg16, params):
     objective = channel("block1_conv2", 0) + deepdream("block2_conv1") + neuron("block2_conv2", 3)
+    prepared = vgg16.prepared(params, jnp.float32)
     jaxpr = jax.make_jaxpr(
-        lambda image: methods.objective_value(params, objective, get_method("notebook"), image, None)
+        lambda image: objective_value(vgg16, prepared, objective, get_method("notebook"), image, None)
     )(jnp.zeros((1, SIZE, SIZE, 3)))
     convolutions = str(jaxpr).count("conv_general_dilated")
     assert convolutions == 4  # block1_conv1, block1_conv2, block2_conv1, block2_conv2: each once
@@ -131,8 +149,8 @@ def test_diversity_term_pulls_the_images_apart(params):
 
     def spread(result):
         pixels = jnp.asarray(result.pixels[0])
-        inputs = param.preprocess(pixels, "caffe")
-        return float(score(filterviz.forward(params, inputs, ["block2_conv1"])))
+        inputs = preprocess(pixels, "caffe")
+        return float(score(filterviz.network("vgg16").apply(params, inputs, ["block2_conv1"])))
 
     assert spread(diverse) > spread(plain)
 
@@ -141,17 +159,20 @@ def test_diversity_term_pulls_the_images_apart(params):
 # Parameterizations and preprocessing
 
 
-def test_caffe_preprocessing_matches_keras(params):
-    from keras.applications.vgg16 import preprocess_input
+@pytest.mark.parametrize("mode", ["caffe", "torch", "tf"])
+def test_input_conventions_match_keras(mode):
+    from keras.applications.imagenet_utils import preprocess_input
 
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 5, 6, 3)).astype(np.float32)
-    expected = preprocess_input(pixels.copy())
-    np.testing.assert_allclose(
-        np.asarray(param.preprocess(jnp.asarray(pixels), "caffe")), expected, atol=1e-4
-    )
-    np.testing.assert_array_equal(np.asarray(param.preprocess(jnp.asarray(pixels), "raw")), pixels)
+    expected = preprocess_input(pixels.copy(), mode=mode)
+    np.testing.assert_allclose(np.asarray(preprocess(jnp.asarray(pixels), mode)), expected, atol=1e-4)
+
+
+def test_raw_input_is_the_pixels_and_unknown_conventions_are_refused():
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 5, 6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(preprocess(jnp.asarray(pixels), "raw")), pixels)
     with pytest.raises(filterviz.SettingError, match="raw, caffe"):
-        param.preprocess(jnp.asarray(pixels), "torch")
+        preprocess(jnp.asarray(pixels), "bgr")
 
 
 def lucid_fourier_reference(
@@ -271,13 +292,40 @@ def test_normalized_gradient_is_the_notebook_step():
     optimizer = Optimizer("normalized", 0.5).build()
     # optax descends, so it is given the gradient of minus the objective.
     updates, _ = optimizer.update(-gradient, optimizer.init(image), image)
-    expected = filterviz.ascent.normalized_ascent_step(gradient, image, 0.5)
-    np.testing.assert_allclose(
-        np.asarray(optax.apply_updates(image, updates)), np.asarray(expected), rtol=1e-6
-    )
+    rms = np.sqrt(np.mean(np.square(np.asarray(gradient, np.float64))))
+    expected = 100.0 + 0.5 * np.asarray(gradient, np.float64) / (rms + 1e-5)  # the notebook's step
+    np.testing.assert_allclose(np.asarray(optax.apply_updates(image, updates)), expected, rtol=1e-6)
     assert isinstance(Optimizer("adam", 0.05).build(), optax.GradientTransformation)
     with pytest.raises(filterviz.SettingError, match="unknown optimizer"):
         get_method("lucid", optimizer=Optimizer("adamm", 0.05))
+
+
+@pytest.mark.parametrize("name", ["normalized", "adam", "sgd"])
+def test_a_learning_rate_given_at_run_time_steps_as_the_fixed_one(name):
+    # The engine feeds the rate as a traced value (one program for every step size): same updates.
+    gradient = jax.random.normal(jax.random.key(0), (8, 8, 3))
+    image = jnp.full((8, 8, 3), 100.0)
+    fixed = Optimizer(name, 0.3).build()
+    traced = Optimizer(name, 1.0).build(jnp.float32(0.3))
+    fixed_state, traced_state = fixed.init(image), traced.init(image)
+    for _ in range(3):
+        expected, fixed_state = fixed.update(gradient, fixed_state, image)
+        updates, traced_state = jax.jit(traced.update)(gradient, traced_state, image)
+        np.testing.assert_allclose(np.asarray(updates), np.asarray(expected), rtol=1e-6, atol=1e-7)
+
+
+def test_one_program_serves_every_learning_rate(random_params):
+    objective = channel("block1_conv2", [0, 1])
+    render(random_params, objective, method="lucid", size=16, steps=2, optimizer=Optimizer("adam", 0.05))
+    compiled = render_batch._cache_size()
+    other = render(
+        random_params, objective, method="lucid", size=16, steps=2, optimizer=Optimizer("adam", 0.2)
+    )
+    assert render_batch._cache_size() == compiled
+    first = render(
+        random_params, objective, method="lucid", size=16, steps=2, optimizer=Optimizer("adam", 0.05)
+    )
+    assert not np.array_equal(np.asarray(other.pixels), np.asarray(first.pixels))
 
 
 def test_any_optax_optimizer_object_works(random_params):
@@ -301,7 +349,8 @@ def test_presets_keep_their_references_defaults():
     lucid = filterviz.METHODS["lucid"]  # Lucid's render_vis: Adam(0.05), 512 steps, image(fft, decorrelate)
     assert (lucid.steps, lucid.optimizer) == (512, Optimizer("adam", 0.05))
     assert lucid.parameterization == param.Fourier(sd=0.01, decay_power=1.0, decorrelate=True)
-    assert lucid.redirect_relu and lucid.preprocessing == "caffe"
+    assert lucid.redirect_relu and lucid.preprocessing == "network"  # each network's own convention
+    assert lucid.resolved(filterviz.network("vgg16")).preprocessing == "caffe"
     pad, jitter8, scale, rotate, jitter4 = lucid.transforms  # Lucid's standard_transforms
     assert (pad.width, pad.mode, pad.fill, jitter8.distance, jitter4.distance) == (
         12,
@@ -340,16 +389,17 @@ def test_notebook_preset_reproduces_the_notebook_ascent(params):
     start = filterviz.random_image(jax.random.key(0), SIZE, SIZE)
     expected = filterviz.ascend(params, "block3_conv1", [0, 7], start, steps=10)
     result = render(params, channel("block3_conv1", [0, 7]), method="notebook", start=start, steps=10)
-    np.testing.assert_allclose(np.asarray(result.pixels[:, 0]), np.asarray(expected), rtol=1e-4, atol=1e-3)
+    # One engine: the notebook preset is ascend's own path, bit for bit.
+    np.testing.assert_array_equal(np.asarray(result.pixels[:, 0]), np.asarray(expected))
     np.testing.assert_array_equal(result.pictures[:, 0], filterviz.as_image(expected))
 
 
 def test_redirected_relu_changes_gradients_not_values():
     x = jnp.array([[-1.0, -2.0, 3.0], [-1.0, -2.0, -3.0]])
-    assert np.array_equal(filterviz.model.redirected_relu(x), jax.nn.relu(x))
+    assert np.array_equal(redirected_relu(x), jax.nn.relu(x))
     # Cotangent of a loss to minimise: -1 asks to raise x, +1 to lower it.
     cotangent = jnp.array([[-1.0, 1.0, -1.0], [-1.0, 1.0, -1.0]])
-    _, backward = jax.vjp(filterviz.model.redirected_relu, x)
+    _, backward = jax.vjp(redirected_relu, x)
     (gradient,) = backward(cotangent)
     # Row 0 has a live unit: plain ReLU gradient. Row 1 is off everywhere: let through what raises x.
     np.testing.assert_array_equal(np.asarray(gradient), [[0.0, 0.0, -1.0], [-1.0, 0.0, -1.0]])
@@ -374,7 +424,7 @@ def test_render_is_deterministic_and_batching_changes_nothing(random_params):
 
 
 def together_keys(seed):
-    return filterviz.filter_keys(seed, np.arange(3))
+    return filter_keys(seed, np.arange(3))
 
 
 def test_each_method_runs_in_bfloat16(random_params):
@@ -468,7 +518,7 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
     result = filterviz.sweep(random_params, folder, progress=False, **settings)
     assert (result.written, result.skipped) == (3, 0)
     method = get_method("lucid", steps=3)
-    keys = filterviz.filter_keys(0, [0, 3, 5])
+    keys = filter_keys(0, [0, 3, 5])
     expected = render(random_params, channel("block1_conv2", [0, 3, 5]), method=method, size=SIZE, keys=keys)
     entries = sorted(filterviz.read_manifest(folder), key=lambda e: e["filter"])
     for row, entry in enumerate(entries):

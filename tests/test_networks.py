@@ -13,12 +13,7 @@ import filterviz
 from filterviz.network import builtin_networks
 from filterviz.vgg import conv3x3, with_flipped_kernels
 from filterviz.weights import load_weights
-
-
-def relative_error(ours, theirs) -> float:
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
-
+from support import keras_random_network, layer_errors_against_keras
 
 # ----------------------------------------------------------------------------------------------------
 # VGG16
@@ -154,61 +149,24 @@ def test_unknown_networks_are_a_setting_error():
 # statistics drawn at random too), in both layouts.
 
 
-def _randomise_batch_norm(model, seed: int = 0) -> None:
-    # Keras initialises batch norm to the identity; draw every statistic so that the test sees them.
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            gamma, beta, mean, variance = (w.shape for w in layer.get_weights())
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, gamma).astype(np.float32),
-                    rng.normal(0, 0.1, beta).astype(np.float32),
-                    rng.normal(0, 0.1, mean).astype(np.float32),
-                    rng.uniform(0.5, 2.0, variance).astype(np.float32),
-                ]
-            )
-
-
 @pytest.fixture(scope="module")
 def keras_networks(tmp_path_factory):
     """``{name: (keras model, keras3 file, legacy file)}`` for VGG19 and ResNet50 with random weights."""
-    import keras
-
     folder = tmp_path_factory.mktemp("keras-networks")
-    made = {}
-    for name, application in (("vgg19", keras.applications.VGG19), ("resnet50", keras.applications.ResNet50)):
-        model = application(weights=None, include_top=False, input_shape=(None, None, 3))
-        _randomise_batch_norm(model)
-        keras3 = folder / f"{name}.weights.h5"
-        model.save_weights(keras3)
-        legacy = folder / f"{name}_legacy.h5"
-        model.save(legacy)  # Keras writes a whole .h5 model in the legacy layout (model_weights/...)
-        made[name] = (model, keras3, legacy)
-    return made
+    return {name: keras_random_network(name, folder) for name in ("vgg19", "resnet50")}
 
 
 @pytest.mark.parametrize("name", ["vgg19", "resnet50"])
 def test_activations_at_every_named_layer_agree_with_keras(keras_networks, name):
-    import keras
-
     model, keras3, legacy = keras_networks[name]
     network = filterviz.network(name)
     names = [layer.name for layer in model.layers[1:]]
     assert list(network.layer_names) == names
     assert network.parameter_count() == model.count_params()
-    images = np.asarray([filterviz.random_image(jax.random.key(seed), 48, 40) for seed in range(2)])
-    inputs = images - 127.0  # centred, as a preprocessed image is
-    theirs = keras.Model(model.inputs, [model.get_layer(n).output for n in names])(inputs)
-    worst = 0.0
-    for path in (keras3, legacy):
-        params = load_weights(path, network=name)
-        ours = jax.jit(lambda p, x: network.apply(p, x, names))(params, inputs)
-        for layer, expected in zip(names, theirs, strict=True):
-            error = relative_error(ours[layer], expected)
-            worst = max(worst, error)
-            assert error <= 1e-5, (name, path.name, layer, error)
-    print(f"{name}: worst relative error over {len(names)} layers, both layouts: {worst:.1e}")
+    errors = layer_errors_against_keras(network, model, (keras3, legacy))
+    assert list(errors) == names
+    for layer, error in errors.items():
+        assert error <= 1e-5, (name, layer, error)
 
 
 @pytest.mark.parametrize("name, other", [("vgg19", "vgg16"), ("resnet50", "vgg16"), ("vgg19", "resnet50")])

@@ -424,7 +424,7 @@ def test_weights_of_another_network_are_refused_naming_it(random_params, tmp_pat
     names = [layer.name for layer in vgg19.layers[1:]]
     legacy_path = write_legacy_h5(tmp_path / "vgg19_legacy.h5", legacy, names)
     for path in (keras3, legacy_path):
-        with pytest.raises(filterviz.WeightsError, match=r"VGG19's.*block3_conv4"):
+        with pytest.raises(filterviz.WeightsError, match=r"vgg19's weights, not vgg16's.*block3_conv4"):
             filterviz.load_weights(path)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import filterviz
+from filterviz.atlas import contact_sheet
 from filterviz.sweep_folder import read_manifest
 
 # The package exports the function `sweep`, which hides the module of the same name.
@@ -100,7 +101,11 @@ def test_programs_compile_once_and_ahead_from_many_threads(random_params):
     """A sweep compiles later layers' programs on host threads: a program asked for by several threads
     at once is compiled once, and the pictures are those of the plain ascent."""
     start = np.asarray(filterviz.random_image(jax.random.key(0), 16, 16))
-    ascent = sweep_module.ShardedAscent(random_params, start, steps=2)
+    from filterviz.ascent import notebook_method
+    from filterviz.sharding import ShardedAscent
+
+    vgg16 = filterviz.network("vgg16")
+    ascent = ShardedAscent(vgg16, random_params, notebook_method(steps=2), start, size=(16, 16))
     compiles = []
 
     def count(event: str, seconds: float, **_) -> None:
@@ -173,6 +178,49 @@ def test_other_settings_are_refused_unless_overwritten(random_params, tmp_path):
     assert result.written == 1
     assert [(e["layer"], e["steps"]) for e in read_manifest(tmp_path)] == [("block1_conv2", 4)]
     assert not (tmp_path / "block1_conv1").exists()
+
+
+def test_a_sweep_records_its_network_and_refuses_another(random_params, tmp_path):
+    filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=[0], **SMALL)
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["settings"]["network"] == "vgg16" and record["layers"]["block5_conv3"] == 512
+    vgg19 = filterviz.network("vgg19")
+    with pytest.raises(filterviz.SweepError, match=r"network: 'vgg16' in the folder, 'vgg19' asked"):
+        filterviz.sweep(
+            vgg19.init(jax.random.key(0)),
+            tmp_path,
+            layers=["block1_conv1"],
+            filters=[0],
+            network=vgg19,
+            **SMALL,
+        )
+    assert len(read_manifest(tmp_path)) == 1
+
+
+BEFORE_NETWORKS = Path(__file__).with_name("data") / "sweep_before_networks"
+"""A sweep folder written by filterviz before networks were values (sweep.json without a network or a
+layer table): block1_conv1 filters 0 and 1 at 24x24, 2 steps, the ImageNet weights."""
+
+
+def test_a_folder_written_before_networks_still_resumes(params, tmp_path):
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(BEFORE_NETWORKS, folder)
+    old = {name: (folder / "block1_conv1" / name).read_bytes() for name in ("0000.png", "0001.png")}
+    settings = {"layers": ["block1_conv1"], "size": (24, 24), "steps": 2, "progress": False}
+    result = filterviz.sweep(params, folder, filters=range(4), **settings)
+    assert (result.written, result.skipped) == (2, 2)
+    assert json.loads((folder / "sweep.json").read_text())["settings"]["network"] == "vgg16"
+    fresh = tmp_path / "fresh"
+    filterviz.sweep(params, fresh, filters=range(4), **settings)
+    for index in range(4):  # the old pictures kept, and the engine draws them again byte for byte
+        name = f"{index:04d}.png"
+        ours = (folder / "block1_conv1" / name).read_bytes()
+        assert ours == (fresh / "block1_conv1" / name).read_bytes()
+        if name in old:
+            assert ours == old[name]
+    assert filterviz.write_atlas(folder).problems == ()
 
 
 def test_bad_arguments_raise_typed_errors_before_any_work(random_params, tmp_path):
@@ -266,7 +314,7 @@ SHARDED_PLAN = {"layers": ["block1_conv2", "block2_pool"], "filters": list(range
 @pytest.fixture(scope="module")
 def one_device_sweep(tmp_path_factory) -> dict[tuple[str, int], np.ndarray]:
     folder = tmp_path_factory.mktemp("one_device")
-    filterviz.sweep(filterviz.init_params(jax.random.key(0)), folder, **SHARDED_PLAN)
+    filterviz.sweep(filterviz.network("vgg16").init(jax.random.key(0)), folder, **SHARDED_PLAN)
     return raw_images(folder)
 
 
@@ -375,7 +423,7 @@ def test_top_filters_rank_by_achieved_activation(small_sweep):
 
 def test_contact_sheet_tiles_every_picture():
     pictures = np.stack([np.full((10, 20, 3), value, np.uint8) for value in (0, 100, 200)])
-    sheet = filterviz.contact_sheet(pictures, columns=2, tile=8, gap=1)
+    sheet = contact_sheet(pictures, columns=2, tile=8, gap=1)
     assert sheet.shape == (2 * 9 + 1, 2 * 17 + 1, 3)  # tiles 8x16 (aspect kept), 2 rows of 2
     assert sheet[1, 1, 0] == 0 and sheet[1, 18, 0] == 100 and sheet[10, 1, 0] == 200
     assert sheet[10, 18, 0] == 255  # the empty fourth cell
@@ -431,7 +479,7 @@ def test_atlas_renders_its_thumbnails_in_a_headless_browser(small_sweep, layer):
     # The page's script counts images that loaded and that failed; all six of the layer must load.
     assert 'data-rendered="6"' in body and 'data-loaded="6"' in body and 'data-failed="0"' in body, body
     shown = layer or "block1_conv1"
-    channels = filterviz.layer_spec(shown).channels
+    channels = filterviz.network("vgg16").layer(shown).channels
     assert f'alt="{shown} filter 0"' in dom and f"{shown}: 6 of {channels} filters" in dom
 
 
@@ -482,7 +530,7 @@ def test_cli_sweep_builds_a_browsable_atlas_and_resumes(weights_path, tmp_path, 
     [
         (
             ["sweep", "--layers", "block1_conv1,nope", "--out", "{tmp}/o"],
-            "unknown layer 'nope'; valid layers",
+            "unknown layer 'nope' in vgg16; valid layers",
         ),
         (["sweep", "--layers", "block1_conv1", "--filters", "60-70", "--out", "{tmp}/o"], "valid: 0-63"),
         (["sweep", "--start", "{tmp}/absent.jpg", "--out", "{tmp}/o"], "absent.jpg: no such file"),

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.model import CONV_LAYERS
-from filterviz.weights import WEIGHTS_FILENAME, content_digest, download_weights, load_weights, read_keras_h5
+from filterviz.weights import content_digest, download_weights, find_weights, load_weights, read_keras_h5
 from support import CONTENT_SHA256, write_legacy_h5
+
+CONV_LAYERS = [layer.name for layer in filterviz.network("vgg16").layers if layer.kind == "Conv2D"]
+WEIGHTS_FILENAME = filterviz.network("vgg16").weights.file_name
 
 
 def assert_same_params(a, b):
@@ -116,7 +118,7 @@ def test_read_keras_h5_ignores_layers_the_base_does_not_have(random_params, tmp_
         group.attrs["weight_names"] = np.array([b"fc1_W_1:0", b"fc1_b_1:0"])
         group.create_dataset("fc1_W_1:0", data=np.zeros((8, 4), np.float32))
         group.create_dataset("fc1_b_1:0", data=np.zeros(4, np.float32))
-    assert "fc1" in read_keras_h5(path)
+    assert "fc1" in read_keras_h5(path).named
     assert_same_params(load_weights(path), random_params)
 
 
@@ -135,23 +137,23 @@ def isolated(tmp_path, monkeypatch):
 
 
 def test_search_order(isolated, legacy_h5, random_params, monkeypatch):
-    assert filterviz.find_weights() is None
-    with pytest.raises(filterviz.WeightsError, match="no VGG16 weights found") as caught:
+    assert find_weights() is None
+    with pytest.raises(filterviz.WeightsError, match="no vgg16 weights found") as caught:
         load_weights(download=False)
     assert "FILTERVIZ_WEIGHTS" in str(caught.value) and "keras_home" in str(caught.value)
 
     cached = isolated / "keras_home" / "models" / WEIGHTS_FILENAME
     cached.parent.mkdir(parents=True)
     shutil.copy(legacy_h5, cached)
-    assert filterviz.find_weights() == cached
+    assert find_weights() == cached
 
     local = isolated / "weights" / WEIGHTS_FILENAME
     local.parent.mkdir()
     shutil.copy(legacy_h5, local)
-    assert filterviz.find_weights() == Path("weights") / WEIGHTS_FILENAME
+    assert find_weights() == Path("weights") / WEIGHTS_FILENAME
 
     monkeypatch.setenv("FILTERVIZ_WEIGHTS", str(isolated / "elsewhere.h5"))
-    assert filterviz.find_weights() == isolated / "elsewhere.h5"
+    assert find_weights() == isolated / "elsewhere.h5"
     with pytest.raises(filterviz.WeightsError, match="no such file"):
         load_weights()  # a named file that is missing is an error, not a reason to look elsewhere
 
@@ -263,10 +265,9 @@ def test_load_weights_downloads_into_the_keras_cache_when_nothing_is_found(
 
 
 def test_official_source_is_the_keras_url_and_hash():
-    from filterviz import weights
-
-    assert weights.WEIGHTS_URL == (
+    source = filterviz.network("vgg16").weights
+    assert source.url == (
         "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     )
-    assert weights.WEIGHTS_MD5 == "6d6bbae143d832006294945121d1f1fc"
+    assert source.md5 == "6d6bbae143d832006294945121d1f1fc"

@@ -150,10 +150,12 @@ def _optimise(
     size: tuple[int, int],
     frame_every: int | None,
     report: StepReport | None = None,
+    learning_rate: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """``method.steps`` steps from ``raw``; returns the final raw and, with ``frame_every``, the pixels
-    after every ``frame_every`` steps ``float32[F, K, H, W, 3]``. ``report``: see :func:`run_steps`."""
-    optimizer = method.optimizer_transformation()
+    after every ``frame_every`` steps ``float32[F, K, H, W, 3]``. ``report``: see :func:`run_steps`;
+    ``learning_rate``: replaces the method's (see :meth:`Method.split_rate`)."""
+    optimizer = method.optimizer_transformation(learning_rate)
     height, width = size
 
     def loss(current: jax.Array, step_key: jax.Array) -> jax.Array:
@@ -207,6 +209,7 @@ def render_one(
     size: tuple[int, int],
     frame_every: int | None = None,
     report: StepReport | None = None,
+    learning_rate: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Optimise the K images of one (unbatched) ``objective``; the pure core, vmapped by :func:`render`.
 
@@ -220,6 +223,7 @@ def render_one(
       size: ``(H, W)`` of the result.
       frame_every: also return the pixels every so many steps.
       report: have the loops tell the host how many steps they have done (:func:`run_steps`).
+      learning_rate: a traced ``float32[]`` replacing the method's (:meth:`Method.split_rate`).
 
     Returns:
       ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None)``.
@@ -248,6 +252,7 @@ def render_one(
                 stage,
                 frame_every,
                 report,
+                learning_rate,
             )
             if frames is not None:
                 all_frames.append(frames if stage == size else jax.vmap(lambda f: _resize(f, size))(frames))
@@ -274,11 +279,13 @@ def render_and_measure(
     frame_every: int | None = None,
     report: StepReport | None = None,
     measure: bool = True,
+    learning_rate: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]`` (and ``start`` when it is
     ``[B, H, W, 3]``, one per objective), each objective then measured on its final images in float32
-    (zeros without ``measure``). Returns ``(pixels [B, K, H, W, 3], activations [B], frames)``. Not
-    jitted: :func:`render_batch` jits it, sweeps wrap it in their sharded jit."""
+    (zeros without ``measure``), ``learning_rate`` (traced) replacing the method's. Returns
+    ``(pixels [B, K, H, W, 3], activations [B], frames)``. Not jitted: :func:`render_batch` jits it,
+    sweeps wrap it in their sharded jit."""
     prepared = network.prepared(params, compute_dtype(method.precision))
     measured = dataclasses.replace(method, precision="float32")  # achieved values always in float32
 
@@ -293,6 +300,7 @@ def render_and_measure(
             size=size,
             frame_every=frame_every,
             report=report,
+            learning_rate=learning_rate,
         )
         if not measure:
             return pixels, jnp.zeros((), jnp.float32), frames
@@ -493,11 +501,13 @@ def _execute(
 ) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
     # The chunks, dispatched one after another (JAX queues them), with a progress bar when watched.
     objective, method, count = plan.objective, plan.method, plan.count
+    program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
     batched = objective.batch_size() is not None
     per_objective = plan.start is not None and plan.start.ndim == 4
     pixels, achieved, frames = [], [], []
     stages = method.octaves.stages if method.octaves else 1
-    title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, 'objective')}"
+    kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
+    title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, kind)}"
     with Progress(count * method.steps * stages, "step", title, enabled=wanted(progress)) as bar:
         report = StepReport(advance) if bar.enabled else None
         for rows, padded in padded_chunks(count, plan.chunk):
@@ -508,11 +518,12 @@ def _execute(
                 part,
                 plan.start[padded] if per_objective else plan.start,
                 plan.keys[padded],
-                method=method,
+                method=program_method,
                 size=plan.size,
                 frame_every=plan.frame_every,
                 report=report,
                 measure=measure,
+                learning_rate=learning_rate,
             )
             pixels.append(result[0][: len(rows)])
             achieved.append(result[1][: len(rows)])

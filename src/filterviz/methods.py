@@ -70,19 +70,27 @@ class Optimizer:
     learning_rate: float
     options: tuple[tuple[str, Any], ...] = ()
 
-    def build(self) -> optax.GradientTransformation:
+    def build(self, learning_rate: float | jax.Array | None = None) -> optax.GradientTransformation:
+        """The optax transformation; ``learning_rate`` (e.g. a traced scalar) replaces the field's."""
         check_step_size(self.learning_rate, f"the learning rate of {self.name!r}")
         if not isinstance(self.name, str):
             raise SettingError(f"an optimizer's name must be a string, got {self.name!r}")
+        rate = self.learning_rate if learning_rate is None else learning_rate
         if self.name == "normalized":
-            return normalized_gradient(self.learning_rate, **dict(self.options))
+            return normalized_gradient(rate, **dict(self.options))
         factory = getattr(optax, self.name, None)
         if not callable(factory) or self.name.startswith("_"):
             raise SettingError(
                 f"unknown optimizer {self.name!r}: use 'normalized' or an optax optimizer name"
             )
+        options = dict(self.options)
         try:
-            built = factory(self.learning_rate, **dict(self.options))
+            if learning_rate is None:
+                built = factory(rate, **options)
+            else:  # a rate known only when the program runs: optax's way to feed a hyperparameter
+                built = optax.inject_hyperparams(lambda learning_rate: factory(learning_rate, **options))(
+                    learning_rate=rate
+                )
         except (TypeError, ValueError) as error:
             raise SettingError(f"optimizer {self.name!r} does not take these settings ({error})") from None
         if not isinstance(built, optax.GradientTransformation):
@@ -203,8 +211,23 @@ class Method:
             return self
         return dataclasses.replace(self, preprocessing=network.preprocessing)
 
-    def optimizer_transformation(self) -> optax.GradientTransformation:
-        return self.optimizer.build() if isinstance(self.optimizer, Optimizer) else self.optimizer
+    def optimizer_transformation(
+        self, learning_rate: jax.Array | None = None
+    ) -> optax.GradientTransformation:
+        """The optimizer; ``learning_rate`` replaces an :class:`Optimizer`'s own (see :meth:`split_rate`)."""
+        if isinstance(self.optimizer, Optimizer):
+            return self.optimizer.build(learning_rate)
+        return self.optimizer
+
+    def split_rate(self) -> tuple[Method, float | None]:
+        """This method with its :class:`Optimizer`'s learning rate set to 1, and the rate: the engine
+        passes the rate as a traced argument, so one compiled program serves every step size."""
+        if not isinstance(self.optimizer, Optimizer):
+            return self, None
+        rate = float(self.optimizer.learning_rate)
+        return dataclasses.replace(
+            self, optimizer=dataclasses.replace(self.optimizer, learning_rate=1.0)
+        ), rate
 
 
 METHODS: dict[str, Method] = {

@@ -60,8 +60,8 @@ def _deepdream(activation: jax.Array, arguments: tuple[jax.Array, ...], options:
 
 
 def _custom(activations: Activations, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
-    function, _ = options
-    return jnp.asarray(function(activations), jnp.float32).reshape(())
+    function = options[0]
+    return jnp.asarray(function(activations, *arguments), jnp.float32).reshape(())
 
 
 def _diversity(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
@@ -106,11 +106,17 @@ class Term:
     arguments: tuple[Any, ...]
     options: tuple = ()
 
+    def ranks(self) -> tuple[int, ...]:
+        """The rank of each argument of one (unbatched) objective; one more means batched."""
+        if self.kind == "custom":  # options: (function, layers, rank of one objective's value)
+            return (self.options[2],) if self.arguments else ()
+        return _ARGUMENT_RANKS[self.kind]
+
     def batch_size(self) -> int | None:
         """Leading size of the batched arguments, or None when every argument is a single value."""
         sizes = {
             np.shape(argument)[0]
-            for argument, rank in zip(self.arguments, _ARGUMENT_RANKS[self.kind], strict=False)
+            for argument, rank in zip(self.arguments, self.ranks(), strict=False)
             if np.ndim(argument) == rank + 1
         }
         if len(sizes) > 1:
@@ -217,7 +223,7 @@ class Objective:
                 term,
                 arguments=tuple(
                     0 if np.ndim(argument) == rank + 1 else None
-                    for argument, rank in zip(term.arguments, _ARGUMENT_RANKS[term.kind], strict=False)
+                    for argument, rank in zip(term.arguments, term.ranks(), strict=False)
                 ),
             )
             for term in self.terms
@@ -232,7 +238,7 @@ class Objective:
                 term,
                 arguments=tuple(
                     argument[rows] if np.ndim(argument) == rank + 1 else argument
-                    for argument, rank in zip(term.arguments, _ARGUMENT_RANKS[term.kind], strict=False)
+                    for argument, rank in zip(term.arguments, term.ranks(), strict=False)
                 ),
             )
             for term in self.terms
@@ -341,20 +347,39 @@ def diversity(layer: str) -> Objective:
     return Objective((Term("diversity", _layer(layer), 1.0, ()),))
 
 
-def objective(function: Callable[[Activations], jax.Array], *layers: str) -> Objective:
+def objective(
+    function: Callable[..., jax.Array],
+    *layers: str,
+    each: Sequence[Any] | np.ndarray | jax.Array | None = None,
+) -> Objective:
     """An objective of your own: ``function({layer: float32[K, h, w, C]}) -> scalar`` over ``layers``.
 
     It composes with the others (``objective(f, "block4_conv1") + 10 * diversity("block3_conv1")``) and
     is maximised like them. ``function`` must be pure JAX; it is part of the compiled program's identity,
     so define it once (a module-level function) to reuse the program.
 
+    With ``each`` (an array ``[N, ...]``), it is N objectives batched into one program, as
+    ``channel(layer, range(N))`` is: objective ``n`` is ``function(activations, each[n])``.
+
     >>> mean_of_two = objective(lambda acts: acts["block1_conv1"][..., :2].mean(), "block1_conv1")
     >>> mean_of_two.layers
     ('block1_conv1',)
+    >>> pairs = objective(lambda acts, ab: acts["block1_conv1"][..., ab].mean(), "block1_conv1",
+    ...                   each=[[0, 1], [2, 3], [4, 5]])
+    >>> pairs.batch_size()
+    3
     """
     if not callable(function):
         raise SettingError(f"an objective's function must be callable, got {function!r}")
     if not layers:
         raise SettingError("name the layers the function reads: objective(function, 'block4_conv1', ...)")
     names = tuple(_layer(layer) for layer in layers)
-    return Objective((Term("custom", names[0], 1.0, (), (function, names)),))
+    if each is None:
+        return Objective((Term("custom", names[0], 1.0, (), (function, names, 0)),))
+    try:
+        values = jnp.asarray(each)
+    except (TypeError, ValueError):
+        raise SettingError(f"each must be an array [N, ...], one value per objective, got {each!r}") from None
+    if values.ndim < 1 or len(values) == 0:
+        raise SettingError(f"each must be an array [N, ...] with N >= 1, got shape {values.shape}")
+    return Objective((Term("custom", names[0], 1.0, (values,), (function, names, values.ndim - 1)),))

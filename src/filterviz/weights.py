@@ -23,11 +23,12 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import h5py
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -437,19 +438,20 @@ def load_weights(
     }
 
 
-def content_digest(params: Mapping[str, Mapping[str, Any]], network: Network | str = "vgg16") -> str:
-    """sha256 over every tensor as little-endian float32, in the network's parameter order.
+def content_digest(params: Any, network: Network | str = "vgg16") -> str:
+    """sha256 over every tensor as little-endian float32, in the network's parameter order (for a
+    network of unknown shapes, e.g. a user's model: every leaf of ``params`` by its sorted path).
 
     Identifies the tensors whatever the file's layout: the legacy and the Keras 3 file of the same
     weights give the same digest.
     """
     shapes = get_network(network).parameter_shapes
-    order = (
-        [(group, name) for group, names in shapes.items() for name in names]
-        if shapes is not None
-        else sorted((group, name) for group in params for name in params[group])
-    )
+    if shapes is not None:
+        tensors = [params[group][name] for group, names in shapes.items() for name in names]
+    else:
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+        tensors = [leaf for _, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0]))]
     digest = hashlib.sha256()
-    for group, name in order:
-        digest.update(np.ascontiguousarray(np.asarray(params[group][name]), dtype="<f4").tobytes())
+    for tensor in tensors:
+        digest.update(np.ascontiguousarray(np.asarray(tensor), dtype="<f4").tobytes())
     return digest.hexdigest()

@@ -1,0 +1,45 @@
+"""Timing helpers shared by the benchmarks: the device's measured matmul peak, interleaved best-of-N
+timing (every contender sees the same background noise of a shared machine), and agreement of results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a float32 ``size x size`` matmul on the default device (the best of ``repeats``)."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - began)
+    return 2 * size**3 / best
+
+
+def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict, dict]:
+    """Best seconds and result of each runner; after one untimed warm-up each, the runners take turns
+    ``repeats`` times, so every contender sees the same background noise of a shared machine."""
+    results = {name: run() for name, run in runners.items()}
+    best = dict.fromkeys(runners, float("inf"))
+    for _ in range(repeats):
+        for name, run in runners.items():
+            began = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - began)
+    return best, results
+
+
+def displacement_correlation(a: np.ndarray, b: np.ndarray, start: np.ndarray | float) -> float:
+    """Correlation of two results' displacements from their common start (1.0: the same ascent)."""
+    a, b = (np.asarray(a, np.float64) - start).ravel(), (np.asarray(b, np.float64) - start).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
