@@ -47,8 +47,8 @@ import filterviz
 from filterviz import vgg
 from filterviz.ascent import notebook_method
 from filterviz.checks import compute_dtype, default_batch_size, matmul_precision
-from filterviz.engine import render_pixels
 from filterviz.network import Network
+from filterviz.rendering import render_pixels
 from flops import ascent_step_flops, compiled_flops, is_plain_vgg
 from timing import displacement_correlation, measure_peak_flops, time_interleaved
 

@@ -37,6 +37,21 @@ def write_legacy_h5(path: Path, flat: dict, layers=None, *, kernel_shapes=None) 
     return path
 
 
+def write_network_h5(path: Path, net: Network, params) -> Path:
+    """Write any built-in network's params in Keras' legacy layout (``layer_names``, and each layer's
+    ``weight_names`` in Keras' order), as the official ``*_notop.h5`` files hold them."""
+    shapes = net.parameter_shapes
+    with h5py.File(path, "w") as file:
+        file.attrs["layer_names"] = np.array([group.encode() for group in shapes])
+        for group, names in shapes.items():
+            layer = file.create_group(group)
+            keys = [f"{group}/{name}:0" for name in names]
+            layer.attrs["weight_names"] = np.array([key.encode() for key in keys])
+            for key, name in zip(keys, names, strict=True):
+                layer.create_dataset(key, data=np.asarray(params[group][name], np.float32))
+    return path
+
+
 KERAS_APPLICATIONS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50"}
 
 

@@ -195,7 +195,7 @@ def readme_blocks() -> list[str]:
 
 TINY = [
     (r"\b128, 128\b", "32, 32"),
-    (r"range\((64|16)\)", "range(2)"),
+    (r"range\((64|16|8)\)", "range(2)"),
     (r"steps=\d+", "steps=2"),
     (r"frame_every=\d+", "frame_every=1"),
     (r"n=20", "n=2"),
@@ -205,7 +205,7 @@ TINY = [
 def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
     from PIL import Image
 
-    from filterviz import methods
+    from filterviz import rendering
     from filterviz.methods import METHODS
 
     assert len(readme_blocks()) >= 2
@@ -216,12 +216,34 @@ def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
     # filters, show_filters' and layer_image's steps.
     for name, preset in METHODS.items():
         monkeypatch.setitem(METHODS, name, filterviz.get_method(preset, steps=2))
-    monkeypatch.setattr(methods, "DEFAULT_SIZE", 32)
+    monkeypatch.setattr(rendering, "DEFAULT_SIZE", 32)
     monkeypatch.setitem(filterviz.sweep.__kwdefaults__, "filters", [0, 1])
     monkeypatch.setitem(filterviz.sweep.__kwdefaults__, "size", (32, 32))
     for function in (filterviz.show_filters, filterviz.layer_image):
         monkeypatch.setitem(function.__kwdefaults__, "steps", 2)
-    namespace: dict = {}
+    # What the README's readers have of their own: ResNet50's weights (random here; the real ones are not
+    # on this machine), a Keras classifier file, a Flax module and its variables.
+    import flax.linen as nn
+    import keras
+
+    from support import write_network_h5
+
+    resnet = filterviz.network("resnet50")
+    weights = write_network_h5(tmp_path / "resnet50.h5", resnet, resnet.init(jax.random.key(0)))
+    monkeypatch.setenv("FILTERVIZ_WEIGHTS_RESNET50", str(weights))
+    inputs = keras.Input((None, None, 3))
+    hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2d")(inputs)
+    hidden = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2d_1")(hidden)
+    classes = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(hidden))
+    keras.Model(inputs, classes).save(tmp_path / "my_classifier.keras")
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Conv(4, (3, 3), name="conv")(x)
+
+    module = Tiny()
+    namespace: dict = {"module": module, "variables": module.init(jax.random.key(0), np.zeros((1, 8, 8, 3)))}
     for block in readme_blocks():
         for pattern, replacement in TINY:
             block = re.sub(pattern, replacement, block)

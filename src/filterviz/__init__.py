@@ -11,7 +11,6 @@
 from filterviz.ascent import achieved, activations, ascend, layer_image
 from filterviz.atlas import Atlas, top_filters, write_atlas
 from filterviz.checks import PRECISIONS
-from filterviz.engine import Rendering, render
 from filterviz.errors import (
     FilterIndexError,
     FilterVizError,
@@ -23,12 +22,14 @@ from filterviz.errors import (
     WeightsError,
 )
 from filterviz.external import from_flax, from_keras
-from filterviz.images import as_image, load_image, random_image, save_gif, save_picture
+from filterviz.images import load_image, save_gif, save_picture
 from filterviz.methods import METHODS, Method, Octaves, Optimizer, get_method
 from filterviz.network import Network, network
 from filterviz.objectives import Objective, channel, deepdream, direction, diversity, neuron, objective
 from filterviz.param import Fourier, Maco, Pixels
+from filterviz.pictures import as_image, random_image
 from filterviz.plotting import filter_grid, save_figure, show_filters
+from filterviz.rendering import Rendering, render
 from filterviz.runtime import enable_compilation_cache, split_cpu_into_devices
 from filterviz.sweep import SweepResult, sweep
 from filterviz.sweep_folder import read_manifest

@@ -27,13 +27,14 @@ from filterviz.checks import (
     matmul_precision,
     padded_chunks,
 )
-from filterviz.engine import check_start, measure_batch, render_pixels
+from filterviz.engine import check_start, measure_batch
 from filterviz.errors import ImageError
-from filterviz.images import as_image
 from filterviz.methods import Method, Optimizer, get_method
 from filterviz.network import Network, Params
 from filterviz.network import network as get_network
 from filterviz.objectives import channel
+from filterviz.pictures import as_image
+from filterviz.rendering import render_pixels
 
 
 def notebook_method(steps: int = 20, step_size: float = 1.0, precision: str = "float32") -> Method:

@@ -135,8 +135,8 @@ def shared_start(method, seed: int, height: int, width: int):
     None where each filter draws its own start from its key."""
     import jax
 
-    from filterviz.images import random_image
     from filterviz.param import Pixels
+    from filterviz.pictures import random_image
 
     if method.octaves is None and method.parameterization == Pixels():
         return random_image(jax.random.key(seed), height, width)
@@ -179,10 +179,11 @@ def summary(args: argparse.Namespace) -> None:
 def filters(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from filterviz.engine import check_method_size, render
+    from filterviz.engine import check_method_size
     from filterviz.images import FIGURE_FORMATS, check_writable
     from filterviz.objectives import channel, diversity, neuron
     from filterviz.plotting import filter_grid, filter_labels, save_figure
+    from filterviz.rendering import render
 
     network, _ = load_network(args, weights=False)
     layer = network.layer(args.layer).name
@@ -254,11 +255,9 @@ def filters(args: argparse.Namespace) -> None:
 def dream(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from filterviz.engine import render
     from filterviz.images import (
         ARRAY_FORMATS,
         PICTURE_FORMATS,
-        as_image,
         atomic_write,
         check_writable,
         encode_npy,
@@ -267,6 +266,8 @@ def dream(args: argparse.Namespace) -> None:
     )
     from filterviz.methods import Method, Octaves, Optimizer
     from filterviz.objectives import channel, deepdream
+    from filterviz.pictures import as_image
+    from filterviz.rendering import render
 
     network, _ = load_network(args, weights=False)
     layer = network.layer(args.layer or network.visual_layers[-1]).name

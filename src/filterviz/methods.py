@@ -29,9 +29,9 @@ import optax
 
 from filterviz.checks import check_count, check_step_size, compute_dtype
 from filterviz.errors import SettingError
-from filterviz.images import as_image, clip_image
 from filterviz.network import PREPROCESSINGS, Network
 from filterviz.param import Fourier, Maco, Parameterization, Pixels
+from filterviz.pictures import as_image, clip_image
 from filterviz.transforms import STANDARD, Noise, RandomCrop, Transform
 
 # ----------------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import numpy as np
 
 from filterviz.ascent import achieved, ascend
 from filterviz.checks import check_filters
-from filterviz.images import FIGURE_FORMATS, as_image, atomic_write, check_writable, output_format
+from filterviz.images import FIGURE_FORMATS, atomic_write, check_writable, output_format
 from filterviz.network import Network, Params
 from filterviz.network import network as get_network
+from filterviz.pictures import as_image
 
 
 def filter_grid(

@@ -48,11 +48,12 @@ from filterviz.ascent import notebook_method
 from filterviz.checks import check_count, check_filters, check_precision, check_seed, check_step_size
 from filterviz.engine import check_method_size
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.images import atomic_write, check_finite, encode_npy, encode_png, random_image
+from filterviz.images import atomic_write, encode_npy, encode_png
 from filterviz.methods import Method, Optimizer, get_method
 from filterviz.network import Network, Params
 from filterviz.network import network as get_network
 from filterviz.param import Pixels
+from filterviz.pictures import check_finite, random_image
 from filterviz.progress import Progress, wanted
 from filterviz.sharding import ShardedAscent, agree
 from filterviz.sweep_folder import (

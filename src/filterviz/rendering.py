@@ -1,0 +1,239 @@
+"""Rendering as users call it: :func:`render` checks every setting before any work, splits the
+objectives into chunks sized from the device's memory, runs each through the engine's one compiled
+program (:func:`filterviz.engine.render_batch`) and shows progress; :func:`render_pixels` is the same
+without measuring or making pictures (the path of :func:`filterviz.ascend`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from filterviz.checks import check_count, check_seed, default_batch_size, padded_chunks
+from filterviz.engine import (
+    StepReport,
+    check_method_size,
+    check_size,
+    check_start,
+    filter_keys,
+    render_batch,
+    resize_pixels,
+)
+from filterviz.errors import SettingError
+from filterviz.methods import DEFAULT_SIZE, Method, get_method
+from filterviz.network import Network, Params
+from filterviz.network import network as get_network
+from filterviz.objectives import Objective
+from filterviz.param import Pixels
+from filterviz.progress import Progress, advance, count_of, wanted
+
+
+class Rendering(NamedTuple):
+    """What :func:`render` returns, for N objectives (e.g. N filters), K images each.
+
+    Attributes:
+      pixels: ``float32[N, K, H, W, 3]``, RGB on the 0-255 scale (unbounded for pixel methods).
+      pictures: ``uint8[N, K, H, W, 3]``, the pixels deprocessed in the method's style.
+      activations: ``float32[N]``, each objective's value on its final images (no transforms), in
+        float32: the achieved activation that ranks filters.
+      frames: ``uint8[F, N, K, H, W, 3]`` pictures every ``frame_every`` steps, or None.
+    """
+
+    pixels: jax.Array
+    pictures: np.ndarray
+    activations: np.ndarray
+    frames: np.ndarray | None
+
+    @property
+    def dead(self) -> np.ndarray:
+        """``bool[N]``: objectives that stayed at or below zero (dead filters, for a channel objective)."""
+        return self.activations <= 0.0
+
+
+class _Plan(NamedTuple):
+    network: Network
+    method: Method
+    objective: Objective
+    count: int
+    size: tuple[int, int]
+    start: jax.Array | None
+    keys: jax.Array
+    chunk: int
+    frame_every: int | None
+
+
+def _plan(
+    params: Params,
+    objective: Objective,
+    network: Network | str,
+    method: str | Method,
+    size: int | tuple[int, int] | None,
+    seed: int,
+    keys: jax.Array | None,
+    start: np.ndarray | jax.Array | None,
+    batch_size: int | None,
+    frame_every: int | None,
+    settings: dict[str, Any],
+) -> _Plan:
+    # Every check, before any work.
+    network = get_network(network)
+    method = get_method(method, **settings)
+    if not isinstance(objective, Objective):
+        raise SettingError(
+            f"objective must be an Objective (channel(...), neuron(...) ...), got {objective!r}"
+        )
+    objective.check(network)
+    count = objective.batch_size() or 1
+    if start is not None:
+        if not isinstance(method.parameterization, Pixels):
+            raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
+        start = check_start(start, count)
+    if size is None:
+        height, width = start.shape[-3:-1] if start is not None else (DEFAULT_SIZE, DEFAULT_SIZE)
+    else:
+        height, width = check_size(size)
+    if start is not None and (height, width) != start.shape[-3:-1]:
+        start = resize_pixels(start.reshape(-1, *start.shape[-3:]), (height, width)).reshape(
+            *start.shape[:-3], height, width, 3
+        )
+    if frame_every is not None and not 1 <= check_count(frame_every, "frame_every") <= max(1, method.steps):
+        raise SettingError(f"frame_every must be between 1 and steps ({method.steps}), got {frame_every}")
+    if batch_size is not None:
+        check_count(batch_size, "batch_size")
+    if keys is None:
+        keys = filter_keys(check_seed(seed), np.arange(count))
+    elif len(keys) != count:
+        raise SettingError(f"{len(keys)} keys for {count} objectives")
+    deepest = network.sorted(objective.layers)[-1]
+    per_image = method.images_per_filter * method.transform_copies
+    check_method_size(network, method, deepest, height, width)
+    objective.check_positions(network, height, width)
+    chunk = batch_size or max(1, default_batch_size(network, deepest, height, width) // per_image)
+    return _Plan(
+        network, method, objective, count, (height, width), start, keys, min(chunk, count), frame_every
+    )
+
+
+def _execute(
+    params: Params, plan: _Plan, *, measure: bool, progress: bool | None
+) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+    # The chunks, dispatched one after another (JAX queues them), with a progress bar when watched.
+    objective, method, count = plan.objective, plan.method, plan.count
+    program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
+    batched = objective.batch_size() is not None
+    per_objective = plan.start is not None and plan.start.ndim == 4
+    pixels, achieved, frames = [], [], []
+    stages = method.octaves.stages if method.octaves else 1
+    kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
+    title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, kind)}"
+    with Progress(count * method.steps * stages, "step", title, enabled=wanted(progress)) as bar:
+        report = StepReport(advance) if bar.enabled else None
+        for rows, padded in padded_chunks(count, plan.chunk):
+            part = objective.take(padded) if batched else _broadcast(objective, plan.chunk)
+            result = render_batch(
+                plan.network,
+                params,
+                part,
+                plan.start[padded] if per_objective else plan.start,
+                plan.keys[padded],
+                method=program_method,
+                size=plan.size,
+                frame_every=plan.frame_every,
+                report=report,
+                measure=measure,
+                learning_rate=learning_rate,
+            )
+            pixels.append(result[0][: len(rows)])
+            achieved.append(result[1][: len(rows)])
+            if result[2] is not None:
+                frames.append(result[2][: len(rows)])
+        pixels_all = pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)
+        if bar.enabled:
+            pixels_all.block_until_ready()  # the bar closes once the device has reported every step
+    return pixels_all, jnp.concatenate(achieved), frames
+
+
+def render(
+    params: Params,
+    objective: Objective,
+    *,
+    network: Network | str = "vgg16",
+    method: str | Method = "lucid",
+    size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    keys: jax.Array | None = None,
+    start: np.ndarray | jax.Array | None = None,
+    batch_size: int | None = None,
+    frame_every: int | None = None,
+    progress: bool | None = None,
+    **settings: Any,
+) -> Rendering:
+    """Optimise images that maximise ``objective``: one set of K images per objective of its batch.
+
+    Args:
+      params: the network's parameters (:func:`filterviz.load_weights`).
+      objective: e.g. ``channel("block4_conv1", range(16))`` (16 objectives), ``neuron(...)``,
+        ``channel(...) + 100 * diversity(...)``, :func:`filterviz.objective` of your own.
+      network: ``"vgg16"`` (default), ``"vgg19"``, ``"resnet50"``, or a network from
+        :func:`filterviz.from_keras` / :func:`filterviz.from_flax`.
+      method: a preset name (``notebook``, ``lucid``, ``maco``, ``octaves``) or a :class:`Method`.
+      size: ``H`` or ``(H, W)`` of the result; default 128, or the ``start`` image's size.
+      seed: PRNG seed; objective ``n`` uses ``fold_in(key(seed), n)`` unless ``keys`` are given.
+      keys: one PRNG key per objective, e.g. :func:`filter_keys` to match a sweep.
+      start: start pixels (0-255 RGB, e.g. a photo), ``[H, W, 3]`` shared or ``[N, H, W, 3]`` one per
+        objective; pixel methods only.
+      batch_size: objectives per compiled chunk (default from the device's memory).
+      frame_every: also return the pictures every so many steps (for :func:`filterviz.save_gif`).
+      progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
+        notebook, not in CI; see :mod:`filterviz.progress`).
+      **settings: any :class:`Method` field, replacing the preset's (``steps=64``, ``precision=...``).
+
+    Returns:
+      A :class:`Rendering`: pixels, pictures, achieved activations, frames.
+
+    Raises:
+      SettingError: a setting that cannot work; ImageError: a start image of the wrong shape;
+      UnknownLayerError, FilterIndexError: an objective that does not fit the network.
+
+    >>> import jax, filterviz
+    >>> params = filterviz.network("vgg16").init(jax.random.key(0))
+    >>> result = filterviz.render(params, filterviz.channel("block1_conv1", [0, 1]), size=32, steps=2)
+    >>> result.pictures.shape, result.activations.shape
+    ((2, 1, 32, 32, 3), (2,))
+    """
+    plan = _plan(
+        params, objective, network, method, size, seed, keys, start, batch_size, frame_every, settings
+    )
+    pixels, achieved, frames = _execute(params, plan, measure=True, progress=progress)
+    frames_all = None
+    if frames:
+        frames_all = plan.method.to_pictures(
+            np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0)
+        )
+    return Rendering(pixels, plan.method.to_pictures(pixels), np.asarray(achieved), frames_all)
+
+
+def render_pixels(
+    params: Params,
+    objective: Objective,
+    *,
+    network: Network | str = "vgg16",
+    method: str | Method = "lucid",
+    start: np.ndarray | jax.Array | None = None,
+    size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> jax.Array:
+    """:func:`render`'s pixels ``float32[N, K, H, W, 3]`` alone: nothing measured, no pictures made, the
+    result left on the device (the path of :func:`filterviz.ascend`)."""
+    plan = _plan(params, objective, network, method, size, seed, None, start, batch_size, None, {})
+    return _execute(params, plan, measure=False, progress=progress)[0]
+
+
+def _broadcast(objective: Objective, count: int) -> Objective:
+    # An unbatched objective rendered `count` times (different keys): give every leaf a batch axis.
+    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (count, *np.shape(leaf))), objective)
