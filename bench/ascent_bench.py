@@ -8,7 +8,7 @@ For the ``notebook`` method (the notebook's ascent: raw pixels, normalised gradi
              jax.grad of the one-channel head, vmapped, with none of the engine's layers around it
   baseline   filterviz.ascend of an earlier checkout (``--baseline-src``), in a process of its own
   full       the engine without the one-channel fast path (every channel of the target layer)
-  default    the engine with JAX's own convolution gradient instead of conv3x3's (VGG only)
+  default    the engine with JAX's own convolution gradient instead of conv2d's
   loop       one filter at a time, one jitted step per call, the loop in Python (the notebook's structure)
   torch      the same ascent in PyTorch on the same weights and start, batched like `engine`
   torch-1    PyTorch, one filter at a time
@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 
 import filterviz
-from filterviz import vgg
+from filterviz import resnet, vgg
 from filterviz.ascent import notebook_method
 from filterviz.checks import compute_dtype, default_batch_size, matmul_precision
 from filterviz.network import Network
@@ -92,7 +92,7 @@ def without_fast_path(network: Network) -> Network:
 
 def make_floor(network: Network, params, layer: str, batch_size: int):
     """The bare XLA floor for a VGG: the notebook's ascent written directly in JAX, using the model's
-    own pieces (its conv3x3 and its one-channel head) and nothing of the engine."""
+    own pieces (its conv2d and its one-channel head) and nothing of the engine."""
     prepared = network.prepared(params, jnp.float32)
 
     def one(filter_index, image, steps):
@@ -120,17 +120,23 @@ def make_floor(network: Network, params, layer: str, batch_size: int):
 
 
 def make_default_gradient(network: Network, params, layer: str, batch_size: int):
-    """The engine's program, traced with JAX's own convolution gradient rule (VGG's conv3x3 swapped)."""
+    """The engine's program, traced with JAX's own convolution gradient rule (conv2d swapped for a plain
+    ``lax`` convolution in the built-in networks)."""
     # A network of its own, so jit cannot reuse the programs it compiled for the real one.
     plain = dataclasses.replace(network)
 
+    def plain_conv2d(images, kernel, flipped_kernel=None, *, stride=1, padding="SAME"):
+        dimensions = ("NHWC", "HWIO", "NHWC")
+        return lax.conv_general_dilated(
+            images, kernel, (stride, stride), padding, dimension_numbers=dimensions
+        )
+
     def run(filters, start, steps):
-        original = vgg.conv3x3
-        vgg.conv3x3 = lambda images, kernel, flipped=None: vgg._conv_same(images, kernel)
-        try:
+        with contextlib.ExitStack() as stack:
+            for module in (vgg, resnet):
+                stack.callback(setattr, module, "conv2d", module.conv2d)
+                module.conv2d = plain_conv2d
             return run_engine(plain, params, layer, filters, start, steps, batch_size)
-        finally:
-            vgg.conv3x3 = original
 
     return run
 
@@ -283,7 +289,7 @@ def main(argv=None) -> int:
         params = network.init(jax.random.key(0))
         weights = "random weights"
     if not is_plain_vgg(network):
-        skip |= {"floor", "default"}
+        skip.add("floor")
     if args.baseline_src is None or network.name != "vgg16":
         skip.add("baseline")
     device = jax.devices()[0]

@@ -139,14 +139,18 @@ def test_default_batch_size_bounds_memory(vgg16):
     assert default_batch_size(resnet, "conv5_block3_out", 1024, 1024, big) < chunk
 
 
-def test_every_convolution_in_the_compiled_ascent_uses_an_hwio_kernel(vgg16, random_params):
+@pytest.mark.parametrize("name, layer", [("vgg16", "block2_conv2"), ("resnet50", "conv2_block1_out")])
+def test_every_convolution_in_the_compiled_ascent_uses_an_hwio_kernel(name, layer):
     # XLA:CPU runs convolutions whose kernel swaps in/out axes (dim_labels ..._01oi->...) with a slow
-    # generic loop inside while loops; conv3x3's custom gradient exists to keep them all HWIO.
-    start = np.zeros((16, 16, 3), np.float32)
-    objective = filterviz.channel("block2_conv2", np.zeros(1, np.int32))
+    # generic loop inside while loops; conv2d's custom gradient exists to keep them all HWIO, in VGG's
+    # 3x3 convolutions and in ResNet50's 1x1, 3x3 and strided 7x7 ones alike.
+    network = filterviz.network(name)
+    start = np.zeros((32, 32, 3), np.float32)
+    objective = filterviz.channel(layer, np.zeros(1, np.int32))
     keys = jax.random.split(jax.random.key(0), 1)
+    params = network.init(jax.random.key(0))
     lowered = render_batch.lower(
-        vgg16, random_params, objective, start, keys, method=notebook_method(2), size=(16, 16), measure=False
+        network, params, objective, start, keys, method=notebook_method(2), size=(32, 32), measure=False
     )
     hlo = lowered.compile().as_text()
     labels = re.findall(r"dim_labels=(\w+)_(\w+)->", hlo)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import filterviz
+from filterviz.layers import conv2d
 from filterviz.network import builtin_networks
-from filterviz.vgg import conv3x3, with_flipped_kernels
+from filterviz.vgg import with_flipped_kernels
 from filterviz.weights import load_weights
 from support import keras_random_network, layer_errors_against_keras
 
@@ -79,20 +80,36 @@ def test_channel_activation_equals_the_full_layer(vgg16, random_params, layer):
         np.testing.assert_allclose(one, full[..., channel], rtol=0, atol=1e-5 * scale)
 
 
-def test_conv3x3_gradients_equal_jax_convolution_gradients():
+@pytest.mark.parametrize(
+    "height, width, size, stride, padding",
+    # VGG's 3x3 'same'; ResNet50's 1x1 (stride 1 and 2, an odd size leaving a row unread) and 7x7 stride 2
+    [(9, 11, 3, 1, "SAME"), (8, 8, 1, 1, "VALID"), (9, 8, 1, 2, "VALID"), (22, 21, 7, 2, "VALID")],
+)
+def test_conv2d_values_and_gradients_equal_jax_convolution(height, width, size, stride, padding):
     keys = jax.random.split(jax.random.key(3), 3)
-    images = jax.random.normal(keys[0], (2, 9, 11, 5))
-    kernel = jax.random.normal(keys[1], (3, 3, 5, 7))
-    cotangent = jax.random.normal(keys[2], (2, 9, 11, 7))
+    images = jax.random.normal(keys[0], (2, height, width, 5))
+    kernel = jax.random.normal(keys[1], (size, size, 5, 7))
 
     def reference(x, k):
-        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, k, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
-    np.testing.assert_allclose(conv3x3(images, kernel), reference(images, kernel), rtol=1e-6, atol=1e-5)
-    ours = jax.vjp(conv3x3, images, kernel)[1](cotangent)
+    def ours(x, k):
+        return conv2d(x, k, stride=stride, padding=padding)
+
+    expected = reference(images, kernel)
+    np.testing.assert_allclose(ours(images, kernel), expected, rtol=1e-6, atol=1e-5)
+    cotangent = jax.random.normal(keys[2], expected.shape)
+    mine = jax.vjp(ours, images, kernel)[1](cotangent)
     theirs = jax.vjp(reference, images, kernel)[1](cotangent)
-    for a, b in zip(ours, theirs, strict=True):
+    for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_conv2d_refuses_a_padding_it_cannot_mirror():
+    with pytest.raises(ValueError, match="padding 'SAME' with stride 2"):
+        conv2d(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 1)), stride=2)
 
 
 def test_summary_matches_the_keras_table_layout():

@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from filterviz.layers import relu
+from filterviz.layers import conv2d, flip_kernel, relu
 from filterviz.network import Layer, Network, Params, WeightsSource, register
-from filterviz.vgg import conv3x3, flip_kernel
 
 BN_EPSILON = 1.001e-5
 STACKS = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
@@ -40,19 +39,14 @@ class Conv(nn.Module):
             "kernel", nn.initializers.glorot_uniform(), (self.size, self.size, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        if self.size == 3 and self.stride == 1:
-            # 'same', through the convolution whose image gradient stays in HWIO form (see conv3x3).
-            flipped = (
-                self.get_variable("params", "kernel_flipped")
-                if self.has_variable("params", "kernel_flipped")
-                else None
-            )
-            return conv3x3(x, kernel, flipped) + bias.astype(x.dtype)
-        strides = (self.stride, self.stride)
-        out = lax.conv_general_dilated(
-            x, kernel, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        # Present when the params went through prepare (the engine does, once per loop).
+        flipped = (
+            self.get_variable("params", "kernel_flipped")
+            if self.has_variable("params", "kernel_flipped")
+            else None
         )
-        return out + bias.astype(x.dtype)
+        padding = "SAME" if self.size == 3 else "VALID"  # Keras pads conv1 and pool1 explicitly
+        return conv2d(x, kernel, flipped, stride=self.stride, padding=padding) + bias.astype(x.dtype)
 
 
 class FrozenBatchNorm(nn.Module):
@@ -291,7 +285,7 @@ def build() -> Network:
         prepared = {}
         for name, arrays in params.items():
             arrays = dict(arrays)
-            if "kernel" in arrays and jnp.shape(arrays["kernel"])[:2] == (3, 3):
+            if "kernel" in arrays:
                 arrays["kernel_flipped"] = flip_kernel(jnp.asarray(arrays["kernel"]))
             if "gamma" in arrays:  # batch norm keeps float32 statistics; its output takes the input's type
                 prepared[name] = {key: jnp.asarray(value, jnp.float32) for key, value in arrays.items()}

@@ -20,10 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from filterviz.layers import max_pool2x2, redirected_relu, relu
+from filterviz.layers import conv2d, flip_kernel, max_pool2x2, redirected_relu, relu
 from filterviz.network import Layer, Network, Params, WeightsSource, register
-
-_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
 class Spec(NamedTuple):
@@ -50,56 +48,6 @@ VGG16_WIDTHS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 51
 VGG19_WIDTHS = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
 
 
-def _conv_same(images: jax.Array, kernel: jax.Array) -> jax.Array:
-    return lax.conv_general_dilated(images, kernel, (1, 1), "SAME", dimension_numbers=_DIMENSIONS)
-
-
-def flip_kernel(kernel: jax.Array) -> jax.Array:
-    """Kernel of a 3x3 'same' conv's input gradient: ``[3, 3, C_in, C_out] -> [3, 3, C_out, C_in]``."""
-    return jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
-
-
-@jax.custom_vjp
-def _conv3x3_with_flipped(images: jax.Array, kernel: jax.Array, flipped_kernel: jax.Array) -> jax.Array:
-    return _conv_same(images, kernel)
-
-
-def _conv3x3_forward(images: jax.Array, kernel: jax.Array, flipped_kernel: jax.Array):
-    return _conv_same(images, kernel), (images, kernel, flipped_kernel)
-
-
-def _conv3x3_backward(residuals: tuple[jax.Array, jax.Array, jax.Array], output_cotangent: jax.Array):
-    images, kernel, flipped_kernel = residuals
-    images_cotangent = _conv_same(output_cotangent, flipped_kernel)
-    # The kernel's gradient keeps JAX's own rule; it is dead code (and removed) when only images are
-    # differentiated, as in the ascent. The flipped kernel is a function of the kernel, not an input
-    # of its own: its cotangent is zero.
-    _, kernel_vjp = jax.vjp(lambda k: _conv_same(images, k), kernel)
-    (kernel_cotangent,) = kernel_vjp(output_cotangent)
-    return images_cotangent, kernel_cotangent, jnp.zeros_like(flipped_kernel)
-
-
-_conv3x3_with_flipped.defvjp(_conv3x3_forward, _conv3x3_backward)
-
-
-def conv3x3(images: jax.Array, kernel: jax.Array, flipped_kernel: jax.Array | None = None) -> jax.Array:
-    """3x3 'same' convolution: ``[N, H, W, C_in] x [3, 3, C_in, C_out] -> [N, H, W, C_out]``.
-
-    Its values and gradients are those of ``lax.conv_general_dilated``; only the gradient with respect to
-    the images is written differently. JAX's own rule expresses it as a convolution whose kernel swaps
-    its in and out axes through dimension numbers; XLA:CPU runs that form with a slow generic loop
-    whenever it sits inside a ``while`` loop (as in the ascent's ``fori_loop``), 2.5x slower than its
-    library convolution. Flipping and transposing the kernel as an explicit array keeps every
-    convolution in the standard HWIO form, which runs at full speed on every backend.
-
-    ``flipped_kernel`` (``flip_kernel(kernel)``) may be passed in precomputed, so that a loop of
-    gradient steps flips the kernels once rather than at every step (XLA does not hoist it).
-    """
-    if flipped_kernel is None:
-        flipped_kernel = flip_kernel(kernel)
-    return _conv3x3_with_flipped(images, kernel, flipped_kernel)
-
-
 class Conv3x3ReLU(nn.Module):
     """Keras' ``Conv2D(features, 3, padding="same", activation="relu")``; params ``kernel`` and ``bias``.
 
@@ -122,7 +70,7 @@ class Conv3x3ReLU(nn.Module):
             else None
         )
         relu = redirected_relu if self.redirect_relu else nn.relu
-        return relu(conv3x3(images, kernel, flipped) + bias.astype(images.dtype))
+        return relu(conv2d(images, kernel, flipped) + bias.astype(images.dtype))
 
 
 class VGG(nn.Module):
