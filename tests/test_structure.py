@@ -20,6 +20,7 @@ CORE = {
     "engine",
     "checks",
     "pictures",
+    "hits",
     "errors",
 }
 """Networks, objectives, parameterizations, transforms, methods and the engine: arrays in, arrays out."""

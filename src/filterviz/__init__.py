@@ -21,6 +21,7 @@ from filterviz.errors import (
     UnknownLayerError,
     WeightsError,
 )
+from filterviz.examples import Examples, examples
 from filterviz.external import from_flax, from_keras
 from filterviz.images import load_image, save_gif, save_picture
 from filterviz.methods import METHODS, Method, Octaves, Optimizer, get_method
@@ -49,6 +50,7 @@ __all__ = [
     "METHODS",
     "PRECISIONS",
     "Atlas",
+    "Examples",
     "FilterIndexError",
     "FilterVizError",
     "Fourier",
@@ -76,6 +78,7 @@ __all__ = [
     "direction",
     "diversity",
     "enable_compilation_cache",
+    "examples",
     "filter_grid",
     "from_flax",
     "from_keras",

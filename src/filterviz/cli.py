@@ -300,6 +300,32 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--columns", type=_COUNT, default=8, help="grid columns (default 8)")
     top.add_argument("--out", required=True, help="picture to write: .png, .jpg, .pdf or .svg")
     top.set_defaults(run=commands.top)
+
+    examples = subcommands.add_parser(
+        "examples",
+        help="the image patches of a folder that excite each filter most (dataset examples)",
+        description="Stream every JPEG/PNG under IMAGES (recursively) through the network once; for "
+        "each filter of the chosen layers keep the K strongest hits, crop each hit's receptive field "
+        "into OUT/examples/LAYER/ and write OUT/examples.jsonl with the hits and activation statistics.",
+    )
+    examples.add_argument("images", metavar="IMAGES", help="a folder of images (class subfolders work)")
+    examples.add_argument("--out", required=True, help="output folder (created if needed)")
+    examples.add_argument(
+        "--layers", default="all", help="comma-separated layer names, or all conv layers (default all)"
+    )
+    examples.add_argument("--k", type=_COUNT, default=9, help="hits kept per filter (default 9)")
+    examples.add_argument("--size", type=_COUNT, default=224, help="images fitted to SIZExSIZE (default 224)")
+    examples.add_argument(
+        "--fit", choices=("crop", "resize"), default="crop", help="crop the middle (default) or resize"
+    )
+    examples.add_argument(
+        "--ranking", choices=("max", "mean"), default="max", help="score a hit by the max (default) or mean"
+    )
+    examples.add_argument("--batch-size", type=_COUNT, default=32, help="images per batch (default 32)")
+    _add_model(examples)
+    examples.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
+    examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    examples.set_defaults(run=commands.examples)
     return parser
 
 

@@ -418,3 +418,32 @@ def top(args: argparse.Namespace) -> None:
     print(
         f"wrote {args.out}: the {count_of(len(entries), 'strongest filter')} of {args.layer}", file=sys.stderr
     )
+
+
+def examples(args: argparse.Namespace) -> None:
+    from filterviz.examples import examples as find_examples
+
+    network, params = load_network(args)
+    layers = None if args.layers == "all" else [name for name in args.layers.split(",") if name]
+    found = find_examples(
+        params,
+        args.images,
+        layers,
+        out=args.out,
+        network=network,
+        k=args.k,
+        size=args.size,
+        fit=args.fit,
+        ranking=args.ranking,
+        batch_size=args.batch_size,
+        progress=False if args.quiet else None,
+    )
+    for path, reason in found.skipped:
+        print(f"filterviz: skipped {path}: {reason}", file=sys.stderr)
+    if not args.quiet:
+        read = len(found.images) - len(found.skipped)
+        print(
+            f"wrote {Path(args.out) / 'examples.jsonl'}: {count_of(len(found.records), 'filter')}, the best "
+            f"{args.k} of {count_of(read, 'image')} each",
+            file=sys.stderr,
+        )

@@ -1,0 +1,317 @@
+"""Dataset examples: the image patches of a folder that excite each filter most, found in one pass.
+
+Every image of a folder (JPEG or PNG, any size, searched recursively, so an ImageNet-style tree of class
+folders works) is decoded on host threads while the device works, fitted to ``size x size`` and fed
+through the network once per batch. Each filter of each chosen layer keeps its top-k hits and its
+activation statistics on the device (:mod:`filterviz.hits`); nothing per image travels back. At the end
+each hit's receptive field is cropped from its image and saved, and ``examples.jsonl`` gets one line
+per (layer, filter)::
+
+    {"layer": "block1_conv1", "filter": 3, "hits": [{"image": "cats/1.jpg", "y": 10, "x": 4,
+     "activation": 812.5, "crop": "examples/block1_conv1/0003_0.png"}, ...], "images": 50,
+     "mean": 402.1, "spatial_mean": 80.2, "fired": 0.98, "histogram": [...]}
+
+``image`` is relative to the folder, ``y`` and ``x`` the position in the layer's activation map,
+``crop`` relative to the output folder; ``mean`` is the mean of the per-image maxima, ``spatial_mean``
+of the per-image spatial means, ``fired`` the fraction of images where the filter's maximum is above 0,
+``histogram`` counts the per-image maxima in :data:`filterviz.hits.HISTOGRAM_EDGES`' bins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from filterviz.errors import ImageError, OutputError, SettingError
+from filterviz.hits import (
+    EMPTY,
+    RANKINGS,
+    Statistics,
+    TopK,
+    empty_statistics,
+    empty_top_k,
+    image_hits,
+    merge,
+    receptive_field,
+    update_statistics,
+)
+from filterviz.images import atomic_write, encode_png, load_image, resize_image, written_by_filterviz
+from filterviz.network import Network, Params, preprocess
+from filterviz.network import network as get_network
+from filterviz.pictures import clip_image
+from filterviz.progress import Progress, wanted
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Files a folder's images are read from (any case)."""
+FITS = ("crop", "resize")
+"""How an image becomes ``size x size``: scale its shorter side and crop the middle, or scale each side."""
+RESULT_NAME = "examples.jsonl"
+
+
+class Examples(NamedTuple):
+    """What :func:`examples` found: ``records`` (one dict per (layer, filter), as in ``examples.jsonl``),
+    ``images`` (relative paths, in stream order), ``skipped`` (``(path, reason)`` of unreadable images)."""
+
+    records: list[dict[str, Any]]
+    images: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def find_images(folder: str | os.PathLike[str]) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder``, recursively, sorted; symbolic links and
+    anything but regular files are left out."""
+    root = Path(folder)
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            raise ImageError(root, "is not a folder of images")
+    except FileNotFoundError:
+        raise ImageError(root, "no such folder") from None
+    found = []
+    for directory, folders, files in os.walk(root, followlinks=False):
+        folders.sort()
+        for name in files:
+            path = Path(directory, name)
+            if path.suffix.lower() in IMAGE_SUFFIXES and stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def fit_image(image: np.ndarray, size: int, fit: str = "crop") -> np.ndarray:
+    """``float32[H, W, 3]`` as ``float32[size, size, 3]``: ``crop`` scales the shorter side to ``size``
+    and keeps the middle; ``resize`` scales each side."""
+    if fit == "resize":
+        return resize_image(image, size, size)
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    scaled = resize_image(image, max(size, round(height * scale)), max(size, round(width * scale)))
+    top, left = (scaled.shape[0] - size) // 2, (scaled.shape[1] - size) // 2
+    return scaled[top : top + size, left : left + size]
+
+
+def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str:
+    # An image fitted to the input size, or why it could not be read.
+    try:
+        return fit_image(load_image(root / relative), size, fit)
+    except ImageError as error:
+        return error.reason
+
+
+def _batches(
+    root: Path, paths: Sequence[str], size: int, fit: str, batch_size: int, workers: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
+    # (pixels [B, size, size, 3], stream indices [B] with EMPTY for padding, skipped) per batch, decoded
+    # by a thread pool a batch ahead of the device (Pillow releases the GIL while it decodes).
+    with ThreadPoolExecutor(workers) as pool:
+        decode = partial(_decoded, root, size=size, fit=fit)
+        starts = range(0, len(paths), batch_size)
+        pending = None
+        for start in [*starts, None]:
+            upcoming = (
+                (start, [pool.submit(decode, path) for path in paths[start : start + batch_size]])
+                if start is not None
+                else None
+            )
+            if pending is not None:
+                first, futures = pending
+                pixels = np.zeros((batch_size, size, size, 3), np.float32)
+                indices = np.full(batch_size, EMPTY, np.int32)
+                skipped = []
+                for offset, future in enumerate(futures):
+                    result = future.result()
+                    if isinstance(result, str):
+                        skipped.append((paths[first + offset], result))
+                    else:
+                        pixels[offset], indices[offset] = result, first + offset
+                yield pixels, indices, skipped
+            pending = upcoming
+
+
+@partial(jax.jit, static_argnames=("network", "layers", "ranking"), donate_argnames=("state",))
+def _scan(
+    network: Network,
+    params: Params,
+    state: dict[str, tuple[TopK, Statistics]],
+    pixels: jax.Array,
+    indices: jax.Array,
+    layers: tuple[str, ...],
+    ranking: str,
+) -> dict[str, tuple[TopK, Statistics]]:
+    # One batch through the network to the deepest layer asked for; every layer's top-k and statistics
+    # updated on the device.
+    activations = network.apply(params, preprocess(pixels, network.preprocessing), layers)
+    updated = {}
+    for layer in layers:
+        top, statistics = state[layer]
+        scores, positions = image_hits(activations[layer], ranking)
+        updated[layer] = (
+            merge(top, scores, indices, positions),
+            update_statistics(statistics, activations[layer], indices != EMPTY),
+        )
+    return updated
+
+
+def examples(
+    params: Params,
+    folder: str | os.PathLike[str],
+    layers: Sequence[str] | str | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    network: str | Network = "vgg16",
+    k: int = 9,
+    size: int = 224,
+    fit: str = "crop",
+    ranking: str = "max",
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> Examples:
+    """The ``k`` image patches of ``folder`` that excite each filter of ``layers`` most.
+
+    Args:
+      params: the network's parameters (:func:`filterviz.load_weights`).
+      folder: a folder of JPEG/PNG images, searched recursively.
+      layers: layer names (default: every layer a sweep draws, e.g. VGG16's 13 conv layers).
+      out: a folder to write ``examples.jsonl`` and the crops (``examples/<layer>/<filter>_<rank>.png``)
+        to; None writes nothing.
+      network: a built-in network's name or a :class:`~filterviz.network.Network`.
+      k: hits kept per filter.
+      size: images are fitted to ``size x size`` (``fit``: ``crop`` or ``resize``).
+      ranking: ``max`` (a filter's maximum over positions) or ``mean`` (its spatial mean).
+      batch_size: images per compiled call; workers: decoding threads (default: the CPU count).
+      progress: show a bar of the images done (default: on a terminal or in a notebook).
+
+    Returns an :class:`Examples`. Unreadable images are skipped and listed, never fatal.
+    """
+    net = get_network(network)
+    names = (layers,) if isinstance(layers, str) else tuple(layers or net.visual_layers)
+    names = net.sorted(net.layer(name).name for name in names)
+    for label, value, low in (
+        ("k", k, 1),
+        ("size", size, net.minimum_size(names[-1])),
+        ("batch_size", batch_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SettingError(f"{label} must be a whole number of at least {low}, got {value!r}")
+    if fit not in FITS:
+        raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    if ranking not in RANKINGS:
+        raise SettingError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
+    root = Path(folder)
+    paths = find_images(root)
+    if not paths:
+        raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    result_path = _check_output(Path(out)) if out is not None else None
+
+    prepared = net.prepared(params, jnp.float32)
+    state = {
+        name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
+        for name in names
+    }
+    skipped: list[tuple[str, str]] = []
+    batches = _batches(root, paths, size, fit, batch_size, workers or os.cpu_count() or 1)
+    with Progress(len(paths), "image", f"examples of {len(names)} layers", enabled=wanted(progress)) as bar:
+        for pixels, indices, unreadable in batches:
+            state = _scan(net, prepared, state, pixels, indices, names, ranking)
+            skipped += unreadable
+            bar.update(int(np.sum(indices != EMPTY)) + len(unreadable))
+    state = jax.device_get(state)
+
+    records = []
+    crops: dict[str, bytes] = {}
+    for name in names:
+        (box, stride) = receptive_field(net, params, name)
+        top, statistics = state[name]
+        for channel in range(top.scores.shape[0]):
+            hits = []
+            for rank in range(k):
+                image = int(top.images[channel, rank])
+                if image == EMPTY:
+                    break
+                y, x = (int(v) for v in top.positions[channel, rank])
+                crop = f"examples/{name}/{channel:04d}_{rank}.png"
+                hits.append(
+                    {
+                        "image": paths[image],
+                        "y": y,
+                        "x": x,
+                        "activation": float(top.scores[channel, rank]),
+                        "crop": crop,
+                    }
+                )
+                if result_path is not None:
+                    field = _field(box, stride, y, x, size)
+                    crops[crop] = (paths[image], field)
+            records.append({"layer": name, "filter": channel, "hits": hits, **_summary(statistics, channel)})
+    if result_path is not None:
+        _write(root, result_path, records, crops, size, fit)
+    return Examples(records, paths, skipped)
+
+
+def _field(box, stride, y: int, x: int, size: int) -> tuple[int, int, int, int]:
+    # The receptive field of position (y, x), clipped to the image.
+    top, left, bottom, right = box
+    top, bottom = top + y * stride[0], bottom + y * stride[0]
+    left, right = left + x * stride[1], right + x * stride[1]
+    return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
+
+
+def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
+    count = int(statistics.count)
+    return {
+        "images": count,
+        "mean": float(statistics.score_sum[channel]) / max(count, 1),
+        "spatial_mean": float(statistics.mean_sum[channel]) / max(count, 1),
+        "fired": int(statistics.fired[channel]) / max(count, 1),
+        "histogram": [int(v) for v in statistics.histogram[channel]],
+    }
+
+
+def _check_output(out: Path) -> Path:
+    # The output folder may hold anything; only a result file filterviz wrote may be replaced.
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "is not a folder")
+    result = out / RESULT_NAME
+    if os.path.lexists(result) and not _is_our_result(result):
+        raise OutputError(result, "exists and was not written by filterviz; choose another --out")
+    return result
+
+
+def _is_our_result(path: Path) -> bool:
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, encoding="utf-8") as file:
+            first = json.loads(file.readline() or "null")
+        return isinstance(first, dict) and {"layer", "filter", "hits"} <= set(first)
+    except (OSError, ValueError):
+        return False
+
+
+def _write(root: Path, result: Path, records, crops, size: int, fit: str) -> None:
+    # The crops first, then the result file that names them: a reader never finds a missing crop. Each
+    # image is decoded once, for all of its crops, and dropped before the next.
+    result.parent.mkdir(parents=True, exist_ok=True)
+    by_image: dict[str, list[tuple[str, tuple[int, int, int, int]]]] = {}
+    for crop, (image, field) in crops.items():
+        target = result.parent / crop
+        if os.path.lexists(target) and not written_by_filterviz(target):
+            raise OutputError(target, "exists and was not written by filterviz; choose another --out")
+        by_image.setdefault(image, []).append((crop, field))
+    for image, wanted_crops in by_image.items():
+        fitted = fit_image(load_image(root / image), size, fit)
+        for crop, (top, left, bottom, right) in wanted_crops:
+            target = result.parent / crop
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, encode_png(clip_image(fitted[top:bottom, left:right])), durable=False)
+    lines = "".join(json.dumps(record) + "\n" for record in records)
+    atomic_write(result, lines.encode("utf-8"))

@@ -1,0 +1,176 @@
+"""Dataset examples, the numerical part: each filter's running top-k hits over a stream of images, its
+activation statistics, and where in the image a hit's receptive field lies. Pure: no files.
+
+A *hit* is one image's response to one filter: its score (the filter's maximum over positions, or its
+mean), the image's index in the stream, and the position of the maximum in the layer's activation map.
+The top-k is ordered by score, best first, ties broken by the lower image index, so merging partial
+top-ks in any order or grouping gives exactly the top-k of the whole stream.
+
+Shapes: activations ``float32[N, h, w, C]``; a :class:`TopK` holds ``[C, k]`` arrays.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from filterviz.errors import SettingError
+from filterviz.network import Network, Params
+
+EMPTY = np.iinfo(np.int32).max
+"""Image index of an empty slot (and of padding images in a short last batch): sorts after every image."""
+
+RANKINGS = ("max", "mean")
+"""How an image's response to a filter is scored: its maximum over positions, or its spatial mean."""
+
+HISTOGRAM_EDGES = np.concatenate([[-np.inf, 0.0], 10.0 ** np.arange(-2.0, 5.5, 0.5), [np.inf]]).astype(
+    np.float32
+)
+"""Bins of the per-image score histogram: at most 0 (the filter does not fire), then half decades from
+0.01 to 1e5, then above."""
+
+
+class TopK(NamedTuple):
+    """Each filter's best hits so far: ``scores float32[C, k]`` (best first; -inf where empty),
+    ``images int32[C, k]`` (:data:`EMPTY` where empty), ``positions int32[C, k, 2]`` (y, x)."""
+
+    scores: jax.Array
+    images: jax.Array
+    positions: jax.Array
+
+
+class Statistics(NamedTuple):
+    """Running sums per filter over the images seen: ``count int32[]``, ``score_sum float32[C]`` (of the
+    per-image maxima), ``mean_sum float32[C]`` (of the spatial means), ``fired int32[C]`` (images whose
+    maximum is above 0), ``histogram int32[C, B]`` (per-image maxima in :data:`HISTOGRAM_EDGES`' bins)."""
+
+    count: jax.Array
+    score_sum: jax.Array
+    mean_sum: jax.Array
+    fired: jax.Array
+    histogram: jax.Array
+
+
+def empty_top_k(channels: int, k: int) -> TopK:
+    """A top-k of ``channels`` filters with no hits yet."""
+    return TopK(
+        jnp.full((channels, k), -jnp.inf, jnp.float32),
+        jnp.full((channels, k), EMPTY, jnp.int32),
+        jnp.zeros((channels, k, 2), jnp.int32),
+    )
+
+
+def empty_statistics(channels: int) -> Statistics:
+    """Statistics of ``channels`` filters over no images."""
+    bins = len(HISTOGRAM_EDGES) - 1
+    return Statistics(
+        jnp.zeros((), jnp.int32),
+        jnp.zeros(channels, jnp.float32),
+        jnp.zeros(channels, jnp.float32),
+        jnp.zeros(channels, jnp.int32),
+        jnp.zeros((channels, bins), jnp.int32),
+    )
+
+
+def image_hits(activations: jax.Array, ranking: str = "max") -> tuple[jax.Array, jax.Array]:
+    """Each image's score per filter and where its maximum is: ``[N, h, w, C] -> (float32[N, C],
+    int32[N, C, 2])``. With ``ranking="mean"`` the score is the spatial mean; the position stays the
+    maximum's (where a crop shows the filter at its strongest)."""
+    batch, height, width, channels = activations.shape
+    flat = activations.reshape(batch, height * width, channels).astype(jnp.float32)
+    where = jnp.argmax(flat, axis=1)  # [N, C], the first maximum in row-major order
+    positions = jnp.stack([where // width, where % width], axis=-1).astype(jnp.int32)
+    scores = jnp.max(flat, axis=1) if ranking == "max" else jnp.mean(flat, axis=1)
+    return scores, positions
+
+
+def merge(top: TopK, scores: jax.Array, images: jax.Array, positions: jax.Array) -> TopK:
+    """``top`` with a batch's hits merged in: ``scores float32[N, C]``, ``images int32[N]`` (index in the
+    stream; :data:`EMPTY` for padding), ``positions int32[N, C, 2]``. Exact and order-free: best score
+    first, ties to the lower image index."""
+    scores = jnp.where(images[:, None] == EMPTY, -jnp.inf, scores)
+    batch = TopK(scores.T, jnp.broadcast_to(images, scores.T.shape), jnp.swapaxes(positions, 0, 1))
+    return merge_top_k(top, batch, top.scores.shape[1])
+
+
+def merge_top_k(first: TopK, second: TopK, k: int | None = None) -> TopK:
+    """Two partial top-ks of the same filters (e.g. from two devices or hosts) as one of ``k`` hits
+    (default: ``first``'s), exactly."""
+    k = first.scores.shape[1] if k is None else k
+    scores = jnp.concatenate([first.scores, second.scores], axis=1)
+    images = jnp.concatenate([first.images, second.images], axis=1)
+    ys = jnp.concatenate([first.positions[..., 0], second.positions[..., 0]], axis=1)
+    xs = jnp.concatenate([first.positions[..., 1], second.positions[..., 1]], axis=1)
+    # Sorting by (-score, image) is a total order on distinct images, so the result does not depend on
+    # how the stream was split into batches, devices or hosts.
+    negated, images, ys, xs = lax.sort((-scores, images, ys, xs), dimension=1, num_keys=2)
+    return TopK(-negated[:, :k], images[:, :k], jnp.stack([ys[:, :k], xs[:, :k]], axis=-1))
+
+
+def update_statistics(statistics: Statistics, activations: jax.Array, valid: jax.Array) -> Statistics:
+    """``statistics`` with a batch added: ``activations [N, h, w, C]``, ``valid bool[N]`` (False for
+    padding images)."""
+    maxima, _ = image_hits(activations, "max")
+    means, _ = image_hits(activations, "mean")
+    weight = valid.astype(jnp.float32)[:, None]
+    bins = jnp.searchsorted(jnp.asarray(HISTOGRAM_EDGES), maxima, side="left") - 1  # (lo, hi] -> bin
+    one_hot = jax.nn.one_hot(bins, len(HISTOGRAM_EDGES) - 1, dtype=jnp.int32) * valid[:, None, None]
+    return Statistics(
+        statistics.count + jnp.sum(valid, dtype=jnp.int32),
+        statistics.score_sum + jnp.sum(maxima * weight, axis=0),
+        statistics.mean_sum + jnp.sum(means * weight, axis=0),
+        statistics.fired + jnp.sum((maxima > 0) & valid[:, None], axis=0, dtype=jnp.int32),
+        statistics.histogram + jnp.sum(one_hot, axis=0),
+    )
+
+
+def receptive_field(
+    network: Network, params: Params, layer: str, *, key: jax.Array | None = None
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Where a position of ``layer``'s activation map looks in the input, found from the network itself.
+
+    Returns ``((top, left, bottom, right), (stride_y, stride_x))``: the input box (bottom and right
+    exclusive, possibly past the image's edges) of position (0, 0), and how far the box moves per
+    position, so position (y, x) sees ``(top + y * stride_y, left + x * stride_x, ...)``.
+
+    Measured, not tabulated, so it holds for any network: the box is the support of the gradient of a
+    position's activations (all channels) with respect to the input, for a few random inputs, at a
+    size where the position lies clear of the edges; the stride is how far that box moves between
+    neighbouring positions.
+    """
+    key = jax.random.key(0) if key is None else key
+    size = max(32, network.minimum_size(layer))
+    while True:  # grow the input until the middle position's field is clear of the edges
+        height, width = network.output_size(layer, size, size)
+        centre = (height // 2, width // 2)
+        boxes = [_support(network, params, layer, size, position, key) for position in (centre, (0, 0))]
+        middle = boxes[0]
+        if middle[0] > 0 and middle[1] > 0 and middle[2] < size and middle[3] < size and height > 2:
+            break
+        if size >= 2048:
+            raise SettingError(f"the receptive field of {layer} does not fit in a {size}x{size} input")
+        size *= 2
+    shifted = _support(network, params, layer, size, (centre[0] + 1, centre[1] + 1), key)
+    stride = (shifted[0] - middle[0], shifted[1] - middle[1])
+    top, left = middle[0] - centre[0] * stride[0], middle[1] - centre[1] * stride[1]
+    return (top, left, top + middle[2] - middle[0], left + middle[3] - middle[1]), stride
+
+
+def _support(network: Network, params: Params, layer: str, size: int, position, key) -> tuple[int, ...]:
+    # Bounding box of the pixels whose gradient is non-zero for the activations at `position`, united
+    # over a few random inputs (a ReLU that is off for one input is on for another).
+    def response(images):
+        activation = network.apply(params, images, [layer])[layer]
+        return jnp.sum(jnp.abs(activation[:, position[0], position[1], :]))
+
+    images = jax.random.normal(key, (4, size, size, 3)) * 60.0
+    gradient = jnp.abs(jax.grad(response)(images)).sum(axis=(0, 3))
+    rows = np.flatnonzero(np.asarray(gradient).sum(axis=1) > 0)
+    columns = np.flatnonzero(np.asarray(gradient).sum(axis=0) > 0)
+    if rows.size == 0:
+        raise SettingError(f"{layer} does not depend on its input")
+    return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1

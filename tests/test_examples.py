@@ -1,0 +1,197 @@
+"""Dataset examples: the running top-k against a brute-force NumPy reference, receptive fields against
+the networks' arithmetic, and the folder pass end to end (a red patch found by a red filter, unreadable
+images skipped, crops and examples.jsonl written, the CLI's errors in one line)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import filterviz
+from filterviz.cli import main
+from filterviz.errors import ImageError, OutputError, SettingError
+from filterviz.examples import find_images, fit_image
+from filterviz.hits import EMPTY, empty_top_k, image_hits, merge, merge_top_k, receptive_field
+from filterviz.images import written_by_filterviz
+from filterviz.network import preprocess
+
+
+def brute_force_top_k(activations: np.ndarray, k: int, ranking: str = "max"):
+    """Each filter's k best images, best first, ties to the lower index: NumPy, one image at a time."""
+    count, height, width, channels = activations.shape
+    flat = activations.reshape(count, height * width, channels)
+    scores = flat.max(axis=1) if ranking == "max" else flat.mean(axis=1)
+    where = flat.argmax(axis=1)
+    result = []
+    for channel in range(channels):
+        order = sorted(range(count), key=lambda image: (-scores[image, channel], image))[:k]
+        result.append([(image, divmod(int(where[image, channel]), width)) for image in order])
+    return scores, result
+
+
+@pytest.mark.parametrize("ranking", ["max", "mean"])
+def test_top_k_in_any_batching_and_merged_from_parts_equals_brute_force(ranking):
+    rng = np.random.default_rng(0)
+    # Rounded values: many exact ties, which the order (score, then image) must break the same way.
+    activations = np.round(rng.normal(size=(23, 5, 4, 6)), 1).astype(np.float32)
+    k = 5
+    scores, expected = brute_force_top_k(activations, k, ranking)
+
+    def stream(first: int, last: int, batch: int):
+        top = empty_top_k(6, k)
+        for start in range(first, last, batch):
+            chunk = activations[start : min(start + batch, last)]
+            indices = np.arange(start, start + len(chunk), dtype=np.int32)
+            pad = batch - len(chunk)  # a short last batch is padded, as the folder pass pads it
+            chunk = np.concatenate([chunk, np.full((pad, *chunk.shape[1:]), 1e9, np.float32)])
+            indices = np.concatenate([indices, np.full(pad, EMPTY, np.int32)])
+            scores_of_chunk, positions = image_hits(jnp.asarray(chunk), ranking)
+            top = merge(top, scores_of_chunk, indices, positions)
+        return top
+
+    whole = stream(0, 23, 4)
+    # Two "devices" with uneven shares, merged afterwards in either order.
+    parts = [stream(0, 9, 3), stream(9, 23, 5)]
+    for top in (whole, merge_top_k(*parts), merge_top_k(*parts[::-1])):
+        for channel in range(6):
+            got = [
+                (int(i), tuple(int(v) for v in p))
+                for i, p in zip(top.images[channel], top.positions[channel], strict=True)
+            ]
+            assert got == expected[channel]
+            want = [scores[image, channel] for image, _ in expected[channel]]
+            # max is exact; a mean's sum may round differently in XLA and NumPy (the order stays exact)
+            np.testing.assert_allclose(
+                np.asarray(top.scores[channel]), np.float32(want), rtol=1e-6 * (ranking == "mean")
+            )
+
+
+def test_fewer_images_than_k_leave_empty_slots():
+    top = merge(
+        empty_top_k(2, 4), jnp.ones((1, 2)), jnp.asarray([7], jnp.int32), jnp.zeros((1, 2, 2), jnp.int32)
+    )
+    assert top.images.tolist() == [[7, EMPTY, EMPTY, EMPTY]] * 2
+
+
+@pytest.mark.parametrize(
+    "name, layer, size, stride, first",
+    # VGG16: 'same' 3x3 convolutions and 2x2 pools; ResNet50: a 7x7 stride-2 convolution after a 3-pixel pad.
+    # `first`: where the field of position (0, 0) starts, above and left of the image.
+    [
+        ("vgg16", "block1_conv1", 3, 1, -1),
+        ("vgg16", "block1_conv2", 5, 1, -2),
+        ("vgg16", "block1_pool", 6, 2, -2),
+        ("vgg16", "block3_conv1", 24, 4, -10),
+        ("resnet50", "conv1_conv", 7, 2, -3),
+    ],
+)
+def test_receptive_fields_match_the_layers_arithmetic(name, layer, size, stride, first, random_params):
+    network = filterviz.network(name)
+    params = random_params if name == "vgg16" else network.init(jax.random.key(0))
+    box, strides = receptive_field(network, params, layer)
+    assert box == (first, first, first + size, first + size) and strides == (stride, stride)
+
+
+def test_fit_image_crops_the_middle_or_resizes():
+    image = np.zeros((40, 80, 3), np.float32)
+    image[:, 30:50] = 255  # a bright band in the middle
+    cropped = fit_image(image, 20, "crop")
+    assert cropped.shape == (20, 20, 3) and cropped[:, 8:12].min() > 200 and cropped[:, 0].max() < 60
+    assert fit_image(image, 20, "resize").shape == (20, 20, 3)
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """Seven grey photos in two class folders (one with a red patch), one broken file, one symlink."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    for index in range(7):
+        pixels = np.full((40, 48, 3), 128.0) + rng.normal(0, 3, (40, 48, 3))
+        if index == 3:
+            pixels[12:22, 20:30] = (255, 0, 0)
+        (folder / "ab"[index % 2]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / "ab"[index % 2] / f"{index}.png")
+    (folder / "a" / "broken.jpg").write_text("not an image")
+    (folder / "b" / "link.png").symlink_to(folder / "a" / "0.png")
+    return folder
+
+
+def red_filter(params) -> int:
+    # The block1_conv1 filter that prefers red over grey the most, in the network's own input convention
+    # (the photos of a dataset go in as the weights were trained: caffe's BGR minus the mean).
+    vgg16 = filterviz.network("vgg16")
+    images = preprocess(jnp.asarray([np.full((8, 8, 3), (255.0, 0, 0)), np.full((8, 8, 3), 128.0)]), "caffe")
+    activation = vgg16.apply(params, images, ["block1_conv1"])["block1_conv1"][:, 4, 4]
+    return int(jnp.argmax(activation[0] - activation[1]))
+
+
+def test_a_red_patch_is_the_red_filters_best_example(params, photo_folder, tmp_path):
+    readable = ["a/0.png", "a/2.png", "a/4.png", "a/6.png", "b/1.png", "b/3.png", "b/5.png"]
+    assert find_images(photo_folder) == [*readable[:4], "a/broken.jpg", *readable[4:]]  # no symlink
+    out = tmp_path / "out"
+    found = filterviz.examples(
+        params, photo_folder, ["block1_conv1", "block2_conv1"], out=out, k=3, size=32, batch_size=4
+    )
+    assert [path for path, _ in found.skipped] == ["a/broken.jpg"] and "b/link.png" not in found.images
+    lines = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert lines == found.records and len(lines) == 64 + 128
+    red = lines[red_filter(params)]
+    best = red["hits"][0]
+    assert best["image"] == "b/3.png" and red["images"] == 7
+    # The hit lies on the patch: rows 12-22 and columns 20-30 of 40x48, fitted to 32x32 (scaled by 0.8,
+    # the middle 32 of 38 columns kept).
+    assert 9 <= best["y"] <= 18 and 12 <= best["x"] <= 22
+    crop = out / best["crop"]
+    assert written_by_filterviz(crop)
+    pixels = np.asarray(Image.open(crop))
+    assert pixels.shape == (3, 3, 3) and pixels[..., 0].mean() > pixels[..., 1].mean() + 50
+    assert sum(red["histogram"]) == 7 and 0 <= red["fired"] <= 1
+
+    # The same top-k as a brute force over the same fitted images.
+    fitted = np.asarray([fit_image(filterviz.load_image(photo_folder / path), 32) for path in readable])
+    inputs = preprocess(jnp.asarray(fitted), "caffe")
+    activations = np.asarray(
+        filterviz.network("vgg16").apply(params, inputs, ["block2_conv1"])["block2_conv1"]
+    )
+    _, expected = brute_force_top_k(activations, 3)
+    for record in lines[64:]:
+        got = [(hit["image"], (hit["y"], hit["x"])) for hit in record["hits"]]
+        assert got == [(readable[i], position) for i, position in expected[record["filter"]]]
+
+
+def test_examples_refuse_bad_settings_and_folders(params, photo_folder, tmp_path):
+    with pytest.raises(ImageError, match="no such folder"):
+        filterviz.examples(params, tmp_path / "missing", ["block1_conv1"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="holds no images"):
+        filterviz.examples(params, tmp_path / "empty", ["block1_conv1"])
+    with pytest.raises(SettingError, match="k must be"):
+        filterviz.examples(params, photo_folder, ["block1_conv1"], k=0)
+    with pytest.raises(SettingError, match="unknown ranking"):
+        filterviz.examples(params, photo_folder, ["block1_conv1"], ranking="median")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "examples.jsonl").write_text("my own notes\n")
+    with pytest.raises(OutputError, match="not written by filterviz"):
+        filterviz.examples(params, photo_folder, ["block1_conv1"], out=theirs, size=32)
+    assert (theirs / "examples.jsonl").read_text() == "my own notes\n"
+
+
+def test_cli_examples_writes_and_reports_errors_in_one_line(weights_path, photo_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    arguments = ["examples", str(photo_folder), "--out", str(out), "--layers", "block1_conv1"]
+    arguments += ["--size", "32", "--k", "2", "--weights", str(weights_path), "--quiet"]
+    assert main(arguments) == 0
+    assert "skipped a/broken.jpg: not an image Pillow can read\n" in capsys.readouterr().err
+    assert len((out / "examples.jsonl").read_text().splitlines()) == 64
+    assert main(arguments) == 0  # its own results are replaced
+    capsys.readouterr()
+    assert main(["examples", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no such folder" in error
+    assert main([*arguments[:2], "--out", str(out), "--layers", "block9_conv9"]) == 2
