@@ -1,6 +1,7 @@
-"""Runs one sweep in a process of its own, for tests that need fresh JAX runtimes (device counts,
-jax.distributed, a kill). Usage: ``python sweep_worker.py '<json>'`` with keys ``folder``, ``sweep`` (keyword
-arguments of filterviz.sweep) and optionally ``distributed`` (arguments of jax.distributed.initialize).
+"""Runs one sweep, or one dataset-examples pass, in a process of its own, for tests that need fresh JAX
+runtimes (device counts, jax.distributed, a kill). Usage: ``python sweep_worker.py '<json>'`` with keys
+``folder`` and ``sweep`` (keyword arguments of filterviz.sweep) or ``examples`` (of filterviz.examples,
+``folder`` being the images), and optionally ``distributed`` (arguments of jax.distributed.initialize).
 The parameters are VGG16's random initialisation (key 0), the same in every process. Prints one JSON line."""
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ def main(request: dict) -> None:
     import filterviz
 
     params = filterviz.network("vgg16").init(jax.random.key(0))
+    if "examples" in request:
+        found = filterviz.examples(params, request["folder"], progress=False, **request["examples"])
+        print(json.dumps({"records": len(found.records), "devices": jax.device_count()}))
+        return
     result = filterviz.sweep(params, request["folder"], progress=False, **request["sweep"])
     print(json.dumps({"written": result.written, "skipped": result.skipped, "devices": jax.device_count()}))
 

@@ -5,6 +5,9 @@ images skipped, crops and examples.jsonl written, the CLI's errors in one line).
 from __future__ import annotations
 
 import json
+import signal
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +17,13 @@ from PIL import Image
 
 import filterviz
 from filterviz.cli import main
-from filterviz.errors import ImageError, OutputError, SettingError
+from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.examples import find_images, fit_image
 from filterviz.hits import EMPTY, empty_top_k, image_hits, merge, merge_top_k, receptive_field
 from filterviz.images import written_by_filterviz
 from filterviz.network import preprocess
+from filterviz.sweep_folder import FolderLock
+from test_sweep import run_worker
 
 
 def brute_force_top_k(activations: np.ndarray, k: int, ranking: str = "max"):
@@ -195,3 +200,88 @@ def test_cli_examples_writes_and_reports_errors_in_one_line(weights_path, photo_
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "no such folder" in error
     assert main([*arguments[:2], "--out", str(out), "--layers", "block9_conv9"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# At scale: every device, a kill, a second writer.
+
+SETTINGS = {"layers": ["block1_conv2", "block2_conv1"], "k": 4, "size": 32, "batch_size": 2}
+
+
+def grey_photos(folder: Path, count: int) -> Path:
+    """``count`` small noisy photos, some with a coloured square, and one broken file."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for index in range(count):
+        pixels = np.full((24, 28, 3), 120.0) + rng.normal(0, 20, (24, 28, 3))
+        if index % 5 == 0:
+            y, x = rng.integers(0, 14, 2)
+            pixels[y : y + 8, x : x + 8] = rng.uniform(0, 255, 3)
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{index:03d}.png")
+    (folder / "050_broken.png").write_bytes(b"\x89PNG broken")
+    return folder
+
+
+def assert_same_records(ours: list[dict], theirs: list[dict]) -> None:
+    assert len(ours) == len(theirs)
+    for mine, other in zip(ours, theirs, strict=True):
+        strip = ("activation",)
+        assert [{k: v for k, v in hit.items() if k not in strip} for hit in mine["hits"]] == [
+            {k: v for k, v in hit.items() if k not in strip} for hit in other["hits"]
+        ]
+        np.testing.assert_allclose(
+            [hit["activation"] for hit in mine["hits"]],
+            [hit["activation"] for hit in other["hits"]],
+            rtol=1e-5,
+        )
+        assert (mine["images"], mine["fired"], mine["histogram"]) == (
+            other["images"],
+            other["fired"],
+            other["histogram"],
+        )
+        np.testing.assert_allclose(
+            [mine["mean"], mine["spatial_mean"]], [other["mean"], other["spatial_mean"]], rtol=1e-5
+        )
+
+
+def read_records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+
+
+def test_four_devices_and_a_killed_run_resumed_give_the_one_device_result(random_params, tmp_path):
+    photos = grey_photos(tmp_path / "photos", 100)
+    expected = filterviz.examples(random_params, photos, **SETTINGS, progress=False)
+    assert [path for path, _ in expected.skipped] == ["050_broken.png"]
+
+    four = tmp_path / "four"
+    report = run_worker({"folder": str(photos), "examples": {**SETTINGS, "out": str(four)}}, devices=4)
+    assert report["devices"] == 4
+    assert_same_records(read_records(four), expected.records)
+
+    killed = tmp_path / "killed"
+    request = {"folder": str(photos), "examples": {**SETTINGS, "out": str(killed), "save_seconds": 0}}
+    worker = run_worker(request, wait=False)
+    saved = killed / "examples.progress.npz"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and worker.poll() is None and not saved.exists():
+        time.sleep(0.01)
+    assert worker.poll() is None, "the pass ended before it could be killed"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    with np.load(saved) as progress:
+        done = json.loads(str(progress["record"]))["done"]
+    assert 0 < done < 101 and not (killed / "examples.jsonl").exists()
+    # Other settings do not take up this progress; the same ones finish it.
+    with pytest.raises(OutputError, match="progress of other settings"):
+        filterviz.examples(random_params, photos, **{**SETTINGS, "k": 3}, out=killed, progress=False)
+    resumed = filterviz.examples(random_params, photos, **SETTINGS, out=killed, progress=False)
+    assert_same_records(resumed.records, expected.records)
+    assert_same_records(read_records(killed), expected.records)
+    assert resumed.skipped == expected.skipped and not saved.exists()
+
+
+def test_a_second_writer_is_refused(random_params, photo_folder, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with FolderLock(out, "examples"), pytest.raises(SweepError, match="being written by another"):
+        filterviz.examples(random_params, photo_folder, ["block1_conv1"], out=out, size=32)

@@ -19,9 +19,13 @@ of the per-image spatial means, ``fired`` the fraction of images where the filte
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -31,6 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.errors import ImageError, OutputError, SettingError
 from filterviz.hits import (
@@ -49,13 +54,16 @@ from filterviz.images import atomic_write, encode_png, load_image, resize_image,
 from filterviz.network import Network, Params, preprocess
 from filterviz.network import network as get_network
 from filterviz.pictures import clip_image
-from filterviz.progress import Progress, wanted
+from filterviz.progress import Progress, count_of, wanted
+from filterviz.sweep_folder import FolderLock
+from filterviz.weights import content_digest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Files a folder's images are read from (any case)."""
 FITS = ("crop", "resize")
 """How an image becomes ``size x size``: scale its shorter side and crop the middle, or scale each side."""
 RESULT_NAME = "examples.jsonl"
+PROGRESS_NAME = "examples.progress.npz"
 
 
 class Examples(NamedTuple):
@@ -107,13 +115,14 @@ def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str
 
 
 def _batches(
-    root: Path, paths: Sequence[str], size: int, fit: str, batch_size: int, workers: int
+    root: Path, paths: Sequence[str], size: int, fit: str, batch_size: int, workers: int, start: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
-    # (pixels [B, size, size, 3], stream indices [B] with EMPTY for padding, skipped) per batch, decoded
-    # by a thread pool a batch ahead of the device (Pillow releases the GIL while it decodes).
+    # (pixels [B, size, size, 3], stream indices [B] with EMPTY for padding, skipped) per batch from
+    # image `start` on, decoded by a thread pool a batch ahead of the device (Pillow releases the GIL
+    # while it decodes).
     with ThreadPoolExecutor(workers) as pool:
         decode = partial(_decoded, root, size=size, fit=fit)
-        starts = range(0, len(paths), batch_size)
+        starts = range(start, len(paths), batch_size)
         pending = None
         for start in [*starts, None]:
             upcoming = (
@@ -174,6 +183,7 @@ def examples(
     batch_size: int = 32,
     workers: int | None = None,
     progress: bool | None = None,
+    save_seconds: float = 30.0,
 ) -> Examples:
     """The ``k`` image patches of ``folder`` that excite each filter of ``layers`` most.
 
@@ -189,8 +199,12 @@ def examples(
       ranking: ``max`` (a filter's maximum over positions) or ``mean`` (its spatial mean).
       batch_size: images per compiled call; workers: decoding threads (default: the CPU count).
       progress: show a bar of the images done (default: on a terminal or in a notebook).
+      save_seconds: with ``out``, how often the running state is saved there (``examples.progress.npz``):
+        run the same call again after a kill and it goes on from the last save, losing nothing.
 
-    Returns an :class:`Examples`. Unreadable images are skipped and listed, never fatal.
+    The images of each batch are split over every device of the process. Returns an :class:`Examples`.
+    Unreadable images are skipped and listed, never fatal. A second run into the same ``out`` while one
+    is writing it is refused.
     """
     net = get_network(network)
     names = (layers,) if isinstance(layers, str) else tuple(layers or net.visual_layers)
@@ -210,24 +224,134 @@ def examples(
     paths = find_images(root)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    result_path = _check_output(Path(out)) if out is not None else None
+    if jax.process_count() > 1:
+        raise SettingError("examples run in one process, over all of its devices; start it on one host")
+    out_folder = Path(out) if out is not None else None
+    if out_folder is not None:
+        _check_output(out_folder)
+        out_folder.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_folder, "examples") if out_folder is not None else contextlib.nullcontext():
+        state, skipped = _scan_folder(
+            net,
+            params,
+            root,
+            paths,
+            names,
+            out_folder,
+            k,
+            size,
+            fit,
+            ranking,
+            batch_size,
+            workers,
+            progress,
+            save_seconds,
+        )
+        records, crops = _records(net, params, names, paths, state, k, size)
+        if out_folder is not None:
+            _write(root, out_folder / RESULT_NAME, records, crops, size, fit)
+            (out_folder / PROGRESS_NAME).unlink(missing_ok=True)  # finished: the saved progress is spent
+    return Examples(records, paths, skipped)
 
-    prepared = net.prepared(params, jnp.float32)
-    state = {
+
+def _scan_folder(
+    net,
+    params,
+    root,
+    paths,
+    names,
+    out_folder,
+    k,
+    size,
+    fit,
+    ranking,
+    batch_size,
+    workers,
+    progress,
+    save_seconds,
+):
+    # Every image not yet done through the network, the images split over the devices; the running
+    # state saved to the output folder every `save_seconds`, and taken up again from there.
+    devices = jax.devices()
+    mesh = Mesh(np.asarray(devices), ("images",))
+    split, replicated = NamedSharding(mesh, PartitionSpec("images")), NamedSharding(mesh, PartitionSpec())
+    batch_size = -(-batch_size // len(devices)) * len(devices)  # a whole share for every device
+    empty = {
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
     }
-    skipped: list[tuple[str, str]] = []
-    batches = _batches(root, paths, size, fit, batch_size, workers or os.cpu_count() or 1)
-    with Progress(len(paths), "image", f"examples of {len(names)} layers", enabled=wanted(progress)) as bar:
+    settings = {
+        "network": net.name,
+        "weights": content_digest(params, net),
+        "layers": list(names),
+        "k": k,
+        "size": size,
+        "fit": fit,
+        "ranking": ranking,
+        "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+    }
+    progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
+    state, done, skipped = empty, 0, []
+    if progress_path is not None and progress_path.exists():
+        state, done, skipped = _load_progress(progress_path, settings, empty)
+    state = jax.device_put(state, replicated)
+    prepared = jax.device_put(net.prepared(params, jnp.float32), replicated)
+    batches = _batches(root, paths, size, fit, batch_size, workers or os.cpu_count() or 1, done)
+    saved = time.monotonic()
+    title = f"examples of {count_of(len(names), 'layer')}"
+    with Progress(len(paths), "image", title, enabled=wanted(progress)) as bar:
+        bar.update(done)
         for pixels, indices, unreadable in batches:
-            state = _scan(net, prepared, state, pixels, indices, names, ranking)
+            state = _scan(
+                net,
+                prepared,
+                state,
+                jax.device_put(pixels, split),
+                jax.device_put(indices, split),
+                names,
+                ranking,
+            )
             skipped += unreadable
+            done = min(done + batch_size, len(paths))
             bar.update(int(np.sum(indices != EMPTY)) + len(unreadable))
-    state = jax.device_get(state)
+            if progress_path is not None and time.monotonic() - saved >= save_seconds and done < len(paths):
+                _save_progress(progress_path, settings, jax.device_get(state), done, skipped)
+                saved = time.monotonic()
+    return jax.device_get(state), skipped
 
+
+def _save_progress(path: Path, settings: dict, state, done: int, skipped: list) -> None:
+    leaves = jax.tree.leaves(state)
+    buffer = io.BytesIO()
+    record = json.dumps({"settings": settings, "done": done, "skipped": skipped})
+    np.savez(buffer, record=np.asarray(record), **{f"leaf{i}": leaf for i, leaf in enumerate(leaves)})
+    atomic_write(path, buffer.getvalue())
+
+
+def _load_progress(path: Path, settings: dict, empty):
+    # The state a killed run saved, if it is one of these settings over these images.
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            record = json.loads(str(saved["record"]))
+            leaves = [saved[f"leaf{i}"] for i in range(len(jax.tree.leaves(empty)))]
+    except (OSError, ValueError, KeyError) as error:
+        raise OutputError(
+            path, f"is not progress filterviz can read ({error}); remove it to start over"
+        ) from None
+    if record.get("settings") != settings:
+        raise OutputError(
+            path,
+            "holds the progress of other settings, weights or images; use another --out, or remove it to "
+            "start over",
+        )
+    state = jax.tree.unflatten(jax.tree.structure(empty), leaves)
+    return state, int(record["done"]), [tuple(item) for item in record["skipped"]]
+
+
+def _records(net, params, names, paths, state, k, size):
+    # One record per (layer, filter), and where each hit's crop comes from.
     records = []
-    crops: dict[str, bytes] = {}
+    crops: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
     for name in names:
         (box, stride) = receptive_field(net, params, name)
         top, statistics = state[name]
@@ -248,13 +372,9 @@ def examples(
                         "crop": crop,
                     }
                 )
-                if result_path is not None:
-                    field = _field(box, stride, y, x, size)
-                    crops[crop] = (paths[image], field)
+                crops[crop] = (paths[image], _field(box, stride, y, x, size))
             records.append({"layer": name, "filter": channel, "hits": hits, **_summary(statistics, channel)})
-    if result_path is not None:
-        _write(root, result_path, records, crops, size, fit)
-    return Examples(records, paths, skipped)
+    return records, crops
 
 
 def _field(box, stride, y: int, x: int, size: int) -> tuple[int, int, int, int]:
