@@ -195,3 +195,19 @@ def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_p
         "tf32",
         "bfloat16",
     }
+
+
+def test_examples_benchmark_runs_every_contender(weights_path, tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    import examples_bench
+
+    out = tmp_path / "examples.json"
+    arguments = ["--images", "6", "--size", "32", "--layers", "block1_conv1,block2_conv1", "--repeats", "1"]
+    arguments += ["--batch-size", "4", "--weights", str(weights_path), "--json", str(out)]
+    assert examples_bench.main(arguments + ([] if torch_installed() else ["--skip", "torch"])) == 0
+    row = json.loads(out.read_text())
+    for contender in ["engine", "decode", "decode-1", *(["torch"] if torch_installed() else [])]:
+        assert row[f"{contender}_images_per_second"] > 0, contender
+    assert row["forward_gflops_per_image"] > 0 and "| engine |" in capsys.readouterr().out
+    if torch_installed():  # the same work: each filter's best image is the same
+        assert row["torch_best_image_agreement"] == 1.0

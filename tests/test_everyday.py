@@ -200,6 +200,7 @@ TINY = [
     (r"frame_every=\d+", "frame_every=1"),
     (r"n=20", "n=2"),
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
+    (r"size=224", "size=32"),
 ]
 
 
@@ -213,6 +214,11 @@ def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     gradient = np.linspace(0, 255, 40 * 52 * 3).reshape(40, 52, 3).astype(np.uint8)
     Image.fromarray(gradient).save(tmp_path / "cat.jpg")
+    (tmp_path / "photos" / "cats").mkdir(parents=True)  # a folder of photos for the dataset examples
+    for index in range(3):
+        Image.fromarray(np.roll(gradient, 7 * index, axis=1)).save(
+            tmp_path / "photos" / "cats" / f"{index}.jpg"
+        )
     # Tiny sizes where the README relies on defaults: every preset's steps, render's size, a sweep's
     # filters, show_filters' and layer_image's steps.
     for name, preset in METHODS.items():
@@ -251,6 +257,7 @@ def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), namespace)
     assert (tmp_path / "block3_conv1.png").is_file() and (tmp_path / "atlas" / "index.html").is_file()
     assert (tmp_path / "neuron.gif").is_file()
+    assert (tmp_path / "examples" / "examples.jsonl").is_file()
 
 
 def test_the_readme_names_only_functions_that_exist():

@@ -19,7 +19,7 @@ import filterviz
 from filterviz.cli import main
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.examples import find_images, fit_image
-from filterviz.hits import EMPTY, empty_top_k, image_hits, merge, merge_top_k, receptive_field
+from filterviz.hits import EMPTY, empty_top_k, image_responses, merge, merge_top_k, receptive_field
 from filterviz.images import written_by_filterviz
 from filterviz.network import preprocess
 from filterviz.sweep_folder import FolderLock
@@ -55,8 +55,8 @@ def test_top_k_in_any_batching_and_merged_from_parts_equals_brute_force(ranking)
             pad = batch - len(chunk)  # a short last batch is padded, as the folder pass pads it
             chunk = np.concatenate([chunk, np.full((pad, *chunk.shape[1:]), 1e9, np.float32)])
             indices = np.concatenate([indices, np.full(pad, EMPTY, np.int32)])
-            scores_of_chunk, positions = image_hits(jnp.asarray(chunk), ranking)
-            top = merge(top, scores_of_chunk, indices, positions)
+            responses = image_responses(jnp.asarray(chunk))
+            top = merge(top, responses.scores(ranking), indices, responses.positions)
         return top
 
     whole = stream(0, 23, 4)

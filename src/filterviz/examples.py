@@ -45,7 +45,7 @@ from filterviz.hits import (
     TopK,
     empty_statistics,
     empty_top_k,
-    image_hits,
+    image_responses,
     merge,
     receptive_field,
     update_statistics,
@@ -161,10 +161,10 @@ def _scan(
     updated = {}
     for layer in layers:
         top, statistics = state[layer]
-        scores, positions = image_hits(activations[layer], ranking)
+        responses = image_responses(activations[layer])
         updated[layer] = (
-            merge(top, scores, indices, positions),
-            update_statistics(statistics, activations[layer], indices != EMPTY),
+            merge(top, responses.scores(ranking), indices, responses.positions),
+            update_statistics(statistics, responses, indices != EMPTY),
         )
     return updated
 
@@ -280,16 +280,18 @@ def _scan_folder(
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
     }
-    settings = {
-        "network": net.name,
-        "weights": content_digest(params, net),
-        "layers": list(names),
-        "k": k,
-        "size": size,
-        "fit": fit,
-        "ranking": ranking,
-        "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
-    }
+    settings = {}
+    if out_folder is not None:  # what saved progress must match to be taken up again
+        settings = {
+            "network": net.name,
+            "weights": content_digest(params, net),
+            "layers": list(names),
+            "k": k,
+            "size": size,
+            "fit": fit,
+            "ranking": ranking,
+            "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+        }
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
     state, done, skipped = empty, 0, []
     if progress_path is not None and progress_path.exists():

@@ -11,6 +11,7 @@ Shapes: activations ``float32[N, h, w, C]``; a :class:`TopK` holds ``[C, k]`` ar
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -76,16 +77,27 @@ def empty_statistics(channels: int) -> Statistics:
     )
 
 
-def image_hits(activations: jax.Array, ranking: str = "max") -> tuple[jax.Array, jax.Array]:
-    """Each image's score per filter and where its maximum is: ``[N, h, w, C] -> (float32[N, C],
-    int32[N, C, 2])``. With ``ranking="mean"`` the score is the spatial mean; the position stays the
-    maximum's (where a crop shows the filter at its strongest)."""
+class ImageResponses(NamedTuple):
+    """Each image's response to each filter: ``maxima float32[N, C]`` (over positions), ``positions
+    int32[N, C, 2]`` (y, x of the maximum, the first in row-major order), ``means float32[N, C]``."""
+
+    maxima: jax.Array
+    positions: jax.Array
+    means: jax.Array
+
+    def scores(self, ranking: str = "max") -> jax.Array:
+        """``float32[N, C]`` by which the hits are ranked (:data:`RANKINGS`)."""
+        return self.maxima if ranking == "max" else self.means
+
+
+def image_responses(activations: jax.Array) -> ImageResponses:
+    """``[N, h, w, C]`` activations summarised per image and filter, in one pass over them."""
     batch, height, width, channels = activations.shape
     flat = activations.reshape(batch, height * width, channels).astype(jnp.float32)
-    where = jnp.argmax(flat, axis=1)  # [N, C], the first maximum in row-major order
+    where = jnp.argmax(flat, axis=1)  # [N, C]
     positions = jnp.stack([where // width, where % width], axis=-1).astype(jnp.int32)
-    scores = jnp.max(flat, axis=1) if ranking == "max" else jnp.mean(flat, axis=1)
-    return scores, positions
+    maxima = jnp.take_along_axis(flat, where[:, None, :], axis=1)[:, 0]
+    return ImageResponses(maxima, positions, jnp.mean(flat, axis=1))
 
 
 def merge(top: TopK, scores: jax.Array, images: jax.Array, positions: jax.Array) -> TopK:
@@ -111,11 +123,9 @@ def merge_top_k(first: TopK, second: TopK, k: int | None = None) -> TopK:
     return TopK(-negated[:, :k], images[:, :k], jnp.stack([ys[:, :k], xs[:, :k]], axis=-1))
 
 
-def update_statistics(statistics: Statistics, activations: jax.Array, valid: jax.Array) -> Statistics:
-    """``statistics`` with a batch added: ``activations [N, h, w, C]``, ``valid bool[N]`` (False for
-    padding images)."""
-    maxima, _ = image_hits(activations, "max")
-    means, _ = image_hits(activations, "mean")
+def update_statistics(statistics: Statistics, responses: ImageResponses, valid: jax.Array) -> Statistics:
+    """``statistics`` with a batch's ``responses`` added; ``valid bool[N]`` is False for padding images."""
+    maxima, means = responses.maxima, responses.means
     weight = valid.astype(jnp.float32)[:, None]
     bins = jnp.searchsorted(jnp.asarray(HISTOGRAM_EDGES), maxima, side="left") - 1  # (lo, hi] -> bin
     one_hot = jax.nn.one_hot(bins, len(HISTOGRAM_EDGES) - 1, dtype=jnp.int32) * valid[:, None, None]
@@ -142,13 +152,15 @@ def receptive_field(
     size where the position lies clear of the edges; the stride is how far that box moves between
     neighbouring positions.
     """
+    remembered = _FIELDS.get((network, layer))
+    if remembered is not None:
+        return remembered
     key = jax.random.key(0) if key is None else key
     size = max(32, network.minimum_size(layer))
     while True:  # grow the input until the middle position's field is clear of the edges
         height, width = network.output_size(layer, size, size)
         centre = (height // 2, width // 2)
-        boxes = [_support(network, params, layer, size, position, key) for position in (centre, (0, 0))]
-        middle = boxes[0]
+        middle = _support(network, params, layer, size, centre, key)
         if middle[0] > 0 and middle[1] > 0 and middle[2] < size and middle[3] < size and height > 2:
             break
         if size >= 2048:
@@ -157,20 +169,34 @@ def receptive_field(
     shifted = _support(network, params, layer, size, (centre[0] + 1, centre[1] + 1), key)
     stride = (shifted[0] - middle[0], shifted[1] - middle[1])
     top, left = middle[0] - centre[0] * stride[0], middle[1] - centre[1] * stride[1]
-    return (top, left, top + middle[2] - middle[0], left + middle[3] - middle[1]), stride
+    field = (top, left, top + middle[2] - middle[0], left + middle[3] - middle[1]), stride
+    _FIELDS[(network, layer)] = field
+    return field
+
+
+# A field is the network's structure, not its weights' values: measured once per network and layer.
+_FIELDS: dict[tuple[Network, str], tuple[tuple[int, int, int, int], tuple[int, int]]] = {}
 
 
 def _support(network: Network, params: Params, layer: str, size: int, position, key) -> tuple[int, ...]:
     # Bounding box of the pixels whose gradient is non-zero for the activations at `position`, united
     # over a few random inputs (a ReLU that is off for one input is on for another).
-    def response(images):
-        activation = network.apply(params, images, [layer])[layer]
-        return jnp.sum(jnp.abs(activation[:, position[0], position[1], :]))
-
     images = jax.random.normal(key, (4, size, size, 3)) * 60.0
-    gradient = jnp.abs(jax.grad(response)(images)).sum(axis=(0, 3))
-    rows = np.flatnonzero(np.asarray(gradient).sum(axis=1) > 0)
-    columns = np.flatnonzero(np.asarray(gradient).sum(axis=0) > 0)
+    gradient = np.asarray(_gradient_magnitude(network, params, images, layer, position))
+    rows = np.flatnonzero(gradient.sum(axis=1) > 0)
+    columns = np.flatnonzero(gradient.sum(axis=0) > 0)
     if rows.size == 0:
         raise SettingError(f"{layer} does not depend on its input")
     return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
+
+
+@partial(jax.jit, static_argnames=("network", "layer", "position"))
+def _gradient_magnitude(
+    network: Network, params: Params, images: jax.Array, layer: str, position
+) -> jax.Array:
+    # |d sum_c |activation[position, c]| / d pixel|, summed over images and colours: [H, W].
+    def response(pixels):
+        activation = network.apply(params, pixels, [layer])[layer]
+        return jnp.sum(jnp.abs(activation[:, position[0], position[1], :]))
+
+    return jnp.abs(jax.grad(response)(images)).sum(axis=(0, 3))
