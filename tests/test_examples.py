@@ -5,7 +5,9 @@ images skipped, crops and examples.jsonl written, the CLI's errors in one line).
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -285,3 +287,52 @@ def test_a_second_writer_is_refused(random_params, photo_folder, tmp_path):
     out.mkdir()
     with FolderLock(out, "examples"), pytest.raises(SweepError, match="being written by another"):
         filterviz.examples(random_params, photo_folder, ["block1_conv1"], out=out, size=32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# One atlas: a sweep's pictures beside their dataset examples.
+
+
+def test_the_atlas_shows_pictures_beside_their_examples_in_a_browser(random_params, photo_folder, tmp_path):
+    from test_sweep import chromium
+
+    folder = tmp_path / "atlas"
+    filterviz.sweep(random_params, folder, layers=["block1_conv1"], filters=range(4), size=(24, 24), steps=2)
+    filterviz.examples(
+        random_params, photo_folder, ["block1_conv1"], out=folder, k=3, size=32, progress=False
+    )
+    # A hostile line among filterviz's: a crop outside the folder and markup in an image name.
+    lines = (folder / "examples.jsonl").read_text().splitlines()
+    hostile = json.loads(lines[1])
+    hostile["hits"][0]["crop"] = "../../outside.png"
+    marked = json.loads(lines[2])
+    marked["hits"][0]["image"] = "<script>alert(1)</script>.png"
+    lines[1:3] = [json.dumps(hostile), json.dumps(marked)]
+    (folder / "examples.jsonl").write_text("\n".join(lines) + "\n")
+
+    written = filterviz.write_atlas(folder)
+    assert any("line 2: crop '../../outside.png'" in problem for problem in written.problems)
+    page = written.page.read_text()
+    assert "<script>alert" not in page and "outside.png" not in page
+    data = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    filters = {entry["filter"]: entry for entry in data["layers"][0]["filters"]}
+    assert "examples" not in filters[1] and len(filters[0]["examples"]["hits"]) == 3
+    assert filters[2]["examples"]["hits"][0]["image"] == "<script>alert(1)</script>.png"  # as text
+
+    browser = chromium()
+    if browser is None:
+        message = "headless Chromium is needed for this test (Debian: apt-get install chromium)"
+        if os.environ.get("FILTERVIZ_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+    done = subprocess.run(
+        [*command, "--dump-dom", written.page.resolve().as_uri()], capture_output=True, text=True, timeout=120
+    )
+    dom = done.stdout
+    assert "<body" in dom, done.stderr[-2000:]
+    body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
+    assert 'data-loaded="4"' in body and 'data-failed="0"' in body, body
+    # Three filters show their examples (filter 1's line was refused), each with its statistics.
+    assert dom.count('alt="dataset example"') == 9 and dom.count("class=\"statistics\">fires on ") == 3
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in dom and "<script>alert(1)" not in dom

@@ -41,6 +41,9 @@ from filterviz.sweep_folder import (
     scan_manifest,
 )
 
+EXAMPLES_FILE = "examples.jsonl"
+EXAMPLES_FOLDER = "examples"
+_MAX_HITS = 64
 DEAD_ACTIVATION = 0.0
 """A filter whose achieved mean activation is at most this never fired: it is flagged as dead."""
 
@@ -128,6 +131,69 @@ def contact_sheet(
     return np.asarray(sheet)
 
 
+def dataset_examples(folder: Path, table: dict[str, int]) -> tuple[dict[tuple[str, int], dict], list[str]]:
+    """The dataset examples ``filterviz examples`` wrote into ``folder`` (``examples.jsonl``), checked:
+    ``{(layer, filter): {"hits": [{"crop", "image", "activation"}], "mean", "fired"}}`` and the problems.
+
+    Only lines of a known layer and filter whose crops are filterviz's own relative paths to regular
+    files get through; image names are kept as text for the page to show as text.
+    """
+    path = folder / EXAMPLES_FILE
+    if not os.path.lexists(path):
+        return {}, []
+    if not os.path.isfile(path) or os.path.islink(path):
+        return {}, [f"{EXAMPLES_FILE} is not a regular file: no dataset examples"]
+    found: dict[tuple[str, int], dict] = {}
+    problems: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            entry = _example_entry(folder, line, table)
+            if isinstance(entry, str):
+                problems.append(f"{EXAMPLES_FILE} line {number}: {entry}")
+            else:
+                found[entry[0]] = entry[1]
+    return found, problems
+
+
+def _example_entry(folder: Path, line: str, table: dict[str, int]):
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(record, dict):
+        return "not a record"
+    layer, index = record.get("layer"), record.get("filter")
+    if not isinstance(layer, str) or layer not in table:
+        return "unknown layer"
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < table[layer]:
+        return "filter out of range"
+    hits = record.get("hits")
+    if not isinstance(hits, list):
+        return "no hits"
+    shown = []
+    for hit in hits[:_MAX_HITS]:
+        crop = hit.get("crop") if isinstance(hit, dict) else None
+        expected = f"{EXAMPLES_FOLDER}/{layer}/{index:04d}_{len(shown)}.png"
+        if crop != expected or not os.path.isfile(folder / crop) or os.path.islink(folder / crop):
+            return f"crop {str(crop)[:80]!r} is not filterviz's {expected}"
+        activation = hit.get("activation")
+        shown.append(
+            {
+                "crop": crop,
+                "image": str(hit.get("image", ""))[:200],
+                "activation": finite_or_text(round(float(activation), 4))
+                if isinstance(activation, (int, float)) and not isinstance(activation, bool)
+                else "NaN",
+            }
+        )
+    statistics = {
+        key: finite_or_text(round(float(record[key]), 4))
+        for key in ("mean", "fired")
+        if isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)
+    }
+    return (layer, index), {"hits": shown, **statistics}
+
+
 def _inline_json(data: Any) -> str:
     """``data`` as JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` that HTML could read."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
@@ -187,6 +253,13 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
                     ],
                 }
             )
+        examples, trouble = dataset_examples(folder, table)
+        problems += trouble
+        for layer in summary:
+            for entry in layer["filters"]:
+                found = examples.get((layer["name"], entry["filter"]))
+                if found is not None:
+                    entry["examples"] = found
         order = {name: position for position, name in enumerate(table)}
         summary.sort(key=lambda layer: order[layer["name"]])
         page = _PAGE.replace("__MARK__", PAGE_MARK)
@@ -232,9 +305,12 @@ __MARK__
   figure.dead img { opacity: .35; }
   figure.dead figcaption::after { content: " dead"; color: #b00; }
   .settings { color: #666; font-size: 12px; }
+  .examples { display: grid; grid-template-columns: repeat(3, 1fr); gap: 2px; margin-top: 3px; }
+  .examples img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: 1px; }
+  .statistics { font-size: 11px; color: #777; }
 </style>
 </head>
-<body data-loaded="0" data-failed="0">
+<body data-loaded="0" data-failed="0" data-examples="0">
 <nav id="layers"><strong>Layers</strong></nav>
 <main>
   <header>
@@ -262,6 +338,8 @@ document.getElementById("settings").textContent =
 // Only the sweep's own relative paths become links or pictures; anything else is dropped.
 const safePath = path =>
   typeof path === "string" && /^[A-Za-z0-9_][A-Za-z0-9_.-]*[/][A-Za-z0-9_][A-Za-z0-9_.-]*[.]png$/.test(path);
+const safeCrop = path =>
+  typeof path === "string" && /^examples[/][A-Za-z0-9_][A-Za-z0-9_.-]*[/][0-9]{4}_[0-9]+[.]png$/.test(path);
 // Activations are numbers, or "NaN" / "Infinity" / "-Infinity" (strict JSON has no others).
 const value = f => Number(f.activation);
 const shown = f => Number.isFinite(value(f)) ? value(f).toFixed(2) : String(f.activation);
@@ -276,10 +354,35 @@ function count(name) {
   document.body.dataset[name] = String(Number(document.body.dataset[name]) + 1);
 }
 
+// The photo patches that excite the filter most (from 'filterviz examples'), lazily loaded, and the
+// filter's statistics over the photos; image names are shown as text only.
+function datasetExamples(examples) {
+  const row = document.createElement("div");
+  row.className = "examples";
+  for (const hit of examples.hits) {
+    if (!safeCrop(hit.crop)) continue;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = "dataset example";
+    img.title = `${String(hit.image)}: ${shown(hit)}`;
+    img.addEventListener("load", () => count("examples"));
+    img.src = hit.crop;
+    row.append(img);
+  }
+  const statistics = document.createElement("div");
+  statistics.className = "statistics";
+  const fired = Number(examples.fired);
+  statistics.textContent = Number.isFinite(fired)
+    ? `fires on ${(100 * fired).toFixed(0)}% · mean ${shown({activation: examples.mean})}`
+    : "";
+  return [row, statistics];
+}
+
 function render() {
   const layer = currentLayer();
   document.body.dataset.loaded = "0";
   document.body.dataset.failed = "0";
+  document.body.dataset.examples = "0";
   grid.replaceChildren();
   if (!layer) { document.getElementById("title").textContent = "No filters yet"; return; }
   for (const link of document.querySelectorAll("nav a")) {
@@ -310,6 +413,7 @@ function render() {
     const caption = document.createElement("figcaption");
     caption.textContent = `${f.filter} · ${shown(f)}`;
     figure.append(link, caption);
+    if (f.examples) figure.append(...datasetExamples(f.examples));
     grid.append(figure);
   }
   document.body.dataset.rendered = String(filters.length);

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from filterviz.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
 from filterviz.errors import ImageError, OutputError, SettingError
 from filterviz.hits import (
     EMPTY,
@@ -55,14 +56,13 @@ from filterviz.network import Network, Params, preprocess
 from filterviz.network import network as get_network
 from filterviz.pictures import clip_image
 from filterviz.progress import Progress, count_of, wanted
-from filterviz.sweep_folder import FolderLock
+from filterviz.sweep_folder import FolderLock, read_settings_record
 from filterviz.weights import content_digest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Files a folder's images are read from (any case)."""
 FITS = ("crop", "resize")
 """How an image becomes ``size x size``: scale its shorter side and crop the middle, or scale each side."""
-RESULT_NAME = "examples.jsonl"
 PROGRESS_NAME = "examples.progress.npz"
 
 
@@ -249,8 +249,10 @@ def examples(
         )
         records, crops = _records(net, params, names, paths, state, k, size)
         if out_folder is not None:
-            _write(root, out_folder / RESULT_NAME, records, crops, size, fit)
+            _write(root, out_folder / EXAMPLES_FILE, records, crops, size, fit)
             (out_folder / PROGRESS_NAME).unlink(missing_ok=True)  # finished: the saved progress is spent
+    if out_folder is not None and read_settings_record(out_folder) is not None:
+        write_atlas(out_folder)  # a sweep's folder: its atlas shows the examples beside the pictures
     return Examples(records, paths, skipped)
 
 
@@ -364,7 +366,7 @@ def _records(net, params, names, paths, state, k, size):
                 if image == EMPTY:
                     break
                 y, x = (int(v) for v in top.positions[channel, rank])
-                crop = f"examples/{name}/{channel:04d}_{rank}.png"
+                crop = f"{EXAMPLES_FOLDER}/{name}/{channel:04d}_{rank}.png"
                 hits.append(
                     {
                         "image": paths[image],
@@ -402,7 +404,7 @@ def _check_output(out: Path) -> Path:
     # The output folder may hold anything; only a result file filterviz wrote may be replaced.
     if out.exists() and not out.is_dir():
         raise OutputError(out, "is not a folder")
-    result = out / RESULT_NAME
+    result = out / EXAMPLES_FILE
     if os.path.lexists(result) and not _is_our_result(result):
         raise OutputError(result, "exists and was not written by filterviz; choose another --out")
     return result
