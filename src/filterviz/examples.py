@@ -66,6 +66,18 @@ FITS = ("crop", "resize")
 PROGRESS_NAME = "examples.progress.npz"
 
 
+class _Pass(NamedTuple):
+    # What one examples pass does: which network and layers, how hits are kept, how images are fitted.
+    network: Network
+    layers: tuple[str, ...]
+    k: int
+    size: int
+    fit: str
+    ranking: str
+    batch_size: int
+    workers: int
+
+
 class Examples(NamedTuple):
     """What :func:`examples` found: ``records`` (one dict per (layer, filter), as in ``examples.jsonl``),
     ``images`` (relative paths, in stream order), ``skipped`` (``(path, reason)`` of unreadable images)."""
@@ -231,23 +243,9 @@ def examples(
         _check_output(out_folder)
         out_folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_folder, "examples") if out_folder is not None else contextlib.nullcontext():
-        state, skipped = _scan_folder(
-            net,
-            params,
-            root,
-            paths,
-            names,
-            out_folder,
-            k,
-            size,
-            fit,
-            ranking,
-            batch_size,
-            workers,
-            progress,
-            save_seconds,
-        )
-        records, crops = _records(net, params, names, paths, state, k, size)
+        chosen = _Pass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
+        state, skipped = _scan_folder(chosen, params, root, paths, out_folder, progress, save_seconds)
+        records, crops = _records(chosen, params, paths, state)
         if out_folder is not None:
             _write(root, out_folder / EXAMPLES_FILE, records, crops, size, fit)
             (out_folder / PROGRESS_NAME).unlink(missing_ok=True)  # finished: the saved progress is spent
@@ -257,27 +255,21 @@ def examples(
 
 
 def _scan_folder(
-    net,
-    params,
-    root,
-    paths,
-    names,
-    out_folder,
-    k,
-    size,
-    fit,
-    ranking,
-    batch_size,
-    workers,
-    progress,
-    save_seconds,
-):
+    chosen: _Pass,
+    params: Params,
+    root: Path,
+    paths: list[str],
+    out_folder: Path | None,
+    progress: bool | None,
+    save_seconds: float,
+) -> tuple[dict[str, tuple[TopK, Statistics]], list[tuple[str, str]]]:
     # Every image not yet done through the network, the images split over the devices; the running
     # state saved to the output folder every `save_seconds`, and taken up again from there.
     devices = jax.devices()
     mesh = Mesh(np.asarray(devices), ("images",))
     split, replicated = NamedSharding(mesh, PartitionSpec("images")), NamedSharding(mesh, PartitionSpec())
-    batch_size = -(-batch_size // len(devices)) * len(devices)  # a whole share for every device
+    net, names, k = chosen.network, chosen.layers, chosen.k
+    batch_size = -(-chosen.batch_size // len(devices)) * len(devices)  # a whole share for every device
     empty = {
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
@@ -289,9 +281,9 @@ def _scan_folder(
             "weights": content_digest(params, net),
             "layers": list(names),
             "k": k,
-            "size": size,
-            "fit": fit,
-            "ranking": ranking,
+            "size": chosen.size,
+            "fit": chosen.fit,
+            "ranking": chosen.ranking,
             "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
         }
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
@@ -300,7 +292,7 @@ def _scan_folder(
         state, done, skipped = _load_progress(progress_path, settings, empty)
     state = jax.device_put(state, replicated)
     prepared = jax.device_put(net.prepared(params, jnp.float32), replicated)
-    batches = _batches(root, paths, size, fit, batch_size, workers or os.cpu_count() or 1, done)
+    batches = _batches(root, paths, chosen.size, chosen.fit, batch_size, chosen.workers, done)
     saved = time.monotonic()
     title = f"examples of {count_of(len(names), 'layer')}"
     with Progress(len(paths), "image", title, enabled=wanted(progress)) as bar:
@@ -313,7 +305,7 @@ def _scan_folder(
                 jax.device_put(pixels, split),
                 jax.device_put(indices, split),
                 names,
-                ranking,
+                chosen.ranking,
             )
             skipped += unreadable
             done = min(done + batch_size, len(paths))
@@ -352,11 +344,12 @@ def _load_progress(path: Path, settings: dict, empty):
     return state, int(record["done"]), [tuple(item) for item in record["skipped"]]
 
 
-def _records(net, params, names, paths, state, k, size):
+def _records(chosen: _Pass, params: Params, paths: list[str], state) -> tuple[list[dict], dict]:
     # One record per (layer, filter), and where each hit's crop comes from.
+    net, k, size = chosen.network, chosen.k, chosen.size
     records = []
     crops: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
-    for name in names:
+    for name in chosen.layers:
         (box, stride) = receptive_field(net, params, name)
         top, statistics = state[name]
         for channel in range(top.scores.shape[0]):

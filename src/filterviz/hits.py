@@ -182,7 +182,7 @@ def _support(network: Network, params: Params, layer: str, size: int, position, 
     # Bounding box of the pixels whose gradient is non-zero for the activations at `position`, united
     # over a few random inputs (a ReLU that is off for one input is on for another).
     images = jax.random.normal(key, (4, size, size, 3)) * 60.0
-    gradient = np.asarray(_gradient_magnitude(network, params, images, layer, position))
+    gradient = np.asarray(_gradient_magnitude(network, params, images, layer, jnp.asarray(position)))
     rows = np.flatnonzero(gradient.sum(axis=1) > 0)
     columns = np.flatnonzero(gradient.sum(axis=0) > 0)
     if rows.size == 0:
@@ -190,11 +190,12 @@ def _support(network: Network, params: Params, layer: str, size: int, position, 
     return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
 
 
-@partial(jax.jit, static_argnames=("network", "layer", "position"))
+@partial(jax.jit, static_argnames=("network", "layer"))
 def _gradient_magnitude(
-    network: Network, params: Params, images: jax.Array, layer: str, position
+    network: Network, params: Params, images: jax.Array, layer: str, position: jax.Array
 ) -> jax.Array:
-    # |d sum_c |activation[position, c]| / d pixel|, summed over images and colours: [H, W].
+    # |d sum_c |activation[position, c]| / d pixel|, summed over images and colours: [H, W]. The
+    # position is traced, so every position at one input size shares one compiled program.
     def response(pixels):
         activation = network.apply(params, pixels, [layer])[layer]
         return jnp.sum(jnp.abs(activation[:, position[0], position[1], :]))
