@@ -201,6 +201,7 @@ TINY = [
     (r"n=20", "n=2"),
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
     (r"size=224", "size=32"),
+    (r"Octaves\(3,", "Octaves(2,"),  # one octave fewer to compile
 ]
 
 
