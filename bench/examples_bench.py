@@ -31,18 +31,20 @@ import jax
 import numpy as np
 
 import filterviz
-from filterviz.examples import _batches, find_images, fit_image
+from filterviz.examples import _batches, _Pass, find_images
+from filterviz.images import load_fitted
 from filterviz.network import preprocess
 from flops import conv_flops
 from timing import measure_peak_flops, time_interleaved
 
 
-def make_photos(folder: Path, count: int, height: int = 300, width: int = 400) -> Path:
-    """``count`` JPEGs of smooth random colour (cheap to make, as costly to decode as a photo)."""
+def make_photos(folder: Path, count: int, height: int = 300, width: int = 400, first: int = 0) -> Path:
+    """``count`` JPEGs of smooth random colour (cheap to make, as costly to decode as a photo), named
+    from ``first`` on (each run of names its own random stream, so processes can share the work)."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for index in range(count):
+    rng = np.random.default_rng(first)
+    for index in range(first, first + count):
         coarse = rng.uniform(0, 255, (height // 20 + 1, width // 20 + 1, 3)).astype(np.uint8)
         picture = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
         noisy = np.asarray(picture, np.float32) + rng.normal(0, 8, (height, width, 3))
@@ -62,9 +64,12 @@ def forward_flops(network, layers: list[str], size: int) -> float:
     return float(total)
 
 
-def decode_only(folder: Path, paths: list[str], size: int, batch_size: int, workers: int):
+def decode_only(network, folder: Path, paths: list[str], size: int, batch_size: int, workers: int):
+    """The decoding threads and the fit alone, as the pass runs them, without the network."""
+    settings = _Pass(network, tuple(network.visual_layers), 9, size, "crop", "max", batch_size, workers)
+
     def run():
-        for _ in _batches(folder, paths, size, "crop", batch_size, workers):
+        for _ in _batches(folder, paths, settings, 0):
             pass
 
     return run
@@ -95,7 +100,7 @@ def torch_loop(
         with torch.no_grad():
             for start in range(0, len(paths), batch):
                 chunk = paths[start : start + batch]
-                pixels = np.asarray([fit_image(filterviz.load_image(folder / p), size) for p in chunk])
+                pixels = np.asarray([load_fitted(folder / p, size) for p in chunk], np.float32)
                 x = torch.from_numpy(
                     np.asarray(preprocess(pixels, network.preprocessing)).transpose(0, 3, 1, 2)
                 )
@@ -153,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             "engine": lambda: filterviz.examples(
                 params, folder, layers, k=args.k, size=args.size, batch_size=args.batch_size, progress=False
             ),
-            "decode": decode_only(folder, paths, args.size, args.batch_size, workers),
+            "decode": decode_only(network, folder, paths, args.size, args.batch_size, workers),
         }
         if "decode-1" not in skip:
-            runners["decode-1"] = decode_only(folder, paths, args.size, args.batch_size, 1)
+            runners["decode-1"] = decode_only(network, folder, paths, args.size, args.batch_size, 1)
         if "torch" not in skip:
             torch.set_num_threads(workers)
             runners["torch"] = torch_loop(

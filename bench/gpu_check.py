@@ -1,6 +1,6 @@
 """filterviz on one GPU, checked and timed by one command that fits a short loan of a GPU machine.
 
-    PYTHONPATH=src python bench/gpu_check.py --weights PATH --out DIR           # a GPU: about 6 minutes
+    PYTHONPATH=src python bench/gpu_check.py --weights PATH --out DIR           # a GPU: about 8 minutes
     PYTHONPATH=src python bench/gpu_check.py --weights PATH --out DIR --smoke   # tiny sizes, any machine
 
 Parts, in order (``--parts`` picks some):
@@ -16,6 +16,8 @@ Parts, in order (``--parts`` picks some):
                then the atlas's device time, layer by layer, from the cached programs
   torch        the same ascent in PyTorch on the same weights, filters and chunk, in each precision
   lucid        the Lucid-method atlas, estimated from one timed chunk of one layer per block
+  examples     the dataset-examples pass: 50,000 JPEGs (375x500, made here) at 224x224 through all 13
+               conv layers, top-9 of all 4,224 filters; the host's decode rate on its threads; MFU
 
 Each part runs in a process of its own under a share of ``--budget`` seconds: a crash, a hang or an
 out-of-memory in one part is recorded in ``failures`` and the rest still run. A part saves its figures
@@ -50,9 +52,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))  # the Keras parity test's bar and measures
 
-PARTS = ("env", "correctness", "speed", "sweep", "torch", "lucid")
+PARTS = ("env", "correctness", "speed", "sweep", "torch", "lucid", "examples")
 # Relative shares of the budget; a part that ends early leaves its time to the later ones.
-SHARES = {"env": 20, "correctness": 30, "speed": 55, "sweep": 165, "torch": 20, "lucid": 75}
+SHARES = {"env": 20, "correctness": 30, "speed": 55, "sweep": 165, "torch": 20, "lucid": 75, "examples": 95}
 PRECISIONS = ("float32", "tf32", "bfloat16")
 # The precision the comparisons use on a GPU: TF32 is what a float32 user gets from a tensor-core GPU.
 MAIN_PRECISION = "tf32"
@@ -101,6 +103,11 @@ class Config:
     loop_filters: int = 2
     peak_size: int = 8192
     repeats: int = 2
+    examples_images: int = 50_000
+    examples_size: int = 224
+    examples_layers: tuple[str, ...] | None = None  # None: all 13 conv layers
+    examples_batch: int = 128
+    examples_decode_images: int = 4096
 
 
 FULL = Config()
@@ -122,6 +129,11 @@ SMOKE = Config(
     loop_filters=1,
     peak_size=128,
     repeats=1,
+    examples_images=6,
+    examples_size=32,
+    examples_layers=("block1_conv1", "block1_conv2"),
+    examples_batch=4,
+    examples_decode_images=6,
 )
 
 
@@ -874,6 +886,76 @@ def part_lucid(part: Part, config: Config, weights: str) -> None:
             print(f"lucid atlas {precision}: {estimate['seconds']:.0f} s (estimated)", flush=True)
         part.record(estimates=estimates)
 
+# ----------------------------------------------------------------------------------------------------
+# Part: the dataset-examples pass over a large folder of JPEGs.
+
+
+def _make_photo_folder(folder: Path, count: int, height: int, width: int) -> float:
+    """``count`` JPEGs in ``folder``, made on every CPU; returns the seconds it took."""
+    from examples_bench import make_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    workers = os.cpu_count() or 1
+    step = -(-count // workers)
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        made = [
+            pool.submit(make_photos, folder, min(step, count - first), height, width, first)
+            for first in range(0, count, step)
+        ]
+        for future in made:
+            future.result()
+    return time.perf_counter() - began
+
+
+def part_examples(part: Part, config: Config, weights: str) -> None:
+    """Decode-only rate (the host's bound), then the pass itself: compiled first on one batch, then
+    timed over the whole folder (decoding threads a batch ahead of the device, no crops written)."""
+    import jax
+
+    import filterviz
+    from examples_bench import decode_only, forward_flops
+    from filterviz.examples import find_images
+
+    network = filterviz.network("vgg16")
+    layers = list(config.examples_layers or network.visual_layers)
+    size, count, batch = config.examples_size, config.examples_images, config.examples_batch
+    photos = part.work / "photos"
+    height, width = (375, 500) if size >= 128 else (40, 48)
+    part.record(images=count, size=size, layers=len(layers), batch=batch, photo=f"{height}x{width} JPEG")
+    made = _make_photo_folder(photos, count, height, width)
+    warm = part.work / "photos-warm"
+    _make_photo_folder(warm, batch, height, width)
+    part.record(photo_seconds=made, threads=os.cpu_count())
+    paths = find_images(photos)
+    sample = paths[: config.examples_decode_images]
+    decode = decode_only(network, photos, sample, size, batch, os.cpu_count() or 1)
+    began = time.perf_counter()
+    decode()
+    part.record(decode_images_per_second=len(sample) / (time.perf_counter() - began))
+    params = filterviz.load_weights(weights)
+    filterviz.examples(params, warm, layers, size=size, batch_size=batch, progress=False)
+    began = time.perf_counter()
+    filterviz.examples(params, warm, layers, size=size, batch_size=batch, progress=False)
+    part.record(one_batch_seconds=time.perf_counter() - began)
+    began = time.perf_counter()
+    found = filterviz.examples(params, photos, layers, size=size, batch_size=batch, progress=False)
+    seconds = time.perf_counter() - began
+    flops = forward_flops(network, layers, size) * count
+    peak = _load(part.work, "env").get("peaks", {}).get(MAIN_PRECISION)
+    full = [record for record in found.records if len(record["hits"]) == 9]
+    part.record(
+        seconds=seconds,
+        images_per_second=count / seconds,
+        filters=len(found.records),
+        filters_with_9_hits=len(full),
+        skipped=len(found.skipped),
+        forward_tflops=flops / seconds / 1e12,
+        mfu=flops / seconds / peak if peak else None,
+        device=jax.devices()[0].device_kind,
+    )
+    print(f"examples: {count} images in {seconds:.1f} s ({count / seconds:.0f}/s)", flush=True)
+
 
 PART_FUNCTIONS = {
     "env": part_env,
@@ -882,6 +964,7 @@ PART_FUNCTIONS = {
     "sweep": part_sweep,
     "torch": part_torch,
     "lucid": part_lucid,
+    "examples": part_examples,
 }
 
 
@@ -913,6 +996,7 @@ TARGETS = {
     "speedup_vs_torch": 1.0,
     "deep_layer_mfu": 0.40,
     "lucid_atlas_seconds": 300.0,
+    "examples_seconds": 60.0,
 }
 
 
@@ -962,6 +1046,11 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
                 mfu.setdefault(precision, {})[layer] = figures["mfu"]
     report["mfu"] = mfu
     report["peaks"] = env.get("peaks", {})
+    examples = parts.get("examples", {})
+    report["examples"] = {
+        key: examples.get(key)
+        for key in ("images", "size", "layers", "seconds", "images_per_second", "decode_images_per_second", "mfu")
+    }
     report["failures"] = [f for p in parts.values() for f in p.get("failures", [])]
     for name, state in status.items():
         if not state.get("ok", state["status"] == "ok"):
@@ -1025,6 +1114,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     )
     lucid = [v for v in report["lucid_atlas_seconds"].values() if v is not None]
     add("Lucid atlas seconds (best precision, estimated)", min(lucid, default=None), 300.0, False)
+    examples = report["examples"]
+    full = examples.get("images") == 50_000 and examples.get("size") == 224 and examples.get("layers") == 13
+    add(
+        "dataset examples, 50,000 images at 224 through 13 layers, seconds",
+        examples.get("seconds") if full else None,
+        TARGETS["examples_seconds"],
+        False,
+    )
     return found
 
 
@@ -1144,6 +1241,17 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         lines[-1] += "(the block's other layers scaled by their FLOPs): "
         lines[-1] += ", ".join(f"{p} {number(v, '{:.0f}')} s" for p, v in lucid.items())
+    examples = details.get("examples", {})
+    if examples.get("seconds") is not None:
+        lines += [
+            "",
+            f"Dataset examples: {examples['images']} {examples['photo']}s at {examples['size']}x"
+            f"{examples['size']} through {examples['layers']} layers, top-9 of {examples['filters']} filters, "
+            f"batches of {examples['batch']}: {examples['seconds']:.1f} s, "
+            f"{examples['images_per_second']:.0f} images/s ({number(examples.get('mfu'), '{:.0%}')} of the "
+            f"TF32 peak); decoding alone {number(examples.get('decode_images_per_second'), '{:.0f}')} "
+            f"images/s on {examples['threads']} threads; one batch {examples['one_batch_seconds']:.2f} s",
+        ]
     correctness = details.get("correctness", {})
     if correctness:
         lines += ["", "Correctness against the CPU backend:", ""]
@@ -1271,7 +1379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="the VGG16 weights file (.h5)")
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, .md, .log and sheets")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one layer, one step: any machine")
-    parser.add_argument("--budget", type=float, default=390.0, help="seconds for all parts (default 390)")
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all parts (default 450)")
     parser.add_argument("--parts", default=",".join(PARTS), help="which parts, in order (default all)")
     parser.add_argument("--layers", help="layers the speed and torch parts time (default: one per block)")
     parser.add_argument("--precisions", help="precisions of the sweep part (default tf32,bfloat16)")

@@ -1,8 +1,9 @@
-"""Helpers for the tests (and the parity report): the reference digest, a writer of Keras legacy-layout H5
+"""Helpers for the tests (and the parity report): the reference digest, the atlas page's data, a writer of Keras legacy-layout H5
 files, Keras networks with random weights saved in both layouts, and activations compared with Keras'."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -109,3 +110,26 @@ def layer_errors_against_keras(net: Network, model, files, height: int = 48, wid
         for layer, expected in zip(names, theirs, strict=True):
             worst[layer] = max(worst[layer], relative_error(ours[layer], expected))
     return worst
+
+
+def page_text(page: Path) -> str:
+    """The atlas page and every layer data file it names, as one text."""
+    text = page.read_text()
+    return text + "".join(path.read_text() for path in sorted((page.parent / "atlas").glob("*.js")))
+
+
+def page_data(page: Path) -> dict:
+    """The atlas page's data, each layer's filters read from its data file; no raw <, > or & anywhere."""
+    text = page.read_text()
+    block = text.split('<script id="atlas-data" type="application/json">')[1].split("</script>")[0]
+    assert "<" not in block and ">" not in block and "&" not in block
+    data = json.loads(block)
+    for layer in data["layers"]:
+        if "filters" not in layer:
+            mark, call = (page.parent / layer["data"]).read_text().splitlines()
+            assert mark == "/* filterviz atlas data */" and call.startswith("atlasLayer(") and call.endswith(");")
+            assert "<" not in call and ">" not in call and "&" not in call
+            content = json.loads(call[len("atlasLayer(") : -2])
+            assert content["name"] == layer["name"]
+            layer["filters"] = content["filters"]
+    return data

@@ -2,10 +2,12 @@
 runtimes (device counts, jax.distributed, a kill). Usage: ``python sweep_worker.py '<json>'`` with keys
 ``folder`` and ``sweep`` (keyword arguments of filterviz.sweep) or ``examples`` (of filterviz.examples,
 ``folder`` being the images), and optionally ``distributed`` (arguments of jax.distributed.initialize).
-The parameters are VGG16's random initialisation (key 0), the same in every process. Prints one JSON line."""
+The parameters are VGG16's random initialisation (key 0), the same in every process. Prints one JSON line (for examples: a digest of the records, the skipped images, and how many images
+this process decoded)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 
@@ -19,8 +21,17 @@ def main(request: dict) -> None:
 
     params = filterviz.network("vgg16").init(jax.random.key(0))
     if "examples" in request:
+        import importlib
+
+        examples_module = importlib.import_module("filterviz.examples")  # the package's `examples` is the function
+
+        decoded = []  # the images this process decoded in its pass
+        decode = examples_module._decoded
+        examples_module._decoded = lambda root, path, **fit: decoded.append(path) or decode(root, path, **fit)
         found = filterviz.examples(params, request["folder"], progress=False, **request["examples"])
-        print(json.dumps({"records": len(found.records), "devices": jax.device_count()}))
+        digest = hashlib.sha256(json.dumps(found.records).encode()).hexdigest()
+        report = {"records": digest, "skipped": found.skipped, "decoded": len(decoded)}
+        print(json.dumps({**report, "devices": jax.device_count()}))
         return
     result = filterviz.sweep(params, request["folder"], progress=False, **request["sweep"])
     print(json.dumps({"written": result.written, "skipped": result.skipped, "devices": jax.device_count()}))

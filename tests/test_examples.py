@@ -18,12 +18,14 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.examples import find_images, fit_image
+from filterviz.examples import find_images
+from filterviz.images import load_fitted
 from filterviz.hits import EMPTY, empty_top_k, image_responses, merge, merge_top_k, receptive_field
 from filterviz.images import written_by_filterviz
 from filterviz.network import preprocess
 from filterviz.sweep_folder import FolderLock
-from test_sweep import run_worker
+from support import page_data, page_text
+from test_sweep import free_port, run_worker
 
 
 def brute_force_top_k(activations: np.ndarray, k: int, ranking: str = "max"):
@@ -109,12 +111,24 @@ def test_receptive_fields_match_the_layers_arithmetic(name, layer, size, stride,
     assert box == (first, first, first + size, first + size) and strides == (stride, stride)
 
 
-def test_fit_image_crops_the_middle_or_resizes():
-    image = np.zeros((40, 80, 3), np.float32)
+def test_photos_are_fitted_by_cropping_the_middle_or_resizing(tmp_path):
+    image = np.zeros((40, 80, 3), np.uint8)
     image[:, 30:50] = 255  # a bright band in the middle
-    cropped = fit_image(image, 20, "crop")
-    assert cropped.shape == (20, 20, 3) and cropped[:, 8:12].min() > 200 and cropped[:, 0].max() < 60
-    assert fit_image(image, 20, "resize").shape == (20, 20, 3)
+    Image.fromarray(image).save(tmp_path / "band.png")
+    cropped = load_fitted(tmp_path / "band.png", 20, "crop")
+    assert cropped.dtype == np.uint8 and cropped.shape == (20, 20, 3)
+    assert cropped[:, 8:12].min() > 200 and cropped[:, 0].max() < 60
+    resized = load_fitted(tmp_path / "band.png", 20, "resize")
+    assert resized.shape == (20, 20, 3) and resized[:, 9].min() > 200 and resized[:, 5].max() < 60
+    # A large JPEG is decoded reduced (its 1/4 draft covers 100 pixels), the same picture as in full.
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.uniform(0, 255, (12, 16, 3)).astype(np.uint8)).resize((1600, 1200))
+    smooth.save(tmp_path / "large.jpg", quality=95)
+    reduced = load_fitted(tmp_path / "large.jpg", 100).astype(np.float32)
+    full = np.asarray(smooth.crop((200, 0, 1400, 1200)).resize((100, 100), Image.Resampling.BICUBIC))
+    assert np.abs(reduced - full).mean() < 3
+    with pytest.raises(SettingError, match="unknown fit"):
+        load_fitted(tmp_path / "band.png", 20, "squeeze")
 
 
 @pytest.fixture
@@ -165,7 +179,7 @@ def test_a_red_patch_is_the_red_filters_best_example(params, photo_folder, tmp_p
     assert sum(red["histogram"]) == 7 and 0 <= red["fired"] <= 1
 
     # The same top-k as a brute force over the same fitted images.
-    fitted = np.asarray([fit_image(filterviz.load_image(photo_folder / path), 32) for path in readable])
+    fitted = np.asarray([load_fitted(photo_folder / path, 32) for path in readable], np.float32)
     inputs = preprocess(jnp.asarray(fitted), "caffe")
     activations = np.asarray(
         filterviz.network("vgg16").apply(params, inputs, ["block2_conv1"])["block2_conv1"]
@@ -255,20 +269,69 @@ def read_records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
 
 
-def test_four_devices_and_a_killed_run_resumed_give_the_one_device_result(random_params, tmp_path):
-    photos = grey_photos(tmp_path / "photos", 100)
+@pytest.fixture(scope="module")
+def grey_pass(random_params, tmp_path_factory):
+    """100 small photos and a broken file, and the one-device pass over them, checked against a
+    brute-force NumPy top-k of their activations."""
+    photos = grey_photos(tmp_path_factory.mktemp("grey") / "photos", 100)
     expected = filterviz.examples(random_params, photos, **SETTINGS, progress=False)
     assert [path for path, _ in expected.skipped] == ["050_broken.png"]
+    readable = [path for path in expected.images if path not in dict(expected.skipped)]
+    pixels = np.stack([load_fitted(photos / path, SETTINGS["size"]) for path in readable]).astype(np.float32)
+    network = filterviz.network("vgg16")
+    activations = network.apply(random_params, preprocess(jnp.asarray(pixels), "caffe"), SETTINGS["layers"])
+    records = iter(expected.records)
+    for layer in SETTINGS["layers"]:
+        _, best = brute_force_top_k(np.asarray(activations[layer]), SETTINGS["k"])
+        for channel, hits in enumerate(best):
+            record = next(records)
+            assert (record["layer"], record["filter"]) == (layer, channel)
+            assert [(h["image"], (h["y"], h["x"])) for h in record["hits"]] == [
+                (readable[image], position) for image, position in hits
+            ]
+    return photos, expected
 
-    four = tmp_path / "four"
-    report = run_worker({"folder": str(photos), "examples": {**SETTINGS, "out": str(four)}}, devices=4)
+
+def test_four_devices_give_the_one_device_result(grey_pass, tmp_path):
+    photos, expected = grey_pass
+    report = run_worker({"folder": str(photos), "examples": {**SETTINGS, "out": str(tmp_path)}}, devices=4)
     assert report["devices"] == 4
-    assert_same_records(read_records(four), expected.records)
+    assert_same_records(read_records(tmp_path), expected.records)
 
-    killed = tmp_path / "killed"
-    request = {"folder": str(photos), "examples": {**SETTINGS, "out": str(killed), "save_seconds": 0}}
+
+def test_two_processes_split_the_images_and_merge_exactly(grey_pass, tmp_path):
+    photos, expected = grey_pass
+    coordinator = f"localhost:{free_port()}"
+    workers = [
+        run_worker(
+            {
+                "folder": str(photos),
+                "examples": {**SETTINGS, "out": str(tmp_path)},
+                "distributed": {"coordinator_address": coordinator, "num_processes": 2, "process_id": index},
+            },
+            devices=2,
+            wait=False,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    reports = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert [report["devices"] for report in reports] == [4, 4]
+    assert [report["decoded"] for report in reports] == [51, 50]  # each its own share of the 101 files
+    assert reports[0]["records"] == reports[1]["records"]  # every process returns the whole result
+    assert reports[0]["skipped"] == reports[1]["skipped"] == [["050_broken.png", reports[0]["skipped"][0][1]]]
+    assert_same_records(read_records(tmp_path), expected.records)
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_images(grey_pass, random_params, tmp_path):
+    photos, expected = grey_pass
+    request = {"folder": str(photos), "examples": {**SETTINGS, "out": str(tmp_path), "save_seconds": 0}}
     worker = run_worker(request, wait=False)
-    saved = killed / "examples.progress.npz"
+    saved = tmp_path / "examples.progress.npz"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and worker.poll() is None and not saved.exists():
         time.sleep(0.01)
@@ -277,13 +340,13 @@ def test_four_devices_and_a_killed_run_resumed_give_the_one_device_result(random
     worker.wait()
     with np.load(saved) as progress:
         done = json.loads(str(progress["record"]))["done"]
-    assert 0 < done < 101 and not (killed / "examples.jsonl").exists()
+    assert 0 < done < 101 and not (tmp_path / "examples.jsonl").exists()
     # Other settings do not take up this progress; the same ones finish it.
     with pytest.raises(OutputError, match="progress of other settings"):
-        filterviz.examples(random_params, photos, **{**SETTINGS, "k": 3}, out=killed, progress=False)
-    resumed = filterviz.examples(random_params, photos, **SETTINGS, out=killed, progress=False)
+        filterviz.examples(random_params, photos, **{**SETTINGS, "k": 3}, out=tmp_path, progress=False)
+    resumed = filterviz.examples(random_params, photos, **SETTINGS, out=tmp_path, progress=False)
     assert_same_records(resumed.records, expected.records)
-    assert_same_records(read_records(killed), expected.records)
+    assert_same_records(read_records(tmp_path), expected.records)
     assert resumed.skipped == expected.skipped and not saved.exists()
 
 
@@ -317,9 +380,9 @@ def test_the_atlas_shows_pictures_beside_their_examples_in_a_browser(random_para
 
     written = filterviz.write_atlas(folder)
     assert any("line 2: crop '../../outside.png'" in problem for problem in written.problems)
-    page = written.page.read_text()
+    page = page_text(written.page)
     assert "<script>alert" not in page and "outside.png" not in page
-    data = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    data = page_data(written.page)
     filters = {entry["filter"]: entry for entry in data["layers"][0]["filters"]}
     assert "examples" not in filters[1] and len(filters[0]["examples"]["hits"]) == 3
     assert filters[2]["examples"]["hits"][0]["image"] == "<script>alert(1)</script>.png"  # as text
@@ -334,4 +397,5 @@ def test_the_atlas_shows_pictures_beside_their_examples_in_a_browser(random_para
     assert 'data-loaded="4"' in body and 'data-failed="0"' in body, body
     # Three filters show their examples (filter 1's line was refused), each with its statistics.
     assert dom.count('alt="dataset example"') == 9 and dom.count('class="statistics">fires on ') == 3
+    assert dom.count('class="histogram"') == 3 and 'photos in (-Infinity, 0]' in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in dom and "<script>alert(1)" not in dom

@@ -11,11 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 import filterviz
 from filterviz.cli import main
 from filterviz.engine import filter_keys
-from support import relative_error
+from filterviz.hits import receptive_field
+from filterviz.images import load_fitted, load_image
+from support import page_data, relative_error
 
 SIZE = 32
 
@@ -282,3 +285,39 @@ def test_keras_is_only_imported_for_a_keras_model():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_dataset_examples_of_a_keras_model_beside_its_sweep(keras_cnn, tmp_path):
+    from test_examples import brute_force_top_k
+
+    _, path = keras_cnn
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(6):
+        Image.fromarray(rng.uniform(0, 255, (20, 24, 3)).astype(np.uint8)).save(photos / f"{index}.png")
+    folder = tmp_path / "sweep"
+    common = ["--model", str(path), "--size", "16", "--quiet"]
+    assert main(["sweep", "--out", str(folder), "--filters", "0-1", "--steps", "1", *common]) == 0
+    assert main(["examples", str(photos), "--out", str(folder), "--k", "2", *common]) == 0
+    records = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+    keys = [(record["layer"], record["filter"]) for record in records]
+    assert keys == [("edges", f) for f in range(8)] + [("shapes", f) for f in range(16)]
+    # The same hits as a brute force over the model's own activations of the same fitted photos.
+    network, params = filterviz.from_keras(path)
+    names = sorted(p.name for p in photos.iterdir())
+    fitted = np.stack([load_fitted(photos / name, 16) for name in names]).astype(np.float32)
+    for layer in ("edges", "shapes"):
+        _, best = brute_force_top_k(np.asarray(filterviz.activations(params, fitted, layer, network=network)), 2)
+        for record in records:
+            if record["layer"] == layer:
+                hits = [(hit["image"], (hit["y"], hit["x"])) for hit in record["hits"]]
+                assert hits == [(names[i], position) for i, position in best[record["filter"]]]
+    # Receptive fields from the model's layers: 3x3, then a 2x2 pool, then 3x3: 8 pixels, stride 2.
+    (top, left, bottom, right), stride = receptive_field(network, params, "shapes")
+    assert (bottom - top, right - left, stride) == (8, 8, (2, 2))
+    interior = [h for r in records if r["layer"] == "shapes" for h in r["hits"] if 2 <= h["y"] <= 5]
+    assert interior and all(load_image(folder / h["crop"]).shape[0] == 8 for h in interior)
+    data = page_data(folder / "index.html")  # the atlas shows the examples beside the sweep's pictures
+    shapes = next(layer for layer in data["layers"] if layer["name"] == "shapes")
+    assert [len(f["examples"]["hits"]) for f in shapes["filters"]] == [2, 2]

@@ -24,7 +24,7 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.sweep_folder import FolderLock, read_manifest, scan_manifest
-from support import write_legacy_h5
+from support import page_data, page_text, write_legacy_h5
 
 TINY = {"size": (16, 16), "steps": 1}
 WORKER = Path(__file__).with_name("sweep_worker.py")
@@ -193,18 +193,11 @@ def hostile_folder(random_params, folder: Path) -> Path:
     return folder
 
 
-def page_data(page: Path) -> dict:
-    text = page.read_text()
-    block = text.split('<script id="atlas-data" type="application/json">')[1].split("</script>")[0]
-    assert "<" not in block and ">" not in block and "&" not in block
-    return json.loads(block)
-
-
 def test_the_atlas_trusts_no_manifest_line(random_params, tmp_path):
     folder = hostile_folder(random_params, tmp_path / "sweep")
     page, problems = filterviz.write_atlas(folder)
     assert len(problems) == 7  # every hostile line, each named; the NaN line is a whole picture
-    text = page.read_text()
+    text = page_text(page)
     for needle in ("javascript:", "secret.png", "<!--<script>", "alert(1)"):
         assert needle not in text
     data = page_data(page)

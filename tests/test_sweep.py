@@ -20,6 +20,7 @@ import pytest
 import filterviz
 from filterviz.atlas import contact_sheet
 from filterviz.sweep_folder import read_manifest
+from support import page_data
 
 # The package exports the function `sweep`, which hides the module of the same name.
 sweep_module = importlib.import_module("filterviz.sweep")
@@ -432,9 +433,11 @@ def test_contact_sheet_tiles_every_picture():
 def test_atlas_page_and_sheets_are_written(small_sweep):
     page, problems = filterviz.write_atlas(small_sweep)
     assert problems == ()
-    text = page.read_text()
     assert page == small_sweep / "index.html"
-    assert "block1_conv1/0005.png" in text and "block2_conv1" in text
+    data = page_data(page)  # each layer's filters in its own data file
+    assert [layer["data"] for layer in data["layers"]] == ["atlas/block1_conv1.js", "atlas/block2_conv1.js"]
+    assert "block1_conv1/0005.png" in [f["png"] for f in data["layers"][0]["filters"]]
+    assert "0005.png" not in page.read_text()
     for layer in ("block1_conv1", "block2_conv1"):
         sheet = filterviz.load_image(small_sweep / "sheets" / f"{layer}.png")
         assert sheet.shape[0] > 64 and sheet.shape[1] > 64

@@ -2,12 +2,13 @@
 
 All of them read the folder's manifest (:func:`filterviz.sweep_folder.scan_manifest`) and nothing else,
 so they can be rebuilt at any time, e.g. after copying the folders of several hosts together. The atlas
-page is one self-contained ``index.html``: its data are inline and its pictures are the sweep's own
-PNGs by relative path, so it opens from disk with no server and no network.
+page is ``index.html`` with the layer list inline, each layer's filters in ``atlas/<layer>.js`` (loaded
+as a script when the layer is shown, so a page of thousands of filters stays small) and its pictures
+the sweep's own PNGs by relative path, loaded lazily: it opens from disk with no server and no network.
 
 The page trusts nothing it reads: only manifest lines that pass the folder's checks (known layer and
-filter, filterviz's own relative path, a whole picture) reach it; its data sit in a JSON block with
-every ``<``, ``>`` and ``&`` escaped, and the page's script shows them as text and links only to paths
+filter, filterviz's own relative path, a whole picture) reach it; its data are JSON with every ``<``,
+``>`` and ``&`` escaped, and the page's script shows them as text and links only to paths
 of the form ``<layer>/<NNNN>.png``. A folder that holds its own ``index.html`` keeps it: the page is
 then written as ``atlas.html``.
 """
@@ -25,8 +26,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from filterviz.errors import SettingError, SweepError, UnknownLayerError
+from filterviz.hits import HISTOGRAM_EDGES
 from filterviz.images import atomic_write, encode_png, written_by_filterviz
 from filterviz.sweep_folder import (
+    DATA_FOLDER,
+    DATA_MARK,
     OTHER_PAGE,
     PAGE,
     PAGE_MARK,
@@ -34,9 +38,11 @@ from filterviz.sweep_folder import (
     SHEETS_FOLDER,
     FolderLock,
     finite_or_text,
+    data_written_by_filterviz,
     layer_folder_problem,
     layer_table,
     page_written_by_filterviz,
+    parse_filter_line,
     read_settings_record,
     scan_manifest,
 )
@@ -156,17 +162,10 @@ def dataset_examples(folder: Path, table: dict[str, int]) -> tuple[dict[tuple[st
 
 
 def _example_entry(folder: Path, line: str, table: dict[str, int]):
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return "not JSON"
-    if not isinstance(record, dict):
-        return "not a record"
-    layer, index = record.get("layer"), record.get("filter")
-    if not isinstance(layer, str) or layer not in table:
-        return "unknown layer"
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < table[layer]:
-        return "filter out of range"
+    record = parse_filter_line(line, table)
+    if isinstance(record, str):
+        return record
+    layer, index = record["layer"], record["filter"]
     hits = record.get("hits")
     if not isinstance(hits, list):
         return "no hits"
@@ -176,28 +175,51 @@ def _example_entry(folder: Path, line: str, table: dict[str, int]):
         expected = f"{EXAMPLES_FOLDER}/{layer}/{index:04d}_{len(shown)}.png"
         if crop != expected or not os.path.isfile(folder / crop) or os.path.islink(folder / crop):
             return f"crop {str(crop)[:80]!r} is not filterviz's {expected}"
-        activation = hit.get("activation")
-        shown.append(
-            {
-                "crop": crop,
-                "image": str(hit.get("image", ""))[:200],
-                "activation": finite_or_text(round(float(activation), 4))
-                if isinstance(activation, (int, float)) and not isinstance(activation, bool)
-                else "NaN",
-            }
-        )
-    statistics = {
-        key: finite_or_text(round(float(record[key]), 4))
-        for key in ("mean", "fired")
-        if isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)
-    }
+        shown.append({"crop": crop, "image": str(hit.get("image", ""))[:200], "activation": _number(hit, "activation")})
+    statistics = {key: _number(record, key) for key in ("mean", "fired") if key in record}
+    histogram = record.get("histogram")
+    if (
+        isinstance(histogram, list)
+        and len(histogram) == len(HISTOGRAM_EDGES) - 1
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in histogram)
+    ):
+        statistics["histogram"] = histogram
     return (layer, index), {"hits": shown, **statistics}
+
+
+def _number(record: dict, key: str) -> float | str:
+    # A number for the page (rounded), or "NaN" where the record holds none.
+    value = record.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return finite_or_text(round(float(value), 4))
+    return "NaN"
 
 
 def _inline_json(data: Any) -> str:
     """``data`` as JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` that HTML could read."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _write_layer_data(folder: Path, summary: list[dict[str, Any]]) -> list[str]:
+    """Move each layer's filters out of the page into ``atlas/<layer>.js``, which the page loads when the
+    layer is shown, so a page of thousands of filters stays small. A layer whose file would replace one
+    filterviz did not write keeps its filters inline. Returns the problems."""
+    trouble = layer_folder_problem(folder, DATA_FOLDER)
+    if trouble:
+        return [f"layer data kept in the page: {trouble}"]
+    problems = []
+    (folder / DATA_FOLDER).mkdir(exist_ok=True)
+    for layer in summary:
+        relative = f"{DATA_FOLDER}/{layer['name']}.js"
+        target = folder / relative
+        if os.path.lexists(target) and not data_written_by_filterviz(target):
+            problems.append(f"{relative} was not written by filterviz: kept, and its layer's data are inline")
+            continue
+        content = {"name": layer["name"], "filters": layer.pop("filters")}
+        atomic_write(target, f"{DATA_MARK}\natlasLayer({_inline_json(content)});\n".encode())
+        layer["data"] = relative
+    return problems
 
 
 def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
@@ -243,6 +265,7 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
                     "name": layer,
                     "channels": table[layer],
                     "sheet": sheet_path,
+                    "count": len(layer_entries),
                     "filters": [
                         {
                             "filter": e["filter"],
@@ -262,10 +285,12 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
                     entry["examples"] = found
         order = {name: position for position, name in enumerate(table)}
         summary.sort(key=lambda layer: order[layer["name"]])
+        problems += _write_layer_data(folder, summary)
         page = _PAGE.replace("__MARK__", PAGE_MARK)
         page = page.replace("__TITLE__", html.escape(f"filterviz atlas: {folder.resolve().name}"))
         shown = {key: settings.get(key) for key in _SHOWN_SETTINGS}
-        data = {"settings": shown, "layers": summary, "dead": DEAD_ACTIVATION}
+        edges = [finite_or_text(float(edge)) for edge in HISTOGRAM_EDGES]
+        data = {"settings": shown, "layers": summary, "dead": DEAD_ACTIVATION, "histogram": edges}
         page = page.replace("__DATA__", _inline_json(data))
         index = folder / PAGE
         name = PAGE if not os.path.lexists(index) or page_written_by_filterviz(index) else OTHER_PAGE
@@ -308,6 +333,9 @@ __MARK__
   .examples { display: grid; grid-template-columns: repeat(3, 1fr); gap: 2px; margin-top: 3px; }
   .examples img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: 1px; }
   .statistics { font-size: 11px; color: #777; }
+  .histogram { display: flex; align-items: flex-end; gap: 1px; height: 18px; margin-top: 2px; }
+  .histogram span { flex: 1; background: #99a; min-height: 1px; }
+  .histogram span.silent { background: #dcc; }
 </style>
 </head>
 <body data-loaded="0" data-failed="0" data-examples="0">
@@ -340,6 +368,8 @@ const safePath = path =>
   typeof path === "string" && /^[A-Za-z0-9_][A-Za-z0-9_.-]*[/][A-Za-z0-9_][A-Za-z0-9_.-]*[.]png$/.test(path);
 const safeCrop = path =>
   typeof path === "string" && /^examples[/][A-Za-z0-9_][A-Za-z0-9_.-]*[/][0-9]{4}_[0-9]+[.]png$/.test(path);
+const safeData = path =>
+  typeof path === "string" && /^atlas[/][A-Za-z0-9_][A-Za-z0-9_.-]*[.]js$/.test(path);
 // Activations are numbers, or "NaN" / "Infinity" / "-Infinity" (strict JSON has no others).
 const value = f => Number(f.activation);
 const shown = f => Number.isFinite(value(f)) ? value(f).toFixed(2) : String(f.activation);
@@ -348,6 +378,44 @@ const rank = f => Number.isFinite(value(f)) ? value(f) : -Infinity;
 function currentLayer() {
   const wanted = decodeURIComponent(location.hash.slice(1));
   return atlas.layers.find(layer => layer.name === wanted) || atlas.layers[0];
+}
+
+// Each layer's filters come from its own data file (atlas/<layer>.js), loaded as a script when the
+// layer is first shown (a page opened from disk may load scripts, not fetch files); it calls atlasLayer.
+const loaded = new Map();
+window.atlasLayer = data => {
+  if (!data || typeof data.name !== "string" || !Array.isArray(data.filters)) return;
+  loaded.set(data.name, data.filters);
+  if (currentLayer() && currentLayer().name === data.name) render();
+};
+
+function filtersOf(layer) {
+  if (Array.isArray(layer.filters)) return layer.filters;
+  if (loaded.has(layer.name)) return loaded.get(layer.name);
+  if (safeData(layer.data) && !layer.requested) {
+    layer.requested = true;
+    const script = document.createElement("script");
+    script.src = layer.data;
+    script.addEventListener("error", () => { layer.missing = true; render(); });
+    document.head.append(script);
+  }
+  return null;
+}
+
+// How often the filter's best response per photo fell in each bin (at most 0, then half decades).
+function histogram(counts) {
+  const bars = document.createElement("div");
+  bars.className = "histogram";
+  const edges = atlas.histogram;
+  const most = Math.max(1, ...counts);
+  counts.forEach((n, bin) => {
+    const bar = document.createElement("span");
+    bar.style.height = `${Math.round(100 * Number(n) / most)}%`;
+    bar.classList.toggle("silent", bin === 0);
+    bar.title = `${Number(n)} photos in (${edges[bin]}, ${edges[bin + 1]}]`;
+    bars.append(bar);
+  });
+  return bars;
 }
 
 function count(name) {
@@ -375,7 +443,11 @@ function datasetExamples(examples) {
   statistics.textContent = Number.isFinite(fired)
     ? `fires on ${(100 * fired).toFixed(0)}% · mean ${shown({activation: examples.mean})}`
     : "";
-  return [row, statistics];
+  const parts = [row, statistics];
+  if (Array.isArray(examples.histogram) && examples.histogram.length === atlas.histogram.length - 1) {
+    parts.push(histogram(examples.histogram));
+  }
+  return parts;
 }
 
 function render() {
@@ -388,13 +460,19 @@ function render() {
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("current", link.dataset.layer === layer.name);
   }
-  const dead = layer.filters.filter(f => value(f) <= atlas.dead).length;
+  const all = filtersOf(layer);
+  if (!all) {
+    document.getElementById("title").textContent =
+      layer.missing ? `${layer.name}: its data file is missing` : `${layer.name}: loading`;
+    return;
+  }
+  const dead = all.filter(f => value(f) <= atlas.dead).length;
   document.getElementById("title").textContent =
-    `${layer.name}: ${layer.filters.length} of ${layer.channels} filters` + (dead ? `, ${dead} dead` : "");
+    `${layer.name}: ${all.length} of ${layer.channels} filters` + (dead ? `, ${dead} dead` : "");
   const sheetLink = document.getElementById("sheet");
   sheetLink.hidden = !safePath(layer.sheet);
   if (safePath(layer.sheet)) sheetLink.href = layer.sheet;
-  const filters = layer.filters.slice();
+  const filters = all.slice();
   const byFilter = (a, b) => a.filter - b.filter;
   if (sortBox.value === "strongest") filters.sort((a, b) => rank(b) - rank(a) || byFilter(a, b));
   if (sortBox.value === "weakest") filters.sort((a, b) => rank(a) - rank(b) || byFilter(a, b));
@@ -406,6 +484,7 @@ function render() {
     link.href = f.png;
     const img = document.createElement("img");
     img.alt = `${layer.name} filter ${f.filter}`;
+    img.loading = "lazy";
     img.addEventListener("load", () => count("loaded"));
     img.addEventListener("error", () => count("failed"));
     img.src = f.png;
@@ -425,7 +504,7 @@ for (const layer of atlas.layers) {
   link.dataset.layer = layer.name;
   link.innerHTML = `<span></span><small></small>`;
   link.firstChild.textContent = layer.name;
-  link.lastChild.textContent = `${layer.filters.length}/${layer.channels}`;
+  link.lastChild.textContent = `${layer.count}/${layer.channels}`;
   document.getElementById("layers").append(link);
 }
 sortBox.addEventListener("change", render);

@@ -38,7 +38,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
-from filterviz.errors import ImageError, OutputError, SettingError
+from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.hits import (
     EMPTY,
     RANKINGS,
@@ -51,18 +51,16 @@ from filterviz.hits import (
     receptive_field,
     update_statistics,
 )
-from filterviz.images import atomic_write, encode_png, load_image, resize_image, written_by_filterviz
+from filterviz.images import FITS, atomic_write, encode_png, load_fitted, written_by_filterviz
+from filterviz.multihost import agree, barrier, gather, global_array, host_copy
 from filterviz.network import Network, Params, preprocess
 from filterviz.network import network as get_network
-from filterviz.pictures import clip_image
 from filterviz.progress import Progress, count_of, wanted
 from filterviz.sweep_folder import FolderLock, read_settings_record
 from filterviz.weights import content_digest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Files a folder's images are read from (any case)."""
-FITS = ("crop", "resize")
-"""How an image becomes ``size x size``: scale its shorter side and crop the middle, or scale each side."""
 PROGRESS_NAME = "examples.progress.npz"
 
 
@@ -106,58 +104,50 @@ def find_images(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(found)
 
 
-def fit_image(image: np.ndarray, size: int, fit: str = "crop") -> np.ndarray:
-    """``float32[H, W, 3]`` as ``float32[size, size, 3]``: ``crop`` scales the shorter side to ``size``
-    and keeps the middle; ``resize`` scales each side."""
-    if fit == "resize":
-        return resize_image(image, size, size)
-    height, width = image.shape[:2]
-    scale = size / min(height, width)
-    scaled = resize_image(image, max(size, round(height * scale)), max(size, round(width * scale)))
-    top, left = (scaled.shape[0] - size) // 2, (scaled.shape[1] - size) // 2
-    return scaled[top : top + size, left : left + size]
-
-
 def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str:
     # An image fitted to the input size, or why it could not be read.
     try:
-        return fit_image(load_image(root / relative), size, fit)
+        return load_fitted(root / relative, size, fit)
     except ImageError as error:
         return error.reason
 
 
 def _batches(
-    root: Path, paths: Sequence[str], size: int, fit: str, batch_size: int, workers: int, start: int = 0
+    root: Path,
+    paths: Sequence[str],
+    chosen: _Pass,
+    start: int,
+    share: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
     # (pixels [B, size, size, 3], stream indices [B] with EMPTY for padding, skipped) per batch from
     # image `start` on, decoded by a thread pool a batch ahead of the device (Pillow releases the GIL
-    # while it decodes).
-    with ThreadPoolExecutor(workers) as pool:
-        decode = partial(_decoded, root, size=size, fit=fit)
-        starts = range(start, len(paths), batch_size)
+    # while it decodes). With `share` (process index, process count), each global batch of
+    # B * count images is split in count runs and this process reads only its own run.
+    index, count = share
+    batch, size = chosen.batch_size, chosen.size
+    with ThreadPoolExecutor(chosen.workers) as pool:
+        decode = partial(_decoded, root, size=size, fit=chosen.fit)
         pending = None
-        for start in [*starts, None]:
-            upcoming = (
-                (start, [pool.submit(decode, path) for path in paths[start : start + batch_size]])
-                if start is not None
-                else None
-            )
+        for first in [*range(start + index * batch, len(paths) + index * batch, batch * count), None]:
+            upcoming = None
+            if first is not None:
+                upcoming = (first, [pool.submit(decode, path) for path in paths[first : first + batch]])
             if pending is not None:
-                first, futures = pending
-                pixels = np.zeros((batch_size, size, size, 3), np.float32)
-                indices = np.full(batch_size, EMPTY, np.int32)
+                began, futures = pending
+                pixels = np.zeros((batch, size, size, 3), np.uint8)
+                indices = np.full(batch, EMPTY, np.int32)
                 skipped = []
                 for offset, future in enumerate(futures):
                     result = future.result()
                     if isinstance(result, str):
-                        skipped.append((paths[first + offset], result))
+                        skipped.append((paths[began + offset], result))
                     else:
-                        pixels[offset], indices[offset] = result, first + offset
+                        pixels[offset], indices[offset] = result, began + offset
                 yield pixels, indices, skipped
             pending = upcoming
 
 
-@partial(jax.jit, static_argnames=("network", "layers", "ranking"), donate_argnames=("state",))
+@partial(jax.jit, static_argnames=("network", "layers", "ranking", "replicated"), donate_argnames=("state",))
 def _scan(
     network: Network,
     params: Params,
@@ -166,10 +156,12 @@ def _scan(
     indices: jax.Array,
     layers: tuple[str, ...],
     ranking: str,
+    replicated: NamedSharding,
 ) -> dict[str, tuple[TopK, Statistics]]:
     # One batch through the network to the deepest layer asked for; every layer's top-k and statistics
-    # updated on the device.
-    activations = network.apply(params, preprocess(pixels, network.preprocessing), layers)
+    # updated on the device, and left whole on every device (`replicated`), where the next batch and the
+    # host read them.
+    activations = network.apply(params, preprocess(pixels.astype(jnp.float32), network.preprocessing), layers)
     updated = {}
     for layer in layers:
         top, statistics = state[layer]
@@ -178,7 +170,7 @@ def _scan(
             merge(top, responses.scores(ranking), indices, responses.positions),
             update_statistics(statistics, responses, indices != EMPTY),
         )
-    return updated
+    return jax.lax.with_sharding_constraint(updated, replicated)
 
 
 def examples(
@@ -214,9 +206,11 @@ def examples(
       save_seconds: with ``out``, how often the running state is saved there (``examples.progress.npz``):
         run the same call again after a kill and it goes on from the last save, losing nothing.
 
-    The images of each batch are split over every device of the process. Returns an :class:`Examples`.
-    Unreadable images are skipped and listed, never fatal. A second run into the same ``out`` while one
-    is writing it is refused.
+    The images of each batch are split over every device; with several processes joined by
+    ``jax.distributed`` (call it with the same arguments in each, ``out`` a folder they share), over
+    every device of every process, each process decoding only its own share; every process returns the
+    same result, and process 0 writes it. Returns an :class:`Examples`. Unreadable images are skipped
+    and listed, never fatal. A second run into the same ``out`` while one is writing it is refused.
     """
     net = get_network(network)
     names = (layers,) if isinstance(layers, str) else tuple(layers or net.visual_layers)
@@ -236,21 +230,31 @@ def examples(
     paths = find_images(root)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if jax.process_count() > 1:
-        raise SettingError("examples run in one process, over all of its devices; start it on one host")
     out_folder = Path(out) if out is not None else None
-    if out_folder is not None:
-        _check_output(out_folder)
-        out_folder.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out_folder, "examples") if out_folder is not None else contextlib.nullcontext():
-        chosen = _Pass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
+    chosen = _Pass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
+    first = jax.process_index() == 0
+    with contextlib.ExitStack() as stack:
+        # Every process checks the folder; process 0 holds the lock and writes. All stop if one must.
+        problem: Exception | None = None
+        try:
+            if out_folder is not None:
+                _check_output(out_folder)
+                out_folder.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(FolderLock(out_folder, "examples", active=first))
+        except (OutputError, SweepError) as error:
+            problem = error
+        except OSError as error:
+            problem = OutputError(out_folder, f"cannot write here ({error.strerror or error})")
+        if agree(np.array([problem is not None]))[0]:
+            raise problem or SweepError("another process of this examples pass could not use its folder")
         state, skipped = _scan_folder(chosen, params, root, paths, out_folder, progress, save_seconds)
         records, crops = _records(chosen, params, paths, state)
-        if out_folder is not None:
-            _write(root, out_folder / EXAMPLES_FILE, records, crops, size, fit)
+        if out_folder is not None and first:
+            _write(root, out_folder / EXAMPLES_FILE, records, crops, chosen)
             (out_folder / PROGRESS_NAME).unlink(missing_ok=True)  # finished: the saved progress is spent
-    if out_folder is not None and read_settings_record(out_folder) is not None:
+    if out_folder is not None and first and read_settings_record(out_folder) is not None:
         write_atlas(out_folder)  # a sweep's folder: its atlas shows the examples beside the pictures
+    barrier("filterviz examples written")
     return Examples(records, paths, skipped)
 
 
@@ -265,11 +269,17 @@ def _scan_folder(
 ) -> tuple[dict[str, tuple[TopK, Statistics]], list[tuple[str, str]]]:
     # Every image not yet done through the network, the images split over the devices; the running
     # state saved to the output folder every `save_seconds`, and taken up again from there.
-    devices = jax.devices()
+    # With several processes (jax.distributed), each global batch is split over every device of every
+    # process; each process decodes only its devices' share, and the running state, replicated, is the
+    # same everywhere. Process 0 saves it; a resume may use another number of processes.
+    # Devices in process order: each process's rows of a global batch are one contiguous run.
+    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
     mesh = Mesh(np.asarray(devices), ("images",))
     split, replicated = NamedSharding(mesh, PartitionSpec("images")), NamedSharding(mesh, PartitionSpec())
+    per_device = -(-chosen.batch_size // len(devices))  # a whole share for every device
+    step = per_device * len(devices)  # images per global batch
+    chosen = chosen._replace(batch_size=per_device * jax.local_device_count())  # this process's share
     net, names, k = chosen.network, chosen.layers, chosen.k
-    batch_size = -(-chosen.batch_size // len(devices)) * len(devices)  # a whole share for every device
     empty = {
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
@@ -287,33 +297,41 @@ def _scan_folder(
             "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
         }
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
-    state, done, skipped = empty, 0, []
+    state, done, earlier = jax.device_get(empty), 0, []
     if progress_path is not None and progress_path.exists():
-        state, done, skipped = _load_progress(progress_path, settings, empty)
-    state = jax.device_put(state, replicated)
-    prepared = jax.device_put(net.prepared(params, jnp.float32), replicated)
-    batches = _batches(root, paths, chosen.size, chosen.fit, batch_size, chosen.workers, done)
-    saved = time.monotonic()
+        state, done, earlier = _load_progress(progress_path, settings, empty)
+    if len(set(gather([done]))) > 1:
+        raise OutputError(out_folder, "is not the same folder for every process; give them a shared one")
+    state = jax.tree.map(lambda leaf: global_array(leaf, replicated), state)
+    prepared = jax.tree.map(lambda leaf: global_array(leaf, replicated), net.prepared(params, jnp.float32))
+    share = (jax.process_index(), jax.process_count())
+    batches = _batches(root, paths, chosen, done, share)
+    saved, skipped = time.monotonic(), []
     title = f"examples of {count_of(len(names), 'layer')}"
-    with Progress(len(paths), "image", title, enabled=wanted(progress)) as bar:
+    shown = wanted(progress) and jax.process_index() == 0
+    with Progress(len(paths), "image", title, enabled=shown) as bar:
         bar.update(done)
         for pixels, indices, unreadable in batches:
             state = _scan(
                 net,
                 prepared,
                 state,
-                jax.device_put(pixels, split),
-                jax.device_put(indices, split),
+                jax.make_array_from_process_local_data(split, pixels, (step, *pixels.shape[1:])),
+                jax.make_array_from_process_local_data(split, indices, (step,)),
                 names,
                 chosen.ranking,
+                replicated,
             )
             skipped += unreadable
-            done = min(done + batch_size, len(paths))
-            bar.update(int(np.sum(indices != EMPTY)) + len(unreadable))
-            if progress_path is not None and time.monotonic() - saved >= save_seconds and done < len(paths):
-                _save_progress(progress_path, settings, jax.device_get(state), done, skipped)
+            bar.update(min(done + step, len(paths)) - done)
+            done = min(done + step, len(paths))
+            due = progress_path is not None and time.monotonic() - saved >= save_seconds and done < len(paths)
+            if agree(np.array([due]))[0]:  # every process takes part in saving
+                every_skipped = earlier + gather(skipped)
+                if jax.process_index() == 0:
+                    _save_progress(progress_path, settings, host_copy(state), done, every_skipped)
                 saved = time.monotonic()
-    return jax.device_get(state), skipped
+    return host_copy(state), earlier + [tuple(item) for item in gather(skipped)]
 
 
 def _save_progress(path: Path, settings: dict, state, done: int, skipped: list) -> None:
@@ -414,9 +432,9 @@ def _is_our_result(path: Path) -> bool:
         return False
 
 
-def _write(root: Path, result: Path, records, crops, size: int, fit: str) -> None:
+def _write(root: Path, result: Path, records, crops, chosen: _Pass) -> None:
     # The crops first, then the result file that names them: a reader never finds a missing crop. Each
-    # image is decoded once, for all of its crops, and dropped before the next.
+    # image is decoded once, for all of its crops, on the decoding threads.
     result.parent.mkdir(parents=True, exist_ok=True)
     by_image: dict[str, list[tuple[str, tuple[int, int, int, int]]]] = {}
     for crop, (image, field) in crops.items():
@@ -424,11 +442,17 @@ def _write(root: Path, result: Path, records, crops, size: int, fit: str) -> Non
         if os.path.lexists(target) and not written_by_filterviz(target):
             raise OutputError(target, "exists and was not written by filterviz; choose another --out")
         by_image.setdefault(image, []).append((crop, field))
-    for image, wanted_crops in by_image.items():
-        fitted = fit_image(load_image(root / image), size, fit)
+    for layer in chosen.layers:
+        (result.parent / EXAMPLES_FOLDER / layer).mkdir(parents=True, exist_ok=True)
+
+    def write_crops(image: str, wanted_crops: list[tuple[str, tuple[int, int, int, int]]]) -> None:
+        fitted = load_fitted(root / image, chosen.size, chosen.fit)
         for crop, (top, left, bottom, right) in wanted_crops:
-            target = result.parent / crop
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, encode_png(clip_image(fitted[top:bottom, left:right])), durable=False)
+            picture = encode_png(fitted[top:bottom, left:right])
+            atomic_write(result.parent / crop, picture, durable=False)
+
+    with ThreadPoolExecutor(chosen.workers) as pool:
+        for finished in [pool.submit(write_crops, *item) for item in by_image.items()]:
+            finished.result()  # a failure (a photo gone since the pass, a full disk) stops the write
     lines = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(result, lines.encode("utf-8"))

@@ -10,6 +10,7 @@ path is refused, and every file appears by rename, complete, with the usual perm
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from filterviz.errors import ImageError, OutputError
+from filterviz.errors import ImageError, OutputError, SettingError
 
 MAX_PIXELS = 64_000_000
 """Photos with more pixels than this are refused unless a larger ``max_pixels`` is given (64 MP)."""
@@ -50,6 +51,50 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
     Raises :class:`ImageError` if the file is missing, not a regular file, too large or not a readable
     image.
     """
+    return np.asarray(_read(path, max_pixels, lambda picture: picture), dtype=np.float32)
+
+
+FITS = ("crop", "resize")
+"""How a photo becomes ``size x size``: scale its shorter side and crop the middle, or scale each side."""
+
+
+def load_fitted(
+    path: str | os.PathLike[str], size: int, fit: str = "crop", *, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
+    """Read a photo as ``uint8[size, size, 3]``, RGB, upright: ``crop`` scales its shorter side to
+    ``size`` and keeps the middle, ``resize`` scales each side (bicubic, in one resampling).
+
+    A JPEG is decoded at the smallest of its built-in reductions (1/2, 1/4, 1/8) that still covers
+    ``size``, which makes large photos several times cheaper to read. Refuses what :func:`load_image`
+    refuses, with the same :class:`ImageError`.
+    """
+    from PIL import Image
+
+    if fit not in FITS:
+        raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+
+    def fitted(picture):
+        width, height = picture.size
+        if fit == "resize":
+            box = (0, 0, width, height)
+        else:
+            side = min(width, height)
+            box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+        return picture.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+    def needed(width: int, height: int) -> tuple[int, int]:
+        # The decoded size that still covers `size` where it will be resampled from.
+        if fit == "resize":
+            return min(width, size), min(height, size)
+        scale = size / min(width, height)
+        return min(width, math.ceil(width * scale)), min(height, math.ceil(height * scale))
+
+    return np.asarray(_read(path, max_pixels, fitted, needed))
+
+
+def _read(path, max_pixels: int | None, finish, draft=None):
+    # The photo at `path`, upright and RGB, passed through `finish`; every refusal an ImageError. With
+    # `draft` (width, height -> the size still needed), a JPEG is decoded reduced.
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -73,8 +118,11 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
                         f"{max_pixels / 1e6:.1f} allowed; shrink the photo or raise the limit "
                         "(--max-pixels, or max_pixels=)",
                     )
+                if draft is not None and picture.format == "JPEG":
+                    # The EXIF rotation swaps sides, not the scale needed: the reduction is the same.
+                    picture.draft("RGB", draft(width, height))
                 upright = ImageOps.exif_transpose(picture)
-                return np.asarray(upright.convert("RGB"), dtype=np.float32)
+                return finish(upright.convert("RGB"))
     except ImageError:
         raise
     except Image.DecompressionBombError as error:

@@ -17,12 +17,12 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.checks import default_batch_size, padded_chunks
 from filterviz.engine import render_filters
 from filterviz.methods import Method
+from filterviz.multihost import global_array
 from filterviz.network import Network, Params
 
 FILTER_AXIS = "filters"
@@ -32,19 +32,6 @@ FILTER_AXIS = "filters"
 def filter_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A one-axis mesh named ``"filters"`` over ``devices`` (default: every device of every process)."""
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), (FILTER_AXIS,))
-
-
-def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
-    """A global array of a host value every process holds; each places the parts its devices hold."""
-    host = np.asarray(value)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def agree(flags: np.ndarray) -> np.ndarray:
-    """Element-wise OR of a boolean array over all processes (itself with one process)."""
-    if jax.process_count() == 1:
-        return flags
-    return np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0)
 
 
 @functools.cache

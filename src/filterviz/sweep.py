@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from filterviz.ascent import notebook_method
@@ -50,12 +49,13 @@ from filterviz.engine import check_method_size
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.images import atomic_write, encode_npy, encode_png
 from filterviz.methods import Method, Optimizer, get_method
+from filterviz.multihost import agree, barrier
 from filterviz.network import Network, Params
 from filterviz.network import network as get_network
 from filterviz.param import Pixels
 from filterviz.pictures import check_finite, random_image
 from filterviz.progress import Progress, wanted
-from filterviz.sharding import ShardedAscent, agree
+from filterviz.sharding import ShardedAscent
 from filterviz.sweep_folder import (
     LOCK_FILE,
     SETTINGS_FILE,
@@ -225,8 +225,7 @@ def _prepare_folder(
     if agree(np.array([problem is not None]))[0]:
         lock.__exit__(None, None, None)
         raise problem or SweepError("another process of this sweep could not use its folder")
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("filterviz sweep folder ready")
+    barrier("filterviz sweep folder ready")
     if first:
         # The layer table travels with the sweep, so the folder is checked and shown without the network.
         layers = {layer.name: layer.channels for layer in network.layers}
@@ -473,8 +472,7 @@ def sweep(
             pool.shutdown(wait=True)
             manifest.close()
             bar.close()
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("filterviz sweep done")
+        barrier("filterviz sweep done")
         skipped = int(done_flags.sum())
         return SweepResult(folder, written, skipped, time.perf_counter() - began, tuple(scan.problems))
 

@@ -44,6 +44,10 @@ PAGE = "index.html"
 OTHER_PAGE = "atlas.html"
 """Where the atlas page goes when the folder holds an ``index.html`` filterviz did not write."""
 PAGE_MARK = '<meta name="generator" content="filterviz">'
+DATA_FOLDER = "atlas"
+"""Where the atlas page's per-layer data files go: ``atlas/<layer>.js``."""
+DATA_MARK = "/* filterviz atlas data */"
+"""The first bytes of every atlas data file filterviz writes."""
 _MANIFEST_NAME = re.compile(r"manifest(\.p\d+)?\.jsonl")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 """A layer name that can name a folder inside the sweep's (no separator, no leading dot)."""
@@ -153,8 +157,9 @@ def layer_table(folder: Path) -> dict[str, int]:
     return {layer.name: layer.channels for layer in network("vgg16").layers}
 
 
-def _parse(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
-    """A manifest line as an entry with a known layer, an in-range filter and filterviz's own paths."""
+def parse_filter_line(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
+    """A JSON line of one filter (a manifest's, or ``examples.jsonl``'s) as a dict whose ``layer`` is a
+    known layer with a folder-safe name and whose ``filter`` is in its range; or what is wrong with it."""
     try:
         entry = json.loads(line)
     except ValueError:
@@ -163,9 +168,18 @@ def _parse(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
         return "not a JSON object"
     layer, index = entry.get("layer"), entry.get("filter")
     if not isinstance(layer, str) or layer not in layers or not _SAFE_NAME.fullmatch(layer):
-        return f"unknown layer {layer!r}"
+        return f"unknown layer {str(layer)[:80]!r}"
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < layers[layer]:
-        return f"filter {index!r} is not a filter of {layer}"
+        return f"filter {str(index)[:80]!r} is not a filter of {layer}"
+    return entry
+
+
+def _parse(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
+    """A manifest line as an entry with a known layer, an in-range filter and filterviz's own paths."""
+    entry = parse_filter_line(line, layers)
+    if isinstance(entry, str):
+        return entry
+    layer, index = entry["layer"], entry["filter"]
     if entry.get("png") != picture_path(layer, index):
         return f"png {entry.get('png')!r} is not {picture_path(layer, index)!r}"
     if "raw" in entry and entry["raw"] != picture_path(layer, index, ".npy"):
@@ -360,9 +374,20 @@ def page_written_by_filterviz(path: Path) -> bool:
         return False
 
 
+def data_written_by_filterviz(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding one layer's atlas data that filterviz wrote."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as file:
+            return file.read(len(DATA_MARK)) == DATA_MARK.encode()
+    except OSError:
+        return False
+
+
 def clear_sweep(folder: Path) -> list[str]:
     """Delete the sweep in ``folder``: every file its manifests name, the manifests, the settings record,
-    and the contact sheets and page that carry filterviz's mark; then the folders this leaves empty.
+    and the contact sheets, page and page data that carry filterviz's mark; then the folders this leaves empty.
     Nothing else. Returns the paths deleted (relative). :class:`SweepError` if the folder holds no sweep."""
     if read_settings_record(folder) is None and not manifest_files(folder):
         raise SweepError(
@@ -381,6 +406,13 @@ def clear_sweep(folder: Path) -> list[str]:
             for name in sorted(os.listdir(sheets))
             if name.endswith(".png") and name[:-4] in layers and written_by_filterviz(sheets / name)
         ]
+    data = folder / DATA_FOLDER
+    if data.is_dir() and not data.is_symlink():
+        doomed += [
+            f"{DATA_FOLDER}/{name}"
+            for name in sorted(os.listdir(data))
+            if name.endswith(".js") and name[:-3] in layers and data_written_by_filterviz(data / name)
+        ]
     removed = []
     for relative in doomed:
         path = folder / relative
@@ -391,7 +423,7 @@ def clear_sweep(folder: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(relative)
-    for name in (*layers, SHEETS_FOLDER):
+    for name in (*layers, SHEETS_FOLDER, DATA_FOLDER):
         with contextlib.suppress(OSError):
             if not (folder / name).is_symlink():
                 (folder / name).rmdir()  # only if empty: the user's files keep their folder
