@@ -102,7 +102,7 @@ def torch_loop(
                 chunk = paths[start : start + batch]
                 pixels = np.asarray([load_fitted(folder / p, size) for p in chunk], np.float32)
                 x = torch.from_numpy(
-                    np.asarray(preprocess(pixels, network.preprocessing)).transpose(0, 3, 1, 2)
+                    np.array(preprocess(pixels, network.preprocessing)).transpose(0, 3, 1, 2)
                 )
                 indices = torch.arange(start, start + len(chunk))
                 for position, layer_module in enumerate(module):

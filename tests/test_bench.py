@@ -185,6 +185,10 @@ def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_p
         assert all(run["pictures"] == 4 and run["atlas_page"] for run in runs["runs"])
         assert runs["same_pictures_both_runs"]
         assert (out / f"sheet_{precision}.png").stat().st_size > 0
+    # The dataset-examples pass over its folder: every filter of the two layers, each with k hits.
+    examples = details["examples"]
+    assert examples["filters"] == examples["filters_with_9_hits"] == 128 and examples["seconds"] > 0
+    assert examples["decode_images_per_second"] > 0 and report["examples"]["images_per_second"] > 0
     # No GPU here: the report says so rather than passing the CPU off as one.
     if not report["accelerator"]:
         assert any("no GPU" in note for note in report["notes"])

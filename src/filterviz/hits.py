@@ -94,9 +94,12 @@ def image_responses(activations: jax.Array) -> ImageResponses:
     """``[N, h, w, C]`` activations summarised per image and filter, in one pass over them."""
     batch, height, width, channels = activations.shape
     flat = activations.reshape(batch, height * width, channels).astype(jnp.float32)
-    where = jnp.argmax(flat, axis=1)  # [N, C]
-    positions = jnp.stack([where // width, where % width], axis=-1).astype(jnp.int32)
-    maxima = jnp.take_along_axis(flat, where[:, None, :], axis=1)[:, 0]
+    maxima = jnp.max(flat, axis=1)  # [N, C]
+    # The first position holding the maximum, as a plain min-reduction: XLA vectorises it, where
+    # argmax's paired (value, index) reduction runs 1.5x (block1) to 6x (block5) slower on a CPU.
+    order = jnp.arange(height * width, dtype=jnp.int32)[None, :, None]
+    where = jnp.min(jnp.where(flat == maxima[:, None, :], order, height * width), axis=1)
+    positions = jnp.stack([where // width, where % width], axis=-1)
     return ImageResponses(maxima, positions, jnp.mean(flat, axis=1))
 
 
