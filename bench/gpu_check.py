@@ -886,6 +886,7 @@ def part_lucid(part: Part, config: Config, weights: str) -> None:
             print(f"lucid atlas {precision}: {estimate['seconds']:.0f} s (estimated)", flush=True)
         part.record(estimates=estimates)
 
+
 # ----------------------------------------------------------------------------------------------------
 # Part: the dataset-examples pass over a large folder of JPEGs.
 
@@ -1049,7 +1050,15 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
     examples = parts.get("examples", {})
     report["examples"] = {
         key: examples.get(key)
-        for key in ("images", "size", "layers", "seconds", "images_per_second", "decode_images_per_second", "mfu")
+        for key in (
+            "images",
+            "size",
+            "layers",
+            "seconds",
+            "images_per_second",
+            "decode_images_per_second",
+            "mfu",
+        )
     }
     report["failures"] = [f for p in parts.values() for f in p.get("failures", [])]
     for name, state in status.items():
@@ -1246,7 +1255,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Dataset examples: {examples['images']} {examples['photo']}s at {examples['size']}x"
-            f"{examples['size']} through {examples['layers']} layers, top-9 of {examples['filters']} filters, "
+            f"{examples['size']} through {examples['layers']} layers, top-9 of {examples['filters']} "
+            "filters, "
             f"batches of {examples['batch']}: {examples['seconds']:.1f} s, "
             f"{examples['images_per_second']:.0f} images/s ({number(examples.get('mfu'), '{:.0%}')} of the "
             f"TF32 peak); decoding alone {number(examples.get('decode_images_per_second'), '{:.0f}')} "

@@ -1,5 +1,6 @@
-"""Helpers for the tests (and the parity report): the reference digest, the atlas page's data, a writer of Keras legacy-layout H5
-files, Keras networks with random weights saved in both layouts, and activations compared with Keras'."""
+"""Helpers for the tests (and the parity report): the reference digest, the atlas page's data, a writer
+of Keras legacy-layout H5 files, Keras networks with random weights saved in both layouts, and
+activations compared with Keras'."""
 
 from __future__ import annotations
 
@@ -127,7 +128,11 @@ def page_data(page: Path) -> dict:
     for layer in data["layers"]:
         if "filters" not in layer:
             mark, call = (page.parent / layer["data"]).read_text().splitlines()
-            assert mark == "/* filterviz atlas data */" and call.startswith("atlasLayer(") and call.endswith(");")
+            assert (
+                mark == "/* filterviz atlas data */"
+                and call.startswith("atlasLayer(")
+                and call.endswith(");")
+            )
             assert "<" not in call and ">" not in call and "&" not in call
             content = json.loads(call[len("atlasLayer(") : -2])
             assert content["name"] == layer["name"]

@@ -2,8 +2,9 @@
 runtimes (device counts, jax.distributed, a kill). Usage: ``python sweep_worker.py '<json>'`` with keys
 ``folder`` and ``sweep`` (keyword arguments of filterviz.sweep) or ``examples`` (of filterviz.examples,
 ``folder`` being the images), and optionally ``distributed`` (arguments of jax.distributed.initialize).
-The parameters are VGG16's random initialisation (key 0), the same in every process. Prints one JSON line (for examples: a digest of the records, the skipped images, and how many images
-this process decoded)."""
+The parameters are VGG16's random initialisation (key 0), the same in every process. Prints one JSON
+line (for examples: a digest of the records, the skipped images, and how many images this process
+decoded)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def main(request: dict) -> None:
     if "examples" in request:
         import importlib
 
-        examples_module = importlib.import_module("filterviz.examples")  # the package's `examples` is the function
+        examples_module = importlib.import_module(
+            "filterviz.examples"
+        )  # the package's `examples` is the function
 
         decoded = []  # the images this process decoded in its pass
         decode = examples_module._decoded

@@ -16,16 +16,15 @@ import pytest
 from PIL import Image
 
 import filterviz
-from filterviz.cli import main
+from filterviz.cli import build_parser, main
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.examples import find_images
-from filterviz.images import load_fitted
 from filterviz.hits import EMPTY, empty_top_k, image_responses, merge, merge_top_k, receptive_field
-from filterviz.images import written_by_filterviz
+from filterviz.images import load_fitted, written_by_filterviz
 from filterviz.network import preprocess
 from filterviz.sweep_folder import FolderLock
 from support import page_data, page_text
-from test_sweep import free_port, run_worker
+from test_sweep import run_two_processes, run_worker
 
 
 def brute_force_top_k(activations: np.ndarray, k: int, ranking: str = "max"):
@@ -221,6 +220,10 @@ def test_cli_examples_writes_and_reports_errors_in_one_line(weights_path, photo_
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "no such folder" in error
     assert main([*arguments[:2], "--out", str(out), "--layers", "block9_conv9"]) == 2
+    # Several hosts join as for a sweep (the two-process pass itself is tested below, from the API).
+    cluster = ["--coordinator", "host:1234", "--num-processes", "2", "--process-id", "1"]
+    parsed = build_parser().parse_args([*arguments, *cluster])
+    assert (parsed.coordinator, parsed.num_processes, parsed.process_id) == ("host:1234", 2, 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -301,25 +304,7 @@ def test_four_devices_give_the_one_device_result(grey_pass, tmp_path):
 
 def test_two_processes_split_the_images_and_merge_exactly(grey_pass, tmp_path):
     photos, expected = grey_pass
-    coordinator = f"localhost:{free_port()}"
-    workers = [
-        run_worker(
-            {
-                "folder": str(photos),
-                "examples": {**SETTINGS, "out": str(tmp_path)},
-                "distributed": {"coordinator_address": coordinator, "num_processes": 2, "process_id": index},
-            },
-            devices=2,
-            wait=False,
-            text=True,
-        )
-        for index in range(2)
-    ]
-    reports = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=300)
-        assert worker.returncode == 0, stderr[-3000:]
-        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    reports = run_two_processes({"folder": str(photos), "examples": {**SETTINGS, "out": str(tmp_path)}})
     assert [report["devices"] for report in reports] == [4, 4]
     assert [report["decoded"] for report in reports] == [51, 50]  # each its own share of the 101 files
     assert reports[0]["records"] == reports[1]["records"]  # every process returns the whole result
@@ -397,5 +382,5 @@ def test_the_atlas_shows_pictures_beside_their_examples_in_a_browser(random_para
     assert 'data-loaded="4"' in body and 'data-failed="0"' in body, body
     # Three filters show their examples (filter 1's line was refused), each with its statistics.
     assert dom.count('alt="dataset example"') == 9 and dom.count('class="statistics">fires on ') == 3
-    assert dom.count('class="histogram"') == 3 and 'photos in (-Infinity, 0]' in dom
+    assert dom.count('class="histogram"') == 3 and "photos in (-Infinity, 0]" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in dom and "<script>alert(1)" not in dom

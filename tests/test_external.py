@@ -308,7 +308,9 @@ def test_dataset_examples_of_a_keras_model_beside_its_sweep(keras_cnn, tmp_path)
     names = sorted(p.name for p in photos.iterdir())
     fitted = np.stack([load_fitted(photos / name, 16) for name in names]).astype(np.float32)
     for layer in ("edges", "shapes"):
-        _, best = brute_force_top_k(np.asarray(filterviz.activations(params, fitted, layer, network=network)), 2)
+        _, best = brute_force_top_k(
+            np.asarray(filterviz.activations(params, fitted, layer, network=network)), 2
+        )
         for record in records:
             if record["layer"] == layer:
                 hits = [(hit["image"], (hit["y"], hit["x"])) for hit in record["hits"]]

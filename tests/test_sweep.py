@@ -341,13 +341,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_processes_split_a_sweep_with_nothing_missing_or_repeated(tmp_path, one_device_sweep):
+def run_two_processes(request: dict) -> list[dict]:
+    """Run ``request`` in two worker processes of 2 CPU devices each, joined by jax.distributed; their
+    reports, process 0's first."""
     coordinator = f"localhost:{free_port()}"
     workers = [
         run_worker(
             {
-                "folder": str(tmp_path),
-                "sweep": {**SHARDED_PLAN, "size": [24, 24]},
+                **request,
                 "distributed": {"coordinator_address": coordinator, "num_processes": 2, "process_id": index},
             },
             devices=2,
@@ -361,6 +362,11 @@ def test_two_processes_split_a_sweep_with_nothing_missing_or_repeated(tmp_path, 
         stdout, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr[-3000:]
         reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    return reports
+
+
+def test_two_processes_split_a_sweep_with_nothing_missing_or_repeated(tmp_path, one_device_sweep):
+    reports = run_two_processes({"folder": str(tmp_path), "sweep": {**SHARDED_PLAN, "size": [24, 24]}})
     assert [r["devices"] for r in reports] == [4, 4]
     written = [r["written"] for r in reports]
     assert sum(written) == 14 and min(written) > 0  # both took a share

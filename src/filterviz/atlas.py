@@ -37,8 +37,8 @@ from filterviz.sweep_folder import (
     SETTINGS_FILE,
     SHEETS_FOLDER,
     FolderLock,
-    finite_or_text,
     data_written_by_filterviz,
+    finite_or_text,
     layer_folder_problem,
     layer_table,
     page_written_by_filterviz,
@@ -175,7 +175,9 @@ def _example_entry(folder: Path, line: str, table: dict[str, int]):
         expected = f"{EXAMPLES_FOLDER}/{layer}/{index:04d}_{len(shown)}.png"
         if crop != expected or not os.path.isfile(folder / crop) or os.path.islink(folder / crop):
             return f"crop {str(crop)[:80]!r} is not filterviz's {expected}"
-        shown.append({"crop": crop, "image": str(hit.get("image", ""))[:200], "activation": _number(hit, "activation")})
+        shown.append(
+            {"crop": crop, "image": str(hit.get("image", ""))[:200], "activation": _number(hit, "activation")}
+        )
     statistics = {key: _number(record, key) for key in ("mean", "fired") if key in record}
     histogram = record.get("histogram")
     if (

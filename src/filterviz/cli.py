@@ -278,13 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_compute_options(sweep, steps=None)
     _add_method_options(sweep, sweep=True)
-    cluster = sweep.add_argument_group("several hosts (jax.distributed)")
-    cluster.add_argument(
-        "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
-    )
-    cluster.add_argument("--coordinator", default=None, help="address:port of process 0")
-    cluster.add_argument("--num-processes", type=_COUNT, default=None, help="number of processes")
-    cluster.add_argument("--process-id", type=_whole(0), default=None, help="this process's index, from 0")
+    _add_cluster_options(sweep)
     sweep.set_defaults(run=commands.sweep)
 
     atlas = subcommands.add_parser("atlas", help="rebuild a sweep folder's contact sheets and index.html")
@@ -325,8 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(examples)
     examples.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
     examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _add_cluster_options(examples)
     examples.set_defaults(run=commands.examples)
     return parser
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    # The same command started on every host joins them into one run (each takes a share of the work).
+    cluster = parser.add_argument_group("several hosts (jax.distributed)")
+    cluster.add_argument(
+        "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
+    )
+    cluster.add_argument("--coordinator", default=None, help="address:port of process 0")
+    cluster.add_argument("--num-processes", type=_COUNT, default=None, help="number of processes")
+    cluster.add_argument("--process-id", type=_whole(0), default=None, help="this process's index, from 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

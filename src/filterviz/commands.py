@@ -312,16 +312,23 @@ def dream(args: argparse.Namespace) -> None:
         )
 
 
+def join_cluster(args: argparse.Namespace) -> None:
+    """With any of the cluster options, join this process to the others of one jax.distributed run."""
+    import jax
+
+    if args.coordinator or args.num_processes is not None or args.process_id is not None or args.distributed:
+        # Before anything touches a device: this joins the processes into one runtime. With no
+        # arguments JAX finds the cluster itself (SLURM, Open MPI, Kubernetes, Cloud TPU).
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def sweep(args: argparse.Namespace) -> None:
     import jax
 
     from filterviz.images import load_image, resize_image
     from filterviz.sweep import sweep as run_sweep
 
-    if args.coordinator or args.num_processes is not None or args.process_id is not None or args.distributed:
-        # Before anything touches a device: this joins the processes into one runtime. With no
-        # arguments JAX finds the cluster itself (SLURM, Open MPI, Kubernetes, Cloud TPU).
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    join_cluster(args)
     if args.cpu_devices != 1:
         from filterviz.runtime import split_cpu_into_devices
 
@@ -421,8 +428,11 @@ def top(args: argparse.Namespace) -> None:
 
 
 def examples(args: argparse.Namespace) -> None:
+    import jax
+
     from filterviz.examples import examples as find_examples
 
+    join_cluster(args)
     network, params = load_network(args)
     layers = None if args.layers == "all" else [name for name in args.layers.split(",") if name]
     found = find_examples(
@@ -438,6 +448,8 @@ def examples(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         progress=False if args.quiet else None,
     )
+    if jax.process_index() != 0:
+        return  # process 0 reports for every process
     for path, reason in found.skipped:
         print(f"filterviz: skipped {path}: {reason}", file=sys.stderr)
     if not args.quiet:

@@ -43,7 +43,9 @@ def gather(items: list[Any]) -> list[Any]:
     padded = np.zeros(int(lengths.max()), np.uint8)
     padded[: encoded.size] = encoded
     rows = np.asarray(multihost_utils.process_allgather(padded))
-    return [item for row, length in zip(rows, lengths) for item in json.loads(bytes(row[:length]))]
+    return [
+        item for row, length in zip(rows, lengths, strict=True) for item in json.loads(bytes(row[:length]))
+    ]
 
 
 def barrier(name: str) -> None:

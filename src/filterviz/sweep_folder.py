@@ -387,8 +387,9 @@ def data_written_by_filterviz(path: Path) -> bool:
 
 def clear_sweep(folder: Path) -> list[str]:
     """Delete the sweep in ``folder``: every file its manifests name, the manifests, the settings record,
-    and the contact sheets, page and page data that carry filterviz's mark; then the folders this leaves empty.
-    Nothing else. Returns the paths deleted (relative). :class:`SweepError` if the folder holds no sweep."""
+    and the contact sheets, page and page data that carry filterviz's mark; then the folders this leaves
+    empty. Nothing else. Returns the paths deleted (relative). :class:`SweepError` if the folder holds no
+    sweep."""
     if read_settings_record(folder) is None and not manifest_files(folder):
         raise SweepError(
             f"{folder} holds no filterviz sweep (no {SETTINGS_FILE}, no manifest); overwrite clears only "
@@ -399,20 +400,18 @@ def clear_sweep(folder: Path) -> list[str]:
     doomed = sorted(scan.named)
     doomed += [path.name for path in manifest_files(folder)] + [SETTINGS_FILE]
     doomed += [page for page in (PAGE, OTHER_PAGE) if page_written_by_filterviz(folder / page)]
-    sheets = folder / SHEETS_FOLDER
-    if sheets.is_dir() and not sheets.is_symlink():
-        doomed += [
-            f"{SHEETS_FOLDER}/{name}"
-            for name in sorted(os.listdir(sheets))
-            if name.endswith(".png") and name[:-4] in layers and written_by_filterviz(sheets / name)
-        ]
-    data = folder / DATA_FOLDER
-    if data.is_dir() and not data.is_symlink():
-        doomed += [
-            f"{DATA_FOLDER}/{name}"
-            for name in sorted(os.listdir(data))
-            if name.endswith(".js") and name[:-3] in layers and data_written_by_filterviz(data / name)
-        ]
+    # Each layer's contact sheet and page data, where filterviz's mark says it wrote them.
+    for subfolder, suffix, ours in (
+        (SHEETS_FOLDER, ".png", written_by_filterviz),
+        (DATA_FOLDER, ".js", data_written_by_filterviz),
+    ):
+        inside = folder / subfolder
+        if inside.is_dir() and not inside.is_symlink():
+            doomed += [
+                f"{subfolder}/{name}"
+                for name in sorted(os.listdir(inside))
+                if name.endswith(suffix) and name[: -len(suffix)] in layers and ours(inside / name)
+            ]
     removed = []
     for relative in doomed:
         path = folder / relative
