@@ -220,6 +220,11 @@ def test_cli_examples_writes_and_reports_errors_in_one_line(weights_path, photo_
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "no such folder" in error
     assert main([*arguments[:2], "--out", str(out), "--layers", "block9_conv9"]) == 2
+    # An output folder inside the images: its crops never become images of the next run.
+    inside = [*arguments[:2], "--out", str(photo_folder / "results"), *arguments[4:]]
+    assert main(inside) == 0 and main(inside) == 0
+    record = json.loads((photo_folder / "results" / "examples.jsonl").read_text().splitlines()[0])
+    assert record["images"] == 7 and len(find_images(photo_folder)) > 8  # the crops are there
     # Several hosts join as for a sweep (the two-process pass itself is tested below, from the API).
     cluster = ["--coordinator", "host:1234", "--num-processes", "2", "--process-id", "1"]
     parsed = build_parser().parse_args([*arguments, *cluster])

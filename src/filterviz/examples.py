@@ -85,18 +85,22 @@ class Examples(NamedTuple):
     skipped: list[tuple[str, str]]
 
 
-def find_images(folder: str | os.PathLike[str]) -> list[str]:
+def find_images(
+    folder: str | os.PathLike[str], *, leave_out: str | os.PathLike[str] | None = None
+) -> list[str]:
     """Relative POSIX paths of the image files under ``folder``, recursively, sorted; symbolic links and
-    anything but regular files are left out."""
+    anything but regular files are left out, and so is the folder ``leave_out`` (the crops of an output
+    folder placed inside the images)."""
     root = Path(folder)
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode):
             raise ImageError(root, "is not a folder of images")
     except FileNotFoundError:
         raise ImageError(root, "no such folder") from None
+    skipped = Path(leave_out).resolve() if leave_out is not None else None
     found = []
     for directory, folders, files in os.walk(root, followlinks=False):
-        folders.sort()
+        folders[:] = sorted(name for name in folders if Path(directory, name).resolve() != skipped)
         for name in files:
             path = Path(directory, name)
             if path.suffix.lower() in IMAGE_SUFFIXES and stat.S_ISREG(os.lstat(path).st_mode):
@@ -227,10 +231,10 @@ def examples(
     if ranking not in RANKINGS:
         raise SettingError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
     root = Path(folder)
-    paths = find_images(root)
+    out_folder = Path(out) if out is not None else None
+    paths = find_images(root, leave_out=out_folder / EXAMPLES_FOLDER if out_folder is not None else None)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    out_folder = Path(out) if out is not None else None
     chosen = _Pass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
     first = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
