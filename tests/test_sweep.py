@@ -491,6 +491,35 @@ def test_atlas_renders_its_thumbnails_in_a_headless_browser(small_sweep, layer):
     assert f'alt="{shown} filter 0"' in dom and f"{shown}: 6 of {channels} filters" in dom
 
 
+def test_a_whole_network_atlas_keeps_its_page_small_and_opens_any_layer(random_params, tmp_path):
+    # One real picture, then a manifest naming a copy of it for each of VGG16's 4,224 conv filters.
+    filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=[0], size=(16, 16), steps=1)
+    template = json.loads((tmp_path / "manifest.jsonl").read_text())
+    picture = (tmp_path / template["png"]).read_bytes()
+    lines = []
+    network = filterviz.network("vgg16")
+    for name in network.visual_layers:
+        (tmp_path / name).mkdir(exist_ok=True)
+        for index in range(network.layer(name).channels):
+            path = f"{name}/{index:04d}.png"
+            (tmp_path / path).write_bytes(picture)
+            lines.append(json.dumps({**template, "layer": name, "filter": index, "png": path}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    atlas = filterviz.write_atlas(tmp_path)
+    assert atlas.problems == ()
+    data = page_data(atlas.page)
+    assert sum(len(layer["filters"]) for layer in data["layers"]) == 4224
+    assert atlas.page.stat().st_size < 25_000  # the layer list; each layer's filters load with it
+    done = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+        + ["--dump-dom", atlas.page.resolve().as_uri() + "#block5_conv3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert 'data-rendered="512"' in done.stdout and "block5_conv3: 512 of 512 filters" in done.stdout
+
+
 # ----------------------------------------------------------------------------------------------------
 # The command line.
 
