@@ -510,14 +510,18 @@ def test_a_whole_network_atlas_keeps_its_page_small_and_opens_any_layer(random_p
     data = page_data(atlas.page)
     assert sum(len(layer["filters"]) for layer in data["layers"]) == 4224
     assert atlas.page.stat().st_size < 25_000  # the layer list; each layer's filters load with it
-    done = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
-        + ["--dump-dom", atlas.page.resolve().as_uri() + "#block5_conv3"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert 'data-rendered="512"' in done.stdout and "block5_conv3: 512 of 512 filters" in done.stdout
+
+    def shown(layer: str) -> str:
+        command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+        url = atlas.page.resolve().as_uri() + f"#{layer}"
+        return subprocess.run(
+            [*command, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        ).stdout
+
+    dom = shown("block5_conv3")
+    assert 'data-rendered="512"' in dom and "block5_conv3: 512 of 512 filters" in dom
+    (tmp_path / "atlas" / "block4_conv1.js").unlink()  # a layer whose data went missing says so
+    assert "block4_conv1: its data file is missing" in shown("block4_conv1")
 
 
 # ----------------------------------------------------------------------------------------------------
