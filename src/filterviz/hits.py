@@ -91,16 +91,19 @@ class ImageResponses(NamedTuple):
 
 
 def image_responses(activations: jax.Array) -> ImageResponses:
-    """``[N, h, w, C]`` activations summarised per image and filter, in one pass over them."""
-    batch, height, width, channels = activations.shape
-    flat = activations.reshape(batch, height * width, channels).astype(jnp.float32)
-    maxima = jnp.max(flat, axis=1)  # [N, C]
-    # The first position holding the maximum, as a plain min-reduction: XLA vectorises it, where
-    # argmax's paired (value, index) reduction runs 1.5x (block1) to 6x (block5) slower on a CPU.
-    order = jnp.arange(height * width, dtype=jnp.int32)[None, :, None]
-    where = jnp.min(jnp.where(flat == maxima[:, None, :], order, height * width), axis=1)
-    positions = jnp.stack([where // width, where % width], axis=-1)
-    return ImageResponses(maxima, positions, jnp.mean(flat, axis=1))
+    """``[N, h, w, C]`` activations summarised per image and filter."""
+    activations = activations.astype(jnp.float32)
+    # One full pass, for each row's maximum; the position is then found in the small arrays that are
+    # left: the first row holding the image's maximum, and the first column of that row holding it (the
+    # first position in row-major order). A full-size argmax, or a second full pass for the position,
+    # is 3-4x slower on a CPU at block1's and block2's maps.
+    row_maxima = jnp.max(activations, axis=2)  # [N, h, C]
+    maxima = jnp.max(row_maxima, axis=1)  # [N, C]
+    y = jnp.argmax(row_maxima == maxima[:, None, :], axis=1)  # [N, C]
+    row = jnp.take_along_axis(activations, y[:, None, None, :], axis=1)[:, 0]  # [N, w, C]
+    x = jnp.argmax(row == maxima[:, None, :], axis=1)
+    positions = jnp.stack([y, x], axis=-1).astype(jnp.int32)
+    return ImageResponses(maxima, positions, jnp.mean(activations, axis=(1, 2)))
 
 
 def merge(top: TopK, scores: jax.Array, images: jax.Array, positions: jax.Array) -> TopK:
