@@ -27,8 +27,8 @@ def test_notebook_runs_end_to_end(weights_path, monkeypatch):
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     # The noise, one filter, a grid per conv layer (4 of the 13 in the quick check), the dream, notebook
-    # vs Lucid, the facets, the filters of the reader's own trained network.
-    assert len(images) >= 10
+    # vs Lucid, the facets, the dataset examples, the filters of the reader's own trained network.
+    assert len(images) >= 11
     assert any("accuracy on new images" in output.get("text", "") for output in outputs)
     assert any("{'conv1': 8, 'conv2': 16}" in output.get("text", "") for output in outputs)
     assert any("frames recorded: (2, 1, 3," in output.get("text", "") for output in outputs)
