@@ -254,7 +254,7 @@ def examples(
         state, skipped = _scan_folder(chosen, params, root, paths, out_folder, progress, save_seconds)
         records, crops = _records(chosen, params, paths, state)
         if out_folder is not None and first:
-            _write(root, out_folder / EXAMPLES_FILE, records, crops, chosen)
+            _write(root, out_folder / EXAMPLES_FILE, records, crops, chosen, wanted(progress))
             (out_folder / PROGRESS_NAME).unlink(missing_ok=True)  # finished: the saved progress is spent
     if out_folder is not None and first and read_settings_record(out_folder) is not None:
         write_atlas(out_folder)  # a sweep's folder: its atlas shows the examples beside the pictures
@@ -436,7 +436,7 @@ def _is_our_result(path: Path) -> bool:
         return False
 
 
-def _write(root: Path, result: Path, records, crops, chosen: _Pass) -> None:
+def _write(root: Path, result: Path, records, crops, chosen: _Pass, shown: bool) -> None:
     # The crops first, then the result file that names them: a reader never finds a missing crop. Each
     # image is decoded once, for all of its crops, on the decoding threads.
     result.parent.mkdir(parents=True, exist_ok=True)
@@ -455,8 +455,12 @@ def _write(root: Path, result: Path, records, crops, chosen: _Pass) -> None:
             picture = encode_png(fitted[top:bottom, left:right])
             atomic_write(result.parent / crop, picture, durable=False)
 
-    with ThreadPoolExecutor(chosen.workers) as pool:
+    with (
+        ThreadPoolExecutor(chosen.workers) as pool,
+        Progress(len(by_image), "image", "crops", enabled=shown) as bar,
+    ):
         for finished in [pool.submit(write_crops, *item) for item in by_image.items()]:
             finished.result()  # a failure (a photo gone since the pass, a full disk) stops the write
+            bar.update(1)
     lines = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(result, lines.encode("utf-8"))
