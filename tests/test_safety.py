@@ -79,13 +79,21 @@ def test_overwrite_refuses_a_folder_that_holds_no_sweep(random_params, tmp_path)
     assert (tmp_path / "sweep.json").read_text() == "my own settings, not JSON"
 
 
-def test_a_users_index_html_is_kept_and_the_page_goes_beside_it(random_params, tmp_path):
+def test_a_users_index_html_and_scripts_are_kept_and_the_page_goes_beside_them(random_params, tmp_path):
     (tmp_path / "index.html").write_text("<h1>my page</h1>")
+    (tmp_path / "atlas").mkdir()
+    (tmp_path / "atlas" / "block1_conv1.js").write_text("console.log('mine');\n")
     filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], filters=[0], **TINY)
     page, problems = filterviz.write_atlas(tmp_path)
-    assert page == tmp_path / "atlas.html" and "index.html" in problems[0]
+    assert page == tmp_path / "atlas.html" and len(problems) == 2
+    assert any(problem.startswith("index.html was not written by filterviz") for problem in problems)
+    assert any(
+        problem.startswith("atlas/block1_conv1.js was not written by filterviz") for problem in problems
+    )
     assert (tmp_path / "index.html").read_text() == "<h1>my page</h1>"
-    assert "block1_conv1/0000.png" in page_text(page)
+    assert (tmp_path / "atlas" / "block1_conv1.js").read_text() == "console.log('mine');\n"
+    (layer,) = page_data(page)["layers"]  # that layer's data stay in the page instead
+    assert "data" not in layer and layer["filters"][0]["png"] == "block1_conv1/0000.png"
     assert filterviz.write_atlas(tmp_path).page == page  # and again: its own page is replaced
 
 
