@@ -44,6 +44,7 @@ from filterviz.sweep_folder import (
     page_written_by_filterviz,
     parse_filter_line,
     read_settings_record,
+    regular_inside,
     scan_manifest,
 )
 
@@ -173,7 +174,7 @@ def _example_entry(folder: Path, line: str, table: dict[str, int]):
     for hit in hits[:_MAX_HITS]:
         crop = hit.get("crop") if isinstance(hit, dict) else None
         expected = f"{EXAMPLES_FOLDER}/{layer}/{index:04d}_{len(shown)}.png"
-        if crop != expected or not os.path.isfile(folder / crop) or os.path.islink(folder / crop):
+        if crop != expected or isinstance(regular_inside(folder, crop), str):
             return f"crop {str(crop)[:80]!r} is not filterviz's {expected}"
         shown.append(
             {"crop": crop, "image": str(hit.get("image", ""))[:200], "activation": _number(hit, "activation")}

@@ -13,6 +13,8 @@ from typing import NoReturn
 from filterviz import commands
 from filterviz.checks import PRECISIONS
 from filterviz.errors import FilterVizError
+from filterviz.hits import RANKINGS
+from filterviz.images import FITS
 
 EXIT_USER_ERROR = 2
 
@@ -309,11 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     examples.add_argument("--k", type=_COUNT, default=9, help="hits kept per filter (default 9)")
     examples.add_argument("--size", type=_COUNT, default=224, help="images fitted to SIZExSIZE (default 224)")
+    examples.add_argument("--fit", choices=FITS, default="crop", help="crop the middle (default) or resize")
     examples.add_argument(
-        "--fit", choices=("crop", "resize"), default="crop", help="crop the middle (default) or resize"
-    )
-    examples.add_argument(
-        "--ranking", choices=("max", "mean"), default="max", help="score a hit by the max (default) or mean"
+        "--ranking", choices=RANKINGS, default="max", help="score a hit by the max (default) or mean"
     )
     examples.add_argument("--batch-size", type=_COUNT, default=32, help="images per batch (default 32)")
     _add_model(examples)

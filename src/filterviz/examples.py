@@ -415,14 +415,13 @@ def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
     }
 
 
-def _check_output(out: Path) -> Path:
+def _check_output(out: Path) -> None:
     # The output folder may hold anything; only a result file filterviz wrote may be replaced.
     if out.exists() and not out.is_dir():
         raise OutputError(out, "is not a folder")
     result = out / EXAMPLES_FILE
     if os.path.lexists(result) and not _is_our_result(result):
         raise OutputError(result, "exists and was not written by filterviz; choose another --out")
-    return result
 
 
 def _is_our_result(path: Path) -> bool:

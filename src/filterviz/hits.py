@@ -112,7 +112,7 @@ def merge(top: TopK, scores: jax.Array, images: jax.Array, positions: jax.Array)
     first, ties to the lower image index."""
     scores = jnp.where(images[:, None] == EMPTY, -jnp.inf, scores)
     batch = TopK(scores.T, jnp.broadcast_to(images, scores.T.shape), jnp.swapaxes(positions, 0, 1))
-    return merge_top_k(top, batch, top.scores.shape[1])
+    return merge_top_k(top, batch)
 
 
 def merge_top_k(first: TopK, second: TopK, k: int | None = None) -> TopK:

@@ -94,7 +94,7 @@ class ManifestScan(NamedTuple):
     named: set[str]
 
 
-def _regular_inside(folder: Path, relative: str) -> os.stat_result | str:
+def regular_inside(folder: Path, relative: str) -> os.stat_result | str:
     """The stat of ``folder/relative`` if it is a regular file reached through no link; else a problem."""
     path = folder
     for part in Path(relative).parts:
@@ -113,7 +113,7 @@ def _regular_inside(folder: Path, relative: str) -> os.stat_result | str:
 
 
 def _check_file(folder: Path, relative: str, size: Any, checksum: Any) -> str | None:
-    info = _regular_inside(folder, relative)
+    info = regular_inside(folder, relative)
     if isinstance(info, str):
         return info
     if size is None or checksum is None:
@@ -348,7 +348,7 @@ def read_settings_record(folder: Path) -> dict[str, Any] | None:
     """The ``settings`` of the folder's ``sweep.json``; None if there is none. :class:`SweepError` if the
     file is there but is not filterviz's."""
     path = folder / SETTINGS_FILE
-    info = _regular_inside(folder, SETTINGS_FILE)
+    info = regular_inside(folder, SETTINGS_FILE)
     if isinstance(info, str):
         if not os.path.lexists(path):
             return None
@@ -363,26 +363,25 @@ def read_settings_record(folder: Path) -> dict[str, Any] | None:
     return settings
 
 
-def page_written_by_filterviz(path: Path) -> bool:
-    """Whether ``path`` is a regular file holding an atlas page filterviz wrote."""
+def _head(path: Path, size: int) -> bytes:
+    # The first `size` bytes of a regular file (a link is not followed); empty for anything else.
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
+            return b""
         with open(path, "rb") as file:
-            return PAGE_MARK.encode() in file.read(4096)
+            return file.read(size)
     except OSError:
-        return False
+        return b""
+
+
+def page_written_by_filterviz(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding an atlas page filterviz wrote."""
+    return PAGE_MARK.encode() in _head(path, 4096)
 
 
 def data_written_by_filterviz(path: Path) -> bool:
     """Whether ``path`` is a regular file holding one layer's atlas data that filterviz wrote."""
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
-        with open(path, "rb") as file:
-            return file.read(len(DATA_MARK)) == DATA_MARK.encode()
-    except OSError:
-        return False
+    return _head(path, len(DATA_MARK)) == DATA_MARK.encode()
 
 
 def clear_sweep(folder: Path) -> list[str]:
@@ -415,7 +414,7 @@ def clear_sweep(folder: Path) -> list[str]:
     removed = []
     for relative in doomed:
         path = folder / relative
-        if isinstance(_regular_inside(folder, relative), str) and not path.is_symlink():
+        if isinstance(regular_inside(folder, relative), str) and not path.is_symlink():
             continue
         if path.parent.is_symlink():
             continue  # never follow a link out of the folder
