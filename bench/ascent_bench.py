@@ -44,11 +44,11 @@ import numpy as np
 from jax import lax
 
 import filterviz
-from filterviz import resnet, vgg
-from filterviz.ascent import notebook_method
-from filterviz.checks import compute_dtype, default_batch_size, matmul_precision
-from filterviz.network import Network
-from filterviz.rendering import render_pixels
+from filterviz.core.checks import compute_dtype, default_batch_size, matmul_precision
+from filterviz.core.network import Network
+from filterviz.draw.notebook import notebook_method
+from filterviz.draw.rendering import render_pixels
+from filterviz.networks import resnet, vgg
 from flops import ascent_step_flops, compiled_flops, is_plain_vgg
 from timing import displacement_correlation, measure_peak_flops, time_interleaved
 
@@ -210,7 +210,7 @@ def step_flops(network: Network, params, layer: str, size: int, method: str) -> 
     if method == "notebook" and is_plain_vgg(network):
         return float(ascent_step_flops(network, layer, size, size))
     chosen = notebook_method(1) if method == "notebook" else filterviz.get_method("lucid", steps=1)
-    from filterviz.engine import render_batch
+    from filterviz.core.engine import render_batch
 
     lowered = render_batch.lower(
         network,
@@ -351,7 +351,7 @@ def main(argv=None) -> int:
 
 
 def find_vgg16() -> Path:
-    from filterviz.weights import find_weights
+    from filterviz.networks.weights import find_weights
 
     return find_weights("vgg16")
 

@@ -31,9 +31,9 @@ import jax
 import numpy as np
 
 import filterviz
-from filterviz.examples import _batches, _Pass, find_images
-from filterviz.images import load_fitted
-from filterviz.network import preprocess
+from filterviz.core.network import preprocess
+from filterviz.io.photos import load_fitted
+from filterviz.sweeps.examples import _batches, _Pass, find_images
 from flops import conv_flops
 from timing import measure_peak_flops, time_interleaved
 

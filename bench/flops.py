@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from filterviz.network import Network
+from filterviz.core.network import Network
 
 
 def conv_flops(height: int, width: int, channels_in: int, channels_out: int, kernel: int = 3) -> int:

@@ -236,7 +236,7 @@ def matmul_peak(precision: str, size: int, repeats: int = 5) -> float:
     import jax
     import jax.numpy as jnp
 
-    from filterviz.ascent import matmul_precision
+    from filterviz.draw.notebook import matmul_precision
 
     keys = jax.random.split(jax.random.key(0), 2)
     a, b = (jax.random.normal(key, (size, size), jnp.float32) for key in keys)
@@ -465,9 +465,9 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
 
     import filterviz
     from ascent_bench import make_loop
-    from filterviz.ascent import notebook_method
-    from filterviz.checks import default_batch_size
-    from filterviz.sharding import ShardedAscent
+    from filterviz.core.checks import default_batch_size
+    from filterviz.draw.notebook import notebook_method
+    from filterviz.sweeps.sharding import ShardedAscent
     from flops import ascent_step_flops
     from sweep_bench import sweep_runner
     from test_keras_parity import live_filters
@@ -642,8 +642,8 @@ def device_atlas(config: Config, params, precision: str, peaks: dict[str, float]
     import numpy as np
 
     import filterviz
-    from filterviz.ascent import notebook_method
-    from filterviz.sharding import ShardedAscent
+    from filterviz.draw.notebook import notebook_method
+    from filterviz.sweeps.sharding import ShardedAscent
     from flops import ascent_step_flops
 
     vgg16 = filterviz.network("vgg16")
@@ -820,7 +820,7 @@ def part_lucid(part: Part, config: Config, weights: str) -> None:
     atlas takes the time per FLOP of its block's sampled layer (``ascent_step_flops`` of the whole
     layer, as the Lucid objective computes every channel)."""
     import filterviz
-    from filterviz.engine import render_batch
+    from filterviz.core.engine import render_batch
     from flops import ascent_step_flops
     from quality import layer_chunk, layer_seconds_per_filter
 
@@ -920,7 +920,7 @@ def part_examples(part: Part, config: Config, weights: str) -> None:
 
     import filterviz
     from examples_bench import decode_only, forward_flops
-    from filterviz.examples import find_images
+    from filterviz.sweeps.examples import find_images
 
     network = filterviz.network("vgg16")
     layers = list(config.examples_layers or network.visual_layers)

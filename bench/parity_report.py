@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 import filterviz
-from filterviz.weights import find_weights
+from filterviz.networks.weights import find_weights
 from support import keras_random_network, layer_errors_against_keras, relative_error
 from test_keras_parity import PARITY_CASES, ascent_parity, live_filters
 

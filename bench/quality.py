@@ -1,7 +1,7 @@
 """Measured quality of each method: pictures side by side, a robustness score, time per filter.
 
-For a fixed set of filters across layers, every method of filterviz.METHODS draws each filter from its
-own seeded start (filterviz.engine.filter_keys, as a sweep does). Then, for each final image:
+For a fixed set of filters across layers, every method of filterviz.core.methods.METHODS draws each filter
+from its own seeded start (filterviz.core.engine.filter_keys, as a sweep does). Then, for each final image:
 
   robustness  the target filter's mean activation on R randomly padded, jittered, scaled and rotated
               copies of the image, every image first brought to the same pixel mean and spread
@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import filterviz
-from filterviz import transforms
-from filterviz.checks import default_batch_size
-from filterviz.engine import filter_keys, render_batch
-from filterviz.network import preprocess
-from filterviz.objectives import channel
+from filterviz.core import transforms
+from filterviz.core.checks import default_batch_size
+from filterviz.core.engine import filter_keys, render_batch
+from filterviz.core.network import preprocess
+from filterviz.core.objectives import channel
 
 ROOT = Path(__file__).resolve().parents[1]
 VGG16 = filterviz.network("vgg16")
@@ -216,7 +216,7 @@ def tables(rows, names, layers, seconds):
 
 
 def picture_grid(rows, names, filters, out: Path) -> None:
-    from filterviz.atlas import contact_sheet
+    from filterviz.sweeps.atlas import contact_sheet
 
     ordered = [
         np.asarray(
@@ -264,7 +264,7 @@ filter and reuses it when started again; the last run took {record["minutes"]:.0
 each preset ({settings}).
 
 Filters: two per block, fixed in `bench/quality.py`. Every method starts each filter from its own
-seeded start (`filter_keys(0, [filter])` of `filterviz.engine`, as a sweep does).
+seeded start (`filter_keys(0, [filter])` of `filterviz.core.engine`, as a sweep does).
 
 ## Pictures
 
@@ -311,7 +311,7 @@ def machine() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(filterviz.METHODS))
+    parser.add_argument("--methods", default=",".join(filterviz.core.methods.METHODS))
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=32, help="transformed copies per image")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every method's steps")

@@ -2,7 +2,8 @@
 
 Per layer, the same filters from the same noise start, methods taking turns (best of --repeats):
 
-  sweep-<precision>  the sweep's compute: filterviz.sharding.ShardedAscent over every device (no file I/O)
+  sweep-<precision>  the sweep's compute: filterviz.sweeps.sharding.ShardedAscent over every device
+                     (no file I/O)
   loop               one filter at a time, one jitted step per call, the loop in Python (the notebook)
   torch              the same ascent in PyTorch, as in bench/ascent_bench.py, batched like the sweep
 
@@ -35,9 +36,9 @@ import numpy as np
 
 import filterviz
 from ascent_bench import make_loop
-from filterviz.ascent import notebook_method
+from filterviz.draw.notebook import notebook_method
 from filterviz.runtime import split_cpu_into_devices
-from filterviz.sharding import ShardedAscent
+from filterviz.sweeps.sharding import ShardedAscent
 from flops import ascent_step_flops
 from timing import displacement_correlation, measure_peak_flops, time_interleaved
 from torch_reference import notebook_ascent

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from filterviz.network import IMAGENET_MEAN_BGR, Network, Params
-from filterviz.param import _COLOR_MIX, frequency_magnitudes
-from filterviz.resnet import BN_EPSILON, STACKS
+from filterviz.core.network import IMAGENET_MEAN_BGR, Network, Params
+from filterviz.core.parameterizations import _COLOR_MIX, frequency_magnitudes
+from filterviz.networks.resnet import BN_EPSILON, STACKS
 
 
 def _device() -> str:

@@ -19,7 +19,7 @@ def _isolate_from_the_users_home() -> None:
     """The suite writes nothing into the user's home: not compiled programs, not Keras' settings, not a
     download. The real weights are found first (they may sit in the user's Keras cache), then HOME and
     every cache point into a temporary folder, for this process and every process it starts."""
-    from filterviz.weights import find_weights, weights_variable
+    from filterviz.networks.weights import find_weights, weights_variable
 
     found = find_weights()
     if found is not None:
@@ -38,7 +38,7 @@ _isolate_from_the_users_home()
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
     """The real ImageNet weights file, found as load_weights() finds it (CI sets FILTERVIZ_WEIGHTS)."""
-    from filterviz.weights import download_weights, find_weights
+    from filterviz.networks.weights import download_weights, find_weights
 
     path = find_weights()
     if path is None:

@@ -11,8 +11,9 @@ import h5py
 import jax
 import numpy as np
 
-from filterviz.network import Network, network
-from filterviz.weights import load_weights
+from filterviz.core.network import Network
+from filterviz.networks import get_network as network
+from filterviz.networks.weights import load_weights
 
 CONTENT_SHA256 = "d9a27cc1fc7f975ef8cff49180e794ccd7c4bc868ebb49740803b3bbaa8dbefd"
 """Digest of the ImageNet VGG16 tensors (every kernel then bias, float32 LE, in layer order)."""

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.ascent import notebook_method
-from filterviz.checks import default_batch_size
-from filterviz.engine import render_batch
+from filterviz.core.checks import default_batch_size
+from filterviz.core.engine import render_batch
+from filterviz.draw.notebook import notebook_method
 
 
 def mean_activation(params, image, layer, filter_index) -> float:

@@ -35,8 +35,8 @@ def test_flop_count_of_a_step():
     import jax
     import jax.numpy as jnp
 
-    from filterviz.ascent import notebook_method
-    from filterviz.engine import render_batch
+    from filterviz.core.engine import render_batch
+    from filterviz.draw.notebook import notebook_method
 
     compiled = render_batch.lower(
         vgg16,

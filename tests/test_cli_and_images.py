@@ -12,7 +12,8 @@ from PIL import Image
 
 import filterviz
 from filterviz.cli import main
-from filterviz.commands import parse_filters
+from filterviz.cli.commands import parse_filters
+from filterviz.io import photos
 
 VGG16 = filterviz.network("vgg16")
 
@@ -158,6 +159,6 @@ def test_a_reader_that_stops_early_gets_no_traceback():
 
 def test_resize_image_keeps_float_values_and_gives_the_asked_size():
     flat = np.full((40, 52, 3), 100.5, np.float32)
-    resized = filterviz.images.resize_image(flat, 16, 20)
+    resized = photos.resize_image(flat, 16, 20)
     assert resized.shape == (16, 20, 3) and resized.dtype == np.float32
     np.testing.assert_allclose(resized, 100.5, atol=1e-3)

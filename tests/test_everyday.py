@@ -19,11 +19,12 @@ import pytest
 
 import filterviz
 from filterviz import progress
-from filterviz.ascent import notebook_method
-from filterviz.atlas import contact_sheet
 from filterviz.cli import main
-from filterviz.commands import stall_hint
-from filterviz.engine import StepReport, render_batch
+from filterviz.cli.commands import stall_hint
+from filterviz.core.engine import StepReport, render_batch
+from filterviz.draw.notebook import notebook_method
+from filterviz.io import plots
+from filterviz.sweeps.atlas import contact_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +134,7 @@ def test_grids_label_each_filter_with_what_it_reached(random_params):
     assert len(titles) == 3 and all(re.fullmatch(r"filter \d: (dead|[0-9.e+-]+)", t) for t in titles)
     images = filterviz.ascend(random_params, "block2_conv1", [0, 1, 2], start, steps=2)
     reached = filterviz.achieved(random_params, "block2_conv1", [0, 1, 2], images)
-    assert titles == filterviz.plotting.filter_labels([0, 1, 2], reached)
+    assert titles == plots.filter_labels([0, 1, 2], reached)
 
 
 @pytest.mark.parametrize("columns", [1, 3, 7, 10])
@@ -208,8 +209,8 @@ TINY = [
 def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
     from PIL import Image
 
-    from filterviz import rendering
-    from filterviz.methods import METHODS
+    from filterviz.core.methods import METHODS
+    from filterviz.draw import rendering
 
     assert len(readme_blocks()) >= 2
     monkeypatch.chdir(tmp_path)
@@ -280,8 +281,8 @@ def test_the_readme_names_only_functions_that_exist():
 
 
 def test_the_suite_writes_nothing_into_the_users_home():
+    from filterviz.networks.weights import keras_cache_dir
     from filterviz.runtime import compilation_cache_dir
-    from filterviz.weights import keras_cache_dir
 
     temporary = Path(tempfile.gettempdir()).resolve()
     assert temporary in Path.home().resolve().parents

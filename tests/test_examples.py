@@ -17,12 +17,13 @@ from PIL import Image
 
 import filterviz
 from filterviz.cli import build_parser, main
+from filterviz.core.hits import EMPTY, empty_top_k, image_responses, merge, merge_top_k, receptive_field
+from filterviz.core.network import preprocess
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.examples import find_images
-from filterviz.hits import EMPTY, empty_top_k, image_responses, merge, merge_top_k, receptive_field
-from filterviz.images import load_fitted, written_by_filterviz
-from filterviz.network import preprocess
-from filterviz.sweep_folder import FolderLock
+from filterviz.io.files import written_by_filterviz
+from filterviz.io.photos import load_fitted
+from filterviz.sweeps.examples import find_images
+from filterviz.sweeps.folder import FolderLock
 from support import page_data, page_text
 from test_sweep import run_two_processes, run_worker
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 import filterviz
 from filterviz.cli import main
-from filterviz.engine import filter_keys
-from filterviz.hits import receptive_field
-from filterviz.images import load_fitted, load_image
+from filterviz.core.engine import filter_keys
+from filterviz.core.hits import receptive_field
+from filterviz.io.photos import load_fitted, load_image
 from support import page_data, relative_error
 
 SIZE = 32

@@ -11,13 +11,14 @@ import optax
 import pytest
 
 import filterviz
-from filterviz import param, transforms
-from filterviz.engine import filter_keys, objective_value, render_batch
-from filterviz.layers import redirected_relu
-from filterviz.methods import Method, Octaves, Optimizer, get_method
-from filterviz.network import preprocess
-from filterviz.objectives import channel, deepdream, direction, diversity, neuron
-from filterviz.rendering import render
+from filterviz.core import methods, transforms
+from filterviz.core import parameterizations as param
+from filterviz.core.engine import filter_keys, objective_value, render_batch
+from filterviz.core.methods import Method, Octaves, Optimizer, get_method
+from filterviz.core.network import preprocess
+from filterviz.core.objectives import channel, deepdream, direction, diversity, neuron
+from filterviz.draw.rendering import render
+from filterviz.networks.layers import redirected_relu
 
 SIZE = 32
 
@@ -340,14 +341,14 @@ def test_any_optax_optimizer_object_works(random_params):
 
 
 def test_presets_keep_their_references_defaults():
-    notebook = filterviz.METHODS["notebook"]
+    notebook = methods.METHODS["notebook"]
     assert (notebook.steps, notebook.optimizer, notebook.preprocessing) == (
         20,
         Optimizer("normalized", 1.0),
         "raw",
     )
     assert notebook.parameterization == param.Pixels(127.0, 10.0) and notebook.transforms == ()
-    lucid = filterviz.METHODS["lucid"]  # Lucid's render_vis: Adam(0.05), 512 steps, image(fft, decorrelate)
+    lucid = methods.METHODS["lucid"]  # Lucid's render_vis: Adam(0.05), 512 steps, image(fft, decorrelate)
     assert (lucid.steps, lucid.optimizer) == (512, Optimizer("adam", 0.05))
     assert lucid.parameterization == param.Fourier(sd=0.01, decay_power=1.0, decorrelate=True)
     assert lucid.redirect_relu and lucid.preprocessing == "network"  # each network's own convention
@@ -362,13 +363,13 @@ def test_presets_keep_their_references_defaults():
     )
     assert scale.scales == pytest.approx([1 + (i - 5) / 50 for i in range(11)])
     assert list(rotate.angles) == list(range(-10, 11)) + [0] * 5
-    maco = filterviz.METHODS["maco"]  # MaCo's reference code: NAdam(1.0), phase N(0, 1), 6 crops a step
+    maco = methods.METHODS["maco"]  # MaCo's reference code: NAdam(1.0), phase N(0, 1), 6 crops a step
     assert (maco.optimizer, maco.transform_copies, maco.parameterization.phase_sd) == (
         Optimizer("nadam", 1.0),
         6,
         1.0,
     )
-    octaves = filterviz.METHODS["octaves"]  # Keras' conv_filter_visualization.py
+    octaves = methods.METHODS["octaves"]  # Keras' conv_filter_visualization.py
     assert (octaves.steps, octaves.octaves.stages, octaves.octaves.scale) == (15, 9, 1.2)
     assert octaves.parameterization == param.Pixels(128.0, 10.0, uniform=True) and octaves.picture == "keras"
     assert dict(octaves.optimizer.options) == {"epsilon": 1e-7}
@@ -429,7 +430,7 @@ def together_keys(seed):
 
 
 def test_each_method_runs_in_bfloat16(random_params):
-    for name in filterviz.METHODS:
+    for name in methods.METHODS:
         # Two octave stages rather than nine: the same code, a fraction of the compiling.
         method = get_method(name, octaves=Octaves(2)) if name == "octaves" else name
         result = render(
@@ -544,7 +545,7 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
         filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": other, "steps": None})
     with pytest.raises(filterviz.SettingError, match="pixel method"):
         filterviz.sweep(random_params, tmp_path / "x", progress=False, **settings, start=np.zeros((8, 8, 3)))
-    with pytest.raises(filterviz.SettingError, match=r"filterviz.Optimizer\(name, rate\)"):
+    with pytest.raises(filterviz.SettingError, match=r"methods.Optimizer\(name, rate\)"):
         optax_method = get_method("lucid", optimizer=optax.adam(0.1))
         filterviz.sweep(random_params, tmp_path / "y", progress=False, **{**settings, "method": optax_method})
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
@@ -671,8 +672,8 @@ def test_cli_method_errors_exit_2_with_one_line(arguments, message, tmp_path, ca
 
 
 def test_cli_top_draws_the_strongest_filters_first(weights_path, tmp_path, monkeypatch):
-    import filterviz.plotting as plotting
-    from filterviz import cli
+    import filterviz.io.plots as plotting
+    from filterviz.cli import parser as cli
 
     drawn, original = {}, plotting.filter_grid
 

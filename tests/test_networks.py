@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.layers import conv2d
-from filterviz.network import builtin_networks
-from filterviz.vgg import with_flipped_kernels
-from filterviz.weights import load_weights
+from filterviz.networks import BUILTIN
+from filterviz.networks.layers import conv2d
+from filterviz.networks.vgg import with_flipped_kernels
+from filterviz.networks.weights import load_weights
 from support import keras_random_network, layer_errors_against_keras
 
 # ----------------------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_flipped_kernels_change_nothing_but_speed(vgg16, random_params):
 
 
 def test_unknown_networks_are_a_setting_error():
-    assert set(builtin_networks()) >= {"vgg16", "vgg19", "resnet50"}
+    assert set(BUILTIN) >= {"vgg16", "vgg19", "resnet50"}
     with pytest.raises(
         filterviz.SettingError, match="unknown network 'alexnet'; built in: resnet50, vgg16, vgg19"
     ):

@@ -23,7 +23,9 @@ from PIL import Image
 
 import filterviz
 from filterviz.cli import main
-from filterviz.sweep_folder import FolderLock, read_manifest, scan_manifest
+from filterviz.core import methods
+from filterviz.io import files
+from filterviz.sweeps.folder import FolderLock, read_manifest, scan_manifest
 from support import page_data, page_text, write_legacy_h5
 
 TINY = {"size": (16, 16), "steps": 1}
@@ -250,7 +252,7 @@ def test_outputs_refuse_links_devices_fifos_and_folders(tmp_path):
         with pytest.raises(filterviz.OutputError, match=kind):
             filterviz.save_picture(picture, tmp_path / name)
     with pytest.raises(filterviz.OutputError, match="device"):
-        filterviz.images.check_writable("/dev/null")
+        files.check_writable("/dev/null")
     assert target.read_bytes() == b"the link's target" and (tmp_path / "link.png").is_symlink()
     assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.png").st_mode)
     assert main(["filters", "block1_conv1", "--out", "/dev/stdout"]) == 2
@@ -393,7 +395,7 @@ def test_non_finite_numbers_are_refused(random_params, tmp_path):
             filterviz.channel("block1_conv1", [0]),
             size=16,
             steps=1,
-            optimizer=filterviz.Optimizer("adam", float("inf")),
+            optimizer=methods.Optimizer("adam", float("inf")),
         )
     with pytest.raises(filterviz.SettingError, match="seed"):
         filterviz.sweep(random_params, tmp_path, layers=["block1_conv1"], seed=2**64, **TINY)
@@ -474,8 +476,8 @@ def test_an_unusable_compilation_cache_only_warns(weights_path, tmp_path):
         lambda p, s: filterviz.direction("block1_conv1", np.full(64, np.nan)),
         lambda p, s: filterviz.channel("block1_conv1", 0) * float("nan"),
         lambda p, s: filterviz.get_method("lucid", steps=-1),
-        lambda p, s: filterviz.get_method("lucid", optimizer=filterviz.Optimizer("adam", "fast")),
-        lambda p, s: filterviz.get_method("lucid", optimizer=filterviz.Optimizer("__init__", 0.1)),
+        lambda p, s: filterviz.get_method("lucid", optimizer=methods.Optimizer("adam", "fast")),
+        lambda p, s: filterviz.get_method("lucid", optimizer=methods.Optimizer("__init__", 0.1)),
         lambda p, s: filterviz.get_method("lucid", colour=True),
         lambda p, s: filterviz.load_weights(123),
         lambda p, s: filterviz.load_weights("/dev/null"),

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.atlas import contact_sheet
-from filterviz.sweep_folder import read_manifest
+from filterviz.networks import weights
+from filterviz.sweeps.atlas import contact_sheet
+from filterviz.sweeps.folder import read_manifest
 from support import page_data
 
 # The package exports the function `sweep`, which hides the module of the same name.
-sweep_module = importlib.import_module("filterviz.sweep")
+sweep_module = importlib.import_module("filterviz.sweeps.sweep")
 
 WORKER = Path(__file__).with_name("sweep_worker.py")
 SMALL = {"size": (24, 24), "steps": 3}
@@ -85,7 +86,7 @@ def test_sweep_writes_a_picture_and_a_manifest_line_per_filter(random_params, tm
         assert entry["activation"] > before or entry["activation"] == before == 0
         np.testing.assert_array_equal(picture, filterviz.as_image(image))
     settings = json.loads((tmp_path / "sweep.json").read_text())["settings"]
-    assert settings["weights"] == filterviz.weights.content_digest(random_params)
+    assert settings["weights"] == weights.content_digest(random_params)
 
 
 def test_sweep_pictures_equal_the_plain_ascent(random_params, tmp_path):
@@ -102,8 +103,8 @@ def test_programs_compile_once_and_ahead_from_many_threads(random_params):
     """A sweep compiles later layers' programs on host threads: a program asked for by several threads
     at once is compiled once, and the pictures are those of the plain ascent."""
     start = np.asarray(filterviz.random_image(jax.random.key(0), 16, 16))
-    from filterviz.ascent import notebook_method
-    from filterviz.sharding import ShardedAscent
+    from filterviz.draw.notebook import notebook_method
+    from filterviz.sweeps.sharding import ShardedAscent
 
     vgg16 = filterviz.network("vgg16")
     ascent = ShardedAscent(vgg16, random_params, notebook_method(steps=2), start, size=(16, 16))

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.weights import content_digest, download_weights, find_weights, load_weights, read_keras_h5
+from filterviz.networks.weights import (
+    content_digest,
+    download_weights,
+    find_weights,
+    load_weights,
+    read_keras_h5,
+)
 from support import CONTENT_SHA256, write_legacy_h5
 
 CONV_LAYERS = [layer.name for layer in filterviz.network("vgg16").layers if layer.kind == "Conv2D"]
@@ -132,7 +138,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FILTERVIZ_WEIGHTS", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("filterviz.weights._project_weights_dir", lambda: tmp_path / "project_weights")
+    project_weights = tmp_path / "project_weights"
+    monkeypatch.setattr("filterviz.networks.weights._project_weights_dir", lambda: project_weights)
     return tmp_path
 
 

@@ -1,5 +1,12 @@
 """filterviz: see what the filters of a convolutional network respond to, by gradient ascent in JAX.
 
+The package's folders show its shape: ``core/`` is the pure numerical core (network type, objectives,
+parameterizations, transforms, methods, the engine), ``networks/`` the built-in networks, imported
+models and weights, ``draw/`` the functions users call on arrays, ``io/`` photos in and files out,
+``sweeps/`` work at volume into a folder (sweeps, dataset examples, the atlas), ``cli/`` the command
+line. The names below are the public API; everything else is reached through its module
+(``filterviz.core.methods.Fourier``, ``filterviz.core.engine.render_one``).
+
 >>> import filterviz  # doctest: +SKIP
 >>> params = filterviz.load_weights()  # VGG16's ImageNet weights  # doctest: +SKIP
 >>> start = filterviz.random_image(jax.random.key(0))  # doctest: +SKIP
@@ -8,9 +15,12 @@
 >>> network, params = filterviz.from_keras("my_model.keras")  # your own network  # doctest: +SKIP
 """
 
-from filterviz.ascent import achieved, activations, ascend, layer_image
-from filterviz.atlas import Atlas, top_filters, write_atlas
-from filterviz.checks import PRECISIONS
+from filterviz.core.methods import get_method
+from filterviz.core.network import Network
+from filterviz.core.objectives import channel, deepdream, direction, diversity, neuron, objective
+from filterviz.core.pictures import as_image, random_image
+from filterviz.draw.notebook import achieved, activations, ascend, layer_image, show_filters
+from filterviz.draw.rendering import render
 from filterviz.errors import (
     FilterIndexError,
     FilterVizError,
@@ -21,20 +31,17 @@ from filterviz.errors import (
     UnknownLayerError,
     WeightsError,
 )
-from filterviz.examples import Examples, examples
-from filterviz.external import from_flax, from_keras
-from filterviz.images import load_image, save_gif, save_picture
-from filterviz.methods import METHODS, Method, Octaves, Optimizer, get_method
-from filterviz.network import Network, network
-from filterviz.objectives import Objective, channel, deepdream, direction, diversity, neuron, objective
-from filterviz.param import Fourier, Maco, Pixels
-from filterviz.pictures import as_image, random_image
-from filterviz.plotting import filter_grid, save_figure, show_filters
-from filterviz.rendering import Rendering, render
-from filterviz.runtime import enable_compilation_cache, split_cpu_into_devices
-from filterviz.sweep import SweepResult, sweep
-from filterviz.sweep_folder import read_manifest
-from filterviz.weights import load_weights
+from filterviz.io.files import save_gif, save_picture
+from filterviz.io.photos import load_image
+from filterviz.io.plots import filter_grid, save_figure
+from filterviz.networks import get_network as network
+from filterviz.networks.external import from_flax, from_keras
+from filterviz.networks.weights import load_weights
+from filterviz.runtime import enable_compilation_cache
+from filterviz.sweeps.atlas import top_filters, write_atlas
+from filterviz.sweeps.examples import examples
+from filterviz.sweeps.folder import read_manifest
+from filterviz.sweeps.sweep import sweep
 
 
 def summary(height: int | None = None, width: int | None = None, *, model: str | Network = "vgg16") -> str:
@@ -47,37 +54,30 @@ def summary(height: int | None = None, width: int | None = None, *, model: str |
 
 
 __all__ = [
-    "METHODS",
-    "PRECISIONS",
-    "Atlas",
-    "Examples",
+    # Errors
     "FilterIndexError",
     "FilterVizError",
-    "Fourier",
     "ImageError",
-    "Maco",
-    "Method",
+    # Networks and weights
     "Network",
-    "Objective",
-    "Octaves",
-    "Optimizer",
     "OutputError",
-    "Pixels",
-    "Rendering",
     "SettingError",
     "SweepError",
-    "SweepResult",
     "UnknownLayerError",
     "WeightsError",
+    # Drawing
     "achieved",
     "activations",
+    # Pictures and files
     "as_image",
     "ascend",
+    # Objectives
     "channel",
     "deepdream",
     "direction",
     "diversity",
     "enable_compilation_cache",
+    # Work at volume
     "examples",
     "filter_grid",
     "from_flax",
@@ -96,7 +96,6 @@ __all__ = [
     "save_gif",
     "save_picture",
     "show_filters",
-    "split_cpu_into_devices",
     "summary",
     "sweep",
     "top_filters",

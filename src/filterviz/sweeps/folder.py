@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from filterviz.errors import OutputError, SweepError
-from filterviz.images import TEMPORARY_SUFFIX, written_by_filterviz
+from filterviz.io.files import TEMPORARY_SUFFIX, written_by_filterviz
 
 SETTINGS_FILE = "sweep.json"
 LOCK_FILE = ".filterviz.lock"
@@ -152,9 +152,9 @@ def layer_table(folder: Path) -> dict[str, int]:
             return layers
     except (ValueError, OSError):
         pass
-    from filterviz.network import network
+    from filterviz.networks import VGG16  # folders from before sweep.json listed layers were VGG16's
 
-    return {layer.name: layer.channels for layer in network("vgg16").layers}
+    return {layer.name: layer.channels for layer in VGG16.layers}
 
 
 def parse_filter_line(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:

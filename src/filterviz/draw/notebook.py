@@ -1,5 +1,5 @@
 """The notebook's method by its familiar names: :func:`ascend`, :func:`layer_image`, :func:`activations`,
-:func:`achieved`.
+:func:`achieved`, and its grid of pictures, :func:`show_filters`.
 
 Each is a thin wrapper over the one engine (:mod:`filterviz.engine`) with the ``notebook`` preset: pixels
 fed to the network as they are (0-255 RGB, as the notebook fed VGG16), the gradient of the filter's mean
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.checks import (
+from filterviz.core.checks import (
     check_count,
     check_filters,
     check_image_size,
@@ -27,14 +27,15 @@ from filterviz.checks import (
     matmul_precision,
     padded_chunks,
 )
-from filterviz.engine import check_start, measure_batch
+from filterviz.core.engine import check_start, measure_batch
+from filterviz.core.methods import Method, Optimizer, get_method
+from filterviz.core.network import Network, Params
+from filterviz.core.objectives import channel
+from filterviz.core.pictures import as_image
+from filterviz.draw.rendering import render_pixels
 from filterviz.errors import ImageError
-from filterviz.methods import Method, Optimizer, get_method
-from filterviz.network import Network, Params
-from filterviz.network import network as get_network
-from filterviz.objectives import channel
-from filterviz.pictures import as_image
-from filterviz.rendering import render_pixels
+from filterviz.io.plots import filter_grid, filter_labels
+from filterviz.networks import get_network
 
 
 def notebook_method(steps: int = 20, step_size: float = 1.0, precision: str = "float32") -> Method:
@@ -211,3 +212,44 @@ def layer_image(
         network=network,
     )
     return as_image(ascended[0])
+
+
+def show_filters(
+    params: Params,
+    layer: str,
+    image: jax.Array | np.ndarray,
+    n: int = 20,
+    *,
+    filters: Sequence[int] | None = None,
+    steps: int = 20,
+    step_size: float = 1.0,
+    columns: int = 10,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    network: Network | str = "vgg16",
+):
+    """The notebook's picture: ``n`` filters of ``layer`` (the first ``n``, or ``filters``) in a grid.
+
+    One vmapped :func:`filterviz.ascend` call computes every picture from the start ``image``
+    (``float32[H, W, 3]``), with a progress bar in a notebook or on a terminal. Each picture is labelled
+    with its filter and the mean activation it reached (0: the filter never fired). Returns a matplotlib
+    Figure (2 rows of 10 for the default ``n=20``).
+    """
+    network = get_network(network)
+    layer = network.layer(layer).name
+    channels = network.layer(layer).channels
+    chosen = check_filters(network, layer, filters if filters is not None else range(min(n, channels)))
+    images = ascend(
+        params,
+        layer,
+        chosen,
+        image,
+        steps=steps,
+        step_size=step_size,
+        batch_size=batch_size,
+        progress=progress,
+        network=network,
+    )
+    reached = achieved(params, layer, chosen, images, network=network)
+    labels = filter_labels(chosen, reached)
+    return filter_grid(as_image(images), labels, columns=columns, title=layer)

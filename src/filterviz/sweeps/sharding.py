@@ -19,11 +19,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from filterviz.checks import default_batch_size, padded_chunks
-from filterviz.engine import render_filters
-from filterviz.methods import Method
-from filterviz.multihost import global_array
-from filterviz.network import Network, Params
+from filterviz.core.checks import default_batch_size, padded_chunks
+from filterviz.core.engine import render_filters
+from filterviz.core.methods import Method
+from filterviz.core.network import Network, Params
+from filterviz.sweeps.multihost import global_array
 
 FILTER_AXIS = "filters"
 """Name of the mesh axis the filters are split over."""

@@ -1,9 +1,9 @@
 """A network as a value: its layers, a pure forward pass, its input convention and its weights' source.
 
 Everything downstream (objectives, methods, sweeps, the atlas, the command line, the memory model) takes
-a :class:`Network` and asks it; nothing reads one network's layer table directly. Built-in networks are
-looked up by name (:func:`network`); a user's own comes from :func:`filterviz.from_keras` or
-:func:`filterviz.from_flax`.
+a :class:`Network` and asks it; nothing reads one network's layer table directly. This module knows no
+network by name: the built-in ones are values in :data:`filterviz.networks.BUILTIN`, and a user's own
+comes from :func:`filterviz.from_keras` or :func:`filterviz.from_flax`.
 
 Shapes: images are ``float32[N, H, W, 3]`` already preprocessed for the network (see
 :data:`PREPROCESSINGS`); :meth:`Network.apply` returns ``{layer: float32[N, h, w, C]}`` for the layers
@@ -208,44 +208,6 @@ class Network:
             lines += [f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0"]
         lines.append(rule)
         return "\n".join(lines)
-
-
-_REGISTRY: dict[str, Callable[[], Network]] = {}
-
-
-def register(name: str, build: Callable[[], Network]) -> None:
-    """Make ``network(name)`` return ``build()`` (built once, then the same value)."""
-    _REGISTRY[name] = build
-
-
-def network(name: str | Network = "vgg16") -> Network:
-    """A built-in network by name (``"vgg16"``, ``"vgg19"``, ``"resnet50"``); a network is returned as is."""
-    if isinstance(name, Network):
-        return name
-    _load_builtins()
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise SettingError(f"unknown network {name!r}; built in: {', '.join(sorted(_REGISTRY))}")
-    return _built(name)
-
-
-def builtin_networks() -> tuple[str, ...]:
-    """The names :func:`network` knows."""
-    _load_builtins()
-    return tuple(sorted(_REGISTRY))
-
-
-_CACHE: dict[str, Network] = {}
-
-
-def _built(name: str) -> Network:
-    if name not in _CACHE:
-        _CACHE[name] = _REGISTRY[name]()
-    return _CACHE[name]
-
-
-def _load_builtins() -> None:
-    # The built-in networks register themselves when their modules are imported.
-    from filterviz import resnet, vgg  # noqa: F401
 
 
 def preprocess(pixels: jax.Array, preprocessing: str) -> jax.Array:

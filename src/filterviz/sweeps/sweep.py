@@ -43,20 +43,18 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from filterviz.ascent import notebook_method
-from filterviz.checks import check_count, check_filters, check_precision, check_seed, check_step_size
-from filterviz.engine import check_method_size
+from filterviz.core.checks import check_count, check_filters, check_precision, check_seed, check_step_size
+from filterviz.core.engine import check_method_size
+from filterviz.core.methods import Method, Optimizer, get_method
+from filterviz.core.network import Network, Params
+from filterviz.core.parameterizations import Pixels
+from filterviz.core.pictures import check_finite, random_image
+from filterviz.draw.notebook import notebook_method
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.images import atomic_write, encode_npy, encode_png
-from filterviz.methods import Method, Optimizer, get_method
-from filterviz.multihost import agree, barrier
-from filterviz.network import Network, Params
-from filterviz.network import network as get_network
-from filterviz.param import Pixels
-from filterviz.pictures import check_finite, random_image
+from filterviz.io.files import atomic_write, encode_npy, encode_png
+from filterviz.networks import get_network
 from filterviz.progress import Progress, wanted
-from filterviz.sharding import ShardedAscent
-from filterviz.sweep_folder import (
+from filterviz.sweeps.folder import (
     LOCK_FILE,
     SETTINGS_FILE,
     FolderLock,
@@ -72,6 +70,8 @@ from filterviz.sweep_folder import (
     scan_manifest,
     stale_temporaries,
 )
+from filterviz.sweeps.multihost import agree, barrier
+from filterviz.sweeps.sharding import ShardedAscent
 
 _FORMAT = 2  # 2: manifest lines record each file's size and sha256
 # Chunks dispatched ahead of the one being written: enough that the device always has queued work
@@ -352,7 +352,7 @@ def sweep(
         start_name = "noise"
     else:
         start_name = _start_digest(start_image)
-    from filterviz.weights import content_digest
+    from filterviz.networks.weights import content_digest
 
     settings = SweepSettings(
         height=height,

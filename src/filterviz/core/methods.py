@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from filterviz.checks import check_count, check_step_size, compute_dtype
+from filterviz.core.checks import check_count, check_step_size, compute_dtype
+from filterviz.core.network import PREPROCESSINGS, Network
+from filterviz.core.parameterizations import Fourier, Maco, Parameterization, Pixels
+from filterviz.core.pictures import as_image, clip_image
+from filterviz.core.transforms import STANDARD, Noise, RandomCrop, Transform
 from filterviz.errors import SettingError
-from filterviz.network import PREPROCESSINGS, Network
-from filterviz.param import Fourier, Maco, Parameterization, Pixels
-from filterviz.pictures import as_image, clip_image
-from filterviz.transforms import STANDARD, Noise, RandomCrop, Transform
 
 # ----------------------------------------------------------------------------------------------------
 # Optimizers

@@ -37,9 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from filterviz.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
-from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.hits import (
+from filterviz.core.hits import (
     EMPTY,
     RANKINGS,
     Statistics,
@@ -51,13 +49,16 @@ from filterviz.hits import (
     receptive_field,
     update_statistics,
 )
-from filterviz.images import FITS, atomic_write, encode_png, load_fitted, written_by_filterviz
-from filterviz.multihost import agree, barrier, gather, global_array, host_copy
-from filterviz.network import Network, Params, preprocess
-from filterviz.network import network as get_network
+from filterviz.core.network import Network, Params, preprocess
+from filterviz.errors import ImageError, OutputError, SettingError, SweepError
+from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
+from filterviz.io.photos import FITS, load_fitted
+from filterviz.networks import get_network
+from filterviz.networks.weights import content_digest
 from filterviz.progress import Progress, count_of, wanted
-from filterviz.sweep_folder import FolderLock, read_settings_record
-from filterviz.weights import content_digest
+from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
+from filterviz.sweeps.folder import FolderLock, read_settings_record
+from filterviz.sweeps.multihost import agree, barrier, gather, global_array, host_copy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Files a folder's images are read from (any case)."""

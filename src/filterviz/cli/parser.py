@@ -10,11 +10,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from filterviz import commands
-from filterviz.checks import PRECISIONS
+from filterviz.cli import commands
+from filterviz.core.checks import PRECISIONS
+from filterviz.core.hits import RANKINGS
 from filterviz.errors import FilterVizError
-from filterviz.hits import RANKINGS
-from filterviz.images import FITS
+from filterviz.io.photos import FITS
 
 EXIT_USER_ERROR = 2
 
@@ -102,9 +102,9 @@ def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int | None) 
 
 def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     """The method and its main knobs (every other one is reachable from Python: filterviz.Method)."""
-    from filterviz.methods import METHODS
-    from filterviz.network import PREPROCESSINGS
-    from filterviz.param import PARAMETERIZATIONS
+    from filterviz.core.methods import METHODS
+    from filterviz.core.network import PREPROCESSINGS
+    from filterviz.core.parameterizations import PARAMETERIZATIONS
 
     group = parser.add_argument_group("method (see filterviz.methods)")
     group.add_argument(
@@ -159,7 +159,7 @@ def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int | None) -
 
 
 def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
-    from filterviz.images import MAX_PIXELS
+    from filterviz.io.photos import MAX_PIXELS
 
     parser.add_argument(
         "--max-pixels",

@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from filterviz.core.network import PREPROCESSINGS, Layer, Network, Params
 from filterviz.errors import SettingError, WeightsError
-from filterviz.network import PREPROCESSINGS, Layer, Network, Params
 
 _PROBE = 64  # the input size the layers are found with (output sizes are computed per size later)
 _VISUAL_KINDS = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv", "ConvTranspose", "Conv2DTranspose")

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.checks import check_count, check_seed, default_batch_size, padded_chunks
-from filterviz.engine import (
+from filterviz.core.checks import check_count, check_seed, default_batch_size, padded_chunks
+from filterviz.core.engine import (
     StepReport,
     check_method_size,
     check_size,
@@ -22,12 +22,12 @@ from filterviz.engine import (
     render_batch,
     resize_pixels,
 )
+from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
+from filterviz.core.network import Network, Params
+from filterviz.core.objectives import Objective
+from filterviz.core.parameterizations import Pixels
 from filterviz.errors import SettingError
-from filterviz.methods import DEFAULT_SIZE, Method, get_method
-from filterviz.network import Network, Params
-from filterviz.network import network as get_network
-from filterviz.objectives import Objective
-from filterviz.param import Pixels
+from filterviz.networks import get_network
 from filterviz.progress import Progress, advance, count_of, wanted
 
 

@@ -1,4 +1,4 @@
-"""Grids of filter pictures with matplotlib, as the notebook draws them, and saving them to PNG."""
+"""Grids of pictures with matplotlib, as the notebook draws them, and saving figures atomically."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from filterviz.ascent import achieved, ascend
-from filterviz.checks import check_filters
-from filterviz.images import FIGURE_FORMATS, atomic_write, check_writable, output_format
-from filterviz.network import Network, Params
-from filterviz.network import network as get_network
-from filterviz.pictures import as_image
+from filterviz.io.files import FIGURE_FORMATS, atomic_write, check_writable, output_format
 
 
 def filter_grid(
@@ -54,47 +48,6 @@ def filter_grid(
     if title:
         figure.suptitle(title)
     return figure
-
-
-def show_filters(
-    params: Params,
-    layer: str,
-    image: jax.Array | np.ndarray,
-    n: int = 20,
-    *,
-    filters: Sequence[int] | None = None,
-    steps: int = 20,
-    step_size: float = 1.0,
-    columns: int = 10,
-    batch_size: int | None = None,
-    progress: bool | None = None,
-    network: Network | str = "vgg16",
-):
-    """The notebook's picture: ``n`` filters of ``layer`` (the first ``n``, or ``filters``) in a grid.
-
-    One vmapped :func:`filterviz.ascend` call computes every picture from the start ``image``
-    (``float32[H, W, 3]``), with a progress bar in a notebook or on a terminal. Each picture is labelled
-    with its filter and the mean activation it reached (0: the filter never fired). Returns a matplotlib
-    Figure (2 rows of 10 for the default ``n=20``).
-    """
-    network = get_network(network)
-    layer = network.layer(layer).name
-    channels = network.layer(layer).channels
-    chosen = check_filters(network, layer, filters if filters is not None else range(min(n, channels)))
-    images = ascend(
-        params,
-        layer,
-        chosen,
-        image,
-        steps=steps,
-        step_size=step_size,
-        batch_size=batch_size,
-        progress=progress,
-        network=network,
-    )
-    reached = achieved(params, layer, chosen, images, network=network)
-    labels = filter_labels(chosen, reached)
-    return filter_grid(as_image(images), labels, columns=columns, title=layer)
 
 
 def filter_labels(filters: Sequence[int], activations: Sequence[float]) -> list[str]:

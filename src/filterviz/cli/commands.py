@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from filterviz.core.network import Network
 from filterviz.errors import FilterIndexError, SettingError
-from filterviz.network import Network
 from filterviz.progress import count_of
 
 
@@ -66,18 +66,18 @@ def is_model_file(model: str) -> bool:
 
 def load_network(args: argparse.Namespace, *, weights: bool = True) -> tuple[Network, Any]:
     """The network ``--model`` names and, with ``weights``, its params (``--weights`` for a built-in)."""
-    from filterviz.network import network
+    from filterviz.networks import get_network
 
     if is_model_file(args.model):
-        from filterviz.external import from_keras
+        from filterviz.networks.external import from_keras
 
         if getattr(args, "weights", None):
             raise UsageError("a .keras model file carries its own weights: drop --weights")
         return from_keras(args.model)
-    chosen = network(args.model)
+    chosen = get_network(args.model)
     if not weights:
         return chosen, None
-    from filterviz.weights import load_weights
+    from filterviz.networks.weights import load_weights
 
     return chosen, load_weights(getattr(args, "weights", None), network=chosen)
 
@@ -98,9 +98,9 @@ def use_compilation_cache(args: argparse.Namespace) -> None:
 
 def method_from_arguments(args: argparse.Namespace):
     """The :class:`filterviz.Method` the command line asks for: a preset, then each knob given."""
-    from filterviz.methods import Octaves, Optimizer, get_method
-    from filterviz.param import PARAMETERIZATIONS
-    from filterviz.transforms import STANDARD
+    from filterviz.core.methods import Octaves, Optimizer, get_method
+    from filterviz.core.parameterizations import PARAMETERIZATIONS
+    from filterviz.core.transforms import STANDARD
 
     method = get_method(args.method, precision=args.precision)
     settings = {}
@@ -135,8 +135,8 @@ def shared_start(method, seed: int, height: int, width: int):
     None where each filter draws its own start from its key."""
     import jax
 
-    from filterviz.param import Pixels
-    from filterviz.pictures import random_image
+    from filterviz.core.parameterizations import Pixels
+    from filterviz.core.pictures import random_image
 
     if method.octaves is None and method.parameterization == Pixels():
         return random_image(jax.random.key(seed), height, width)
@@ -179,11 +179,11 @@ def summary(args: argparse.Namespace) -> None:
 def filters(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from filterviz.engine import check_method_size
-    from filterviz.images import FIGURE_FORMATS, check_writable
-    from filterviz.objectives import channel, diversity, neuron
-    from filterviz.plotting import filter_grid, filter_labels, save_figure
-    from filterviz.rendering import render
+    from filterviz.core.engine import check_method_size
+    from filterviz.core.objectives import channel, diversity, neuron
+    from filterviz.draw.rendering import render
+    from filterviz.io.files import FIGURE_FORMATS, check_writable
+    from filterviz.io.plots import filter_grid, filter_labels, save_figure
 
     network, _ = load_network(args, weights=False)
     layer = network.layer(args.layer).name
@@ -216,8 +216,8 @@ def filters(args: argparse.Namespace) -> None:
     pictures = result.pictures.reshape(-1, height, width, 3)
     activations = result.activations
     if args.gif:
-        from filterviz.atlas import contact_sheet
-        from filterviz.images import save_gif
+        from filterviz.io.files import save_gif
+        from filterviz.sweeps.atlas import contact_sheet
 
         frames = result.frames.reshape(result.frames.shape[0], -1, height, width, 3)
         tiles = [str(f) for f in chosen for _ in range(count)]
@@ -255,19 +255,19 @@ def filters(args: argparse.Namespace) -> None:
 def dream(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from filterviz.images import (
+    from filterviz.core.methods import Method, Octaves, Optimizer
+    from filterviz.core.objectives import channel, deepdream
+    from filterviz.core.pictures import as_image
+    from filterviz.draw.rendering import render
+    from filterviz.io.files import (
         ARRAY_FORMATS,
         PICTURE_FORMATS,
         atomic_write,
         check_writable,
         encode_npy,
-        load_image,
         save_picture,
     )
-    from filterviz.methods import Method, Octaves, Optimizer
-    from filterviz.objectives import channel, deepdream
-    from filterviz.pictures import as_image
-    from filterviz.rendering import render
+    from filterviz.io.photos import load_image
 
     network, _ = load_network(args, weights=False)
     layer = network.layer(args.layer or network.visual_layers[-1]).name
@@ -325,8 +325,8 @@ def join_cluster(args: argparse.Namespace) -> None:
 def sweep(args: argparse.Namespace) -> None:
     import jax
 
-    from filterviz.images import load_image, resize_image
-    from filterviz.sweep import sweep as run_sweep
+    from filterviz.io.photos import load_image, resize_image
+    from filterviz.sweeps.sweep import sweep as run_sweep
 
     join_cluster(args)
     if args.cpu_devices != 1:
@@ -374,7 +374,7 @@ def sweep(args: argparse.Namespace) -> None:
         print(f"filterviz: redone: {problem}", file=sys.stderr)
     page = None
     if jax.process_index() == 0:
-        from filterviz.atlas import write_atlas
+        from filterviz.sweeps.atlas import write_atlas
 
         atlas = write_atlas(args.out)
         page = atlas.page
@@ -394,7 +394,7 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def atlas(args: argparse.Namespace) -> None:
-    from filterviz.atlas import write_atlas
+    from filterviz.sweeps.atlas import write_atlas
 
     written = write_atlas(args.folder)
     for problem in written.problems:
@@ -403,9 +403,9 @@ def atlas(args: argparse.Namespace) -> None:
 
 
 def top(args: argparse.Namespace) -> None:
-    from filterviz.atlas import DEAD_ACTIVATION, load_pictures, top_filters
-    from filterviz.images import FIGURE_FORMATS, check_writable
-    from filterviz.plotting import filter_grid, save_figure
+    from filterviz.io.files import FIGURE_FORMATS, check_writable
+    from filterviz.io.plots import filter_grid, save_figure
+    from filterviz.sweeps.atlas import DEAD_ACTIVATION, load_pictures, top_filters
 
     check_writable(args.out, FIGURE_FORMATS)
     entries = top_filters(args.folder, args.layer, args.count)
@@ -430,7 +430,7 @@ def top(args: argparse.Namespace) -> None:
 def examples(args: argparse.Namespace) -> None:
     import jax
 
-    from filterviz.examples import examples as find_examples
+    from filterviz.sweeps.examples import examples as find_examples
 
     join_cluster(args)
     network, params = load_network(args)

@@ -25,10 +25,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from filterviz.core.hits import HISTOGRAM_EDGES
 from filterviz.errors import SettingError, SweepError, UnknownLayerError
-from filterviz.hits import HISTOGRAM_EDGES
-from filterviz.images import atomic_write, encode_png, written_by_filterviz
-from filterviz.sweep_folder import (
+from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
+from filterviz.sweeps.folder import (
     DATA_FOLDER,
     DATA_MARK,
     OTHER_PAGE,

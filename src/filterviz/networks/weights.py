@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from filterviz.core.network import Network, Params
 from filterviz.errors import WeightsError
-from filterviz.network import Network, Params
-from filterviz.network import network as get_network
+from filterviz.networks import BUILTIN, get_network
 
 # ----------------------------------------------------------------------------------------------------
 # Reading
@@ -218,10 +218,8 @@ def match_weights(network: Network | str, file: FileWeights, path: object = None
 
 def identify(file: FileWeights, exclude: str | None = None) -> str | None:
     """The built-in network whose weights ``file`` holds, if one fits exactly."""
-    from filterviz.network import builtin_networks
-
-    for name in builtin_networks():
-        if name != exclude and not _assign(get_network(name), file)[1]:
+    for name, network in BUILTIN.items():
+        if name != exclude and not _assign(network, file)[1]:
             return name
     return None
 

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from filterviz.core.network import Network, Params
 from filterviz.errors import SettingError
-from filterviz.network import Network, Params
 
 EMPTY = np.iinfo(np.int32).max
 """Image index of an empty slot (and of padding images in a short last batch): sorts after every image."""

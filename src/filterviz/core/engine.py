@@ -29,18 +29,18 @@ import numpy as np
 import optax
 from jax import lax
 
-from filterviz.checks import (
+from filterviz.core.checks import (
     check_count,
     check_image_size,
     compute_dtype,
     matmul_precision,
 )
+from filterviz.core.methods import Method
+from filterviz.core.network import Network, Params, preprocess
+from filterviz.core.objectives import Objective, channel
+from filterviz.core.pictures import check_finite
+from filterviz.core.transforms import compose
 from filterviz.errors import ImageError, SettingError
-from filterviz.methods import Method
-from filterviz.network import Network, Params, preprocess
-from filterviz.objectives import Objective, channel
-from filterviz.pictures import check_finite
-from filterviz.transforms import compose
 
 # ----------------------------------------------------------------------------------------------------
 # Loops that can tell the host how far they have come.

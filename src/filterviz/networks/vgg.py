@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from filterviz.layers import conv2d, flip_kernel, max_pool2x2, redirected_relu, relu
-from filterviz.network import Layer, Network, Params, WeightsSource, register
+from filterviz.core.network import Layer, Network, Params, WeightsSource
+from filterviz.networks.layers import conv2d, flip_kernel, max_pool2x2, redirected_relu, relu
 
 
 class Spec(NamedTuple):
@@ -212,5 +212,5 @@ VGG19_WEIGHTS = WeightsSource(
     "253f8cb515780f3b799900260a226db6",
 )
 
-register("vgg16", lambda: build("vgg16", VGG16_WIDTHS, VGG16_WEIGHTS))
-register("vgg19", lambda: build("vgg19", VGG19_WIDTHS, VGG19_WEIGHTS))
+VGG16 = build("vgg16", VGG16_WIDTHS, VGG16_WEIGHTS)
+VGG19 = build("vgg19", VGG19_WIDTHS, VGG19_WEIGHTS)

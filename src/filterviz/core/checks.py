@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from filterviz.core.network import Network
 from filterviz.errors import FilterIndexError, SettingError
-from filterviz.network import Network
 
 PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bfloat16")
 """The arithmetic an ascent may use; see the module docstring."""

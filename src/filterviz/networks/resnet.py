@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from filterviz.layers import conv2d, flip_kernel, relu
-from filterviz.network import Layer, Network, Params, WeightsSource, register
+from filterviz.core.network import Layer, Network, Params, WeightsSource
+from filterviz.networks.layers import conv2d, flip_kernel, relu
 
 BN_EPSILON = 1.001e-5
 STACKS = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
@@ -316,4 +316,4 @@ RESNET50_WEIGHTS = WeightsSource(
     "4d473c1dd8becc155b73f8504c6f6626",
 )
 
-register("resnet50", build)
+RESNET50 = build()

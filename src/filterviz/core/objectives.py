@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from filterviz.core.network import Network
 from filterviz.errors import FilterIndexError, SettingError
-from filterviz.network import Network
 
 Activations = Mapping[str, jax.Array]
 
