@@ -25,7 +25,8 @@ import filterviz
 from filterviz.cli import main
 from filterviz.core import methods
 from filterviz.io import files
-from filterviz.sweeps.folder import FolderLock, read_manifest, scan_manifest
+from filterviz.sweeps.folder import FolderLock
+from filterviz.sweeps.manifest import read_manifest, scan_manifest
 from support import page_data, page_text, write_legacy_h5
 
 TINY = {"size": (16, 16), "steps": 1}

@@ -20,7 +20,7 @@ import pytest
 import filterviz
 from filterviz.networks import weights
 from filterviz.sweeps.atlas import contact_sheet
-from filterviz.sweeps.folder import read_manifest
+from filterviz.sweeps.manifest import read_manifest
 from support import page_data
 
 # The package exports the function `sweep`, which hides the module of the same name.

@@ -40,7 +40,7 @@ from filterviz.networks.weights import load_weights
 from filterviz.runtime import enable_compilation_cache
 from filterviz.sweeps.atlas import top_filters, write_atlas
 from filterviz.sweeps.examples import examples
-from filterviz.sweeps.folder import read_manifest
+from filterviz.sweeps.manifest import read_manifest
 from filterviz.sweeps.sweep import sweep
 
 

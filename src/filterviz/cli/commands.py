@@ -255,7 +255,7 @@ def filters(args: argparse.Namespace) -> None:
 def dream(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from filterviz.core.methods import Method, Octaves, Optimizer
+    from filterviz.core.methods import NOTEBOOK_STEP_SIZE, Method, Octaves, Optimizer
     from filterviz.core.objectives import channel, deepdream
     from filterviz.core.pictures import as_image
     from filterviz.draw.rendering import render
@@ -272,7 +272,7 @@ def dream(args: argparse.Namespace) -> None:
     network, _ = load_network(args, weights=False)
     layer = network.layer(args.layer or network.visual_layers[-1]).name
     (filter_index,) = parse_filters(str(args.filter), network, layer)
-    step_size = 1.0 if args.step_size is None else args.step_size
+    step_size = NOTEBOOK_STEP_SIZE if args.step_size is None else args.step_size
     check_writable(args.out, {**PICTURE_FORMATS, **ARRAY_FORMATS})
     photo = load_image(args.image, max_pixels=args.max_pixels)
     use_compilation_cache(args)

@@ -126,6 +126,9 @@ class Octaves:
         return [(int(height / p), int(width / p)) for p in powers]
 
 
+NOTEBOOK_STEPS = 20
+NOTEBOOK_STEP_SIZE = 1.0
+"""The notebook's ascent: 20 steps of 1.0 times the RMS-normalised gradient (the one home of both)."""
 PICTURE_STYLES = ("notebook", "keras", "clip")
 DEFAULT_SIZE = 128
 """Height and width of :func:`render`'s pictures when neither ``size`` nor a start image gives them."""
@@ -158,8 +161,8 @@ class Method:
     preprocessing: str = "raw"
     transforms: tuple[Transform, ...] = ()
     transform_copies: int = 1
-    optimizer: Optimizer | optax.GradientTransformation = Optimizer("normalized", 1.0)
-    steps: int = 20
+    optimizer: Optimizer | optax.GradientTransformation = Optimizer("normalized", NOTEBOOK_STEP_SIZE)
+    steps: int = NOTEBOOK_STEPS
     images_per_filter: int = 1
     octaves: Octaves | None = None
     picture: str = "notebook"
@@ -278,3 +281,16 @@ def get_method(method: str | Method = "lucid", **settings: Any) -> Method:
         return dataclasses.replace(method, **settings).check()
     except TypeError as error:
         raise SettingError(f"bad method setting: {error}") from None
+
+
+def notebook_method(
+    steps: int = NOTEBOOK_STEPS, step_size: float = NOTEBOOK_STEP_SIZE, precision: str = "float32"
+) -> Method:
+    """The ``notebook`` preset with these steps, step size and precision (epsilon 1e-5, as the notebook).
+
+    >>> notebook_method(5).steps
+    5
+    """
+    return get_method(
+        "notebook", steps=steps, optimizer=Optimizer("normalized", float(step_size)), precision=precision
+    )

@@ -28,7 +28,7 @@ from filterviz.core.checks import (
     padded_chunks,
 )
 from filterviz.core.engine import check_start, measure_batch
-from filterviz.core.methods import Method, Optimizer, get_method
+from filterviz.core.methods import NOTEBOOK_STEP_SIZE, NOTEBOOK_STEPS, notebook_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import channel
 from filterviz.core.pictures import as_image
@@ -38,24 +38,14 @@ from filterviz.io.plots import filter_grid, filter_labels
 from filterviz.networks import get_network
 
 
-def notebook_method(steps: int = 20, step_size: float = 1.0, precision: str = "float32") -> Method:
-    """The ``notebook`` preset with these steps, step size and precision."""
-    return get_method(
-        "notebook",
-        steps=steps,
-        optimizer=Optimizer("normalized", float(step_size)),  # epsilon 1e-5, as the notebook
-        precision=precision,
-    )
-
-
 def ascend(
     params: Params,
     layer: str,
     filters: int | Sequence[int] | np.ndarray | jax.Array,
     image: jax.Array | np.ndarray,
     *,
-    steps: int = 20,
-    step_size: float = 1.0,
+    steps: int = NOTEBOOK_STEPS,
+    step_size: float = NOTEBOOK_STEP_SIZE,
     batch_size: int | None = None,
     precision: str = "float32",
     progress: bool | None = None,
@@ -195,8 +185,8 @@ def layer_image(
     filter_index: int,
     image: jax.Array | np.ndarray,
     *,
-    steps: int = 20,
-    step_size: float = 1.0,
+    steps: int = NOTEBOOK_STEPS,
+    step_size: float = NOTEBOOK_STEP_SIZE,
     precision: str = "float32",
     network: Network | str = "vgg16",
 ) -> np.ndarray:
@@ -221,8 +211,8 @@ def show_filters(
     n: int = 20,
     *,
     filters: Sequence[int] | None = None,
-    steps: int = 20,
-    step_size: float = 1.0,
+    steps: int = NOTEBOOK_STEPS,
+    step_size: float = NOTEBOOK_STEP_SIZE,
     columns: int = 10,
     batch_size: int | None = None,
     progress: bool | None = None,

@@ -20,6 +20,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,6 +30,13 @@ from filterviz.core.hits import HISTOGRAM_EDGES
 from filterviz.errors import SettingError, SweepError, UnknownLayerError
 from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
 from filterviz.sweeps.folder import (
+    FolderLock,
+    data_written_by_filterviz,
+    layer_folder_problem,
+    page_written_by_filterviz,
+    read_settings_record,
+)
+from filterviz.sweeps.layout import (
     DATA_FOLDER,
     DATA_MARK,
     OTHER_PAGE,
@@ -36,14 +44,11 @@ from filterviz.sweeps.folder import (
     PAGE_MARK,
     SETTINGS_FILE,
     SHEETS_FOLDER,
-    FolderLock,
-    data_written_by_filterviz,
+)
+from filterviz.sweeps.manifest import (
     finite_or_text,
-    layer_folder_problem,
     layer_table,
-    page_written_by_filterviz,
     parse_filter_line,
-    read_settings_record,
     regular_inside,
     scan_manifest,
 )
@@ -239,46 +244,15 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
     folder = Path(folder)
     with FolderLock(folder, "atlas"):
         entries, problems = _entries(folder)
-        settings = read_settings_record(folder) or {}
         table = layer_table(folder)
         layers: dict[str, list[dict[str, Any]]] = {}
         for entry in entries:
             layers.setdefault(entry["layer"], []).append(entry)
-        sheets = folder / SHEETS_FOLDER
-        trouble = layer_folder_problem(folder, SHEETS_FOLDER)
-        if trouble:
-            problems.append(f"no contact sheets: {trouble}")
-        else:
-            sheets.mkdir(exist_ok=True)
-        summary = []
-        for layer, layer_entries in layers.items():
-            sheet_path: str | None = f"{SHEETS_FOLDER}/{layer}.png"
-            target = folder / sheet_path
-            if trouble:
-                sheet_path = None
-            elif os.path.lexists(target) and not written_by_filterviz(target):
-                problems.append(f"{sheet_path} was not written by filterviz: kept, and no contact sheet")
-                sheet_path = None
-            else:
-                labels = [str(entry["filter"]) for entry in layer_entries]
-                sheet = contact_sheet(load_pictures(folder, layer_entries), labels, tile=tile)
-                atomic_write(target, encode_png(sheet))
-            summary.append(
-                {
-                    "name": layer,
-                    "channels": table[layer],
-                    "sheet": sheet_path,
-                    "count": len(layer_entries),
-                    "filters": [
-                        {
-                            "filter": e["filter"],
-                            "activation": finite_or_text(round(e["activation"], 4)),
-                            "png": e["png"],
-                        }
-                        for e in layer_entries
-                    ],
-                }
-            )
+        sheets, trouble = _write_sheets(folder, layers, tile)
+        problems += trouble
+        summary = [
+            _layer_summary(layer, table[layer], sheets.get(layer), found) for layer, found in layers.items()
+        ]
         examples, trouble = dataset_examples(folder, table)
         problems += trouble
         for layer in summary:
@@ -289,231 +263,62 @@ def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
         order = {name: position for position, name in enumerate(table)}
         summary.sort(key=lambda layer: order[layer["name"]])
         problems += _write_layer_data(folder, summary)
-        page = _PAGE.replace("__MARK__", PAGE_MARK)
-        page = page.replace("__TITLE__", html.escape(f"filterviz atlas: {folder.resolve().name}"))
-        shown = {key: settings.get(key) for key in _SHOWN_SETTINGS}
-        edges = [finite_or_text(float(edge)) for edge in HISTOGRAM_EDGES]
-        data = {"settings": shown, "layers": summary, "dead": DEAD_ACTIVATION, "histogram": edges}
-        page = page.replace("__DATA__", _inline_json(data))
-        index = folder / PAGE
-        name = PAGE if not os.path.lexists(index) or page_written_by_filterviz(index) else OTHER_PAGE
-        if name == OTHER_PAGE:
-            problems.append(f"{PAGE} was not written by filterviz: kept, and the atlas is {OTHER_PAGE}")
-            if os.path.lexists(folder / OTHER_PAGE) and not page_written_by_filterviz(folder / OTHER_PAGE):
-                raise SweepError(
-                    f"{folder} holds its own {PAGE} and {OTHER_PAGE}; filterviz replaces neither: move one"
-                )
-        return Atlas(atomic_write(folder / name, page.encode()), tuple(problems))
+        name, trouble = _page_name(folder)
+        page = _page(folder, summary, read_settings_record(folder) or {})
+        return Atlas(atomic_write(folder / name, page.encode()), (*problems, *trouble))
+
+
+def _write_sheets(
+    folder: Path, layers: dict[str, list[dict[str, Any]]], tile: int
+) -> tuple[dict[str, str], list[str]]:
+    """Each layer's contact sheet, where filterviz may write it: ``({layer: path}, problems)``."""
+    trouble = layer_folder_problem(folder, SHEETS_FOLDER)
+    if trouble:
+        return {}, [f"no contact sheets: {trouble}"]
+    (folder / SHEETS_FOLDER).mkdir(exist_ok=True)
+    written, problems = {}, []
+    for layer, entries in layers.items():
+        sheet_path = f"{SHEETS_FOLDER}/{layer}.png"
+        target = folder / sheet_path
+        if os.path.lexists(target) and not written_by_filterviz(target):
+            problems.append(f"{sheet_path} was not written by filterviz: kept, and no contact sheet")
+            continue
+        labels = [str(entry["filter"]) for entry in entries]
+        atomic_write(target, encode_png(contact_sheet(load_pictures(folder, entries), labels, tile=tile)))
+        written[layer] = sheet_path
+    return written, problems
+
+
+def _layer_summary(layer: str, channels: int, sheet: str | None, entries: list[dict[str, Any]]) -> dict:
+    """What the page shows of one layer: its sheet and each filter's activation and picture."""
+    filters = [
+        {"filter": e["filter"], "activation": finite_or_text(round(e["activation"], 4)), "png": e["png"]}
+        for e in entries
+    ]
+    return {"name": layer, "channels": channels, "sheet": sheet, "count": len(entries), "filters": filters}
+
+
+def _page_name(folder: Path) -> tuple[str, list[str]]:
+    """``index.html``, or ``atlas.html`` where the folder holds an ``index.html`` of the user's."""
+    index = folder / PAGE
+    if not os.path.lexists(index) or page_written_by_filterviz(index):
+        return PAGE, []
+    if os.path.lexists(folder / OTHER_PAGE) and not page_written_by_filterviz(folder / OTHER_PAGE):
+        raise SweepError(
+            f"{folder} holds its own {PAGE} and {OTHER_PAGE}; filterviz replaces neither: move one"
+        )
+    return OTHER_PAGE, [f"{PAGE} was not written by filterviz: kept, and the atlas is {OTHER_PAGE}"]
+
+
+def _page(folder: Path, summary: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The page (``atlas.html`` beside this module) with its mark, title and data filled in."""
+    page = (resources.files("filterviz.sweeps") / "atlas.html").read_text(encoding="utf-8")
+    page = page.replace("__MARK__", PAGE_MARK)
+    page = page.replace("__TITLE__", html.escape(f"filterviz atlas: {folder.resolve().name}"))
+    shown = {key: settings.get(key) for key in _SHOWN_SETTINGS}
+    edges = [finite_or_text(float(edge)) for edge in HISTOGRAM_EDGES]
+    data = {"settings": shown, "layers": summary, "dead": DEAD_ACTIVATION, "histogram": edges}
+    return page.replace("__DATA__", _inline_json(data))
 
 
 _SHOWN_SETTINGS = ("network", "height", "width", "steps", "step_size", "precision", "start", "seed", "method")
-
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-__MARK__
-<title>__TITLE__</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-  body { margin: 0; font: 14px/1.4 system-ui, sans-serif; color: #222; display: flex; min-height: 100vh; }
-  nav { width: 15em; flex: none; background: #f4f4f4; padding: 1em; box-sizing: border-box; }
-  nav a { display: flex; justify-content: space-between; padding: .2em .4em; color: inherit;
-          text-decoration: none; border-radius: 3px; }
-  nav a.current { background: #333; color: #fff; }
-  nav small { color: #777; }
-  main { flex: 1; padding: 1em 1.5em; }
-  header { display: flex; gap: 1.5em; align-items: baseline; flex-wrap: wrap; margin-bottom: 1em; }
-  h1 { font-size: 1.3em; margin: 0; }
-  #grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(104px, 1fr)); gap: 10px; }
-  figure { margin: 0; text-align: center; }
-  figure img { width: 100%; image-rendering: auto; display: block; border-radius: 2px; }
-  figcaption { font-size: 12px; color: #555; }
-  figure.dead img { opacity: .35; }
-  figure.dead figcaption::after { content: " dead"; color: #b00; }
-  .settings { color: #666; font-size: 12px; }
-  .examples { display: grid; grid-template-columns: repeat(3, 1fr); gap: 2px; margin-top: 3px; }
-  .examples img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: 1px; }
-  .statistics { font-size: 11px; color: #777; }
-  .histogram { display: flex; align-items: flex-end; gap: 1px; height: 18px; margin-top: 2px; }
-  .histogram span { flex: 1; background: #99a; min-height: 1px; }
-  .histogram span.silent { background: #dcc; }
-</style>
-</head>
-<body data-loaded="0" data-failed="0" data-examples="0">
-<nav id="layers"><strong>Layers</strong></nav>
-<main>
-  <header>
-    <h1 id="title"></h1>
-    <label>Sort by <select id="sort">
-      <option value="filter">filter index</option>
-      <option value="strongest">activation, strongest first</option>
-      <option value="weakest">activation, weakest first</option>
-    </select></label>
-    <a id="sheet" href="#">contact sheet</a>
-    <span class="settings" id="settings"></span>
-  </header>
-  <div id="grid"></div>
-</main>
-<script id="atlas-data" type="application/json">__DATA__</script>
-<script>
-"use strict";
-const atlas = JSON.parse(document.getElementById("atlas-data").textContent);
-const grid = document.getElementById("grid");
-const sortBox = document.getElementById("sort");
-const s = atlas.settings;
-document.getElementById("settings").textContent =
-  `${s.network || "vgg16"}, ${s.height}x${s.width}, ${s.steps} steps of ${s.step_size}, ${s.precision}, ` +
-  `${s.method || "notebook"} method, start ${s.start}, seed ${s.seed}`;
-// Only the sweep's own relative paths become links or pictures; anything else is dropped.
-const safePath = path =>
-  typeof path === "string" && /^[A-Za-z0-9_][A-Za-z0-9_.-]*[/][A-Za-z0-9_][A-Za-z0-9_.-]*[.]png$/.test(path);
-const safeCrop = path =>
-  typeof path === "string" && /^examples[/][A-Za-z0-9_][A-Za-z0-9_.-]*[/][0-9]{4}_[0-9]+[.]png$/.test(path);
-const safeData = path =>
-  typeof path === "string" && /^atlas[/][A-Za-z0-9_][A-Za-z0-9_.-]*[.]js$/.test(path);
-// Activations are numbers, or "NaN" / "Infinity" / "-Infinity" (strict JSON has no others).
-const value = f => Number(f.activation);
-const shown = f => Number.isFinite(value(f)) ? value(f).toFixed(2) : String(f.activation);
-const rank = f => Number.isFinite(value(f)) ? value(f) : -Infinity;
-
-function currentLayer() {
-  const wanted = decodeURIComponent(location.hash.slice(1));
-  return atlas.layers.find(layer => layer.name === wanted) || atlas.layers[0];
-}
-
-// Each layer's filters come from its own data file (atlas/<layer>.js), loaded as a script when the
-// layer is first shown (a page opened from disk may load scripts, not fetch files); it calls atlasLayer.
-const loaded = new Map();
-window.atlasLayer = data => {
-  if (!data || typeof data.name !== "string" || !Array.isArray(data.filters)) return;
-  loaded.set(data.name, data.filters);
-  if (currentLayer() && currentLayer().name === data.name) render();
-};
-
-function filtersOf(layer) {
-  if (Array.isArray(layer.filters)) return layer.filters;
-  if (loaded.has(layer.name)) return loaded.get(layer.name);
-  if (safeData(layer.data) && !layer.requested) {
-    layer.requested = true;
-    const script = document.createElement("script");
-    script.src = layer.data;
-    script.addEventListener("error", () => { layer.missing = true; render(); });
-    document.head.append(script);
-  }
-  return null;
-}
-
-// How often the filter's best response per photo fell in each bin (at most 0, then half decades).
-function histogram(counts) {
-  const bars = document.createElement("div");
-  bars.className = "histogram";
-  const edges = atlas.histogram;
-  const most = Math.max(1, ...counts);
-  counts.forEach((n, bin) => {
-    const bar = document.createElement("span");
-    bar.style.height = `${Math.round(100 * Number(n) / most)}%`;
-    bar.classList.toggle("silent", bin === 0);
-    bar.title = `${Number(n)} photos in (${edges[bin]}, ${edges[bin + 1]}]`;
-    bars.append(bar);
-  });
-  return bars;
-}
-
-function count(name) {
-  document.body.dataset[name] = String(Number(document.body.dataset[name]) + 1);
-}
-
-// The photo patches that excite the filter most (from 'filterviz examples'), lazily loaded, and the
-// filter's statistics over the photos; image names are shown as text only.
-function datasetExamples(examples) {
-  const row = document.createElement("div");
-  row.className = "examples";
-  for (const hit of examples.hits) {
-    if (!safeCrop(hit.crop)) continue;
-    const img = document.createElement("img");
-    img.loading = "lazy";
-    img.alt = "dataset example";
-    img.title = `${String(hit.image)}: ${shown(hit)}`;
-    img.addEventListener("load", () => count("examples"));
-    img.src = hit.crop;
-    row.append(img);
-  }
-  const statistics = document.createElement("div");
-  statistics.className = "statistics";
-  const fired = Number(examples.fired);
-  statistics.textContent = Number.isFinite(fired)
-    ? `fires on ${(100 * fired).toFixed(0)}% · mean ${shown({activation: examples.mean})}`
-    : "";
-  const parts = [row, statistics];
-  if (Array.isArray(examples.histogram) && examples.histogram.length === atlas.histogram.length - 1) {
-    parts.push(histogram(examples.histogram));
-  }
-  return parts;
-}
-
-function render() {
-  const layer = currentLayer();
-  document.body.dataset.loaded = "0";
-  document.body.dataset.failed = "0";
-  document.body.dataset.examples = "0";
-  grid.replaceChildren();
-  if (!layer) { document.getElementById("title").textContent = "No filters yet"; return; }
-  for (const link of document.querySelectorAll("nav a")) {
-    link.classList.toggle("current", link.dataset.layer === layer.name);
-  }
-  const all = filtersOf(layer);
-  if (!all) {
-    document.getElementById("title").textContent =
-      layer.missing ? `${layer.name}: its data file is missing` : `${layer.name}: loading`;
-    return;
-  }
-  const dead = all.filter(f => value(f) <= atlas.dead).length;
-  document.getElementById("title").textContent =
-    `${layer.name}: ${all.length} of ${layer.channels} filters` + (dead ? `, ${dead} dead` : "");
-  const sheetLink = document.getElementById("sheet");
-  sheetLink.hidden = !safePath(layer.sheet);
-  if (safePath(layer.sheet)) sheetLink.href = layer.sheet;
-  const filters = all.slice();
-  const byFilter = (a, b) => a.filter - b.filter;
-  if (sortBox.value === "strongest") filters.sort((a, b) => rank(b) - rank(a) || byFilter(a, b));
-  if (sortBox.value === "weakest") filters.sort((a, b) => rank(a) - rank(b) || byFilter(a, b));
-  for (const f of filters) {
-    if (!safePath(f.png)) continue;
-    const figure = document.createElement("figure");
-    figure.classList.toggle("dead", value(f) <= atlas.dead);
-    const link = document.createElement("a");
-    link.href = f.png;
-    const img = document.createElement("img");
-    img.alt = `${layer.name} filter ${f.filter}`;
-    img.loading = "lazy";
-    img.addEventListener("load", () => count("loaded"));
-    img.addEventListener("error", () => count("failed"));
-    img.src = f.png;
-    link.append(img);
-    const caption = document.createElement("figcaption");
-    caption.textContent = `${f.filter} · ${shown(f)}`;
-    figure.append(link, caption);
-    if (f.examples) figure.append(...datasetExamples(f.examples));
-    grid.append(figure);
-  }
-  document.body.dataset.rendered = String(filters.length);
-}
-
-for (const layer of atlas.layers) {
-  const link = document.createElement("a");
-  link.href = "#" + layer.name;
-  link.dataset.layer = layer.name;
-  link.innerHTML = `<span></span><small></small>`;
-  link.firstChild.textContent = layer.name;
-  link.lastChild.textContent = `${layer.count}/${layer.channels}`;
-  document.getElementById("layers").append(link);
-}
-sortBox.addEventListener("change", render);
-window.addEventListener("hashchange", render);
-render();
-</script>
-</body>
-</html>
-"""

@@ -1,284 +1,54 @@
-"""A sweep's folder: what it may hold, how its manifest is written and checked, who may write to it.
+"""A sweep's folder: who may write to it, what filterviz may replace or delete in it, and its settings.
 
-A sweep folder holds only files at names filterviz chooses::
-
-    sweep.json                  the settings record (``format`` and ``settings``)
-    manifest.jsonl              one JSON line per finished filter; ``manifest.p<i>.jsonl`` per process
-    <layer>/<NNNN>.png          a filter's picture (``.npy``: its float32 image, on request)
-    sheets/<layer>.png          contact sheets          (written by filterviz.atlas)
-    index.html                  the atlas page          (``atlas.html`` if the folder had its own index.html)
-    .filterviz.lock             held by the process writing the folder
+The names it may hold are in :mod:`filterviz.sweeps.layout`, its manifest in
+:mod:`filterviz.sweeps.manifest`.
 
 Ownership: a sweep deletes or replaces only files its manifest or settings record names, or files that
-carry filterviz's mark (PNGs' ``Software`` text, the page's generator tag). Anything else in the folder
-is the user's and is never touched; a sweep that would have to replace such a file refuses to start.
-
-Verification: each manifest line records its picture's size and sha256. :func:`scan_manifest` checks
-every line (known layer and filter, the exact path filterviz would use, a regular file inside the folder,
-size and checksum), so a cut, emptied, swapped or hand-edited picture counts as not done, and a line
-pointing anywhere else is never followed.
+carry filterviz's mark (PNGs' ``Software`` text, the page's generator tag, the data files' first line).
+Anything else in the folder is the user's and is never touched; a sweep that would have to replace such
+a file refuses to start. One process writes a folder at a time (:class:`FolderLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
-import hashlib
 import json
-import math
 import os
-import re
 import stat
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+import jax
+import numpy as np
+
+from filterviz.core.network import Network
 from filterviz.errors import OutputError, SweepError
-from filterviz.io.files import TEMPORARY_SUFFIX, written_by_filterviz
+from filterviz.io.files import TEMPORARY_SUFFIX, atomic_write, written_by_filterviz
+from filterviz.sweeps.layout import (
+    DATA_FOLDER,
+    DATA_MARK,
+    LOCK_FILE,
+    OTHER_PAGE,
+    PAGE,
+    PAGE_MARK,
+    PICTURE_NAME,
+    SETTINGS_FILE,
+    SHEETS_FOLDER,
+    manifest_files,
+    picture_path,
+)
+from filterviz.sweeps.manifest import layer_table, regular_inside, scan_manifest
+from filterviz.sweeps.multihost import agree, barrier
+from filterviz.sweeps.plan import SweepSettings
 
-SETTINGS_FILE = "sweep.json"
-LOCK_FILE = ".filterviz.lock"
-SHEETS_FOLDER = "sheets"
-PAGE = "index.html"
-OTHER_PAGE = "atlas.html"
-"""Where the atlas page goes when the folder holds an ``index.html`` filterviz did not write."""
-PAGE_MARK = '<meta name="generator" content="filterviz">'
-DATA_FOLDER = "atlas"
-"""Where the atlas page's per-layer data files go: ``atlas/<layer>.js``."""
-DATA_MARK = "/* filterviz atlas data */"
-"""The first bytes of every atlas data file filterviz writes."""
-_MANIFEST_NAME = re.compile(r"manifest(\.p\d+)?\.jsonl")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-"""A layer name that can name a folder inside the sweep's (no separator, no leading dot)."""
-_PICTURE_NAME = re.compile(r"(\d{4,})\.(png|npy)")
-
-
-def picture_path(layer: str, filter_index: int, suffix: str = ".png") -> str:
-    """Path of a filter's picture relative to the sweep folder: ``"block4_conv1/0007.png"``."""
-    return f"{layer}/{filter_index:04d}{suffix}"
-
-
-def manifest_files(folder: Path) -> list[Path]:
-    """The folder's manifest files (``manifest.jsonl``, ``manifest.p<i>.jsonl``), and no other file."""
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return []
-    return [folder / name for name in names if _MANIFEST_NAME.fullmatch(name)]
-
-
-def finite_or_text(value: float) -> float | str:
-    """A number for JSON: itself if finite, else ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (strict
-    JSON has no non-finite numbers); ``float()`` reads each back."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
+SETTINGS_FORMAT = 2
+"""The settings record's format; 2: manifest lines record each file's size and sha256."""
 
 # ----------------------------------------------------------------------------------------------------
 # Reading and checking the manifest.
-
-
-class ManifestScan(NamedTuple):
-    """What :func:`scan_manifest` found: the good entries (one per filter, in layer and filter order),
-    the problems of every other line (``"manifest.jsonl line 3: ..."``), and every path any
-    well-formed line names (which a sweep may replace, even where the file is damaged)."""
-
-    entries: list[dict[str, Any]]
-    problems: list[str]
-    named: set[str]
-
-
-def regular_inside(folder: Path, relative: str) -> os.stat_result | str:
-    """The stat of ``folder/relative`` if it is a regular file reached through no link; else a problem."""
-    path = folder
-    for part in Path(relative).parts:
-        path = path / part
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return f"{relative} is missing"
-        except OSError as error:
-            return f"{relative} cannot be read ({error.strerror or error})"
-        if stat.S_ISLNK(info.st_mode):
-            return f"{relative} goes through a symbolic link"
-    if not stat.S_ISREG(info.st_mode):
-        return f"{relative} is not a regular file"
-    return info
-
-
-def _check_file(folder: Path, relative: str, size: Any, checksum: Any) -> str | None:
-    info = regular_inside(folder, relative)
-    if isinstance(info, str):
-        return info
-    if size is None or checksum is None:
-        # A line from before sizes and checksums were recorded: the picture must at least decode.
-        if relative.endswith(".png") and not _decodes(folder / relative):
-            return f"{relative} does not decode as a PNG"
-        return None
-    if info.st_size != size:
-        return f"{relative} has {info.st_size:,} bytes, the manifest recorded {size:,}"
-    if digest((folder / relative).read_bytes()) != checksum:
-        return f"{relative} does not match its recorded checksum"
-    return None
-
-
-def _decodes(path: Path) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as picture:
-            picture.load()
-        return True
-    except (OSError, SyntaxError, ValueError):
-        return False
-
-
-def layer_table(folder: Path) -> dict[str, int]:
-    """``{layer: channels}`` of the network the folder's sweep drew, in network order: from its settings
-    record, or VGG16's for a folder written before sweeps recorded it."""
-    path = folder / SETTINGS_FILE
-    try:
-        record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
-        layers = record.get("layers") if isinstance(record, dict) else None
-        if isinstance(layers, dict) and all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in layers.items()
-        ):
-            return layers
-    except (ValueError, OSError):
-        pass
-    from filterviz.networks import VGG16  # folders from before sweep.json listed layers were VGG16's
-
-    return {layer.name: layer.channels for layer in VGG16.layers}
-
-
-def parse_filter_line(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
-    """A JSON line of one filter (a manifest's, or ``examples.jsonl``'s) as a dict whose ``layer`` is a
-    known layer with a folder-safe name and whose ``filter`` is in its range; or what is wrong with it."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return "not JSON (cut short by a kill?)"
-    if not isinstance(entry, dict):
-        return "not a JSON object"
-    layer, index = entry.get("layer"), entry.get("filter")
-    if not isinstance(layer, str) or layer not in layers or not _SAFE_NAME.fullmatch(layer):
-        return f"unknown layer {str(layer)[:80]!r}"
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < layers[layer]:
-        return f"filter {str(index)[:80]!r} is not a filter of {layer}"
-    return entry
-
-
-def _parse(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
-    """A manifest line as an entry with a known layer, an in-range filter and filterviz's own paths."""
-    entry = parse_filter_line(line, layers)
-    if isinstance(entry, str):
-        return entry
-    layer, index = entry["layer"], entry["filter"]
-    if entry.get("png") != picture_path(layer, index):
-        return f"png {entry.get('png')!r} is not {picture_path(layer, index)!r}"
-    if "raw" in entry and entry["raw"] != picture_path(layer, index, ".npy"):
-        return f"raw {entry.get('raw')!r} is not {picture_path(layer, index, '.npy')!r}"
-    try:
-        entry["activation"] = float(entry.get("activation"))
-    except (TypeError, ValueError):
-        return f"activation {entry.get('activation')!r} is not a number"
-    return entry
-
-
-def scan_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> ManifestScan:
-    """Every line of every manifest file of ``folder``, checked (see the module docstring).
-
-    ``verify`` also checks each picture's file (size and checksum); without it only the lines are read.
-    A filter with several good lines keeps the last.
-    """
-    folder = Path(folder)
-    layers = layer_table(folder)
-    order = {name: position for position, name in enumerate(layers)}
-    entries: dict[tuple[str, int], dict[str, Any]] = {}
-    problems: list[str] = []
-    named: set[str] = set()
-    for path in manifest_files(folder):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as error:
-            problems.append(f"{path.name}: cannot be read ({error.strerror or error})")
-            continue
-        lines = text.split("\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip() or (number == len(lines) and not text.endswith("\n")):
-                continue  # the blank end, or a last line a kill cut short (the writer cuts it off)
-            entry = _parse(line, layers)
-            if isinstance(entry, str):
-                problems.append(f"{path.name} line {number}: {entry}")
-                continue
-            named.add(entry["png"])
-            if "raw" in entry:
-                named.add(entry["raw"])
-            if verify:
-                trouble = _check_file(folder, entry["png"], entry.get("bytes"), entry.get("sha256"))
-                if trouble is None and "raw" in entry:
-                    trouble = _check_file(
-                        folder, entry["raw"], entry.get("raw_bytes"), entry.get("raw_sha256")
-                    )
-                if trouble is not None:
-                    problems.append(f"{path.name} line {number}: {trouble}")
-                    entries.pop((entry["layer"], entry["filter"]), None)
-                    continue
-            entries[entry["layer"], entry["filter"]] = entry
-    ordered = [entries[key] for key in sorted(entries, key=lambda k: (order[k[0]], k[1]))]
-    return ManifestScan(ordered, problems, named)
-
-
-def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The finished filters of a sweep folder: one entry per filter whose picture is whole.
-
-    Lines cut short by a kill, hand-edited lines and entries whose picture is missing, cut, replaced
-    or outside the folder are left out (:func:`scan_manifest` says why): those filters are not done.
-    """
-    return scan_manifest(folder).entries
-
-
-class ManifestWriter:
-    """Appends entries to one manifest file, thread-safely, one ``os.write`` per line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        _cut_partial_last_line(path)
-        try:
-            self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        except OSError as error:
-            raise OutputError(path, f"cannot write ({error.strerror or error})") from None
-
-    def append(self, entry: Mapping[str, Any]) -> None:
-        line = (json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n").encode()
-        with self._lock:
-            try:
-                written = os.write(self._descriptor, line)
-            except OSError as error:
-                raise OutputError(self.path, f"cannot write ({error.strerror or error})") from None
-            if written != len(line):  # a full disk can cut a write short: take the fragment back
-                os.ftruncate(self._descriptor, os.lseek(self._descriptor, 0, os.SEEK_END) - written)
-                raise OutputError(self.path, "cannot write (disk full?)")
-
-    def close(self) -> None:
-        os.close(self._descriptor)
-
-
-def _cut_partial_last_line(path: Path) -> None:
-    # A process killed mid-line leaves a last line with no newline: cut it so the file stays JSON lines.
-    if not path.is_file() or path.is_symlink():
-        return
-    with open(path, "rb+") as file:
-        data = file.read()
-        if data and not data.endswith(b"\n"):
-            file.truncate(data.rfind(b"\n") + 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -470,6 +240,92 @@ def stale_temporaries(folder: Path, layers: Iterable[str]) -> Iterator[Path]:
                 name.startswith(".")
                 and name.endswith(TEMPORARY_SUFFIX)
                 and len(stem) == 3
-                and _PICTURE_NAME.fullmatch(f"{stem[0]}.{stem[1]}")
+                and PICTURE_NAME.fullmatch(f"{stem[0]}.{stem[1]}")
             ):
                 yield folder / layer / name
+
+
+def prepare_folder(
+    folder: Path, settings: SweepSettings, network: Network, overwrite: bool, lock: FolderLock
+) -> None:
+    """Create the folder, lock it, check it holds a sweep with these settings (or clear it, with
+    ``overwrite``); every process must agree before any starts. Process 0 takes the lock and writes."""
+    problem = None
+    first = jax.process_index() == 0
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_symlink() or not folder.is_dir():
+            raise OutputError(folder, "is not a folder")
+        if not os.access(folder, os.W_OK):
+            raise OutputError(folder, "folder is not writable")
+        lock.__enter__()  # process 0 only (the others' lock is inactive)
+        if first and overwrite:
+            if read_settings_record(folder) is not None or manifest_files(folder):
+                clear_sweep(folder)
+            elif set(os.listdir(folder)) - {LOCK_FILE}:
+                raise SweepError(
+                    f"{folder} is not a filterviz sweep (no {SETTINGS_FILE}, no manifest), so there is "
+                    "nothing to overwrite; overwrite clears only filterviz's own sweeps: use another folder"
+                )
+        if not overwrite or not first:
+            recorded = read_settings_record(folder)
+            if recorded is None and manifest_files(folder) and not overwrite:
+                raise SweepError(
+                    f"{folder} has a manifest but no {SETTINGS_FILE}, so the settings its pictures were made "
+                    f"with are unknown; put {SETTINGS_FILE} back, or start again with --overwrite "
+                    "(overwrite=True)"
+                )
+            if recorded is not None and not overwrite:
+                try:
+                    previous = SweepSettings(**recorded)
+                except TypeError:
+                    raise SweepError(
+                        f"{folder / SETTINGS_FILE} is not a filterviz sweep settings file; use another folder"
+                    ) from None
+                differences = previous.differences(settings)
+                if differences:
+                    raise SweepError(
+                        f"{folder} holds a sweep made with other settings ({'; '.join(differences)}); "
+                        "use another folder, or start it again with --overwrite (overwrite=True)"
+                    )
+    except (OSError, SweepError) as error:
+        problem = error if isinstance(error, SweepError | OutputError) else OutputError(folder, str(error))
+    # Every process must stop if any one must, or the others would wait for it forever.
+    if agree(np.array([problem is not None]))[0]:
+        lock.__exit__(None, None, None)
+        raise problem or SweepError("another process of this sweep could not use its folder")
+    barrier("filterviz sweep folder ready")
+    if first:
+        # The layer table travels with the sweep, so the folder is checked and shown without the network.
+        layers = {layer.name: layer.channels for layer in network.layers}
+        record = {"format": SETTINGS_FORMAT, "settings": dataclasses.asdict(settings), "layers": layers}
+        atomic_write(folder / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
+        for stale in stale_temporaries(folder, network.layer_names):  # what a killed run left half-written
+            stale.unlink(missing_ok=True)
+
+
+def check_targets(folder: Path, pending: list[tuple[str, np.ndarray]], raw: bool, named: set[str]) -> None:
+    """Refuse, before any work, to write where the folder holds something filterviz did not write."""
+    for layer, _ in pending:
+        problem = layer_folder_problem(folder, layer)
+        if problem:
+            raise SweepError(problem)
+    targets = [
+        picture_path(layer, int(index), suffix)
+        for layer, indices in pending
+        for index in indices
+        for suffix in ((".png", ".npy") if raw else (".png",))
+    ]
+    foreign = foreign_files(folder, targets, named)
+    if not foreign:
+        # A link where the manifest had a picture is damage, to be redone: remove the link (never what
+        # it points to), so the new picture is written in the folder.
+        for relative in targets:
+            if relative in named and (folder / relative).is_symlink():
+                (folder / relative).unlink()
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise SweepError(
+            f"{folder} holds files filterviz did not write where this sweep would write its pictures "
+            f"({shown}); move them away or use another folder"
+        )
