@@ -33,7 +33,8 @@ import numpy as np
 import filterviz
 from filterviz.core.network import preprocess
 from filterviz.io.photos import load_fitted
-from filterviz.sweeps.examples import _batches, _Pass, find_images
+from filterviz.sweeps.example_files import ExamplesPass
+from filterviz.sweeps.examples import _batches, find_images
 from flops import conv_flops
 from timing import measure_peak_flops, time_interleaved
 
@@ -66,7 +67,8 @@ def forward_flops(network, layers: list[str], size: int) -> float:
 
 def decode_only(network, folder: Path, paths: list[str], size: int, batch_size: int, workers: int):
     """The decoding threads and the fit alone, as the pass runs them, without the network."""
-    settings = _Pass(network, tuple(network.visual_layers), 9, size, "crop", "max", batch_size, workers)
+    layers = tuple(network.visual_layers)
+    settings = ExamplesPass(network, layers, 9, size, "crop", "max", batch_size, workers)
 
     def run():
         for _ in _batches(folder, paths, settings, 0):

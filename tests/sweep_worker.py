@@ -22,11 +22,7 @@ def main(request: dict) -> None:
 
     params = filterviz.network("vgg16").init(jax.random.key(0))
     if "examples" in request:
-        import importlib
-
-        examples_module = importlib.import_module(
-            "filterviz.examples"
-        )  # the package's `examples` is the function
+        from filterviz.sweeps import examples as examples_module
 
         decoded = []  # the images this process decoded in its pass
         decode = examples_module._decoded

@@ -49,7 +49,7 @@ def imports(path: Path) -> set[str]:
 
 
 def folder(module: str) -> str:
-    """``filterviz.core.engine`` -> ``core``; ``filterviz.errors`` -> ``errors``; ``filterviz`` -> ``__init__``."""
+    """``filterviz.core.engine``: ``core``; ``filterviz``: ``__init__``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 

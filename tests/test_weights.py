@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.networks.weights import (
-    content_digest,
-    download_weights,
-    find_weights,
-    load_weights,
-    read_keras_h5,
-)
+from filterviz.networks.h5 import read_keras_h5
+from filterviz.networks.weights import content_digest, download_weights, find_weights, load_weights
 from support import CONTENT_SHA256, write_legacy_h5
 
 CONV_LAYERS = [layer.name for layer in filterviz.network("vgg16").layers if layer.kind == "Conv2D"]

@@ -1,5 +1,5 @@
 """The ``filterviz`` command line: its arguments, each checked as it is parsed, and the dispatch to
-:mod:`filterviz.commands`. User errors exit 2 with one line."""
+:mod:`filterviz.cli.commands` and :mod:`filterviz.cli.volume`. User errors exit 2 with one line."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from filterviz.cli import commands
+from filterviz.cli import commands, volume
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
 from filterviz.errors import FilterVizError
@@ -170,22 +170,44 @@ def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each parsed namespace carries its command as ``run``."""
     parser = _Parser(
         prog="filterviz",
         description="See what the filters of a convolutional network respond to, by gradient ascent on the "
         "input (VGG16 unless --model names another).",
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_layers,
+        _add_summary,
+        _add_filters,
+        _add_dream,
+        _add_sweep,
+        _add_atlas,
+        _add_top,
+        _add_examples,
+    ):
+        add(subcommands)
+    return parser
 
+
+def _add_layers(subcommands: Any) -> None:
+    """``filterviz layers``."""
     layers = subcommands.add_parser("layers", help="list the layers and their filter counts")
     _add_model(layers)
     layers.set_defaults(run=commands.layers)
 
+
+def _add_summary(subcommands: Any) -> None:
+    """``filterviz summary``."""
     summary = subcommands.add_parser("summary", help="print the Keras-style model summary")
     summary.add_argument("--size", help="input size, e.g. 224 or 160x120 (default: any, shown as None)")
     _add_model(summary)
     summary.set_defaults(run=commands.summary)
 
+
+def _add_filters(subcommands: Any) -> None:
+    """``filterviz filters``."""
     filters = subcommands.add_parser(
         "filters", help="draw a grid of what the filters of one layer respond to"
     )
@@ -210,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(filters)
     filters.set_defaults(run=commands.filters)
 
+
+def _add_dream(subcommands: Any) -> None:
+    """``filterviz dream``."""
     dream = subcommands.add_parser("dream", help="push a photo towards what one filter responds to")
     dream.add_argument(
         "image", metavar="IMAGE", help="photo to start from (any size, any format Pillow reads)"
@@ -240,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ascent_options(dream, steps=100)
     dream.set_defaults(run=commands.dream)
 
+
+def _add_sweep(subcommands: Any) -> None:
+    """``filterviz sweep``."""
     sweep = subcommands.add_parser(
         "sweep",
         help="draw every filter of chosen layers into a folder, with an atlas page; resumable",
@@ -281,12 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute_options(sweep, steps=None)
     _add_method_options(sweep, sweep=True)
     _add_cluster_options(sweep)
-    sweep.set_defaults(run=commands.sweep)
+    sweep.set_defaults(run=volume.sweep)
 
+
+def _add_atlas(subcommands: Any) -> None:
+    """``filterviz atlas``."""
     atlas = subcommands.add_parser("atlas", help="rebuild a sweep folder's contact sheets and index.html")
     atlas.add_argument("folder", metavar="FOLDER", help="a folder written by 'filterviz sweep'")
-    atlas.set_defaults(run=commands.atlas)
+    atlas.set_defaults(run=volume.atlas)
 
+
+def _add_top(subcommands: Any) -> None:
+    """``filterviz top``."""
     top = subcommands.add_parser(
         "top", help="grid of a layer's filters from a sweep, strongest activation first"
     )
@@ -295,8 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--count", type=_COUNT, default=16, help="how many filters (default 16)")
     top.add_argument("--columns", type=_COUNT, default=8, help="grid columns (default 8)")
     top.add_argument("--out", required=True, help="picture to write: .png, .jpg, .pdf or .svg")
-    top.set_defaults(run=commands.top)
+    top.set_defaults(run=volume.top)
 
+
+def _add_examples(subcommands: Any) -> None:
+    """``filterviz examples``."""
     examples = subcommands.add_parser(
         "examples",
         help="the image patches of a folder that excite each filter most (dataset examples)",
@@ -320,8 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     examples.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
     examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _add_cluster_options(examples)
-    examples.set_defaults(run=commands.examples)
-    return parser
+    examples.set_defaults(run=volume.examples)
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import json
 import os
 import stat
 import time
@@ -46,35 +44,29 @@ from filterviz.core.hits import (
     empty_top_k,
     image_responses,
     merge,
-    receptive_field,
     update_statistics,
 )
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
-from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
 from filterviz.io.photos import FITS, load_fitted
 from filterviz.networks import get_network
 from filterviz.networks.weights import content_digest
 from filterviz.progress import Progress, count_of, wanted
 from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
+from filterviz.sweeps.example_files import (
+    ExamplesPass,
+    check_output,
+    hit_records,
+    load_progress,
+    save_progress,
+    write_results,
+)
 from filterviz.sweeps.folder import FolderLock, read_settings_record
 from filterviz.sweeps.multihost import agree, barrier, gather, global_array, host_copy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Files a folder's images are read from (any case)."""
 PROGRESS_NAME = "examples.progress.npz"
-
-
-class _Pass(NamedTuple):
-    # What one examples pass does: which network and layers, how hits are kept, how images are fitted.
-    network: Network
-    layers: tuple[str, ...]
-    k: int
-    size: int
-    fit: str
-    ranking: str
-    batch_size: int
-    workers: int
 
 
 class Examples(NamedTuple):
@@ -120,7 +112,7 @@ def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str
 def _batches(
     root: Path,
     paths: Sequence[str],
-    chosen: _Pass,
+    chosen: ExamplesPass,
     start: int,
     share: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
@@ -236,14 +228,14 @@ def examples(
     paths = find_images(root, leave_out=out_folder / EXAMPLES_FOLDER if out_folder is not None else None)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    chosen = _Pass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
+    chosen = ExamplesPass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
     first = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         # Every process checks the folder; process 0 holds the lock and writes. All stop if one must.
         problem: Exception | None = None
         try:
             if out_folder is not None:
-                _check_output(out_folder)
+                check_output(out_folder)
                 out_folder.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(FolderLock(out_folder, "examples", active=first))
         except (OutputError, SweepError) as error:
@@ -253,9 +245,9 @@ def examples(
         if agree(np.array([problem is not None]))[0]:
             raise problem or SweepError("another process of this examples pass could not use its folder")
         state, skipped = _scan_folder(chosen, params, root, paths, out_folder, progress, save_seconds)
-        records, crops = _records(chosen, params, paths, state)
+        records, crops = hit_records(chosen, params, paths, state)
         if out_folder is not None and first:
-            _write(root, out_folder / EXAMPLES_FILE, records, crops, chosen, wanted(progress))
+            write_results(root, out_folder / EXAMPLES_FILE, records, crops, chosen, wanted(progress))
             (out_folder / PROGRESS_NAME).unlink(missing_ok=True)  # finished: the saved progress is spent
     if out_folder is not None and first and read_settings_record(out_folder) is not None:
         write_atlas(out_folder)  # a sweep's folder: its atlas shows the examples beside the pictures
@@ -264,7 +256,7 @@ def examples(
 
 
 def _scan_folder(
-    chosen: _Pass,
+    chosen: ExamplesPass,
     params: Params,
     root: Path,
     paths: list[str],
@@ -304,7 +296,7 @@ def _scan_folder(
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
     state, done, earlier = jax.device_get(empty), 0, []
     if progress_path is not None and progress_path.exists():
-        state, done, earlier = _load_progress(progress_path, settings, empty)
+        state, done, earlier = load_progress(progress_path, settings, empty)
     if len(set(gather([done]))) > 1:
         raise OutputError(out_folder, "is not the same folder for every process; give them a shared one")
     state = jax.tree.map(lambda leaf: global_array(leaf, replicated), state)
@@ -334,133 +326,6 @@ def _scan_folder(
             if agree(np.array([due]))[0]:  # every process takes part in saving
                 every_skipped = earlier + gather(skipped)
                 if jax.process_index() == 0:
-                    _save_progress(progress_path, settings, host_copy(state), done, every_skipped)
+                    save_progress(progress_path, settings, host_copy(state), done, every_skipped)
                 saved = time.monotonic()
     return host_copy(state), earlier + [tuple(item) for item in gather(skipped)]
-
-
-def _save_progress(path: Path, settings: dict, state, done: int, skipped: list) -> None:
-    leaves = jax.tree.leaves(state)
-    buffer = io.BytesIO()
-    record = json.dumps({"settings": settings, "done": done, "skipped": skipped})
-    np.savez(buffer, record=np.asarray(record), **{f"leaf{i}": leaf for i, leaf in enumerate(leaves)})
-    atomic_write(path, buffer.getvalue())
-
-
-def _load_progress(path: Path, settings: dict, empty):
-    # The state a killed run saved, if it is one of these settings over these images.
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            record = json.loads(str(saved["record"]))
-            leaves = [saved[f"leaf{i}"] for i in range(len(jax.tree.leaves(empty)))]
-    except (OSError, ValueError, KeyError) as error:
-        raise OutputError(
-            path, f"is not progress filterviz can read ({error}); remove it to start over"
-        ) from None
-    if record.get("settings") != settings:
-        raise OutputError(
-            path,
-            "holds the progress of other settings, weights or images; use another --out, or remove it to "
-            "start over",
-        )
-    state = jax.tree.unflatten(jax.tree.structure(empty), leaves)
-    return state, int(record["done"]), [tuple(item) for item in record["skipped"]]
-
-
-def _records(chosen: _Pass, params: Params, paths: list[str], state) -> tuple[list[dict], dict]:
-    # One record per (layer, filter), and where each hit's crop comes from.
-    net, k, size = chosen.network, chosen.k, chosen.size
-    records = []
-    crops: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
-    for name in chosen.layers:
-        (box, stride) = receptive_field(net, params, name)
-        top, statistics = state[name]
-        for channel in range(top.scores.shape[0]):
-            hits = []
-            for rank in range(k):
-                image = int(top.images[channel, rank])
-                if image == EMPTY:
-                    break
-                y, x = (int(v) for v in top.positions[channel, rank])
-                crop = f"{EXAMPLES_FOLDER}/{name}/{channel:04d}_{rank}.png"
-                hits.append(
-                    {
-                        "image": paths[image],
-                        "y": y,
-                        "x": x,
-                        "activation": float(top.scores[channel, rank]),
-                        "crop": crop,
-                    }
-                )
-                crops[crop] = (paths[image], _field(box, stride, y, x, size))
-            records.append({"layer": name, "filter": channel, "hits": hits, **_summary(statistics, channel)})
-    return records, crops
-
-
-def _field(box, stride, y: int, x: int, size: int) -> tuple[int, int, int, int]:
-    # The receptive field of position (y, x), clipped to the image.
-    top, left, bottom, right = box
-    top, bottom = top + y * stride[0], bottom + y * stride[0]
-    left, right = left + x * stride[1], right + x * stride[1]
-    return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
-
-
-def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
-    count = int(statistics.count)
-    return {
-        "images": count,
-        "mean": float(statistics.score_sum[channel]) / max(count, 1),
-        "spatial_mean": float(statistics.mean_sum[channel]) / max(count, 1),
-        "fired": int(statistics.fired[channel]) / max(count, 1),
-        "histogram": [int(v) for v in statistics.histogram[channel]],
-    }
-
-
-def _check_output(out: Path) -> None:
-    # The output folder may hold anything; only a result file filterviz wrote may be replaced.
-    if out.exists() and not out.is_dir():
-        raise OutputError(out, "is not a folder")
-    result = out / EXAMPLES_FILE
-    if os.path.lexists(result) and not _is_our_result(result):
-        raise OutputError(result, "exists and was not written by filterviz; choose another --out")
-
-
-def _is_our_result(path: Path) -> bool:
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
-        with open(path, encoding="utf-8") as file:
-            first = json.loads(file.readline() or "null")
-        return isinstance(first, dict) and {"layer", "filter", "hits"} <= set(first)
-    except (OSError, ValueError):
-        return False
-
-
-def _write(root: Path, result: Path, records, crops, chosen: _Pass, shown: bool) -> None:
-    # The crops first, then the result file that names them: a reader never finds a missing crop. Each
-    # image is decoded once, for all of its crops, on the decoding threads.
-    result.parent.mkdir(parents=True, exist_ok=True)
-    by_image: dict[str, list[tuple[str, tuple[int, int, int, int]]]] = {}
-    for crop, (image, field) in crops.items():
-        target = result.parent / crop
-        if os.path.lexists(target) and not written_by_filterviz(target):
-            raise OutputError(target, "exists and was not written by filterviz; choose another --out")
-        by_image.setdefault(image, []).append((crop, field))
-    for layer in chosen.layers:
-        (result.parent / EXAMPLES_FOLDER / layer).mkdir(parents=True, exist_ok=True)
-
-    def write_crops(image: str, wanted_crops: list[tuple[str, tuple[int, int, int, int]]]) -> None:
-        fitted = load_fitted(root / image, chosen.size, chosen.fit)
-        for crop, (top, left, bottom, right) in wanted_crops:
-            picture = encode_png(fitted[top:bottom, left:right])
-            atomic_write(result.parent / crop, picture, durable=False)
-
-    with (
-        ThreadPoolExecutor(chosen.workers) as pool,
-        Progress(len(by_image), "image", "crops", enabled=shown) as bar,
-    ):
-        for finished in [pool.submit(write_crops, *item) for item in by_image.items()]:
-            finished.result()  # a failure (a photo gone since the pass, a full disk) stops the write
-            bar.update(1)
-    lines = "".join(json.dumps(record) + "\n" for record in records)
-    atomic_write(result, lines.encode("utf-8"))

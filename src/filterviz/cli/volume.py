@@ -1,0 +1,166 @@
+"""The commands that work at volume into a folder: ``sweep``, ``atlas``, ``top``, ``examples``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from filterviz.cli.commands import (
+    UsageError,
+    load_network,
+    method_from_arguments,
+    parse_filters,
+    parse_size,
+    use_compilation_cache,
+)
+from filterviz.progress import count_of
+
+
+def join_cluster(args: argparse.Namespace) -> None:
+    """With any of the cluster options, join this process to the others of one jax.distributed run."""
+    import jax
+
+    if args.coordinator or args.num_processes is not None or args.process_id is not None or args.distributed:
+        # Before anything touches a device: this joins the processes into one runtime. With no
+        # arguments JAX finds the cluster itself (SLURM, Open MPI, Kubernetes, Cloud TPU).
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def sweep(args: argparse.Namespace) -> None:
+    import jax
+
+    from filterviz.io.photos import load_image, resize_image
+    from filterviz.sweeps.sweep import sweep as run_sweep
+
+    join_cluster(args)
+    if args.cpu_devices != 1:
+        from filterviz.runtime import split_cpu_into_devices
+
+        split_cpu_into_devices(args.cpu_devices or None)
+    network, _ = load_network(args, weights=False)
+    chosen_layers = (
+        None
+        if args.layers == "all"
+        else [network.layer(name.strip()).name for name in args.layers.split(",")]
+    )
+    chosen_filters = None
+    if args.filters != "all":
+        chosen_filters = {
+            name: parse_filters(args.filters, network, name)
+            for name in (chosen_layers or network.visual_layers)
+        }
+    height, width = parse_size(args.size or "128")
+    start = None
+    if args.start is not None:
+        start = load_image(args.start, max_pixels=args.max_pixels)
+        if args.size is not None:  # a photo keeps its own size unless --size is given
+            start = resize_image(start, height, width)
+    method = method_from_arguments(args)
+    use_compilation_cache(args)
+    network, params = load_network(args)
+    result = run_sweep(
+        params,
+        args.out,
+        layers=chosen_layers,
+        filters=chosen_filters,
+        size=(height, width),
+        method=method,
+        seed=args.seed,
+        start=start,
+        precision=args.precision,
+        raw=args.raw,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+        network=network,
+    )
+    for problem in result.problems:
+        print(f"filterviz: redone: {problem}", file=sys.stderr)
+    page = None
+    if jax.process_index() == 0:
+        from filterviz.sweeps.atlas import write_atlas
+
+        atlas = write_atlas(args.out)
+        page = atlas.page
+        for problem in atlas.problems:
+            print(f"filterviz: atlas: {problem}", file=sys.stderr)
+    if not args.quiet:
+        where = (
+            f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+        )
+        print(
+            f"{count_of(result.written, 'filter')} written, {result.skipped} already done, in "
+            f"{result.seconds:.1f} s on {count_of(jax.device_count(), 'device')}{where}",
+            file=sys.stderr,
+        )
+        if page is not None:
+            print(f"atlas: {page}", file=sys.stderr)
+
+
+def atlas(args: argparse.Namespace) -> None:
+    from filterviz.sweeps.atlas import write_atlas
+
+    written = write_atlas(args.folder)
+    for problem in written.problems:
+        print(f"filterviz: left out: {problem}", file=sys.stderr)
+    print(written.page)
+
+
+def top(args: argparse.Namespace) -> None:
+    from filterviz.io.files import FIGURE_FORMATS, check_writable
+    from filterviz.io.plots import filter_grid, save_figure
+    from filterviz.sweeps.atlas import DEAD_ACTIVATION, load_pictures, top_filters
+
+    check_writable(args.out, FIGURE_FORMATS)
+    entries = top_filters(args.folder, args.layer, args.count)
+    if not entries:
+        raise UsageError(f"{args.folder} has no finished filters of {args.layer}")
+    labels = [
+        f"{e['filter']}: {e['activation']:.1f}" + (" dead" if e["activation"] <= DEAD_ACTIVATION else "")
+        for e in entries
+    ]
+    figure = filter_grid(
+        load_pictures(args.folder, entries),
+        labels,
+        columns=args.columns,
+        title=f"{args.layer}, strongest first",
+    )
+    save_figure(figure, args.out)
+    print(
+        f"wrote {args.out}: the {count_of(len(entries), 'strongest filter')} of {args.layer}", file=sys.stderr
+    )
+
+
+def examples(args: argparse.Namespace) -> None:
+    import jax
+
+    from filterviz.sweeps.examples import examples as find_examples
+
+    join_cluster(args)
+    network, params = load_network(args)
+    layers = None if args.layers == "all" else [name for name in args.layers.split(",") if name]
+    found = find_examples(
+        params,
+        args.images,
+        layers,
+        out=args.out,
+        network=network,
+        k=args.k,
+        size=args.size,
+        fit=args.fit,
+        ranking=args.ranking,
+        batch_size=args.batch_size,
+        progress=False if args.quiet else None,
+    )
+    if jax.process_index() != 0:
+        return  # process 0 reports for every process
+    for path, reason in found.skipped:
+        print(f"filterviz: skipped {path}: {reason}", file=sys.stderr)
+    if not args.quiet:
+        read = len(found.images) - len(found.skipped)
+        print(
+            f"wrote {Path(args.out) / 'examples.jsonl'}: {count_of(len(found.records), 'filter')}, the best "
+            f"{args.k} of {count_of(read, 'image')} each",
+            file=sys.stderr,
+        )

@@ -1,0 +1,162 @@
+"""What a dataset-examples pass keeps on disk: its running state (to resume after a kill), and its
+results (each hit's crop, then ``examples.jsonl``), never over a file filterviz did not write."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from filterviz.core.hits import EMPTY, Statistics, receptive_field
+from filterviz.core.network import Network, Params
+from filterviz.errors import OutputError
+from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
+from filterviz.io.photos import load_fitted
+from filterviz.progress import Progress
+from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER
+
+
+def save_progress(path: Path, settings: dict, state, done: int, skipped: list) -> None:
+    leaves = jax.tree.leaves(state)
+    buffer = io.BytesIO()
+    record = json.dumps({"settings": settings, "done": done, "skipped": skipped})
+    np.savez(buffer, record=np.asarray(record), **{f"leaf{i}": leaf for i, leaf in enumerate(leaves)})
+    atomic_write(path, buffer.getvalue())
+
+
+def load_progress(path: Path, settings: dict, empty):
+    # The state a killed run saved, if it is one of these settings over these images.
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            record = json.loads(str(saved["record"]))
+            leaves = [saved[f"leaf{i}"] for i in range(len(jax.tree.leaves(empty)))]
+    except (OSError, ValueError, KeyError) as error:
+        raise OutputError(
+            path, f"is not progress filterviz can read ({error}); remove it to start over"
+        ) from None
+    if record.get("settings") != settings:
+        raise OutputError(
+            path,
+            "holds the progress of other settings, weights or images; use another --out, or remove it to "
+            "start over",
+        )
+    state = jax.tree.unflatten(jax.tree.structure(empty), leaves)
+    return state, int(record["done"]), [tuple(item) for item in record["skipped"]]
+
+
+def hit_records(chosen: ExamplesPass, params: Params, paths: list[str], state) -> tuple[list[dict], dict]:
+    # One record per (layer, filter), and where each hit's crop comes from.
+    net, k, size = chosen.network, chosen.k, chosen.size
+    records = []
+    crops: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
+    for name in chosen.layers:
+        (box, stride) = receptive_field(net, params, name)
+        top, statistics = state[name]
+        for channel in range(top.scores.shape[0]):
+            hits = []
+            for rank in range(k):
+                image = int(top.images[channel, rank])
+                if image == EMPTY:
+                    break
+                y, x = (int(v) for v in top.positions[channel, rank])
+                crop = f"{EXAMPLES_FOLDER}/{name}/{channel:04d}_{rank}.png"
+                hits.append(
+                    {
+                        "image": paths[image],
+                        "y": y,
+                        "x": x,
+                        "activation": float(top.scores[channel, rank]),
+                        "crop": crop,
+                    }
+                )
+                crops[crop] = (paths[image], _field(box, stride, y, x, size))
+            records.append({"layer": name, "filter": channel, "hits": hits, **_summary(statistics, channel)})
+    return records, crops
+
+
+def _field(box, stride, y: int, x: int, size: int) -> tuple[int, int, int, int]:
+    # The receptive field of position (y, x), clipped to the image.
+    top, left, bottom, right = box
+    top, bottom = top + y * stride[0], bottom + y * stride[0]
+    left, right = left + x * stride[1], right + x * stride[1]
+    return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
+
+
+def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
+    count = int(statistics.count)
+    return {
+        "images": count,
+        "mean": float(statistics.score_sum[channel]) / max(count, 1),
+        "spatial_mean": float(statistics.mean_sum[channel]) / max(count, 1),
+        "fired": int(statistics.fired[channel]) / max(count, 1),
+        "histogram": [int(v) for v in statistics.histogram[channel]],
+    }
+
+
+def check_output(out: Path) -> None:
+    # The output folder may hold anything; only a result file filterviz wrote may be replaced.
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "is not a folder")
+    result = out / EXAMPLES_FILE
+    if os.path.lexists(result) and not _is_our_result(result):
+        raise OutputError(result, "exists and was not written by filterviz; choose another --out")
+
+
+def _is_our_result(path: Path) -> bool:
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, encoding="utf-8") as file:
+            first = json.loads(file.readline() or "null")
+        return isinstance(first, dict) and {"layer", "filter", "hits"} <= set(first)
+    except (OSError, ValueError):
+        return False
+
+
+def write_results(root: Path, result: Path, records, crops, chosen: ExamplesPass, shown: bool) -> None:
+    # The crops first, then the result file that names them: a reader never finds a missing crop. Each
+    # image is decoded once, for all of its crops, on the decoding threads.
+    result.parent.mkdir(parents=True, exist_ok=True)
+    by_image: dict[str, list[tuple[str, tuple[int, int, int, int]]]] = {}
+    for crop, (image, field) in crops.items():
+        target = result.parent / crop
+        if os.path.lexists(target) and not written_by_filterviz(target):
+            raise OutputError(target, "exists and was not written by filterviz; choose another --out")
+        by_image.setdefault(image, []).append((crop, field))
+    for layer in chosen.layers:
+        (result.parent / EXAMPLES_FOLDER / layer).mkdir(parents=True, exist_ok=True)
+
+    def write_crops(image: str, wanted_crops: list[tuple[str, tuple[int, int, int, int]]]) -> None:
+        fitted = load_fitted(root / image, chosen.size, chosen.fit)
+        for crop, (top, left, bottom, right) in wanted_crops:
+            picture = encode_png(fitted[top:bottom, left:right])
+            atomic_write(result.parent / crop, picture, durable=False)
+
+    with (
+        ThreadPoolExecutor(chosen.workers) as pool,
+        Progress(len(by_image), "image", "crops", enabled=shown) as bar,
+    ):
+        for finished in [pool.submit(write_crops, *item) for item in by_image.items()]:
+            finished.result()  # a failure (a photo gone since the pass, a full disk) stops the write
+            bar.update(1)
+    lines = "".join(json.dumps(record) + "\n" for record in records)
+    atomic_write(result, lines.encode("utf-8"))
+
+
+class ExamplesPass(NamedTuple):
+    # What one examples pass does: which network and layers, how hits are kept, how images are fitted.
+    network: Network
+    layers: tuple[str, ...]
+    k: int
+    size: int
+    fit: str
+    ranking: str
+    batch_size: int
+    workers: int
