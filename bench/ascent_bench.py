@@ -45,8 +45,8 @@ from jax import lax
 
 import filterviz
 from filterviz.core.checks import compute_dtype, default_batch_size, matmul_precision
+from filterviz.core.methods import notebook_method
 from filterviz.core.network import Network
-from filterviz.draw.notebook import notebook_method
 from filterviz.draw.rendering import render_pixels
 from filterviz.networks import resnet, vgg
 from flops import ascent_step_flops, compiled_flops, is_plain_vgg
@@ -210,17 +210,14 @@ def step_flops(network: Network, params, layer: str, size: int, method: str) -> 
     if method == "notebook" and is_plain_vgg(network):
         return float(ascent_step_flops(network, layer, size, size))
     chosen = notebook_method(1) if method == "notebook" else filterviz.get_method("lucid", steps=1)
-    from filterviz.core.engine import render_batch
+    from filterviz.core.engine import Ascent, render_batch
 
     lowered = render_batch.lower(
-        network,
+        Ascent(network, chosen.resolved(network), (size, size), measure=False),
         params,
         filterviz.channel(layer, jnp.zeros(1, jnp.int32)),
         None if method == "lucid" else jnp.zeros((size, size, 3)),
         jax.random.split(jax.random.key(0), 1),
-        method=chosen.resolved(network),
-        size=(size, size),
-        measure=False,
     )
     return compiled_flops(lowered.compile())
 

@@ -466,7 +466,7 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
     import filterviz
     from ascent_bench import make_loop
     from filterviz.core.checks import default_batch_size
-    from filterviz.draw.notebook import notebook_method
+    from filterviz.core.methods import notebook_method
     from filterviz.sweeps.sharding import ShardedAscent
     from flops import ascent_step_flops
     from sweep_bench import sweep_runner
@@ -642,7 +642,7 @@ def device_atlas(config: Config, params, precision: str, peaks: dict[str, float]
     import numpy as np
 
     import filterviz
-    from filterviz.draw.notebook import notebook_method
+    from filterviz.core.methods import notebook_method
     from filterviz.sweeps.sharding import ShardedAscent
     from flops import ascent_step_flops
 

@@ -37,7 +37,7 @@ import numpy as np
 import filterviz
 from filterviz.core import transforms
 from filterviz.core.checks import default_batch_size
-from filterviz.core.engine import filter_keys, render_batch
+from filterviz.core.engine import Ascent, filter_keys, render_batch
 from filterviz.core.network import preprocess
 from filterviz.core.objectives import channel
 
@@ -97,9 +97,8 @@ def run(params, names, filters, size, steps_scale, repeats, method_steps, saved)
                 keys = filter_keys(0, [index])
                 objective = channel(layer, [index])
                 began = time.perf_counter()
-                pixels, achieved, _ = render_batch(
-                    VGG16, params, objective, None, keys, method=method, size=(size, size)
-                )
+                ascent = Ascent(VGG16, method, (size, size))
+                pixels, achieved, _ = render_batch(ascent, params, objective, None, keys)
                 pixels = np.asarray(pixels)[0, 0]
                 seconds = time.perf_counter() - began
                 rows.append(
@@ -137,7 +136,7 @@ def timing(params, names, filters, size, steps):
             for _ in range(2):  # the first call compiles
                 began = time.perf_counter()
                 np.asarray(
-                    render_batch(VGG16, params, objective, None, keys, method=method, size=(size, size))[0]
+                    render_batch(Ascent(VGG16, method, (size, size)), params, objective, None, keys)[0]
                 )
             seconds = (time.perf_counter() - began) * preset.steps / method.steps
             result.setdefault(name, {})[layer] = seconds
@@ -148,13 +147,14 @@ def timing(params, names, filters, size, steps):
 def layer_chunk(params, method, layer, size):
     """``(arguments, settings)`` of one sweep-sized chunk of ``layer``'s filters under ``method``: as many
     filters as fit the device, as a sweep runs them. ``render_batch(*arguments, **settings)`` renders
-    them; ``render_batch.lower(*arguments, **settings).compile()`` compiles it ahead."""
+    them; ``render_batch.lower(*arguments, **settings).compile()`` compiles it ahead (``settings`` is
+    empty: the static settings are the first argument, an :class:`Ascent`)."""
     channels = VGG16.layer(layer).channels
     copies = method.images_per_filter * method.transform_copies
     chunk = min(channels, max(1, default_batch_size(VGG16, layer, size, size) // copies))
     indices = np.arange(chunk)
     keys = filter_keys(0, indices)
-    return (VGG16, params, channel(layer, indices), None, keys), {"method": method, "size": (size, size)}
+    return (Ascent(VGG16, method, (size, size)), params, channel(layer, indices), None, keys), {}
 
 
 def layer_seconds_per_filter(params, name, layer, size, steps, precision):

@@ -36,7 +36,7 @@ import numpy as np
 
 import filterviz
 from ascent_bench import make_loop
-from filterviz.draw.notebook import notebook_method
+from filterviz.core.methods import notebook_method
 from filterviz.runtime import split_cpu_into_devices
 from filterviz.sweeps.sharding import ShardedAscent
 from flops import ascent_step_flops

@@ -10,8 +10,8 @@ import pytest
 
 import filterviz
 from filterviz.core.checks import default_batch_size
-from filterviz.core.engine import render_batch
-from filterviz.draw.notebook import notebook_method
+from filterviz.core.engine import Ascent, render_batch
+from filterviz.core.methods import notebook_method
 
 
 def mean_activation(params, image, layer, filter_index) -> float:
@@ -153,9 +153,8 @@ def test_every_convolution_in_the_compiled_ascent_uses_an_hwio_kernel(name, laye
         group: {key: jax.ShapeDtypeStruct(shape, np.float32) for key, shape in names.items()}
         for group, names in network.parameter_shapes.items()
     }
-    lowered = render_batch.lower(
-        network, params, objective, start, keys, method=notebook_method(2), size=(32, 32), measure=False
-    )
+    ascent = Ascent(network, notebook_method(2), (32, 32), measure=False)
+    lowered = render_batch.lower(ascent, params, objective, start, keys)
     hlo = lowered.compile().as_text()
     labels = re.findall(r"dim_labels=(\w+)_(\w+)->", hlo)
     assert labels, "no convolutions found in the compiled ascent"

@@ -35,11 +35,11 @@ def test_flop_count_of_a_step():
     import jax
     import jax.numpy as jnp
 
-    from filterviz.core.engine import render_batch
-    from filterviz.draw.notebook import notebook_method
+    from filterviz.core.engine import Ascent, render_batch
+    from filterviz.core.methods import notebook_method
 
     compiled = render_batch.lower(
-        vgg16,
+        Ascent(vgg16, notebook_method(1), (32, 32), measure=False),
         {  # shapes are all lowering needs
             group: {key: jax.ShapeDtypeStruct(shape, jnp.float32) for key, shape in names.items()}
             for group, names in vgg16.parameter_shapes.items()
@@ -47,9 +47,6 @@ def test_flop_count_of_a_step():
         filterviz.channel("block2_conv2", jnp.zeros(1, jnp.int32)),
         jnp.zeros((32, 32, 3)),
         jax.random.split(jax.random.key(0), 1),
-        method=notebook_method(1),
-        size=(32, 32),
-        measure=False,
     ).compile()
     assert compiled_flops(compiled) == pytest.approx(
         ascent_step_flops(vgg16, "block2_conv2", 32, 32), rel=0.05

@@ -3,6 +3,7 @@ filters responded, a hint when they stayed dead, README code that runs, and no s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pty
 import re
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,8 +23,8 @@ import filterviz
 from filterviz import progress
 from filterviz.cli import main
 from filterviz.cli.commands import stall_hint
-from filterviz.core.engine import StepReport, render_batch
-from filterviz.draw.notebook import notebook_method
+from filterviz.core.engine import Ascent, StepReport, Tunables, render_batch
+from filterviz.core.methods import notebook_method
 from filterviz.io import plots
 from filterviz.sweeps.atlas import contact_sheet
 
@@ -96,14 +98,16 @@ def test_a_compiled_loop_reports_each_segment_without_changing_the_result(vgg16,
     start = filterviz.random_image(jax.random.key(0), 16, 16)
     objective = filterviz.channel("block1_conv2", [0, 5])
     keys = jax.random.split(jax.random.key(0), 2)
-    settings = {"method": notebook_method(23), "size": (16, 16), "measure": False}
+    ascent = Ascent(vgg16, notebook_method(23), (16, 16), measure=False)
     reports = []
-    quiet = render_batch(vgg16, random_params, objective, start, keys, **settings)[0]
-    told = render_batch(
-        vgg16, random_params, objective, start, keys, report=StepReport(reports.append, 4), **settings
-    )[0]
+    report = StepReport(lambda bar, units: reports.append((bar, units)), 4)
+    quiet = render_batch(ascent, random_params, objective, start, keys)[0]
+    told_ascent = dataclasses.replace(ascent, report=report)
+    to_bar_7 = Tunables(progress=jnp.int32(7))
+    told = render_batch(told_ascent, random_params, objective, start, keys, to_bar_7)[0]
     np.testing.assert_array_equal(np.asarray(told), np.asarray(quiet))
-    assert reports == [12, 12, 12, 10]  # 23 steps as 4 segments, counted for both filters
+    # 23 steps as 4 segments, counted for both filters, each report for the bar the call named
+    assert reports == [(7, 12), (7, 12), (7, 12), (7, 10)]
 
 
 def test_the_api_shows_progress_when_watched(random_params, capsys, monkeypatch):

@@ -103,7 +103,7 @@ def test_programs_compile_once_and_ahead_from_many_threads(random_params):
     """A sweep compiles later layers' programs on host threads: a program asked for by several threads
     at once is compiled once, and the pictures are those of the plain ascent."""
     start = np.asarray(filterviz.random_image(jax.random.key(0), 16, 16))
-    from filterviz.draw.notebook import notebook_method
+    from filterviz.core.methods import notebook_method
     from filterviz.sweeps.sharding import ShardedAscent
 
     vgg16 = filterviz.network("vgg16")

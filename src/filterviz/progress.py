@@ -5,19 +5,21 @@ draws a widget there). Off in pipes, in CI (``$CI`` set) and whenever the caller
 ``progress=False``).
 
 Compiled ascents report from inside their loop: the loop runs as a few segments in a row, and after
-each the device calls :func:`advance` on the host (``jax.debug.callback``) with the steps it finished.
-Nothing crosses to the host inside a segment, and a run without a bar compiles without the callbacks.
+each the device calls :func:`report_steps` on the host (``jax.pure_callback``) with the bar's number,
+passed to the program as a traced input (:attr:`Progress.number`), and the steps it finished. So one
+compiled program serves every bar, and each report reaches the bar of its own call, whichever thread
+made it. Nothing crosses to the host inside a segment, and a run without a bar compiles without the
+callbacks.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
+import weakref
 from typing import Any, TextIO
-
-SEGMENTS = 10
-"""How many pieces a compiled loop reports in, when a bar is shown."""
 
 
 def in_notebook() -> bool:
@@ -55,14 +57,14 @@ def count_of(number: int, noun: str) -> str:
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
-_active: list[Progress] = []
-_active_lock = threading.Lock()
+_open: weakref.WeakValueDictionary[int, Progress] = weakref.WeakValueDictionary()
+_numbers = itertools.count()
 
 
-def advance(units: Any) -> None:
-    """Add ``units`` to the innermost open bar (the host side of a compiled loop's report)."""
-    with _active_lock:
-        bar = _active[-1] if _active else None
+def report_steps(number: int, units: int) -> None:
+    """Add ``units`` to the open bar numbered ``number`` (the host side of a compiled loop's report);
+    a bar since closed, or no bar (-1), takes nothing."""
+    bar = _open.get(number)
     if bar is not None:
         bar.update(int(units))
 
@@ -70,8 +72,8 @@ def advance(units: Any) -> None:
 class Progress:
     """A tqdm bar of ``total`` ``unit``\\s when ``enabled``, nothing otherwise; thread-safe.
 
-    As a context manager it is also the bar compiled loops report to (:func:`advance`) while open.
-    Counts past ``total`` (padding rows of a last chunk) are dropped.
+    While open as a context manager, compiled loops given its :attr:`number` report to it
+    (:func:`report_steps`). Counts past ``total`` (padding rows of a last chunk) are dropped.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Progress:
     ):
         self._bar = None
         self._lock = threading.Lock()
+        self.number = next(_numbers)
         self.total, self.count = total, 0
         if enabled and total > 0:
             from tqdm.auto import tqdm
@@ -124,12 +127,9 @@ class Progress:
             self._bar.close()
 
     def __enter__(self) -> Progress:
-        with _active_lock:
-            _active.append(self)
+        _open[self.number] = self
         return self
 
     def __exit__(self, *exception: Any) -> None:
-        with _active_lock:
-            if self in _active:
-                _active.remove(self)
+        _open.pop(self.number, None)
         self.close()

@@ -2,15 +2,18 @@
 
 The core, :func:`render_one`, optimises the K images of one objective::
 
-    state = AscentState(raw, optimizer_state, key)          # carried through lax.fori_loop
-    each step:  pixels  = parameterization.to_pixels(raw)    # float32[K, H, W, 3], 0-255
-                copies  = transforms(key_k, pixels)          # K * copies random views
-                value   = objective(network(preprocess(copies)))
-                raw    += optimizer(gradient of value)
+    state = AscentState(variables, optimizer_state, key)          # carried through lax.fori_loop
+    each step:  pixels     = parameterization.to_pixels(variables)  # float32[K, H, W, 3], 0-255
+                copies     = transforms(key_k, pixels)              # K * copies random views
+                value      = objective(network(preprocess(copies)))
+                variables += optimizer(gradient of value)
 
-:func:`render_and_measure` vmaps it over a batch of objectives (every filter of a layer is one batched
-channel objective) and measures each result in float32; :func:`render_batch` jits that, once per
-network, method, objective structure and size; :func:`filterviz.rendering.render` checks everything,
+Its static settings are one :class:`Ascent` value, built once by the caller (network, method, size,
+frames, progress reports); what may change without recompiling (the learning rate, the progress bar)
+travels traced, as :class:`Tunables`. :func:`render_and_measure` vmaps it over a batch of objectives
+(every filter of a layer is one batched channel objective) and measures each result in float32;
+:func:`render_batch` jits that, once per :class:`Ascent` and objective structure;
+:func:`filterviz.draw.rendering.render` checks everything,
 chunks the batch by device memory and shows progress. The notebook's method is the ``notebook`` preset
 of this engine, and where an objective is one channel of a layer the network can compute alone (VGG's
 every layer), every method uses that fast path: only that channel of the layer, not all of them.
@@ -43,52 +46,91 @@ from filterviz.core.transforms import compose
 from filterviz.errors import ImageError, SettingError
 
 # ----------------------------------------------------------------------------------------------------
-# Loops that can tell the host how far they have come.
+# What an ascent is: its static settings, built once, and the values that vary without recompiling.
 
 
 @dataclasses.dataclass(frozen=True)
 class StepReport:
     """How a compiled loop tells the host how far it has come: it runs as ``segments`` loops in a row
-    and after each calls ``callback(steps done)`` on the host (static: equal reports share one program).
-    """
+    and after each calls ``callback(bar, steps done)`` on the host, ``bar`` being the traced
+    :attr:`Tunables.progress` (static: equal reports share one program, whichever bar they feed)."""
 
-    callback: Callable[[int], None]
+    callback: Callable[[int, int], None]
     segments: int = 10
 
 
+@dataclasses.dataclass(frozen=True)
+class Ascent:
+    """The static settings of one compiled ascent program, built once by the caller.
+
+    Attributes:
+      network: the network.
+      method: the method (its :class:`~filterviz.core.methods.Optimizer`'s rate set to 1 when the rate
+        travels in :attr:`Tunables.learning_rate`; see :meth:`Method.split_rate`).
+      size: ``(H, W)`` of the result.
+      frame_every: also return the pixels every so many steps, or None.
+      report: have the loops report their steps to the host (:func:`run_steps`), or None.
+      measure: measure each objective on its final images, in float32.
+    """
+
+    network: Network
+    method: Method
+    size: tuple[int, int]
+    frame_every: int | None = None
+    report: StepReport | None = None
+    measure: bool = True
+
+
+class Tunables(NamedTuple):
+    """The traced inputs of an ascent program, which change without recompiling it: the optimizer's
+    learning rate (``float32[]``, or None for the method's own) and the progress bar the loops report
+    to (``int32[]``, or None)."""
+
+    learning_rate: jax.Array | None = None
+    progress: jax.Array | None = None
+
+
+_FIXED = Tunables()
+"""No traced rate and no progress bar: the method's own settings."""
 State = TypeVar("State")
 
 
-def _report(report: StepReport, steps: int, state: State) -> State:
+def _report(report: StepReport, bar: jax.Array | None, steps: int, state: State) -> State:
     # The host callback reads one value of the state, so it runs after the segment that made it; the
     # state then takes a zero from it, so the next segment runs after it and nothing is pruned. Under
     # vmap it runs once for the whole batch and counts each element's steps.
     leaves, tree = jax.tree.flatten(state)
     position = next(i for i, leaf in enumerate(leaves) if jnp.issubdtype(leaf.dtype, jnp.floating))
     marker = leaves[position].reshape(-1)[0].astype(jnp.float32)
+    bar = jnp.asarray(-1 if bar is None else bar, jnp.int32)
 
-    def on_host(values: np.ndarray) -> np.ndarray:
-        report.callback(steps * int(np.size(values)))
+    def on_host(values: np.ndarray, bars: np.ndarray) -> np.ndarray:
+        report.callback(int(np.reshape(bars, -1)[0]), steps * int(np.size(values)))
         return np.zeros(np.shape(values), np.float32)
 
     zero = jax.pure_callback(
-        on_host, jax.ShapeDtypeStruct((), jnp.float32), marker, vmap_method="expand_dims"
+        on_host, jax.ShapeDtypeStruct((), jnp.float32), marker, bar, vmap_method="expand_dims"
     )
     leaves[position] = leaves[position] + zero.astype(leaves[position].dtype)
     return jax.tree.unflatten(tree, leaves)
 
 
 def run_steps(
-    steps: int, step: Callable[[Any, State], State], state: State, report: StepReport | None
+    steps: int,
+    step: Callable[[Any, State], State],
+    state: State,
+    report: StepReport | None,
+    bar: jax.Array | None = None,
 ) -> State:
     """``state = step(i, state)`` for ``i`` in ``range(steps)``, in ``lax.fori_loop``; with ``report``, as a
-    few loops in a row with a report to the host after each (nothing crosses to the host inside one)."""
+    few loops in a row with a report to the host (for progress bar ``bar``) after each (nothing crosses
+    to the host inside one)."""
     if report is None or steps == 0:
         return lax.fori_loop(0, steps, step, state)
     size = -(-steps // max(1, min(report.segments, steps)))
     for begin in range(0, steps, size):
         end = min(begin + size, steps)
-        state = _report(report, end - begin, lax.fori_loop(begin, end, step, state))
+        state = _report(report, bar, end - begin, lax.fori_loop(begin, end, step, state))
     return state
 
 
@@ -97,16 +139,12 @@ def run_steps(
 
 
 class AscentState(NamedTuple):
-    """What the optimisation loop carries: the raw variables, the optimizer's state and the PRNG key."""
+    """What the optimisation loop carries: the parameterization's variables (pixels, or a spectrum),
+    the optimizer's state and the PRNG key."""
 
-    raw: jax.Array
+    variables: jax.Array
     optimizer_state: Any
     key: jax.Array
-
-
-def preprocessing_of(method: Method, network: Network) -> str:
-    """The input convention ``method`` feeds ``network`` (``"network"``: the network's own)."""
-    return network.preprocessing if method.preprocessing == "network" else method.preprocessing
 
 
 def objective_value(
@@ -119,64 +157,73 @@ def objective_value(
 ) -> jax.Array:
     """``objective`` on ``pixels float32[K, H, W, 3]``, seen through the method's transforms when ``key``
     is given (``transform_copies`` random views each) and its preprocessing; one forward pass, of only
-    the target channel where the objective is one channel the network can compute alone."""
+    the target channel where the objective is one channel (:meth:`Network.channel_activation`)."""
     if key is not None and method.transforms:
         copies = jnp.repeat(pixels, method.transform_copies, axis=0)
         keys = jax.random.split(key, copies.shape[0])
         pixels = jax.vmap(compose(method.transforms))(keys, copies)
-    inputs = preprocess(pixels, preprocessing_of(method, network)).astype(compute_dtype(method.precision))
+    preprocessing = method.resolved(network).preprocessing
+    inputs = preprocess(pixels, preprocessing).astype(compute_dtype(method.precision))
     single = objective.single_channel()
-    if single is not None and single[0] in network.channel_layers:
+    if single is not None:
         layer, index = single
-        activation = network.channel(prepared, inputs, layer, index, method.redirect_relu)
+        activation = network.channel_activation(
+            prepared, inputs, layer, index, redirect_relu=method.redirect_relu
+        )
         return jnp.mean(activation.astype(jnp.float32))
     layers = network.sorted(objective.layers)
     return objective(network.apply(prepared, inputs, layers, redirect_relu=method.redirect_relu))
 
 
+def measured_value(network: Network, params: Params, objective: Objective, method: Method, pixels: jax.Array):
+    """``objective`` on its final ``pixels float32[K, H, W, 3]`` as ``method`` feeds them, with no
+    transforms, in full float32 whatever the method's precision: the achieved value that ranks filters."""
+    with matmul_precision("float32"):
+        measured = dataclasses.replace(method, precision="float32")
+        return objective_value(network, params, objective, measured, pixels, None)
+
+
 def _optimise(
-    network: Network,
+    ascent: Ascent,
     prepared: Params,
     objective: Objective,
-    method: Method,
-    raw: jax.Array,
+    variables: jax.Array,
     key: jax.Array,
     size: tuple[int, int],
-    frame_every: int | None,
-    report: StepReport | None = None,
-    learning_rate: jax.Array | None = None,
+    tunables: Tunables,
 ) -> tuple[jax.Array, jax.Array | None]:
-    """``method.steps`` steps from ``raw``; returns the final raw and, with ``frame_every``, the pixels
-    after every ``frame_every`` steps ``float32[F, K, H, W, 3]``. ``report``: see :func:`run_steps`;
-    ``learning_rate``: replaces the method's (see :meth:`Method.split_rate`)."""
-    optimizer = method.optimizer_transformation(learning_rate)
-    height, width = size
+    """``method.steps`` steps from ``variables`` at ``size`` (one octave stage); returns the final
+    variables and, with ``frame_every``, the pixels after every ``frame_every`` steps
+    ``float32[F, K, H, W, 3]``."""
+    network, method, frame_every = ascent.network, ascent.method, ascent.frame_every
+    optimizer = method.optimizer_transformation(tunables.learning_rate)
+    to_pixels = functools.partial(method.parameterization.to_pixels, height=size[0], width=size[1])
 
     def loss(current: jax.Array, step_key: jax.Array) -> jax.Array:
-        pixels = method.parameterization.to_pixels(current, height, width)
-        return -objective_value(network, prepared, objective, method, pixels, step_key)
+        return -objective_value(network, prepared, objective, method, to_pixels(current), step_key)
 
     gradient_of = jax.grad(loss)
 
     def step(_: jax.Array, state: AscentState) -> AscentState:
         key, step_key = jax.random.split(state.key)
-        gradient = gradient_of(state.raw, step_key)
-        updates, optimizer_state = optimizer.update(gradient, state.optimizer_state, state.raw)
-        return AscentState(optax.apply_updates(state.raw, updates), optimizer_state, key)
+        gradient = gradient_of(state.variables, step_key)
+        updates, optimizer_state = optimizer.update(gradient, state.optimizer_state, state.variables)
+        return AscentState(optax.apply_updates(state.variables, updates), optimizer_state, key)
 
-    state = AscentState(raw, optimizer.init(raw), key)
+    state = AscentState(variables, optimizer.init(variables), key)
+    report, bar = ascent.report, tunables.progress
     if not frame_every:
-        return run_steps(method.steps, step, state, report).raw, None
+        return run_steps(method.steps, step, state, report, bar).variables, None
     # With frames, each frame's steps are one segment (reported, when asked, after each frame).
     per_frame = dataclasses.replace(report, segments=1) if report is not None else None
 
     def segment(state: AscentState, _: None) -> tuple[AscentState, jax.Array]:
-        state = run_steps(frame_every, step, state, per_frame)
-        return state, method.parameterization.to_pixels(state.raw, height, width)
+        state = run_steps(frame_every, step, state, per_frame, bar)
+        return state, to_pixels(state.variables)
 
     state, frames = lax.scan(segment, state, None, length=method.steps // frame_every)
-    state = run_steps(method.steps % frame_every, step, state, per_frame)
-    return state.raw, frames
+    state = run_steps(method.steps % frame_every, step, state, per_frame, bar)
+    return state.variables, frames
 
 
 def resize_pixels(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -193,130 +240,92 @@ def _requantized_resize(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
     return (picture / 255 - 0.5) * 4 * std + mean
 
 
+def _grown(method: Method, variables: jax.Array, photo: jax.Array | None, stage, following) -> jax.Array:
+    # The image of one octave stage grown to the next; a deep dream adds back what shrinking the photo
+    # lost between the two sizes.
+    grown = (_requantized_resize if method.octaves.requantize else resize_pixels)(variables, following)
+    if method.octaves.reinject_detail and photo is not None:
+        lost = resize_pixels(photo, following) - resize_pixels(resize_pixels(photo, stage), following)
+        grown = grown + lost
+    return grown
+
+
 def render_one(
-    network: Network,
+    ascent: Ascent,
     prepared: Params,
     objective: Objective,
     start: jax.Array | None,
     key: jax.Array,
-    *,
-    method: Method,
-    size: tuple[int, int],
-    frame_every: int | None = None,
-    report: StepReport | None = None,
-    learning_rate: jax.Array | None = None,
+    tunables: Tunables = _FIXED,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Optimise the K images of one (unbatched) ``objective``; the pure core, vmapped by :func:`render`.
 
     Args:
-      network: the network, static.
+      ascent: the static settings (network, method, size, frames, report).
       prepared: parameters from ``network.prepared`` (cast to the compute type, kernels flipped ...).
       objective: one objective (no batch axis on its arguments).
       start: ``float32[H, W, 3]`` start pixels (pixel methods only), or None to draw from ``key``.
       key: PRNG key of this objective: its start and every step's transforms.
-      method: the settings, static.
-      size: ``(H, W)`` of the result.
-      frame_every: also return the pixels every so many steps.
-      report: have the loops tell the host how many steps they have done (:func:`run_steps`).
-      learning_rate: a traced ``float32[]`` replacing the method's (:meth:`Method.split_rate`).
+      tunables: the traced learning rate and progress bar.
 
     Returns:
       ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None)``.
     """
-    count = method.images_per_filter
+    method, size = ascent.method, ascent.size
     init_key, key = jax.random.split(key)
     stages = method.octaves.sizes(*size) if method.octaves else [size]
     if min(min(stage) for stage in stages) < 1:
         raise SettingError(f"octave stages {stages} shrink a {size[0]}x{size[1]} image to nothing")
-    parameterization = method.parameterization
+    parameterization, photo = method.parameterization, None
     if start is None:
-        raw = parameterization.init(init_key, count, *stages[0])
+        variables = parameterization.init(init_key, method.images_per_filter, *stages[0])
     else:
-        photo = jnp.broadcast_to(start, (count, *start.shape))
-        raw = parameterization.from_pixels(resize_pixels(photo, stages[0]) if stages[0] != size else photo)
+        photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
+        first = resize_pixels(photo, stages[0]) if stages[0] != size else photo
+        variables = parameterization.from_pixels(first)
     all_frames = []
     with matmul_precision(method.precision):
         for index, stage in enumerate(stages):
-            raw, frames = _optimise(
-                network,
-                prepared,
-                objective,
-                method,
-                raw,
-                jax.random.fold_in(key, index),
-                stage,
-                frame_every,
-                report,
-                learning_rate,
-            )
+            stage_key = jax.random.fold_in(key, index)
+            variables, frames = _optimise(ascent, prepared, objective, variables, stage_key, stage, tunables)
             if frames is not None:
                 all_frames.append(
                     frames if stage == size else jax.vmap(lambda f: resize_pixels(f, size))(frames)
                 )
             following = stages[index + 1] if index + 1 < len(stages) else size
             if following != stage:
-                grown = (_requantized_resize if method.octaves.requantize else resize_pixels)(raw, following)
-                if method.octaves.reinject_detail and start is not None:
-                    # Deep dream: add back what shrinking the photo lost between the two sizes.
-                    grown = (
-                        grown
-                        + resize_pixels(photo, following)
-                        - resize_pixels(resize_pixels(photo, stage), following)
-                    )
-                raw = grown
-        pixels = parameterization.to_pixels(raw, *size)
+                variables = _grown(method, variables, photo, stage, following)
+        pixels = parameterization.to_pixels(variables, *size)
     return pixels, (jnp.concatenate(all_frames) if all_frames else None)
 
 
 def render_and_measure(
-    network: Network,
+    ascent: Ascent,
     params: Params,
     objective: Objective,
     start: jax.Array | None,
     keys: jax.Array,
-    *,
-    method: Method,
-    size: tuple[int, int],
-    frame_every: int | None = None,
-    report: StepReport | None = None,
-    measure: bool = True,
-    learning_rate: jax.Array | None = None,
+    tunables: Tunables = _FIXED,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]`` (and ``start`` when it is
     ``[B, H, W, 3]``, one per objective), each objective then measured on its final images in float32
-    (zeros without ``measure``), ``learning_rate`` (traced) replacing the method's. Returns
-    ``(pixels [B, K, H, W, 3], activations [B], frames)``. Not jitted: :func:`render_batch` jits it,
-    sweeps wrap it in their sharded jit."""
+    (zeros unless ``ascent.measure``). Returns ``(pixels [B, K, H, W, 3], activations [B], frames)``.
+    Not jitted: :func:`render_batch` jits it, sweeps wrap it in their sharded jit."""
+    network, method = ascent.network, ascent.method
     prepared = network.prepared(params, compute_dtype(method.precision))
-    measured = dataclasses.replace(method, precision="float32")  # achieved values always in float32
 
     def one(objective: Objective, key: jax.Array, start: jax.Array | None) -> tuple[Any, ...]:
-        pixels, frames = render_one(
-            network,
-            prepared,
-            objective,
-            start,
-            key,
-            method=method,
-            size=size,
-            frame_every=frame_every,
-            report=report,
-            learning_rate=learning_rate,
-        )
-        if not measure:
+        pixels, frames = render_one(ascent, prepared, objective, start, key, tunables)
+        if not ascent.measure:
             return pixels, jnp.zeros((), jnp.float32), frames
-        with matmul_precision("float32"):
-            achieved = objective_value(network, params, objective, measured, pixels, None)
-        return pixels, achieved, frames
+        return pixels, measured_value(network, params, objective, method, pixels), frames
 
     start_axis = 0 if start is not None and start.ndim == 4 else None
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0, start_axis))(objective, keys, start)
 
 
-render_batch = jax.jit(
-    render_and_measure, static_argnames=("network", "method", "size", "frame_every", "report", "measure")
-)
-""":func:`render_and_measure`, jitted: one program per network, method, objective structure and size."""
+render_batch = jax.jit(render_and_measure, static_argnames=("ascent",))
+""":func:`render_and_measure`, jitted: one program per :class:`Ascent` and objective structure."""
 
 
 @functools.partial(jax.jit, static_argnames=("network", "method"))
@@ -325,34 +334,27 @@ def measure_batch(
 ) -> jax.Array:
     """Each objective of a batched ``objective [B]`` on its images ``pixels float32[B, K, H, W, 3]``, as
     ``method`` feeds them, in float32: ``-> float32[B]``."""
-    measured = dataclasses.replace(method, precision="float32")
 
     def one(objective: Objective, images: jax.Array) -> jax.Array:
-        with matmul_precision("float32"):
-            return objective_value(network, params, objective, measured, images, None)
+        return measured_value(network, params, objective, method, images)
 
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, pixels)
 
 
 def render_filters(
-    network: Network,
+    ascent: Ascent,
     params: Params,
     layer: str,
     filter_indices: jax.Array,
     start: jax.Array | None,
     seed: int,
-    *,
-    method: Method,
-    size: tuple[int, int],
 ) -> tuple[jax.Array, jax.Array]:
-    """Each filter of ``filter_indices int32[B]`` of ``layer`` with ``method``, keyed by its own index
+    """Each filter of ``filter_indices int32[B]`` of ``layer``, keyed by its own index
     (:func:`filter_keys`), so a filter's picture does not depend on which chunk or device computed it.
     Not jitted: sweeps wrap it. Returns ``(pixels float32[B, H, W, 3] (the first of K), activations [B])``."""
     objective = channel(layer, filter_indices)
     keys = filter_keys(seed, filter_indices)
-    pixels, achieved, _ = render_and_measure(
-        network, params, objective, start, keys, method=method, size=size
-    )
+    pixels, achieved, _ = render_and_measure(ascent, params, objective, start, keys)
     return pixels[:, 0], achieved
 
 

@@ -2,8 +2,8 @@
 
 Each parameterization is a frozen (hashable, so static under ``jit``) dataclass with two pure functions:
 
-* ``init(key, count, height, width) -> raw``: the starting variables of ``count`` images;
-* ``to_pixels(raw, height, width) -> float32[count, height, width, 3]``: RGB values on the 0-255 scale
+* ``init(key, count, height, width) -> variables``: the starting variables of ``count`` images;
+* ``to_pixels(variables, height, width) -> float32[count, height, width, 3]``: RGB values on the 0-255 scale
   (the size is passed in because a real FFT's half-spectrum does not tell odd widths from even ones).
 
 :class:`Pixels` optimises the pixels themselves (the notebook). :class:`Fourier` optimises a spectrum
@@ -66,11 +66,11 @@ class Pixels:
             return self.mean + self.std * jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
         return self.mean + self.std * jax.random.normal(key, shape, jnp.float32)
 
-    def to_pixels(self, raw: jax.Array, height: int, width: int) -> jax.Array:
-        return raw
+    def to_pixels(self, variables: jax.Array, height: int, width: int) -> jax.Array:
+        return variables
 
     def from_pixels(self, pixels: jax.Array) -> jax.Array:
-        """The raw variables that give ``pixels``: a start image, e.g. a photo."""
+        """The variables that give ``pixels``: a start image, e.g. a photo."""
         return pixels
 
 
@@ -90,13 +90,13 @@ class Fourier:
         shape = (count, 3, height, width // 2 + 1, 2)
         return self.sd * jax.random.normal(key, shape, jnp.float32)
 
-    def to_pixels(self, raw: jax.Array, height: int, width: int) -> jax.Array:
+    def to_pixels(self, variables: jax.Array, height: int, width: int) -> jax.Array:
         frequencies = frequency_magnitudes(height, width)
         # Scale each frequency by 1/f (never above the lowest non-zero frequency's), and by sqrt(h*w) so
         # that irfft2's 1/(h*w) leaves an orthonormal transform: equal energy at every scale.
         scale = 1.0 / np.maximum(frequencies, 1.0 / max(height, width)) ** self.decay_power
         scale = jnp.asarray(scale * np.sqrt(height * width))
-        spectrum = jax.lax.complex(raw[..., 0], raw[..., 1]) * scale
+        spectrum = jax.lax.complex(variables[..., 0], variables[..., 1]) * scale
         spatial = jnp.fft.irfft2(spectrum, s=(height, width)) / 4.0  # [count, 3, H, W]
         return _to_valid_pixels(jnp.moveaxis(spatial, 1, -1), self.decorrelate)
 
@@ -124,9 +124,9 @@ class Maco:
         magnitude = frequencies**-self.magnitude_power
         return (magnitude / np.sqrt(np.mean(magnitude**2))).astype(np.float32)
 
-    def to_pixels(self, raw: jax.Array, height: int, width: int) -> jax.Array:
+    def to_pixels(self, variables: jax.Array, height: int, width: int) -> jax.Array:
         magnitude = jnp.asarray(self.magnitude(height, width))
-        phase = _standardize(raw, (-3, -2, -1))
+        phase = _standardize(variables, (-3, -2, -1))
         spectrum = jax.lax.complex(jnp.cos(phase) * magnitude, jnp.sin(phase) * magnitude)
         spatial = _standardize(jnp.fft.irfft2(spectrum, s=(height, width)), (-3, -2, -1))
         return _to_valid_pixels(jnp.moveaxis(spatial, 1, -1), decorrelate=True)

@@ -112,9 +112,9 @@ def ascend(
 def _activations(
     network: Network, params: Params, images: jax.Array, layer: str, precision: str
 ) -> jax.Array:
+    dtype = compute_dtype(precision)
     with matmul_precision(precision):
-        prepared = jax.tree.map(lambda array: jnp.asarray(array).astype(compute_dtype(precision)), params)
-        outputs = network.apply(prepared, images.astype(compute_dtype(precision)), [layer])[layer]
+        outputs = network.apply(network.prepared(params, dtype), images.astype(dtype), [layer])[layer]
     return outputs.astype(jnp.float32)
 
 

@@ -1,6 +1,6 @@
 """Rendering as users call it: :func:`render` checks every setting before any work, splits the
 objectives into chunks sized from the device's memory, runs each through the engine's one compiled
-program (:func:`filterviz.engine.render_batch`) and shows progress; :func:`render_pixels` is the same
+program (:func:`filterviz.core.engine.render_batch`) and shows progress; :func:`render_pixels` is the same
 without measuring or making pictures (the path of :func:`filterviz.ascend`).
 """
 
@@ -14,7 +14,9 @@ import numpy as np
 
 from filterviz.core.checks import check_count, check_seed, default_batch_size, padded_chunks
 from filterviz.core.engine import (
+    Ascent,
     StepReport,
+    Tunables,
     check_method_size,
     check_size,
     check_start,
@@ -28,7 +30,7 @@ from filterviz.core.objectives import Objective
 from filterviz.core.parameterizations import Pixels
 from filterviz.errors import SettingError
 from filterviz.networks import get_network
-from filterviz.progress import Progress, advance, count_of, wanted
+from filterviz.progress import Progress, count_of, report_steps, wanted
 
 
 class Rendering(NamedTuple):
@@ -54,15 +56,14 @@ class Rendering(NamedTuple):
 
 
 class _Plan(NamedTuple):
-    network: Network
-    method: Method
+    # A checked rendering: the static settings of its one program, and what each chunk is fed.
+    ascent: Ascent
     objective: Objective
     count: int
-    size: tuple[int, int]
     start: jax.Array | None
     keys: jax.Array
     chunk: int
-    frame_every: int | None
+    learning_rate: float | None
 
 
 def _plan(
@@ -77,6 +78,9 @@ def _plan(
     batch_size: int | None,
     frame_every: int | None,
     settings: dict[str, Any],
+    *,
+    measure: bool,
+    progress: bool | None,
 ) -> _Plan:
     # Every check, before any work.
     network = get_network(network)
@@ -112,46 +116,34 @@ def _plan(
     check_method_size(network, method, deepest, height, width)
     objective.check_positions(network, height, width)
     chunk = batch_size or max(1, default_batch_size(network, deepest, height, width) // per_image)
-    return _Plan(
-        network, method, objective, count, (height, width), start, keys, min(chunk, count), frame_every
-    )
-
-
-def _execute(
-    params: Params, plan: _Plan, *, measure: bool, progress: bool | None
-) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
-    # The chunks, dispatched one after another (JAX queues them), with a progress bar when watched.
-    objective, method, count = plan.objective, plan.method, plan.count
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
+    report = StepReport(report_steps) if wanted(progress) else None
+    ascent = Ascent(network, program_method, (height, width), frame_every, report, measure)
+    return _Plan(ascent, objective, count, start, keys, min(chunk, count), learning_rate)
+
+
+def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+    # The chunks, dispatched one after another (JAX queues them), with a progress bar when watched.
+    objective, method, count = plan.objective, plan.ascent.method, plan.count
     batched = objective.batch_size() is not None
     per_objective = plan.start is not None and plan.start.ndim == 4
     pixels, achieved, frames = [], [], []
     stages = method.octaves.stages if method.octaves else 1
     kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
     title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, kind)}"
-    with Progress(count * method.steps * stages, "step", title, enabled=wanted(progress)) as bar:
-        report = StepReport(advance) if bar.enabled else None
+    shown = plan.ascent.report is not None
+    with Progress(count * method.steps * stages, "step", title, enabled=shown) as bar:
+        tunables = Tunables(plan.learning_rate, bar.number if shown else None)
         for rows, padded in padded_chunks(count, plan.chunk):
             part = objective.take(padded) if batched else _broadcast(objective, plan.chunk)
-            result = render_batch(
-                plan.network,
-                params,
-                part,
-                plan.start[padded] if per_objective else plan.start,
-                plan.keys[padded],
-                method=program_method,
-                size=plan.size,
-                frame_every=plan.frame_every,
-                report=report,
-                measure=measure,
-                learning_rate=learning_rate,
-            )
+            start = plan.start[padded] if per_objective else plan.start
+            result = render_batch(plan.ascent, params, part, start, plan.keys[padded], tunables)
             pixels.append(result[0][: len(rows)])
             achieved.append(result[1][: len(rows)])
             if result[2] is not None:
                 frames.append(result[2][: len(rows)])
         pixels_all = pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)
-        if bar.enabled:
+        if shown:
             pixels_all.block_until_ready()  # the bar closes once the device has reported every step
     return pixels_all, jnp.concatenate(achieved), frames
 
@@ -205,15 +197,16 @@ def render(
     ((2, 1, 32, 32, 3), (2,))
     """
     plan = _plan(
-        params, objective, network, method, size, seed, keys, start, batch_size, frame_every, settings
-    )
-    pixels, achieved, frames = _execute(params, plan, measure=True, progress=progress)
+        params, objective, network, method, size, seed, keys, start, batch_size, frame_every, settings,
+        measure=True, progress=progress,
+    )  # fmt: skip
+    pixels, achieved, frames = _execute(params, plan)
     frames_all = None
     if frames:
-        frames_all = plan.method.to_pictures(
+        frames_all = plan.ascent.method.to_pictures(
             np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0)
         )
-    return Rendering(pixels, plan.method.to_pictures(pixels), np.asarray(achieved), frames_all)
+    return Rendering(pixels, plan.ascent.method.to_pictures(pixels), np.asarray(achieved), frames_all)
 
 
 def render_pixels(
@@ -230,8 +223,11 @@ def render_pixels(
 ) -> jax.Array:
     """:func:`render`'s pixels ``float32[N, K, H, W, 3]`` alone: nothing measured, no pictures made, the
     result left on the device (the path of :func:`filterviz.ascend`)."""
-    plan = _plan(params, objective, network, method, size, seed, None, start, batch_size, None, {})
-    return _execute(params, plan, measure=False, progress=progress)[0]
+    plan = _plan(
+        params, objective, network, method, size, seed, None, start, batch_size, None, {},
+        measure=False, progress=progress,
+    )  # fmt: skip
+    return _execute(params, plan)[0]
 
 
 def _broadcast(objective: Objective, count: int) -> Objective:

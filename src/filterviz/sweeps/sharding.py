@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.core.checks import default_batch_size, padded_chunks
-from filterviz.core.engine import render_filters
+from filterviz.core.engine import Ascent, render_filters
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
 from filterviz.sweeps.multihost import global_array
@@ -34,30 +34,32 @@ def filter_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), (FILTER_AXIS,))
 
 
-@functools.cache
-def _sharded_render(
+@functools.partial(jax.jit, static_argnames=("mesh", "ascent", "layer", "seed"))
+def _render_sharded(
+    params: Params,
+    filter_indices: jax.Array,
+    start: jax.Array | None,
+    *,
     mesh: Mesh,
-    network: Network,
+    ascent: Ascent,
     layer: str,
-    method: Method,
-    size: tuple[int, int],
     seed: int,
-    with_start: bool,
-) -> Callable[..., Any]:
-    # One jitted program per (mesh, network, layer, method, size, seed); jit adds one per chunk size.
-    # shard_map makes each device render its own filters: no collectives, no resharding decisions left
-    # to the compiler.
+) -> tuple[jax.Array, jax.Array]:
+    # One program per (mesh, ascent, layer, seed, chunk size). shard_map makes each device render its own
+    # filters: no collectives, no resharding decisions left to the compiler.
     #
     # A start image comes as one copy per device, split like the filters, not replicated: inside
     # shard_map a replicated input is typed device-invariant, and the gradient of a device-varying loss
     # with respect to it is summed over devices, which would mix every filter's gradient into each.
     def render_shard(params: Params, filter_indices: jax.Array, *start: jax.Array):
         first = start[0][0] if start else None
-        return render_filters(network, params, layer, filter_indices, first, seed, method=method, size=size)
+        return render_filters(ascent, params, layer, filter_indices, first, seed)
 
     split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
-    in_specs = (whole, split, split) if with_start else (whole, split)
-    return jax.jit(jax.shard_map(render_shard, mesh=mesh, in_specs=in_specs, out_specs=(split, split)))
+    starts = () if start is None else (start,)
+    in_specs = (whole, split, *(split for _ in starts))
+    sharded = jax.shard_map(render_shard, mesh=mesh, in_specs=in_specs, out_specs=(split, split))
+    return sharded(params, filter_indices, *starts)
 
 
 class Chunk(NamedTuple):
@@ -90,7 +92,7 @@ class ShardedAscent:
     are placed on the devices once; :meth:`run` then dispatches one compiled call per chunk of a layer's
     filters, each device rendering ``batch_size`` of them (vmapped) with no communication. Works the
     same with one device, several, or the devices of several processes joined by ``jax.distributed``.
-    Each filter is rendered by :func:`filterviz.engine.render_filters`, keyed by ``seed`` and its index.
+    Each filter is rendered by :func:`filterviz.core.engine.render_filters`, keyed by ``seed`` and its index.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class ShardedAscent:
         batch_size: int | None = None,
     ):
         self.network, self.method, self.seed = network, method, seed
+        self.ascent = Ascent(network, method, size)
         self.mesh = mesh or filter_mesh()
         self.batch_size = batch_size
         self.height, self.width = size
@@ -146,10 +149,6 @@ class ShardedAscent:
                 mine += max(0, min(end, real) - first)
         return mine
 
-    def _inputs(self) -> tuple[jax.Array, ...]:
-        # What every call takes after the filter indices.
-        return () if self._start is None else (self._start,)
-
     def program(self, layer: str, size: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
         """The compiled call for chunks of ``size`` filters of ``layer``: ``int32[size] -> (images, acts)``.
 
@@ -165,17 +164,16 @@ class ShardedAscent:
                 pending = self._programs[key] = concurrent.futures.Future()
         if owner:
             try:
-                shape = (self.height, self.width)
-                jitted = _sharded_render(
-                    self.mesh, self.network, key[0], self.method, shape, self.seed, self._start is not None
-                )
                 indices = global_array(np.zeros(size, np.int32), self._split)
-                pending.set_result(jitted.lower(self._params, indices, *self._inputs()).compile())
+                lowered = _render_sharded.lower(
+                    self._params, indices, self._start, mesh=self.mesh, ascent=self.ascent, layer=key[0],
+                    seed=self.seed,
+                )  # fmt: skip
+                pending.set_result(lowered.compile())
             except BaseException as error:
                 pending.set_exception(error)
         compiled = pending.result()
-        inputs = self._inputs()
-        return lambda indices: compiled(self._params, indices, *inputs)
+        return lambda indices: compiled(self._params, indices, self._start)
 
     def compile_ahead(
         self, plan: Iterable[tuple[str, int]], threads: int
