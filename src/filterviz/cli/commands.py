@@ -177,13 +177,12 @@ def summary(args: argparse.Namespace) -> None:
 
 
 def filters(args: argparse.Namespace) -> None:
-    import numpy as np
 
     from filterviz.core.engine import check_method_size
     from filterviz.core.objectives import channel, diversity, neuron
     from filterviz.draw.rendering import render
     from filterviz.io.files import FIGURE_FORMATS, check_writable
-    from filterviz.io.plots import filter_grid, filter_labels, save_figure
+    from filterviz.io.plots import filter_grid, save_figure
 
     network, _ = load_network(args, weights=False)
     layer = network.layer(args.layer).name
@@ -216,28 +215,9 @@ def filters(args: argparse.Namespace) -> None:
     pictures = result.pictures.reshape(-1, height, width, 3)
     activations = result.activations
     if args.gif:
-        from filterviz.io.files import save_gif
-        from filterviz.sweeps.atlas import contact_sheet
-
-        frames = result.frames.reshape(result.frames.shape[0], -1, height, width, 3)
-        tiles = [str(f) for f in chosen for _ in range(count)]
-        sheets = [
-            contact_sheet(frame, tiles, columns=args.columns, tile=min(128, height)) for frame in frames
-        ]
-        save_gif(np.stack(sheets), args.gif)
+        _save_animation(args, result.frames, [str(f) for f in chosen for _ in range(count)])
     seconds = time.perf_counter() - began
-    # Each picture is labelled with its filter and the activation the filter reached (per filter: its
-    # K images share the objective's value).
-    labels = [
-        label + (f" #{k}" if count > 1 else "")
-        for label in filter_labels(chosen, activations)
-        for k in range(count)
-    ]
-    if args.top:
-        # The later Keras example's grid: the filters that reached the highest activation, strongest first.
-        order = np.argsort(-np.nan_to_num(activations, nan=-np.inf), kind="stable")[: args.top]
-        rows = [row * count + k for row in order for k in range(count)]
-        pictures, labels = pictures[rows], [labels[r] for r in rows]
+    pictures, labels = _grid_cells(args, pictures, chosen, activations, count)
     figure = filter_grid(pictures, labels, columns=args.columns, title=f"{layer} ({method.name})")
     save_figure(figure, args.out)
     if not args.quiet:
@@ -250,6 +230,41 @@ def filters(args: argparse.Namespace) -> None:
     hint = stall_hint(layer, list(activations), method.name)
     if hint:
         print(f"filterviz: {hint}", file=sys.stderr)
+
+
+def _save_animation(args: argparse.Namespace, frames: Any, tiles: list[str]) -> None:
+    """The ascent as an animated GIF: each frame a contact sheet of every picture."""
+    import numpy as np
+
+    from filterviz.io.files import save_gif
+    from filterviz.sweeps.atlas import contact_sheet
+
+    height = frames.shape[-3]
+    frames = frames.reshape(frames.shape[0], -1, *frames.shape[-3:])
+    sheets = [contact_sheet(frame, tiles, columns=args.columns, tile=min(128, height)) for frame in frames]
+    save_gif(np.stack(sheets), args.gif)
+
+
+def _grid_cells(
+    args: argparse.Namespace, pictures: Any, chosen: list[int], activations: Any, count: int
+) -> tuple[Any, list[str]]:
+    """The pictures and labels of the grid: each labelled with its filter and the activation the filter
+    reached (its K images share the objective's value); with ``--top``, the strongest filters first."""
+    import numpy as np
+
+    from filterviz.io.plots import filter_labels
+
+    labels = [
+        label + (f" #{k}" if count > 1 else "")
+        for label in filter_labels(chosen, activations)
+        for k in range(count)
+    ]
+    if args.top:
+        # The later Keras example's grid: the filters that reached the highest activation, strongest first.
+        order = np.argsort(-np.nan_to_num(activations, nan=-np.inf), kind="stable")[: args.top]
+        rows = [row * count + k for row in order for k in range(count)]
+        pictures, labels = pictures[rows], [labels[r] for r in rows]
+    return pictures, labels
 
 
 def dream(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from filterviz.cli.commands import (
     UsageError,
@@ -39,17 +40,7 @@ def sweep(args: argparse.Namespace) -> None:
 
         split_cpu_into_devices(args.cpu_devices or None)
     network, _ = load_network(args, weights=False)
-    chosen_layers = (
-        None
-        if args.layers == "all"
-        else [network.layer(name.strip()).name for name in args.layers.split(",")]
-    )
-    chosen_filters = None
-    if args.filters != "all":
-        chosen_filters = {
-            name: parse_filters(args.filters, network, name)
-            for name in (chosen_layers or network.visual_layers)
-        }
+    chosen_layers, chosen_filters = _sweep_plan(args, network)
     height, width = parse_size(args.size or "128")
     start = None
     if args.start is not None:
@@ -77,14 +68,7 @@ def sweep(args: argparse.Namespace) -> None:
     )
     for problem in result.problems:
         print(f"filterviz: redone: {problem}", file=sys.stderr)
-    page = None
-    if jax.process_index() == 0:
-        from filterviz.sweeps.atlas import write_atlas
-
-        atlas = write_atlas(args.out)
-        page = atlas.page
-        for problem in atlas.problems:
-            print(f"filterviz: atlas: {problem}", file=sys.stderr)
+    page = _write_atlas(args.out) if jax.process_index() == 0 else None
     if not args.quiet:
         where = (
             f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
@@ -96,6 +80,30 @@ def sweep(args: argparse.Namespace) -> None:
         )
         if page is not None:
             print(f"atlas: {page}", file=sys.stderr)
+
+
+def _sweep_plan(
+    args: argparse.Namespace, network: Any
+) -> tuple[list[str] | None, dict[str, list[int]] | None]:
+    """The layers (None: all a sweep draws) and filters (None: all) ``--layers`` and ``--filters`` name."""
+    layers = None
+    if args.layers != "all":
+        layers = [network.layer(name.strip()).name for name in args.layers.split(",")]
+    if args.filters == "all":
+        return layers, None
+    return layers, {
+        name: parse_filters(args.filters, network, name) for name in (layers or network.visual_layers)
+    }
+
+
+def _write_atlas(folder: str) -> Path:
+    """The sweep's atlas, each problem it found on one line of stderr; returns the page."""
+    from filterviz.sweeps.atlas import write_atlas
+
+    atlas = write_atlas(folder)
+    for problem in atlas.problems:
+        print(f"filterviz: atlas: {problem}", file=sys.stderr)
+    return atlas.page
 
 
 def atlas(args: argparse.Namespace) -> None:

@@ -105,44 +105,9 @@ def from_keras(
     """
     keras = _keras()
     _check_preprocessing(preprocessing)
-    if isinstance(model, str | os.PathLike):
-        path = Path(model)
-        if not path.is_file():
-            raise WeightsError(path, "no such file" if not path.exists() else "is not a regular file")
-        try:
-            model = keras.saving.load_model(path)
-        except Exception as error:  # Keras raises many kinds for a file it cannot read
-            raise WeightsError(
-                path, f"not a Keras model Keras can load ({type(error).__name__}: {error})"
-            ) from None
-    if not isinstance(model, keras.Model):
-        raise SettingError(f"from_keras takes a keras.Model or a .keras file, got {type(model).__name__}")
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise SettingError("the model must be built, with one image input [N, H, W, C] (channels last)")
-    channels = int(inputs[0].shape[-1])
-    layers, kinds = [], {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue  # a layer used more than once, or not in the graph
-        if len(shape) == 4 and shape[-1] is not None:
-            layers.append(Layer(layer.name, type(layer).__name__, int(shape[-1])))
-            kinds[layer.name] = type(layer).__name__
-    if not layers:
-        raise SettingError("the model has no layer with a feature map [N, h, w, C] to draw")
-    if not any(layer.kind in _VISUAL_KINDS for layer in layers):
-        visual = layers
-    else:
-        visual = [layer for layer in layers if layer.kind in _VISUAL_KINDS]
-    visual_names = {layer.name for layer in visual}
-    layers = [Layer(layer.name, layer.kind, layer.channels, layer.name in visual_names) for layer in layers]
+    model = _keras_model(keras, model)
+    channels = int(model.inputs[0].shape[-1])
+    layers = _keras_layers(keras, model)
     variables = {variable.path: variable for variable in model.variables}
     params = {path: jnp.asarray(variable.value) for path, variable in variables.items()}
 
@@ -170,6 +135,51 @@ def from_keras(
         parameter_shapes=None,
     )
     return network, params
+
+
+def _keras_model(keras: Any, model: Any) -> Any:
+    """``model``, or the model a ``.keras`` file holds, checked to be built with one image input."""
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if not path.is_file():
+            raise WeightsError(path, "no such file" if not path.exists() else "is not a regular file")
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as error:  # Keras raises many kinds for a file it cannot read
+            raise WeightsError(
+                path, f"not a Keras model Keras can load ({type(error).__name__}: {error})"
+            ) from None
+    if not isinstance(model, keras.Model):
+        raise SettingError(f"from_keras takes a keras.Model or a .keras file, got {type(model).__name__}")
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise SettingError("the model must be built, with one image input [N, H, W, C] (channels last)")
+    return model
+
+
+def _keras_layers(keras: Any, model: Any) -> list[Layer]:
+    """The model's layers with a feature map ``[N, h, w, C]``, in order; the convolutions (or, where it
+    has none, all of them) are the ones a sweep draws."""
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue  # a layer used more than once, or not in the graph
+        if len(shape) == 4 and shape[-1] is not None:
+            layers.append(Layer(layer.name, type(layer).__name__, int(shape[-1])))
+    if not layers:
+        raise SettingError("the model has no layer with a feature map [N, h, w, C] to draw")
+    kinds = {layer.kind for layer in layers}
+    visual = {
+        layer.name for layer in layers if layer.kind in _VISUAL_KINDS or not kinds.intersection(_VISUAL_KINDS)
+    }
+    return [Layer(layer.name, layer.kind, layer.channels, layer.name in visual) for layer in layers]
 
 
 # ----------------------------------------------------------------------------------------------------

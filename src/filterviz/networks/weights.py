@@ -103,6 +103,28 @@ def _progress_bar(total: int | None, description: str) -> Any:
     )
 
 
+def _stream(connection: Any, temporary: Any, target: Path) -> tuple[int, int | None, str]:
+    """Copy a response into ``temporary``, with a bar on a terminal: ``(bytes received, bytes announced
+    or None, md5)``. A failure to write is a :class:`WeightsError`; the connection's own errors pass."""
+    digest, received = hashlib.md5(), 0
+    with connection as response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length else None
+        bar = _progress_bar(expected, target.name)
+        while chunk := response.read(1 << 20):
+            try:
+                temporary.write(chunk)
+            except OSError as error:
+                raise WeightsError(target, f"cannot write the download ({error.strerror or error})") from None
+            digest.update(chunk)
+            received += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+    return received, expected, digest.hexdigest()
+
+
 def download_weights(
     directory: str | os.PathLike[str] | None = None,
     *,
@@ -140,28 +162,10 @@ def download_weights(
     except OSError as error:
         _remove_empty(created)
         raise WeightsError(target, f"cannot write the download ({error.strerror or error})") from None
-    digest = hashlib.md5()
-    received = 0
     try:
         with temporary:
             try:
-                with opener(url, timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    expected = int(length) if length else None
-                    bar = _progress_bar(expected, filename)
-                    while chunk := response.read(1 << 20):
-                        try:
-                            temporary.write(chunk)
-                        except OSError as error:
-                            raise WeightsError(
-                                target, f"cannot write the download ({error.strerror or error})"
-                            ) from None
-                        digest.update(chunk)
-                        received += len(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                    if bar is not None:
-                        bar.close()
+                received, expected, digest = _stream(opener(url, timeout=timeout), temporary, target)
             except WeightsError:
                 raise
             except (urllib.error.URLError, OSError, ValueError) as error:
@@ -175,10 +179,8 @@ def download_weights(
             raise WeightsError(
                 None, f"download from {url} stopped after {received:,} of {expected:,} bytes; {by_hand}"
             )
-        if md5 is not None and digest.hexdigest() != md5:
-            raise WeightsError(
-                None, f"download from {url} has md5 {digest.hexdigest()}, expected {md5}; {by_hand}"
-            )
+        if md5 is not None and digest != md5:
+            raise WeightsError(None, f"download from {url} has md5 {digest}, expected {md5}; {by_hand}")
         os.replace(temporary.name, target)
     finally:
         if os.path.exists(temporary.name):

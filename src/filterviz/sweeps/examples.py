@@ -255,6 +255,33 @@ def examples(
     return Examples(records, paths, skipped)
 
 
+def _image_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]:
+    """How a global batch is split over every device of every process, in process order (each process's
+    rows are one contiguous run): ``(split, replicated, images per global batch)``."""
+    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
+    mesh = Mesh(np.asarray(devices), ("images",))
+    per_device = -(-batch_size // len(devices))  # a whole share for every device
+    return (
+        NamedSharding(mesh, PartitionSpec("images")),
+        NamedSharding(mesh, PartitionSpec()),
+        per_device * len(devices),
+    )
+
+
+def _resume_settings(chosen: ExamplesPass, params: Params, paths: list[str]) -> dict[str, Any]:
+    """What saved progress must match to be taken up again: network, weights, settings, images."""
+    return {
+        "network": chosen.network.name,
+        "weights": content_digest(params, chosen.network),
+        "layers": list(chosen.layers),
+        "k": chosen.k,
+        "size": chosen.size,
+        "fit": chosen.fit,
+        "ranking": chosen.ranking,
+        "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+    }
+
+
 def _scan_folder(
     chosen: ExamplesPass,
     params: Params,
@@ -270,29 +297,15 @@ def _scan_folder(
     # process; each process decodes only its devices' share, and the running state, replicated, is the
     # same everywhere. Process 0 saves it; a resume may use another number of processes.
     # Devices in process order: each process's rows of a global batch are one contiguous run.
-    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
-    mesh = Mesh(np.asarray(devices), ("images",))
-    split, replicated = NamedSharding(mesh, PartitionSpec("images")), NamedSharding(mesh, PartitionSpec())
-    per_device = -(-chosen.batch_size // len(devices))  # a whole share for every device
-    step = per_device * len(devices)  # images per global batch
+    split, replicated, step = _image_sharding(chosen.batch_size)
+    per_device = step // jax.device_count()
     chosen = chosen._replace(batch_size=per_device * jax.local_device_count())  # this process's share
     net, names, k = chosen.network, chosen.layers, chosen.k
     empty = {
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
     }
-    settings = {}
-    if out_folder is not None:  # what saved progress must match to be taken up again
-        settings = {
-            "network": net.name,
-            "weights": content_digest(params, net),
-            "layers": list(names),
-            "k": k,
-            "size": chosen.size,
-            "fit": chosen.fit,
-            "ranking": chosen.ranking,
-            "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
-        }
+    settings = _resume_settings(chosen, params, paths) if out_folder is not None else {}
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
     state, done, earlier = jax.device_get(empty), 0, []
     if progress_path is not None and progress_path.exists():

@@ -267,10 +267,7 @@ def _dispatch(
         for chunk in ascent.run(layer, indices):
             # JAX dispatched the chunk asynchronously, so the device computes the next chunks while these
             # are written.
-            yield (
-                layer,
-                [
-                    pool.submit(writer, layer, filters, images, achieved)
-                    for filters, images, achieved in chunk.local_rows()
-                ],
-            )
+            rows = chunk.local_rows()
+            yield [
+                pool.submit(writer, layer, filters, images, achieved) for filters, images, achieved in rows
+            ]
