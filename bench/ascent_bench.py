@@ -50,7 +50,7 @@ from filterviz.core.network import Network
 from filterviz.draw.rendering import render_pixels
 from filterviz.networks import resnet, vgg
 from flops import ascent_step_flops, compiled_flops, is_plain_vgg
-from timing import displacement_correlation, measure_peak_flops, time_interleaved
+from measures import displacement_correlation, measure_peak_flops, time_interleaved
 
 CONTENDERS = ("engine", "progress", "floor", "baseline", "full", "default", "loop", "torch", "torch-1")
 LUCID_CONTENDERS = ("engine", "full", "torch")

@@ -36,7 +36,7 @@ from filterviz.io.photos import load_fitted
 from filterviz.sweeps.example_files import ExamplesPass
 from filterviz.sweeps.examples import _batches, find_images
 from flops import conv_flops
-from timing import measure_peak_flops, time_interleaved
+from measures import measure_peak_flops, time_interleaved
 
 
 def make_photos(folder: Path, count: int, height: int = 300, width: int = 400, first: int = 0) -> Path:

@@ -15,12 +15,10 @@ drawn at random), loaded from both layouts: the worst relative error over every 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "jax"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import jax
 import keras
@@ -28,8 +26,8 @@ import numpy as np
 
 import filterviz
 from filterviz.networks.weights import find_weights
-from support import keras_random_network, layer_errors_against_keras, relative_error
-from test_keras_parity import PARITY_CASES, ascent_parity, live_filters
+from measures import relative_error
+from parity import PARITY_CASES, ascent_parity, keras_random_network, layer_errors_against_keras, live_filters
 
 
 def main() -> None:

@@ -12,46 +12,14 @@ draw made the bar a coin toss.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import filterviz
-from support import relative_error
+from measures import displacement_correlation, relative_error
+from parity import PARITY_CASES, ascent_parity, live_filters, picture_difference
 
 CONV_LAYERS = [layer.name for layer in filterviz.network("vgg16").layers if layer.kind == "Conv2D"]
-
-
-def displacement_correlation(a, b, start) -> float:
-    a = (np.asarray(a, np.float64) - start).ravel()
-    b = (np.asarray(b, np.float64) - start).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def picture_difference(a, b) -> float:
-    return float(
-        np.abs(filterviz.as_image(a).astype(np.int16) - filterviz.as_image(b).astype(np.int16)).mean()
-    )
-
-
-def keras_ascent(
-    keras_vgg16, layer: str, filter_index: int, start: np.ndarray, steps: int = 20
-) -> np.ndarray:
-    """The notebook's loop, written with Keras: one gradient call per step, gradient / (RMS + 1e-5)."""
-    import keras
-
-    extractor = keras.Model(keras_vgg16.inputs, keras_vgg16.get_layer(layer).output)
-
-    def loss(images):
-        return keras.ops.mean(extractor(images)[:, :, :, filter_index])
-
-    gradient_of = jax.jit(jax.grad(loss))
-    images = jnp.asarray(start)[None]
-    for _ in range(steps):
-        gradient = gradient_of(images)
-        images = images + gradient / (jnp.sqrt(jnp.mean(jnp.square(gradient))) + 1e-5)
-    return np.asarray(images[0])
 
 
 @pytest.mark.parametrize("height, width", [(64, 64), (45, 70)])
@@ -64,49 +32,6 @@ def test_activations_agree_with_keras_at_every_conv_layer(params, keras_vgg16, h
         ours = filterviz.activations(params, images, layer)
         assert ours.shape == theirs.shape
         assert relative_error(ours, theirs) <= 1e-5, layer
-
-
-def live_filters(params, layer: str, start, count: int) -> list[int]:
-    """The first ``count`` filters that respond to the start at all (a dead filter has no gradient)."""
-    means = np.asarray(filterviz.activations(params, start, layer)[0].mean(axis=(0, 1)))
-    return [int(index) for index in np.flatnonzero(means > 0)[:count]]
-
-
-NUDGE_SEEDS = (2, 3, 4)
-
-
-def nudges(shape, size: float = 1e-4) -> list[np.ndarray]:
-    """The random nudges of a start that measure an ascent's own sensitivity (see the module docstring)."""
-    return [size * np.asarray(jax.random.normal(jax.random.key(seed), shape)) for seed in NUDGE_SEEDS]
-
-
-def sensitivity(run, start, reference) -> tuple[float, float]:
-    """How far ``reference = run(start)`` moves when ``start`` is nudged: the median, over :func:`nudges`,
-    of the correlation of the pixel displacement and of the uint8 pictures' mean absolute difference."""
-    moved = [run(start + nudge) for nudge in nudges(np.shape(start))]
-    return (
-        float(np.median([displacement_correlation(reference, other, start) for other in moved])),
-        float(np.median([picture_difference(reference, other) for other in moved])),
-    )
-
-
-def ascent_parity(params, keras_vgg16, layer: str, filter_index: int, start) -> dict:
-    """The figures of one filter's parity: ours against Keras, and Keras against its nudged self."""
-    theirs = keras_ascent(keras_vgg16, layer, filter_index, start)
-    keras_correlation, keras_difference = sensitivity(
-        lambda image: keras_ascent(keras_vgg16, layer, filter_index, image), start, theirs
-    )
-    ours = np.asarray(filterviz.ascend(params, layer, [filter_index], start, steps=20)[0])
-    return {
-        "ours": ours,
-        "correlation": displacement_correlation(ours, theirs, start),
-        "keras_correlation": keras_correlation,
-        "difference": picture_difference(ours, theirs),
-        "keras_difference": keras_difference,
-    }
-
-
-PARITY_CASES = [("block1_conv1", 64), ("block2_conv2", 64), ("block4_conv1", 64), ("block5_conv3", 96)]
 
 
 @pytest.mark.parametrize("layer, size", PARITY_CASES)

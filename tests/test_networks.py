@@ -14,7 +14,7 @@ from filterviz.networks import BUILTIN
 from filterviz.networks.layers import conv2d
 from filterviz.networks.vgg import with_flipped_kernels
 from filterviz.networks.weights import load_weights
-from support import keras_random_network, layer_errors_against_keras
+from parity import keras_random_network, layer_errors_against_keras
 
 # ----------------------------------------------------------------------------------------------------
 # VGG16

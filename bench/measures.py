@@ -1,5 +1,6 @@
-"""Timing helpers shared by the benchmarks: the device's measured matmul peak, interleaved best-of-N
-timing (every contender sees the same background noise of a shared machine), and agreement of results."""
+"""Measures shared by the benchmarks and the tests: the device's measured matmul peak, interleaved
+best-of-N timing (every contender sees the same background noise of a shared machine), and agreement of
+results (relative error, displacement correlation)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a float32 ``size x size`` matmul on the default device (the best of ``repeats``)."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, a).block_until_ready()
+def measure_peak_flops(size: int = 2048, repeats: int = 10, precision: str = "float32") -> float:
+    """FLOP/s of a ``size``-square matmul on the default device (the best of ``repeats``), in
+    ``precision``: float32 at full precision, TF32 tensor-core math, or bfloat16 inputs."""
+    from filterviz.core.checks import matmul_precision
+
+    keys = jax.random.split(jax.random.key(0), 2)
+    a, b = (jax.random.normal(key, (size, size), jnp.float32) for key in keys)
+    if precision == "bfloat16":
+        a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+    with matmul_precision(precision):
+        product = jax.jit(jnp.matmul).lower(a, b).compile()
+    product(a, b).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         began = time.perf_counter()
-        matmul(a, a).block_until_ready()
+        product(a, b).block_until_ready()
         best = min(best, time.perf_counter() - began)
     return 2 * size**3 / best
 
@@ -43,3 +51,9 @@ def displacement_correlation(a: np.ndarray, b: np.ndarray, start: np.ndarray | f
     a, b = (np.asarray(a, np.float64) - start).ravel(), (np.asarray(b, np.float64) - start).ravel()
     a, b = a - a.mean(), b - b.mean()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def relative_error(ours, theirs) -> float:
+    """``|ours - theirs| / |theirs|`` over every value (Frobenius norms), in float64."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
