@@ -106,7 +106,7 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     from filterviz.core.network import PREPROCESSINGS
     from filterviz.core.parameterizations import PARAMETERIZATIONS
 
-    group = parser.add_argument_group("method (see filterviz.methods)")
+    group = parser.add_argument_group("method (see filterviz.core.methods)")
     group.add_argument(
         "--method",
         choices=tuple(METHODS),

@@ -378,7 +378,7 @@ def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def check_method_size(network: Network, method: Method, layer: str, height: int, width: int) -> None:
-    """:func:`filterviz.checks.check_image_size` for ``method``: every octave stage must be large enough
+    """:func:`filterviz.core.checks.check_image_size` for ``method``: every octave stage must be large enough
     for ``layer``, and the images of one objective (its copies included) must fit the device."""
     copies = method.images_per_filter * method.transform_copies
     check_image_size(network, layer, height, width, copies=copies)

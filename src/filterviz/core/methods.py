@@ -1,7 +1,7 @@
 """Feature-visualisation methods: parameterization, preprocessing, transforms, optimizer, octaves.
 
 A :class:`Method` is a frozen dataclass, so it is static under ``jit``: one compiled program per method,
-objective structure and image size (see :mod:`filterviz.engine`, which runs them all).
+objective structure and image size (see :mod:`filterviz.core.engine`, which runs them all).
 
 Presets (:data:`METHODS`, see :func:`get_method`):
 
@@ -140,18 +140,18 @@ class Method:
 
     Attributes:
       name: the preset this came from (recorded in sweeps).
-      parameterization: :class:`~filterviz.param.Pixels`, :class:`~filterviz.param.Fourier` or
-        :class:`~filterviz.param.Maco`.
+      parameterization: :class:`~filterviz.core.parameterizations.Pixels`,
+        :class:`~filterviz.core.parameterizations.Fourier` or :class:`~filterviz.core.parameterizations.Maco`.
       preprocessing: ``"network"`` (the network's own convention), ``"raw"``, ``"caffe"``, ``"torch"``
-        or ``"tf"`` (see :data:`filterviz.network.PREPROCESSINGS`).
-      transforms: applied in order to each image at each step (see :mod:`filterviz.transforms`).
+        or ``"tf"`` (see :data:`filterviz.core.network.PREPROCESSINGS`).
+      transforms: applied in order to each image at each step (see :mod:`filterviz.core.transforms`).
       transform_copies: random views of each image per step (MaCo's crops per step).
       optimizer: an :class:`Optimizer`, or any ``optax.GradientTransformation`` (compiled per object).
       steps: optimisation steps (per stage, with octaves).
       images_per_filter: K, images optimised together per objective (for diversity).
       octaves: an :class:`Octaves`, or None for one stage at the full size (pixel methods only).
       picture: how pixels become ``uint8``: ``"notebook"`` (std 0.1), ``"keras"`` (std 0.25), ``"clip"``.
-      redirect_relu: Lucid's ReLU gradient override (:func:`filterviz.model.redirected_relu`), which
+      redirect_relu: Lucid's ReLU gradient override (:func:`filterviz.networks.layers.redirected_relu`), which
         lets a filter that is off everywhere on the start image turn on.
       precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"``, as :func:`filterviz.ascend`.
     """

@@ -12,7 +12,7 @@ sigmoid (Lucid's default image). :class:`Maco` fixes the spectrum's magnitude to
 and optimises only its phase (MaCo, Fel et al. 2023).
 
 What the network is then fed from the pixels (its preprocessing) is the network's business:
-:func:`filterviz.network.preprocess`.
+:func:`filterviz.core.network.preprocess`.
 """
 
 from __future__ import annotations

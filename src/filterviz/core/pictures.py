@@ -2,7 +2,7 @@
 
 Pixel values in filterviz are ``float32[..., H, W, 3]`` on the 0-255 scale in RGB order, as the
 notebook feeds them to the network; pictures for people are ``uint8[..., H, W, 3]``. Nothing here
-reads or writes a file (:mod:`filterviz.images` does).
+reads or writes a file (:mod:`filterviz.io.files` does).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The notebook's method by its familiar names: :func:`ascend`, :func:`layer_image`, :func:`activations`,
 :func:`achieved`, and its grid of pictures, :func:`show_filters`.
 
-Each is a thin wrapper over the one engine (:mod:`filterviz.engine`) with the ``notebook`` preset: pixels
+Each is a thin wrapper over the one engine (:mod:`filterviz.core.engine`) with the ``notebook`` preset: pixels
 fed to the network as they are (0-255 RGB, as the notebook fed VGG16), the gradient of the filter's mean
 activation divided by its RMS + 1e-5, ``steps`` steps in one ``lax.fori_loop``, vmapped over filters.
 One compiled program serves every filter of a layer (filter indices and the step size are traced).
@@ -66,10 +66,10 @@ def ascend(
       steps: ascent steps per filter.
       step_size: pixels moved per step, in units of the normalised gradient.
       batch_size: filters per compiled chunk; default from the device's memory.
-      precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"`` (see :mod:`filterviz.checks`).
+      precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"`` (see :mod:`filterviz.core.checks`).
       progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
         notebook, not in CI; see :mod:`filterviz.progress`).
-      network: ``"vgg16"`` (default) or any other network (see :func:`filterviz.network`).
+      network: ``"vgg16"`` (default) or any other network (see :func:`filterviz.core.network`).
 
     Returns:
       ``float32[N, H, W, 3]``: the ascended images, in the order of ``filters``.

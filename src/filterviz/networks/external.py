@@ -1,4 +1,5 @@
-"""Your own network: a Keras 3 model or a Flax module (linen or NNX) as a :class:`~filterviz.network.Network`.
+"""Your own network: a Keras 3 model or a Flax module (linen or NNX) as a
+:class:`~filterviz.core.network.Network`.
 
 Each comes back as ``(network, params)``: a network whose forward is a pure JAX function of ``params``
 (so every method runs on it batched, jitted and sharded, like the built-ins) and the model's own
@@ -93,7 +94,7 @@ def from_keras(
     Args:
       model: a functional or sequential ``keras.Model`` on the JAX backend, or a ``.keras`` file.
       preprocessing: what the model is fed from 0-255 RGB pixels (see
-        :data:`filterviz.network.PREPROCESSINGS`); ``"raw"`` gives the pixels as they are.
+        :data:`filterviz.core.network.PREPROCESSINGS`); ``"raw"`` gives the pixels as they are.
       name: the network's name (default: the model's).
 
     Returns:

@@ -137,7 +137,7 @@ def with_flipped_kernels(params: Params) -> dict[str, dict[str, jax.Array]]:
 
 
 def build(name: str, widths: tuple[tuple[int, ...], ...], weights: WeightsSource) -> Network:
-    """The :class:`~filterviz.network.Network` of a VGG base with these conv widths."""
+    """The :class:`~filterviz.core.network.Network` of a VGG base with these conv widths."""
     layers = specs(widths)
     by_name = {spec.name: spec for spec in layers}
     names = [spec.name for spec in layers]

@@ -213,7 +213,7 @@ def load_weights(
       path: a Keras HDF5 weights file (legacy or Keras 3 layout). When None, the first of the network's
         variable (``$FILTERVIZ_WEIGHTS`` for VGG16), ``weights/<file>`` and Keras' cache
         ``~/.keras/models/`` that exists; failing all, a download from the official Keras URL.
-      network: ``"vgg16"``, ``"vgg19"``, ``"resnet50"`` or a :class:`~filterviz.network.Network`.
+      network: ``"vgg16"``, ``"vgg19"``, ``"resnet50"`` or a :class:`~filterviz.core.network.Network`.
       download: allow that download.
       url, md5: where to download from and the checksum to demand (default: the official file's).
 

@@ -1,6 +1,6 @@
 """Views of a sweep folder: ranked filters, per-layer contact sheets and a static atlas page.
 
-All of them read the folder's manifest (:func:`filterviz.sweep_folder.scan_manifest`) and nothing else,
+All of them read the folder's manifest (:func:`filterviz.sweeps.manifest.scan_manifest`) and nothing else,
 so they can be rebuilt at any time, e.g. after copying the folders of several hosts together. The atlas
 page is ``index.html`` with the layer list inline, each layer's filters in ``atlas/<layer>.js`` (loaded
 as a script when the layer is shown, so a page of thousands of filters stays small) and its pictures

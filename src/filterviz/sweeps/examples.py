@@ -3,7 +3,7 @@
 Every image of a folder (JPEG or PNG, any size, searched recursively, so an ImageNet-style tree of class
 folders works) is decoded on host threads while the device works, fitted to ``size x size`` and fed
 through the network once per batch. Each filter of each chosen layer keeps its top-k hits and its
-activation statistics on the device (:mod:`filterviz.hits`); nothing per image travels back. At the end
+activation statistics on the device (:mod:`filterviz.core.hits`); nothing per image travels back. At the end
 each hit's receptive field is cropped from its image and saved, and ``examples.jsonl`` gets one line
 per (layer, filter)::
 
@@ -14,7 +14,7 @@ per (layer, filter)::
 ``image`` is relative to the folder, ``y`` and ``x`` the position in the layer's activation map,
 ``crop`` relative to the output folder; ``mean`` is the mean of the per-image maxima, ``spatial_mean``
 of the per-image spatial means, ``fired`` the fraction of images where the filter's maximum is above 0,
-``histogram`` counts the per-image maxima in :data:`filterviz.hits.HISTOGRAM_EDGES`' bins.
+``histogram`` counts the per-image maxima in :data:`filterviz.core.hits.HISTOGRAM_EDGES`' bins.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def examples(
       layers: layer names (default: every layer a sweep draws, e.g. VGG16's 13 conv layers).
       out: a folder to write ``examples.jsonl`` and the crops (``examples/<layer>/<filter>_<rank>.png``)
         to; None writes nothing.
-      network: a built-in network's name or a :class:`~filterviz.network.Network`.
+      network: a built-in network's name or a :class:`~filterviz.core.network.Network`.
       k: hits kept per filter.
       size: images are fitted to ``size x size`` (``fit``: ``crop`` or ``resize``).
       ranking: ``max`` (a filter's maximum over positions) or ``mean`` (its spatial mean).

@@ -104,7 +104,7 @@ class SweepSettings:
     """Everything that decides a sweep's pictures; a folder's sweep only continues with equal settings.
 
     ``start`` is ``"noise"`` (the notebook's grey noise from ``seed``) or ``"image sha256:<hex>"`` for a
-    given start image; ``weights`` is :func:`filterviz.weights.content_digest` of the parameters.
+    given start image; ``weights`` is :func:`filterviz.networks.weights.content_digest` of the parameters.
     ``method`` names the method; for any but the notebook's, ``method_settings`` holds all its settings
     (``steps`` and ``step_size`` are then its steps and learning rate).
     """

@@ -7,8 +7,8 @@ A sweep writes into one folder (:mod:`filterviz.sweeps.layout` says what it may 
     manifest.jsonl                one JSON line per finished filter, with its picture's size and sha256
                                   (``manifest.p<i>.jsonl`` per process when several share the work)
     block4_conv1/0007.png         each filter's picture (``0007.npy``: the float32 image, on request)
-    sheets/block4_conv1.png       a contact sheet per layer      (written by filterviz.atlas)
-    index.html                    the atlas page                 (written by filterviz.atlas)
+    sheets/block4_conv1.png       a contact sheet per layer      (written by filterviz.sweeps.atlas)
+    index.html                    the atlas page                 (written by filterviz.sweeps.atlas)
 
 Sharding: the filters of a layer form one axis split over a :class:`jax.sharding.Mesh` of every device
 of every process (``jax.distributed.initialize`` joins hosts into one runtime); a ``shard_map`` runs the
