@@ -545,7 +545,7 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
         filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": other, "steps": None})
     with pytest.raises(filterviz.SettingError, match="pixel method"):
         filterviz.sweep(random_params, tmp_path / "x", progress=False, **settings, start=np.zeros((8, 8, 3)))
-    with pytest.raises(filterviz.SettingError, match=r"methods.Optimizer\(name, rate\)"):
+    with pytest.raises(filterviz.SettingError, match=r"filterviz.core.methods.Optimizer\(name, rate\)"):
         optax_method = get_method("lucid", optimizer=optax.adam(0.1))
         filterviz.sweep(random_params, tmp_path / "y", progress=False, **{**settings, "method": optax_method})
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -198,7 +198,7 @@ def _sweep_method(
     if not isinstance(chosen.optimizer, Optimizer):
         # An optax object has no stable description for sweep.json, so a resume could not be checked.
         raise SettingError(
-            "a sweep records its settings: give the optimizer as filterviz.Optimizer(name, rate)"
+            "a sweep records its settings: give the optimizer as filterviz.core.methods.Optimizer(name, rate)"
         )
     if steps is not None:
         chosen = get_method(chosen, steps=steps)
