@@ -24,7 +24,10 @@ def _isolate_from_the_users_home() -> None:
     found = find_weights()
     if found is not None:
         os.environ[weights_variable("vgg16")] = str(found.resolve())
-    home = Path(tempfile.mkdtemp(prefix="filterviz-tests-home-"))
+    # One home for the whole run: the first process makes it, the workers and every process they start
+    # inherit it, so all of them share one cache of compiled programs.
+    home = Path(os.environ.get("FILTERVIZ_TESTS_HOME") or tempfile.mkdtemp(prefix="filterviz-tests-home-"))
+    os.environ["FILTERVIZ_TESTS_HOME"] = str(home)
     os.environ["HOME"] = str(home)
     os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
     os.environ["KERAS_HOME"] = str(home / ".keras")
@@ -33,6 +36,9 @@ def _isolate_from_the_users_home() -> None:
 
 
 _isolate_from_the_users_home()
+# The suite's own processes keep their compiled programs in that cache too: a program one test compiled
+# is loaded, not compiled again, by the processes (CLI runs, workers of a sweep) that need it later.
+filterviz.enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")
