@@ -45,6 +45,17 @@ def parse_filters(text: str, network: Network, layer: str) -> list[int]:
     return indices
 
 
+def parse_layers(text: str, network: Network) -> list[str] | None:
+    """``"all"`` -> None (every layer a sweep draws); ``"block1_conv2,block4_conv1"`` -> those layers,
+    each checked; an empty name (``","``, ``"a,,b"``) is an error, never "all"."""
+    if text.strip() == "all":
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise UsageError(f"bad layer list {text!r}: name each layer, e.g. block1_conv2,block4_conv1, or all")
+    return [network.layer(name).name for name in names]
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """``"128"`` or ``"160x120"`` (height x width) -> ``(height, width)``."""
     parts = text.lower().split("x")

@@ -12,6 +12,7 @@ from filterviz.cli.commands import (
     load_network,
     method_from_arguments,
     parse_filters,
+    parse_layers,
     parse_size,
     use_compilation_cache,
 )
@@ -86,9 +87,7 @@ def _sweep_plan(
     args: argparse.Namespace, network: Any
 ) -> tuple[list[str] | None, dict[str, list[int]] | None]:
     """The layers (None: all a sweep draws) and filters (None: all) ``--layers`` and ``--filters`` name."""
-    layers = None
-    if args.layers != "all":
-        layers = [network.layer(name.strip()).name for name in args.layers.split(",")]
+    layers = parse_layers(args.layers, network)
     if args.filters == "all":
         return layers, None
     return layers, {
@@ -147,7 +146,7 @@ def examples(args: argparse.Namespace) -> None:
 
     join_cluster(args)
     network, params = load_network(args)
-    layers = None if args.layers == "all" else [name for name in args.layers.split(",") if name]
+    layers = parse_layers(args.layers, network)
     found = find_examples(
         params,
         args.images,
