@@ -145,8 +145,8 @@ def examples(args: argparse.Namespace) -> None:
     from filterviz.sweeps.examples import examples as find_examples
 
     join_cluster(args)
+    layers = parse_layers(args.layers, load_network(args, weights=False)[0])  # checked before any loading
     network, params = load_network(args)
-    layers = parse_layers(args.layers, network)
     found = find_examples(
         params,
         args.images,
