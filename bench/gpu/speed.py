@@ -42,7 +42,7 @@ def compile_all(programs: list[tuple[Any, str, int]], threads: int) -> dict[str,
 
 def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, float]) -> dict[str, Any]:
     import numpy as np
-    from timing import displacement_correlation, time_interleaved
+    from measures import displacement_correlation, time_interleaved
 
     import filterviz
     from ascent_bench import make_loop

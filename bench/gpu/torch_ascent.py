@@ -22,7 +22,7 @@ def part_torch(part: Part, config: Config, weights: str) -> None:
     except ImportError:
         part.record(note="PyTorch is not installed: no PyTorch figures (pip install '.[bench]')")
         return
-    from timing import displacement_correlation
+    from measures import displacement_correlation
 
     import filterviz
     from torch_reference import notebook_ascent
