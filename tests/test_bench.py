@@ -53,6 +53,7 @@ def test_flop_count_of_a_step():
     )
 
 
+@pytest.mark.slow
 def test_the_pytorch_networks_compute_what_ours_do():
     # PyTorch is the benchmarks' extra ('.[bench]'), not the tests': where it is installed, the networks the
     # benchmark times it on must be ours.
@@ -75,6 +76,7 @@ def test_the_pytorch_networks_compute_what_ours_do():
         assert np.linalg.norm(ours - theirs) <= 1e-4 * np.linalg.norm(ours), name
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_reports_every_contender(weights_path, tmp_path, capsys):
     sys.path.insert(0, str(BENCH))
     import ascent_bench
@@ -120,6 +122,7 @@ def test_benchmark_runs_and_reports_every_contender(weights_path, tmp_path, caps
     assert all(notebook[f"{contender}_agreement"] > 0.99 for contender in torch_rows)
 
 
+@pytest.mark.slow
 def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):
     sys.path.insert(0, str(BENCH))
     import quality
@@ -152,6 +155,7 @@ def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
     assert estimate["seconds"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_path, tmp_path):
     """The GPU check in --smoke mode (tiny sizes, one layer, one step): every part runs in a process of
     its own and the report has the figures the GPU runs are read from."""

@@ -67,6 +67,7 @@ def cli(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "filterviz", *arguments]
 
 
+@pytest.mark.slow
 def test_the_cli_shows_progress_on_a_terminal_and_nowhere_else(weights_path, tmp_path):
     filters = cli(
         "filters", "block2_conv1", "--filters", "0-2", "--size", "16", "--steps", "10",
@@ -210,6 +211,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
     from PIL import Image
 

@@ -301,6 +301,7 @@ def grey_pass(random_params, tmp_path_factory):
     return photos, expected
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_result(grey_pass, tmp_path):
     photos, expected = grey_pass
     report = run_worker({"folder": str(photos), "examples": {**SETTINGS, "out": str(tmp_path)}}, devices=4)
@@ -308,6 +309,7 @@ def test_four_devices_give_the_one_device_result(grey_pass, tmp_path):
     assert_same_records(read_records(tmp_path), expected.records)
 
 
+@pytest.mark.slow
 def test_a_killed_pass_resumes_on_two_processes_losing_and_repeating_nothing(
     grey_pass, random_params, tmp_path
 ):

@@ -106,6 +106,7 @@ def test_a_keras_model_runs_every_method_batched(keras_cnn):
     assert ascended.shape == (2, SIZE, SIZE, 3)
 
 
+@pytest.mark.slow
 def test_mobilenetv2_from_keras_applications(tmp_path):
     import keras
 

@@ -34,6 +34,7 @@ def test_activations_agree_with_keras_at_every_conv_layer(params, keras_vgg16, h
         assert relative_error(ours, theirs) <= 1e-5, layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer, size", PARITY_CASES)
 def test_ascent_lands_as_close_to_keras_as_keras_to_itself(params, keras_vgg16, layer, size):
     start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))

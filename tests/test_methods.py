@@ -141,6 +141,7 @@ def test_every_objective_rises_under_ascent(params, objective, method):
     assert after.activations[0] > before.activations[0] + 1e-3 * abs(before.activations[0])
 
 
+@pytest.mark.slow
 def test_diversity_term_pulls_the_images_apart(params):
     base = channel("block2_conv2", 7)
     plain = render(params, base, size=SIZE, steps=24, images_per_filter=3)
@@ -551,6 +552,7 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow
 def test_a_method_sweep_on_four_devices_equals_one(tmp_path):
     from test_sweep import run_worker
 

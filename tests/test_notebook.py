@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "visualizing_conv_layers.ipynb"
 
 
+@pytest.mark.slow
 def test_notebook_runs_end_to_end(weights_path, monkeypatch):
     monkeypatch.setenv("FILTERVIZ_QUICK", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline, as for a user

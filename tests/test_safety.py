@@ -529,6 +529,7 @@ def lines_in(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.is_file() else 0
 
 
+@pytest.mark.slow
 def test_random_kills_resumes_damage_and_concurrent_starts_end_whole(tmp_path):
     rng = random.Random(int(os.environ.get("FILTERVIZ_SAFETY_SEED", "7")))
     plan = {"layers": ["block2_conv1"], "filters": list(range(32)), "size": [24, 24], "steps": 8}

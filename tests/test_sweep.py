@@ -329,6 +329,7 @@ def assert_same_pictures(folder: Path, reference: dict[tuple[str, int], np.ndarr
         np.testing.assert_allclose(image, reference[key], rtol=0, atol=1e-3, err_msg=str(key))
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_result(tmp_path, one_device_sweep):
     # 7 filters a layer over 4 devices: chunks are padded, and the padding is never written.
     report = run_worker({"folder": str(tmp_path), "sweep": {**SHARDED_PLAN, "size": [24, 24]}}, devices=4)
@@ -366,6 +367,7 @@ def run_two_processes(request: dict) -> list[dict]:
     return reports
 
 
+@pytest.mark.slow
 def test_two_processes_split_a_sweep_with_nothing_missing_or_repeated(tmp_path, one_device_sweep):
     reports = run_two_processes({"folder": str(tmp_path), "sweep": {**SHARDED_PLAN, "size": [24, 24]}})
     assert [r["devices"] for r in reports] == [4, 4]
@@ -384,6 +386,7 @@ def manifest_keys_of(path: Path) -> list[tuple[str, int]]:
     return [(e["layer"], e["filter"]) for e in map(json.loads, path.read_text().splitlines())]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
     plan = {"layers": ["block3_conv1"], "filters": list(range(40)), "size": [32, 32], "steps": 10}
     request = {"folder": str(tmp_path), "sweep": plan}
