@@ -4,10 +4,15 @@ H5 files (measures and Keras parity helpers are in ``bench/measures.py`` and ``b
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from filterviz.core.network import Network
 from filterviz.networks import get_network as network
@@ -77,3 +82,65 @@ def page_data(page: Path) -> dict:
             assert content["name"] == layer["name"]
             layer["filters"] = content["filters"]
     return data
+
+
+def chromium() -> str:
+    """The headless browser's path; the test skips without one, and fails where CI requires it."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        for folder in os.environ.get("PATH", "").split(os.pathsep):
+            if os.access(Path(folder) / name, os.X_OK):
+                return str(Path(folder) / name)
+    message = "headless Chromium is needed for this test (Debian: apt-get install chromium)"
+    if os.environ.get("FILTERVIZ_REQUIRE_BROWSER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+WORKER = Path(__file__).with_name("sweep_worker.py")
+
+
+def run_worker(request: dict, *, devices: int = 1, wait: bool = True, **popen):
+    """Run tests/sweep_worker.py with ``devices`` CPU devices; the finished process, or the Popen."""
+    environment = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
+    command = [sys.executable, str(WORKER), json.dumps(request)]
+    if not wait:
+        return subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        )
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def run_two_processes(request: dict) -> list[dict]:
+    """Run ``request`` in two worker processes of 2 CPU devices each, joined by jax.distributed; their
+    reports, process 0's first."""
+    coordinator = f"localhost:{free_port()}"
+    workers = [
+        run_worker(
+            {
+                **request,
+                "distributed": {"coordinator_address": coordinator, "num_processes": 2, "process_id": index},
+            },
+            devices=2,
+            wait=False,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    reports = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    return reports

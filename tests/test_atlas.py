@@ -14,7 +14,7 @@ import pytest
 
 import filterviz
 from filterviz.sweeps.atlas import contact_sheet
-from support import page_data
+from support import chromium, page_data
 
 SMALL = {"size": (24, 24), "steps": 3}
 
@@ -60,18 +60,6 @@ def test_atlas_page_and_sheets_are_written(small_sweep):
         sheet = filterviz.load_image(small_sweep / "sheets" / f"{layer}.png")
         assert sheet.shape[0] > 64 and sheet.shape[1] > 64
     assert not list(small_sweep.glob("*.part"))
-
-
-def chromium() -> str:
-    """The headless browser's path; the test skips without one, and fails where CI requires it."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        for folder in os.environ.get("PATH", "").split(os.pathsep):
-            if os.access(Path(folder) / name, os.X_OK):
-                return str(Path(folder) / name)
-    message = "headless Chromium is needed for this test (Debian: apt-get install chromium)"
-    if os.environ.get("FILTERVIZ_REQUIRE_BROWSER"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.mark.parametrize("layer", ["", "block2_conv1"])

@@ -24,8 +24,7 @@ from filterviz.io.files import written_by_filterviz
 from filterviz.io.photos import load_fitted
 from filterviz.sweeps.examples import find_images
 from filterviz.sweeps.folder import FolderLock
-from support import page_data, page_text
-from test_sweep import run_two_processes, run_worker
+from support import page_data, page_text, run_two_processes, run_worker
 
 
 def brute_force_top_k(activations: np.ndarray, k: int, ranking: str = "max"):
@@ -355,7 +354,7 @@ def test_a_second_writer_is_refused(random_params, photo_folder, tmp_path):
 
 
 def test_the_atlas_shows_pictures_beside_their_examples_in_a_browser(random_params, photo_folder, tmp_path):
-    from test_sweep import chromium
+    from support import chromium
 
     folder = tmp_path / "atlas"
     filterviz.sweep(random_params, folder, layers=["block1_conv1"], filters=range(4), size=(24, 24), steps=2)

@@ -288,7 +288,7 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
 
 @pytest.mark.slow
 def test_a_method_sweep_on_four_devices_equals_one(tmp_path):
-    from test_sweep import run_worker
+    from support import run_worker
 
     request = {"layers": ["block1_conv2"], "filters": [1, 2, 4, 8, 9], "size": [SIZE, SIZE]}
     request.update(method="lucid", steps=2)  # random transforms each step: keyed by filter, not device

@@ -23,10 +23,9 @@ from filterviz.cli import main
 from filterviz.io import files
 from filterviz.sweeps.folder import FolderLock
 from filterviz.sweeps.manifest import read_manifest, scan_manifest
-from support import page_data, page_text
+from support import WORKER, page_data, page_text
 
 TINY = {"size": (16, 16), "steps": 1}
-WORKER = Path(__file__).with_name("sweep_worker.py")
 
 
 def user_files(folder: Path) -> dict[str, bytes]:
@@ -217,7 +216,7 @@ def test_the_atlas_trusts_no_manifest_line(random_params, tmp_path):
 
 
 def test_the_hostile_atlas_renders_in_a_browser(random_params, tmp_path):
-    from test_sweep import chromium
+    from support import chromium
 
     browser = chromium()
     folder = hostile_folder(random_params, tmp_path / "sweep")

@@ -4,11 +4,7 @@ devices and processes, kill-and-resume, the atlas views."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,26 +16,9 @@ import filterviz
 from filterviz.networks import weights
 from filterviz.sweeps import sweep as sweep_module  # the package's `sweep` is the function
 from filterviz.sweeps.manifest import read_manifest
+from support import run_two_processes, run_worker
 
-WORKER = Path(__file__).with_name("sweep_worker.py")
 SMALL = {"size": (24, 24), "steps": 3}
-
-
-def run_worker(request: dict, *, devices: int = 1, wait: bool = True, **popen):
-    """Run tests/sweep_worker.py with ``devices`` CPU devices; the finished process, or the Popen."""
-    environment = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    command = [sys.executable, str(WORKER), json.dumps(request)]
-    if not wait:
-        return subprocess.Popen(
-            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
-        )
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def raw_images(folder: Path) -> dict[tuple[str, int], np.ndarray]:
@@ -330,36 +309,6 @@ def test_four_devices_give_the_one_device_result(tmp_path, one_device_sweep):
     report = run_worker({"folder": str(tmp_path), "sweep": {**SHARDED_PLAN, "size": [24, 24]}}, devices=4)
     assert report == {"written": 14, "skipped": 0, "devices": 4}
     assert_same_pictures(tmp_path, one_device_sweep)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
-
-def run_two_processes(request: dict) -> list[dict]:
-    """Run ``request`` in two worker processes of 2 CPU devices each, joined by jax.distributed; their
-    reports, process 0's first."""
-    coordinator = f"localhost:{free_port()}"
-    workers = [
-        run_worker(
-            {
-                **request,
-                "distributed": {"coordinator_address": coordinator, "num_processes": 2, "process_id": index},
-            },
-            devices=2,
-            wait=False,
-            text=True,
-        )
-        for index in range(2)
-    ]
-    reports = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=300)
-        assert worker.returncode == 0, stderr[-3000:]
-        reports.append(json.loads(stdout.strip().splitlines()[-1]))
-    return reports
 
 
 @pytest.mark.slow
