@@ -95,7 +95,7 @@ _FIXED = Tunables()
 State = TypeVar("State")
 
 
-def _report(report: StepReport, bar: jax.Array | None, steps: int, state: State) -> State:
+def _report(report: StepReport, bar: jax.Array | None, steps: jax.Array, state: State) -> State:
     # The host callback reads one value of the state, so it runs after the segment that made it; the
     # state then takes a zero from it, so the next segment runs after it and nothing is pruned. Under
     # vmap it runs once for the whole batch and counts each element's steps.
@@ -104,13 +104,12 @@ def _report(report: StepReport, bar: jax.Array | None, steps: int, state: State)
     marker = leaves[position].reshape(-1)[0].astype(jnp.float32)
     bar = jnp.asarray(-1 if bar is None else bar, jnp.int32)
 
-    def on_host(values: np.ndarray, bars: np.ndarray) -> np.ndarray:
-        report.callback(int(np.reshape(bars, -1)[0]), steps * int(np.size(values)))
+    def on_host(values: np.ndarray, bars: np.ndarray, done: np.ndarray) -> np.ndarray:
+        report.callback(int(np.reshape(bars, -1)[0]), int(np.reshape(done, -1)[0]) * int(np.size(values)))
         return np.zeros(np.shape(values), np.float32)
 
-    zero = jax.pure_callback(
-        on_host, jax.ShapeDtypeStruct((), jnp.float32), marker, bar, vmap_method="expand_dims"
-    )
+    shape = jax.ShapeDtypeStruct((), jnp.float32)
+    zero = jax.pure_callback(on_host, shape, marker, bar, steps, vmap_method="expand_dims")
     leaves[position] = leaves[position] + zero.astype(leaves[position].dtype)
     return jax.tree.unflatten(tree, leaves)
 
@@ -122,16 +121,20 @@ def run_steps(
     report: StepReport | None,
     bar: jax.Array | None = None,
 ) -> State:
-    """``state = step(i, state)`` for ``i`` in ``range(steps)``, in ``lax.fori_loop``; with ``report``, as a
-    few loops in a row with a report to the host (for progress bar ``bar``) after each (nothing crosses
-    to the host inside one)."""
+    """``state = step(i, state)`` for ``i`` in ``range(steps)``, in ``lax.fori_loop``; with ``report``, as
+    segments of ``ceil(steps / report.segments)`` steps with a report to the host (for progress bar
+    ``bar``) after each (nothing crosses to the host inside one). The segments are one loop around one
+    loop, so the step is compiled once, not once per segment."""
     if report is None or steps == 0:
         return lax.fori_loop(0, steps, step, state)
     size = -(-steps // max(1, min(report.segments, steps)))
-    for begin in range(0, steps, size):
-        end = min(begin + size, steps)
-        state = _report(report, bar, end - begin, lax.fori_loop(begin, end, step, state))
-    return state
+
+    def segment(index: jax.Array, state: State) -> State:
+        begin = index * size
+        end = jnp.minimum(begin + size, steps)
+        return _report(report, bar, end - begin, lax.fori_loop(begin, end, step, state))
+
+    return lax.fori_loop(0, -(-steps // size), segment, state)
 
 
 # ----------------------------------------------------------------------------------------------------
