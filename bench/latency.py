@@ -1,0 +1,180 @@
+"""Time to the first picture: where the latency of a compiled ascent goes, per method, layer and precision.
+
+Each case runs in a fresh process with no compilation cache, as a user's first call does, and times:
+
+  lower    tracing the ascent and lowering it to StableHLO (``render_batch.lower``)
+  compile  XLA's compilation of that program (``.compile()``; on a GPU, autotuning included)
+  first    the first run of the compiled program (one chunk of filters, to the host)
+  steady   a later run of the same program
+  wait     lower + compile + first: what the user waits for the first picture
+
+The program is the one ``filterviz.render`` / ``filterviz.ascend`` builds (the same :class:`Ascent`), for
+one chunk of the default size on this device, with the progress bar's reports compiled in when
+``--progress`` is given (as on a terminal or in a notebook). ``--xla-flags`` compares compile options, e.g.
+``--xla_backend_optimization_level=0`` on the CPU or ``--xla_gpu_autotune_level=0`` on a GPU: each
+setting is a row of its own, measured the same way.
+
+    PYTHONPATH=src python bench/latency.py                       # VGG16: notebook and lucid, 3 layers
+    PYTHONPATH=src python bench/latency.py --progress --xla-flags=,--xla_backend_optimization_level=0
+    PYTHONPATH=src python bench/latency.py --smoke               # one tiny case, any machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+PHASES = ("lower", "compile", "first", "steady", "wait")
+
+
+def measure_case(case: dict[str, Any]) -> dict[str, Any]:
+    """The phases of one case, in this process (call it in a fresh one): ``{phase: seconds}``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import filterviz
+    from filterviz.core.checks import default_batch_size
+    from filterviz.core.engine import Ascent, StepReport, Tunables, filter_keys, render_batch
+    from filterviz.core.methods import get_method, notebook_method
+    from filterviz.networks.weights import find_weights
+    from filterviz.progress import report_steps
+
+    network = filterviz.network("vgg16")
+    path = find_weights()  # the real weights where they are; the timing does not depend on the values
+    params = filterviz.load_weights(path) if path is not None else network.init(jax.random.key(0))
+    name, layer, size, steps = case["method"], case["layer"], case["size"], case["steps"]
+    if name == "notebook":
+        method = notebook_method(steps, precision=case["precision"])
+    else:
+        method = get_method(name, steps=steps, precision=case["precision"])
+    method, rate = method.resolved(network).split_rate()
+    per_image = method.images_per_filter * method.transform_copies
+    chunk = case.get("chunk") or max(1, default_batch_size(network, layer, size, size) // per_image)
+    report = StepReport(report_steps) if case["progress"] else None
+    ascent = Ascent(network, method, (size, size), report=report)
+    indices = np.arange(chunk) % network.layer(layer).channels
+    objective = filterviz.channel(layer, indices)
+    start = None if name != "notebook" else filterviz.random_image(jax.random.key(0), size, size)
+    tunables = Tunables(None if rate is None else jnp.float32(rate), jnp.int32(-1) if report else None)
+    arguments = (params, objective, start, filter_keys(0, indices), tunables)
+    began = time.perf_counter()
+    lowered = render_batch.lower(ascent, *arguments)
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    compiled_at = time.perf_counter()
+    jax.block_until_ready(compiled(*arguments))
+    first_at = time.perf_counter()
+    jax.block_until_ready(compiled(*arguments))
+    steady = time.perf_counter() - first_at
+    times = {
+        "lower": lowered_at - began,
+        "compile": compiled_at - lowered_at,
+        "first": first_at - compiled_at,
+        "steady": steady,
+    }
+    times["wait"] = times["lower"] + times["compile"] + times["first"]
+    device = jax.devices()[0]
+    return {**case, "chunk": chunk, "device": device.device_kind, "platform": device.platform, **times}
+
+
+def run_case(case: dict[str, Any], xla_flags: str = "", timeout: float = 600.0) -> dict[str, Any]:
+    """:func:`measure_case` in a fresh process with ``xla_flags`` added and no compilation cache."""
+    environment = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
+    environment["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS", ""), xla_flags)))
+    environment["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    command = [sys.executable, __file__, "--case", json.dumps(case)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"case {case} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "xla_flags": xla_flags}
+
+
+def cases(
+    layers: list[str], methods: list[str], precisions: list[str], size: int, steps: dict, progress: bool
+):
+    """Every (layer, method, precision) case, in that order."""
+    return [
+        {
+            "layer": layer,
+            "method": method,
+            "precision": precision,
+            "size": size,
+            "steps": steps[method],
+            "progress": progress,
+        }
+        for method in methods
+        for layer in layers
+        for precision in precisions
+    ]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table: the case, then each phase in seconds."""
+    header = (
+        "| method | layer | precision | XLA flags | chunk | " + " | ".join(f"{p} (s)" for p in PHASES) + " |"
+    )
+    lines = [header, "|" + "---|" * (5 + len(PHASES))]
+    for row in rows:
+        phases = " | ".join(f"{row[p]:.2f}" for p in PHASES)
+        flags = row["xla_flags"] or "(default)"
+        lines.append(
+            f"| {row['method']} | {row['layer']} | {row['precision']} | {flags} | {row['chunk']} | {phases} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--layers", default="block1_conv2,block3_conv3,block5_conv3")
+    parser.add_argument("--methods", default="notebook,lucid")
+    parser.add_argument("--precisions", default="float32")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=4, help="steps of every method (the loop compiles once)")
+    parser.add_argument("--progress", action="store_true", help="compile the progress bar's reports in")
+    parser.add_argument("--xla-flags", default="", help="comma-separated settings to compare, '' the default")
+    parser.add_argument("--smoke", action="store_true", help="one tiny case")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # measure one case in this process
+    args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(measure_case(json.loads(args.case))))
+        return 0
+    if args.smoke:
+        args.layers, args.methods, args.size, args.steps = "block1_conv2", "notebook,lucid", 16, 1
+    steps = dict.fromkeys(args.methods.split(","), args.steps)
+    layers, methods, precisions = (text.split(",") for text in (args.layers, args.methods, args.precisions))
+    chosen = cases(layers, methods, precisions, args.size, steps, args.progress)
+    rows = []
+    for case in chosen:
+        for flags in args.xla_flags.split(","):
+            rows.append(run_case(case, flags))
+            row = rows[-1]
+            timings = ", ".join(f"{p} {row[p]:.2f} s" for p in PHASES)
+            print(
+                f"{row['method']} {row['layer']} {row['precision']} [{flags or 'default'}]: {timings}",
+                flush=True,
+            )
+    device = f"{rows[0]['device']} ({rows[0]['platform']}, {platform.machine()})"
+    shown = "on" if args.progress else "off"
+    print(f"\n{device}, {args.size}x{args.size}, {args.steps} steps, progress {shown}\n")
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
