@@ -84,6 +84,19 @@ def test_the_cli_shows_progress_on_a_terminal_and_nowhere_else(weights_path, tmp
     assert code == 0 and "%|" not in ci
 
 
+def test_the_bar_says_when_it_waits_for_the_compiler(weights_path, tmp_path):
+    lucid = cli(
+        "filters", "block5_conv3", "--filters", "0", "--method", "lucid", "--size", "32", "--steps", "2",
+        "--weights", str(weights_path), "--out", str(tmp_path / "grid.png"),
+    )  # fmt: skip
+    cold = {"FILTERVIZ_CACHE_DIR": str(tmp_path / "cache")}  # nothing compiled yet: the compiler runs
+    code, shown = run_on(lucid, terminal=True, environment=cold)
+    assert code == 0, shown
+    waited = re.findall(r"compiling lucid for block5_conv3 \((\d+) s\)", shown)
+    assert waited, shown  # the bar said so while XLA compiled, with the seconds so far
+    assert "2/2" in shown and shown.rindex("2/2") > shown.index("compiling lucid")  # then it counted steps
+
+
 def test_one_long_ascent_reports_within_its_run(weights_path, tmp_path, photo):
     dream = cli(
         "dream", str(photo), "--layer", "block2_conv1", "--steps", "40", "--weights", str(weights_path),

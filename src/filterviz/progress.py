@@ -14,11 +14,14 @@ callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
 import threading
+import time
 import weakref
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 
@@ -121,6 +124,35 @@ class Progress:
     def describe(self, text: str) -> None:
         if self._bar is not None:
             self._bar.set_description(text, refresh=False)
+
+    @contextlib.contextmanager
+    def waiting(self, what: str, *, after: float = 0.5) -> Iterator[None]:
+        """While the block runs (e.g. XLA compiling a program), once it has taken ``after`` seconds, the bar
+        says ``what`` and the seconds so far, every half second; then it says what it said before."""
+        if self._bar is None:
+            yield
+            return
+        finished, began, before = threading.Event(), time.monotonic(), self._bar.desc
+
+        def tick() -> None:
+            while not finished.wait(0.5):
+                elapsed = time.monotonic() - began
+                if elapsed >= after:
+                    self._bar.set_description(f"{what} ({elapsed:.0f} s)", refresh=True)
+
+        thread = threading.Thread(target=tick, name="filterviz-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            thread.join()
+            self._bar.set_description(before, refresh=True)
+
+    def note(self, text: str) -> None:
+        """One line above the bar (nothing when the bar is off)."""
+        if self._bar is not None:
+            self._bar.write(text, file=self._bar.fp)
 
     def close(self) -> None:
         if self._bar is not None:

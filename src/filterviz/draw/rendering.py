@@ -6,6 +6,7 @@ without measuring or making pictures (the path of :func:`filterviz.ascend`).
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -134,10 +135,17 @@ def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[ja
     shown = plan.ascent.report is not None
     with Progress(count * method.steps * stages, "step", title, enabled=shown) as bar:
         tunables = Tunables(plan.learning_rate, bar.number if shown else None)
-        for rows, padded in padded_chunks(count, plan.chunk):
+        for index, (rows, padded) in enumerate(padded_chunks(count, plan.chunk)):
             part = objective.take(padded) if batched else _broadcast(objective, plan.chunk)
             start = plan.start[padded] if per_objective else plan.start
-            result = render_batch(plan.ascent, params, part, start, plan.keys[padded], tunables)
+            arguments = (plan.ascent, params, part, start, plan.keys[padded], tunables)
+            if index > 0:
+                result = render_batch(*arguments)
+            else:  # the first call compiles the program (JAX dispatches the run and returns at once)
+                began = time.monotonic()
+                with bar.waiting(f"compiling {method.name} for {', '.join(objective.layers)}"):
+                    result = render_batch(*arguments)
+                _say_once_compiled(bar, time.monotonic() - began)
             pixels.append(result[0][: len(rows)])
             achieved.append(result[1][: len(rows)])
             if result[2] is not None:
@@ -146,6 +154,21 @@ def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[ja
         if shown:
             pixels_all.block_until_ready()  # the bar closes once the device has reported every step
     return pixels_all, jnp.concatenate(achieved), frames
+
+
+LONG_COMPILE_SECONDS = 10.0
+"""A first call longer than this, watched, says once per process that later calls reuse the program."""
+_said: list[bool] = []
+
+
+def _say_once_compiled(bar: Progress, seconds: float) -> None:
+    # One line, the first time a watched compile is long: the program is reused, and can be kept on disk.
+    if seconds < LONG_COMPILE_SECONDS or _said or not bar.enabled:
+        return
+    _said.append(True)
+    kept = getattr(jax.config, "jax_compilation_cache_dir", None)
+    later = f"kept in {kept} for later sessions" if kept else "filterviz.enable_compilation_cache() keeps it"
+    bar.note(f"filterviz: compiled in {seconds:.0f} s; calls with the same settings reuse it ({later})")
 
 
 def render(

@@ -264,6 +264,8 @@ def _dispatch(
     for layer, indices in pending:
         writer.bar.describe(layer)
         (folder / layer).mkdir(exist_ok=True)
+        with writer.bar.waiting(f"compiling {layer}"):  # run() then takes the compiled program
+            ascent.program(layer, ascent.chunk_size(layer, len(indices)))
         for chunk in ascent.run(layer, indices):
             # JAX dispatched the chunk asynchronously, so the device computes the next chunks while these
             # are written.
