@@ -8,6 +8,9 @@ Parts, in order (``--parts`` picks some):
   env          device, memory, versions; the measured matmul peak in float32, TF32 and bfloat16
   correctness  the GPU against the CPU backend of the same process: activations at five layers, a 20-step
                ascent held to the Keras parity test's self-calibrating bar, every method a few steps
+  latency      the time to the first picture (bench/latency.py): lower, compile, first and steady run,
+               notebook and Lucid, three layers, each precision, each in a fresh process with no cache;
+               and with XLA's GPU autotuning off
   speed        per sampled layer, the sweep's compiled chunk (128x128, 20 steps) in each precision and at
                three chunk sizes; the one-filter-per-call loop; MFU; each precision's pictures against
                float32's
@@ -50,6 +53,7 @@ from gpu.correctness import part_correctness
 from gpu.env import part_env
 from gpu.examples import part_examples
 from gpu.harness import FULL, GRACE_SECONDS, PARTS, REPORT_NAME, SHARES, SMOKE, Config, Part
+from gpu.latency import part_latency
 from gpu.lucid import part_lucid
 from gpu.report import markdown, merge_runs, write_report
 from gpu.speed import part_speed
@@ -59,6 +63,7 @@ from gpu.torch_ascent import part_torch
 PART_FUNCTIONS = {
     "env": part_env,
     "correctness": part_correctness,
+    "latency": part_latency,
     "speed": part_speed,
     "sweep": part_sweep,
     "torch": part_torch,

@@ -190,6 +190,12 @@ def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_p
     examples = details["examples"]
     assert examples["filters"] == examples["filters_with_9_hits"] == 128 and examples["seconds"] > 0
     assert examples["decode_images_per_second"] > 0 and report["examples"]["images_per_second"] > 0
+    # The time to the first picture, each phase measured, for both methods.
+    waits = report["first_picture_seconds"]
+    assert set(waits) == {"notebook block1_conv2 float32", "lucid block1_conv2 float32"}
+    for row in details["latency"]["latency"]:
+        assert 0 < row["compile"] < row["wait"] and row["lower"] > 0 and row["first"] > 0
+    assert "Time to the first picture" in (out / "gpu_check.md").read_text()
     # No GPU here: the report says so rather than passing the CPU off as one.
     if not report["accelerator"]:
         assert any("no GPU" in note for note in report["notes"])

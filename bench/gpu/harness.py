@@ -11,11 +11,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-PARTS = ("env", "correctness", "speed", "sweep", "torch", "lucid", "examples")
+PARTS = ("env", "correctness", "latency", "speed", "sweep", "torch", "lucid", "examples")
 
 
 # Relative shares of the budget; a part that ends early leaves its time to the later ones.
-SHARES = {"env": 20, "correctness": 30, "speed": 55, "sweep": 165, "torch": 20, "lucid": 75, "examples": 95}
+SHARES = {
+    "env": 20,
+    "correctness": 30,
+    "latency": 45,
+    "speed": 55,
+    "sweep": 165,
+    "torch": 20,
+    "lucid": 75,
+    "examples": 95,
+}
 
 
 PRECISIONS = ("float32", "tf32", "bfloat16")
@@ -60,6 +69,8 @@ class Config:
     method_size: int = 64
     method_steps: int = 3
     lucid_steps: int = 8
+    latency_layers: tuple[str, ...] = ("block5_conv3", "block1_conv2")  # the slowest to compile first
+    latency_precisions: tuple[str, ...] = ("tf32",)
     lucid_layers: tuple[str, ...] = (
         "block5_conv3",
         "block4_conv3",
@@ -96,6 +107,8 @@ SMOKE = Config(
     method_size=32,
     method_steps=1,
     lucid_steps=1,
+    latency_layers=("block1_conv2",),
+    latency_precisions=("float32",),
     lucid_layers=("block1_conv2",),
     loop_filters=1,
     peak_size=128,

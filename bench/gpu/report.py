@@ -102,6 +102,10 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
     for name, check in correctness.get("methods", {}).items():
         if not check["passed"]:
             report["failures"].append({"part": "correctness", "error": f"method {name} is not finite"})
+    report["first_picture_seconds"] = {
+        " ".join(filter(None, (row["method"], row["layer"], row["precision"], row["xla_flags"]))): row["wait"]
+        for row in parts.get("latency", {}).get("latency", [])
+    }
     report["targets"] = targets(report)
     if smoke:
         report["notes"].append("smoke run: toy sizes, so the targets are not judged")
@@ -289,6 +293,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"TF32 peak); decoding alone {number(examples.get('decode_images_per_second'), '{:.0f}')} "
             f"images/s on {examples['threads']} threads; one batch {examples['one_batch_seconds']:.2f} s",
         ]
+    latency_rows = details.get("latency", {}).get("latency", [])
+    if latency_rows:
+        from latency import table
+
+        lines += ["", "Time to the first picture, each case a fresh process with no cache (seconds):", ""]
+        lines.append(table(latency_rows))
     correctness = details.get("correctness", {})
     if correctness:
         lines += ["", "Correctness against the CPU backend:", ""]

@@ -42,7 +42,6 @@ def compile_all(programs: list[tuple[Any, str, int]], threads: int) -> dict[str,
 
 def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, float]) -> dict[str, Any]:
     import numpy as np
-    from measures import displacement_correlation, time_interleaved
 
     import filterviz
     from ascent_bench import make_loop
@@ -50,6 +49,7 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
     from filterviz.core.methods import notebook_method
     from filterviz.sweeps.sharding import ShardedAscent
     from flops import ascent_step_flops
+    from measures import displacement_correlation, time_interleaved
     from parity import live_filters
     from sweep_bench import sweep_runner
 

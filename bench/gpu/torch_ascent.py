@@ -22,9 +22,8 @@ def part_torch(part: Part, config: Config, weights: str) -> None:
     except ImportError:
         part.record(note="PyTorch is not installed: no PyTorch figures (pip install '.[bench]')")
         return
-    from measures import displacement_correlation
-
     import filterviz
+    from measures import displacement_correlation
     from torch_reference import notebook_ascent
 
     cuda = torch.cuda.is_available()
