@@ -155,6 +155,18 @@ def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
     assert estimate["seconds"] == pytest.approx(expected)
 
 
+def test_host_cost_measures_every_stage_of_a_written_filter(tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    import host_cost
+
+    out = tmp_path / "host.json"
+    assert host_cost.main(["--size", "16", "--filters", "4", "--repeats", "1", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert all(figures[stage] > 0 for stage in host_cost.STAGES)
+    assert figures["writer total"] == pytest.approx(sum(figures[s] for s in host_cost.STAGES if s != "sheet"))
+    assert "| pictures | png |" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_path, tmp_path):
     """The GPU check in --smoke mode (tiny sizes, one layer, one step): every part runs in a process of
