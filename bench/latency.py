@@ -42,8 +42,7 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     import filterviz
-    from filterviz.core.checks import default_batch_size
-    from filterviz.core.engine import Ascent, StepReport, Tunables, filter_keys, render_batch
+    from filterviz.core.engine import Ascent, StepReport, Tunables, default_chunk, filter_keys, render_batch
     from filterviz.core.methods import get_method, notebook_method
     from filterviz.networks.weights import find_weights
     from filterviz.progress import report_steps
@@ -57,8 +56,7 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     else:
         method = get_method(name, steps=steps, precision=case["precision"])
     method, rate = method.resolved(network).split_rate()
-    per_image = method.images_per_filter * method.transform_copies
-    chunk = case.get("chunk") or max(1, default_batch_size(network, layer, size, size) // per_image)
+    chunk = case.get("chunk") or default_chunk(network, method, layer, size, size)
     report = StepReport(report_steps) if case["progress"] else None
     ascent = Ascent(network, method, (size, size), report=report)
     indices = np.arange(chunk) % network.layer(layer).channels

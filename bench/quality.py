@@ -36,8 +36,7 @@ import numpy as np
 
 import filterviz
 from filterviz.core import transforms
-from filterviz.core.checks import default_batch_size
-from filterviz.core.engine import Ascent, filter_keys, render_batch
+from filterviz.core.engine import Ascent, default_chunk, filter_keys, render_batch
 from filterviz.core.network import preprocess
 from filterviz.core.objectives import channel
 
@@ -150,8 +149,7 @@ def layer_chunk(params, method, layer, size):
     them; ``render_batch.lower(*arguments, **settings).compile()`` compiles it ahead (``settings`` is
     empty: the static settings are the first argument, an :class:`Ascent`)."""
     channels = VGG16.layer(layer).channels
-    copies = method.images_per_filter * method.transform_copies
-    chunk = min(channels, max(1, default_batch_size(VGG16, layer, size, size) // copies))
+    chunk = min(channels, default_chunk(VGG16, method, layer, size, size))
     indices = np.arange(chunk)
     keys = filter_keys(0, indices)
     return (Ascent(VGG16, method, (size, size)), params, channel(layer, indices), None, keys), {}

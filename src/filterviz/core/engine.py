@@ -36,6 +36,7 @@ from filterviz.core.checks import (
     check_count,
     check_image_size,
     compute_dtype,
+    default_batch_size,
     matmul_precision,
 )
 from filterviz.core.methods import Method
@@ -51,8 +52,8 @@ from filterviz.errors import ImageError, SettingError
 
 @dataclasses.dataclass(frozen=True)
 class StepReport:
-    """How a compiled loop tells the host how far it has come: it runs as ``segments`` loops in a row
-    and after each calls ``callback(bar, steps done)`` on the host, ``bar`` being the traced
+    """How a compiled loop tells the host how far it has come: its steps run in ``segments`` parts and
+    after each the host is called, ``callback(bar, steps done)``, ``bar`` being the traced
     :attr:`Tunables.progress` (static: equal reports share one program, whichever bar they feed)."""
 
     callback: Callable[[int, int], None]
@@ -380,11 +381,18 @@ def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return check_count(height, "the height"), check_count(width, "the width")
 
 
+def default_chunk(
+    network: Network, method: Method, layer: str, height: int, width: int, device: jax.Device | None = None
+) -> int:
+    """Objectives per compiled chunk on ``device`` (default the first): as many as its memory holds by
+    :func:`filterviz.core.checks.default_batch_size`, each objective counting its images and copies."""
+    return max(1, default_batch_size(network, layer, height, width, device) // method.images_per_objective)
+
+
 def check_method_size(network: Network, method: Method, layer: str, height: int, width: int) -> None:
     """:func:`filterviz.core.checks.check_image_size` for ``method``: every octave stage must be large enough
     for ``layer``, and the images of one objective (its copies included) must fit the device."""
-    copies = method.images_per_filter * method.transform_copies
-    check_image_size(network, layer, height, width, copies=copies)
+    check_image_size(network, layer, height, width, copies=method.images_per_objective)
     if method.octaves is not None:
         smallest = method.octaves.sizes(height, width)[0]
         minimum = network.minimum_size(layer)

@@ -169,6 +169,11 @@ class Method:
     redirect_relu: bool = False
     precision: str = "float32"
 
+    @property
+    def images_per_objective(self) -> int:
+        """Images one objective sends through the network at each step: K images times their copies."""
+        return self.images_per_filter * self.transform_copies
+
     def check(self) -> Method:
         """This method, or :class:`SettingError` naming the first setting that cannot work."""
         if self.preprocessing != "network" and self.preprocessing not in PREPROCESSINGS:

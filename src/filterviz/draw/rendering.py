@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.core.checks import check_count, check_seed, default_batch_size, padded_chunks
+from filterviz.core.checks import check_count, check_seed, padded_chunks
 from filterviz.core.engine import (
     Ascent,
     StepReport,
@@ -21,6 +21,7 @@ from filterviz.core.engine import (
     check_method_size,
     check_size,
     check_start,
+    default_chunk,
     filter_keys,
     render_batch,
     resize_pixels,
@@ -113,10 +114,9 @@ def _plan(
     elif len(keys) != count:
         raise SettingError(f"{len(keys)} keys for {count} objectives")
     deepest = network.sorted(objective.layers)[-1]
-    per_image = method.images_per_filter * method.transform_copies
     check_method_size(network, method, deepest, height, width)
     objective.check_positions(network, height, width)
-    chunk = batch_size or max(1, default_batch_size(network, deepest, height, width) // per_image)
+    chunk = batch_size or default_chunk(network, method, deepest, height, width)
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
     report = StepReport(report_steps) if wanted(progress) else None
     ascent = Ascent(network, program_method, (height, width), frame_every, report, measure)

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from filterviz.core.checks import default_batch_size, padded_chunks
-from filterviz.core.engine import Ascent, render_filters
+from filterviz.core.checks import padded_chunks
+from filterviz.core.engine import Ascent, default_chunk, render_filters
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
 from filterviz.sweeps.multihost import global_array
@@ -129,11 +129,9 @@ class ShardedAscent:
     def chunk_size(self, layer: str, count: int) -> int:
         """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
         devices = self.mesh.size
-        # A method's every filter runs K images times its transform copies through the network.
-        per_image = self.method.images_per_filter * self.method.transform_copies
         device = self.mesh.devices.flat[0]
-        per_device = self.batch_size or max(
-            1, default_batch_size(self.network, layer, self.height, self.width, device) // per_image
+        per_device = self.batch_size or default_chunk(
+            self.network, self.method, layer, self.height, self.width, device
         )
         # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
         return min(per_device, -(-count // devices)) * devices
