@@ -16,7 +16,13 @@ setting is a row of its own, measured the same way.
 
     PYTHONPATH=src python bench/latency.py                       # VGG16: notebook and lucid, 3 layers
     PYTHONPATH=src python bench/latency.py --progress --xla-flags=,--xla_backend_optimization_level=0
+    PYTHONPATH=src python bench/latency.py --cached              # and again from a compilation cache
     PYTHONPATH=src python bench/latency.py --smoke               # one tiny case, any machine
+
+``--cached`` runs each case a second time, in another fresh process that finds the first one's program in
+a persistent compilation cache (``filterviz.enable_compilation_cache``): its ``compile`` is then the load,
+and ``cache MB`` what the program takes on disk. That is the trade a notebook user makes by turning the
+cache on.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,8 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     from filterviz.networks.weights import find_weights
     from filterviz.progress import report_steps
 
+    if case.get("cache"):
+        filterviz.enable_compilation_cache(case["cache"])
     network = filterviz.network("vgg16")
     path = find_weights()  # the real weights where they are; the timing does not depend on the values
     params = filterviz.load_weights(path) if path is not None else network.init(jax.random.key(0))
@@ -85,10 +94,12 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_case(case: dict[str, Any], xla_flags: str = "", timeout: float = 600.0) -> dict[str, Any]:
-    """:func:`measure_case` in a fresh process with ``xla_flags`` added and no compilation cache."""
+    """:func:`measure_case` in a fresh process with ``xla_flags`` added, and no compilation cache but the
+    one ``case["cache"]`` names, if any."""
     environment = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
     environment["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS", ""), xla_flags)))
-    environment["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    if not case.get("cache"):
+        environment["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     command = [sys.executable, __file__, "--case", json.dumps(case)]
     done = subprocess.run(
         command, capture_output=True, text=True, env=environment, timeout=timeout, check=False
@@ -96,6 +107,15 @@ def run_case(case: dict[str, Any], xla_flags: str = "", timeout: float = 600.0) 
     if done.returncode != 0:
         raise RuntimeError(f"case {case} failed: {done.stderr.strip().splitlines()[-1:]}")
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "xla_flags": xla_flags}
+
+
+def cold_and_cached(case: dict[str, Any], xla_flags: str = "") -> list[dict[str, Any]]:
+    """``case`` run twice in fresh processes sharing a new cache folder: compiled, then loaded from it."""
+    with tempfile.TemporaryDirectory(prefix="filterviz-latency-") as folder:
+        cold = run_case({**case, "cache": folder}, xla_flags)
+        size = sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+        cached = run_case({**case, "cache": folder}, xla_flags)
+    return [{**cold, "run": "cold"}, {**cached, "run": "cached", "cache_mb": size / 1e6}]
 
 
 def cases(
@@ -119,16 +139,16 @@ def cases(
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table: the case, then each phase in seconds."""
-    header = (
-        "| method | layer | precision | XLA flags | chunk | " + " | ".join(f"{p} (s)" for p in PHASES) + " |"
-    )
-    lines = [header, "|" + "---|" * (5 + len(PHASES))]
+    cached = any("run" in row for row in rows)
+    extra = ["run", "cache MB"] if cached else []
+    header = ["method", "layer", "precision", "XLA flags", "chunk", *extra, *(f"{p} (s)" for p in PHASES)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        phases = " | ".join(f"{row[p]:.2f}" for p in PHASES)
-        flags = row["xla_flags"] or "(default)"
-        lines.append(
-            f"| {row['method']} | {row['layer']} | {row['precision']} | {flags} | {row['chunk']} | {phases} |"
-        )
+        cells = [row["method"], row["layer"], row["precision"], row["xla_flags"] or "(default)", row["chunk"]]
+        if cached:
+            cells += [row.get("run", ""), f"{row['cache_mb']:.1f}" if "cache_mb" in row else ""]
+        cells += [f"{row[p]:.2f}" for p in PHASES]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines)
 
 
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="steps of every method (the loop compiles once)")
     parser.add_argument("--progress", action="store_true", help="compile the progress bar's reports in")
     parser.add_argument("--xla-flags", default="", help="comma-separated settings to compare, '' the default")
+    parser.add_argument("--cached", action="store_true", help="each case again, loaded from a cache")
     parser.add_argument("--smoke", action="store_true", help="one tiny case")
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # measure one case in this process
@@ -158,13 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in chosen:
         for flags in args.xla_flags.split(","):
-            rows.append(run_case(case, flags))
-            row = rows[-1]
-            timings = ", ".join(f"{p} {row[p]:.2f} s" for p in PHASES)
-            print(
-                f"{row['method']} {row['layer']} {row['precision']} [{flags or 'default'}]: {timings}",
-                flush=True,
-            )
+            measured = cold_and_cached(case, flags) if args.cached else [run_case(case, flags)]
+            rows.extend(measured)
+            for row in measured:
+                timings = ", ".join(f"{p} {row[p]:.2f} s" for p in PHASES)
+                what = f"{row['method']} {row['layer']} {row['precision']} [{flags or 'default'}]"
+                print(f"{what} {row.get('run', '')}: {timings}", flush=True)
     device = f"{rows[0]['device']} ({rows[0]['platform']}, {platform.machine()})"
     shown = "on" if args.progress else "off"
     print(f"\n{device}, {args.size}x{args.size}, {args.steps} steps, progress {shown}\n")

@@ -285,5 +285,39 @@ def test_transform_shapes_and_geometry():
         transforms.Jitter(30)(jax.random.key(0), image)
 
 
+def test_a_chain_of_geometric_transforms_is_sampled_once_and_agrees_with_one_at_a_time():
+    # On a linear ramp bilinear sampling is exact, so sampling once after the whole chain and sampling
+    # after each transform must agree wherever no fill was read.
+    rows, columns = np.meshgrid(np.arange(48.0), np.arange(48.0), indexing="ij")
+    ramp = jnp.asarray(np.stack([rows * 2 + 10, columns * 3 + 5, rows + columns + 20], -1), jnp.float32)
+    key = jax.random.key(7)
+    fused = transforms.compose(transforms.STANDARD)(key, ramp)
+    image = ramp
+    for transform, subkey in zip(
+        transforms.STANDARD, jax.random.split(key, len(transforms.STANDARD)), strict=True
+    ):
+        image = transform(subkey, image)
+    assert fused.shape == image.shape == (60, 60, 3)
+    interior = np.s_[20:40, 20:40]
+    np.testing.assert_allclose(np.asarray(fused)[interior], np.asarray(image)[interior], atol=1e-3)
+    # Integer shifts stay exact through the one sampling: a pad then a jitter is a crop of the padded image.
+    shifted = transforms.compose([transforms.Pad(3), transforms.Jitter(4)])(key, ramp)
+    padded = np.pad(np.asarray(ramp), ((3, 3), (3, 3), (0, 0)), constant_values=transforms.MID_GREY)
+    dy, dx = np.asarray(jax.random.randint(jax.random.split(key, 2)[1], (2,), 0, 5))
+    np.testing.assert_array_equal(np.asarray(shifted), padded[dy : dy + 50, dx : dx + 50])
+
+
+def test_resampling_reads_fill_outside_the_image_and_keeps_gradients_inside():
+    image = _image(8, 8)
+    far = (4, 4, jnp.array([[1.0, 0, 100], [0, 1, -100], [0, 0, 1]]))  # every point far outside
+    np.testing.assert_array_equal(np.asarray(transforms.resample(image, far, fill=7.0)), 7.0)
+    half = (1, 1, jnp.array([[1.0, 0, -0.5], [0, 1, 0], [0, 0, 1]]))  # half a pixel above row 0
+    np.testing.assert_allclose(transforms.resample(image, half, 0.0)[0, 0], image[0, 0] / 2, rtol=1e-6)
+    inside = (2, 2, jnp.array([[1.0, 0, 2.25], [0, 1, 3.5], [0, 0, 1]]))
+    gradient = jax.grad(lambda x: jnp.sum(transforms.resample(x, inside)))(image)
+    assert float(gradient.sum()) == pytest.approx(4 * 3)  # four samples, weights summing to 1, 3 channels
+    assert np.count_nonzero(np.asarray(gradient)[..., 0]) == 3 * 3  # rows 2.25, 3.25 and columns 3.5, 4.5
+
+
 # ----------------------------------------------------------------------------------------------------
 # Optimizers
