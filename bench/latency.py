@@ -9,13 +9,13 @@ Each case runs in a fresh process with no compilation cache, as a user's first c
   wait     lower + compile + first: what the user waits for the first picture
 
 The program is the one ``filterviz.render`` / ``filterviz.ascend`` builds (the same :class:`Ascent`), for
-one chunk of the default size on this device, with the progress bar's reports compiled in when
-``--progress`` is given (as on a terminal or in a notebook). ``--xla-flags`` compares compile options, e.g.
+one chunk of the default size on this device (with or without a progress bar: the bar counts chunks
+from the host, so the program is the same). ``--xla-flags`` compares compile options, e.g.
 ``--xla_backend_optimization_level=0`` on the CPU or ``--xla_gpu_autotune_level=0`` on a GPU: each
 setting is a row of its own, measured the same way.
 
     PYTHONPATH=src python bench/latency.py                       # VGG16: notebook and lucid, 3 layers
-    PYTHONPATH=src python bench/latency.py --progress --xla-flags=,--xla_backend_optimization_level=0
+    PYTHONPATH=src python bench/latency.py --xla-flags=,--xla_backend_optimization_level=0
     PYTHONPATH=src python bench/latency.py --cached              # and again from a compilation cache
     PYTHONPATH=src python bench/latency.py --smoke               # one tiny case, any machine
 
@@ -49,10 +49,9 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     import filterviz
-    from filterviz.core.engine import Ascent, StepReport, Tunables, default_chunk, filter_keys, render_batch
+    from filterviz.core.engine import Ascent, Tunables, default_chunk, filter_keys, render_batch
     from filterviz.core.methods import get_method, notebook_method
     from filterviz.networks.weights import find_weights
-    from filterviz.progress import report_steps
 
     if case.get("cache"):
         filterviz.enable_compilation_cache(case["cache"])
@@ -66,12 +65,11 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
         method = get_method(name, steps=steps, precision=case["precision"])
     method, rate = method.resolved(network).split_rate()
     chunk = case.get("chunk") or default_chunk(network, method, layer, size, size)
-    report = StepReport(report_steps) if case["progress"] else None
-    ascent = Ascent(network, method, (size, size), report=report)
+    ascent = Ascent(network, method, (size, size))
     indices = np.arange(chunk) % network.layer(layer).channels
     objective = filterviz.channel(layer, indices)
     start = None if name != "notebook" else filterviz.random_image(jax.random.key(0), size, size)
-    tunables = Tunables(None if rate is None else jnp.float32(rate), jnp.int32(-1) if report else None)
+    tunables = Tunables(None if rate is None else jnp.float32(rate))
     arguments = (params, objective, start, filter_keys(0, indices), tunables)
     began = time.perf_counter()
     lowered = render_batch.lower(ascent, *arguments)
@@ -118,9 +116,7 @@ def cold_and_cached(case: dict[str, Any], xla_flags: str = "") -> list[dict[str,
     return [{**cold, "run": "cold"}, {**cached, "run": "cached", "cache_mb": size / 1e6}]
 
 
-def cases(
-    layers: list[str], methods: list[str], precisions: list[str], size: int, steps: dict, progress: bool
-):
+def cases(layers: list[str], methods: list[str], precisions: list[str], size: int, steps: dict):
     """Every (layer, method, precision) case, in that order."""
     return [
         {
@@ -129,7 +125,6 @@ def cases(
             "precision": precision,
             "size": size,
             "steps": steps[method],
-            "progress": progress,
         }
         for method in methods
         for layer in layers
@@ -161,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="float32")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=4, help="steps of every method (the loop compiles once)")
-    parser.add_argument("--progress", action="store_true", help="compile the progress bar's reports in")
     parser.add_argument("--xla-flags", default="", help="comma-separated settings to compare, '' the default")
     parser.add_argument("--cached", action="store_true", help="each case again, loaded from a cache")
     parser.add_argument("--smoke", action="store_true", help="one tiny case")
@@ -175,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         args.layers, args.methods, args.size, args.steps = "block1_conv2", "notebook,lucid", 16, 1
     steps = dict.fromkeys(args.methods.split(","), args.steps)
     layers, methods, precisions = (text.split(",") for text in (args.layers, args.methods, args.precisions))
-    chosen = cases(layers, methods, precisions, args.size, steps, args.progress)
+    chosen = cases(layers, methods, precisions, args.size, steps)
     rows = []
     for case in chosen:
         for flags in args.xla_flags.split(","):
@@ -186,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 what = f"{row['method']} {row['layer']} {row['precision']} [{flags or 'default'}]"
                 print(f"{what} {row.get('run', '')}: {timings}", flush=True)
     device = f"{rows[0]['device']} ({rows[0]['platform']}, {platform.machine()})"
-    shown = "on" if args.progress else "off"
-    print(f"\n{device}, {args.size}x{args.size}, {args.steps} steps, progress {shown}\n")
+    print(f"\n{device}, {args.size}x{args.size}, {args.steps} steps\n")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -21,7 +21,7 @@ def part_latency(part: Part, config: Config, weights: str) -> None:
     steps = {"notebook": config.steps, "lucid": config.lucid_steps}
     rows: list[dict] = []
     layers, precisions = list(config.latency_layers), list(config.latency_precisions)
-    for case in cases(layers, list(methods), precisions, config.size, steps, progress=False):
+    for case in cases(layers, list(methods), precisions, config.size, steps):
         for flags in options:
             what = f"{case['method']} {case['layer']} {case['precision']} {flags or 'default'}"
             row = part.guarded(what, run_case, case, flags, timeout=max(30.0, part.left()), needs=20.0)

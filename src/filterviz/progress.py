@@ -4,23 +4,19 @@ On by default where someone watches: a terminal (stderr is a TTY) or a Jupyter n
 draws a widget there). Off in pipes, in CI (``$CI`` set) and whenever the caller says so (``--quiet``,
 ``progress=False``).
 
-Compiled ascents report from inside their loop: the loop runs as a few segments in a row, and after
-each the device calls :func:`report_steps` on the host (``jax.pure_callback``) with the bar's number,
-passed to the program as a traced input (:attr:`Progress.number`), and the steps it finished. So one
-compiled program serves every bar, and each report reaches the bar of its own call, whichever thread
-made it. Nothing crosses to the host inside a segment, and a run without a bar compiles without the
-callbacks.
+A bar counts work as the device finishes it, chunk by chunk; while it waits (for the compiler, or for
+a long chunk), it says so with the seconds elapsed (:meth:`Progress.waiting`). Compiled programs never
+call back to the host to report: JAX keeps no program with a host callback in its persistent compilation
+cache, and the callbacks cost steps (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -60,23 +56,10 @@ def count_of(number: int, noun: str) -> str:
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
-_open: weakref.WeakValueDictionary[int, Progress] = weakref.WeakValueDictionary()
-_numbers = itertools.count()
-
-
-def report_steps(number: int, units: int) -> None:
-    """Add ``units`` to the open bar numbered ``number`` (the host side of a compiled loop's report);
-    a bar since closed, or no bar (-1), takes nothing."""
-    bar = _open.get(number)
-    if bar is not None:
-        bar.update(int(units))
-
-
 class Progress:
     """A tqdm bar of ``total`` ``unit``\\s when ``enabled``, nothing otherwise; thread-safe.
 
-    While open as a context manager, compiled loops given its :attr:`number` report to it
-    (:func:`report_steps`). Counts past ``total`` (padding rows of a last chunk) are dropped.
+    Counts past ``total`` (padding rows of a last chunk) are dropped.
     """
 
     def __init__(
@@ -90,7 +73,6 @@ class Progress:
     ):
         self._bar = None
         self._lock = threading.Lock()
-        self.number = next(_numbers)
         self.total, self.count = total, 0
         if enabled and total > 0:
             from tqdm.auto import tqdm
@@ -159,9 +141,7 @@ class Progress:
             self._bar.close()
 
     def __enter__(self) -> Progress:
-        _open[self.number] = self
         return self
 
     def __exit__(self, *exception: Any) -> None:
-        _open.pop(self.number, None)
         self.close()

@@ -9,8 +9,10 @@ The core, :func:`render_one`, optimises the K images of one objective::
                 variables += optimizer(gradient of value)
 
 Its static settings are one :class:`Ascent` value, built once by the caller (network, method, size,
-frames, progress reports); what may change without recompiling (the learning rate, the progress bar)
-travels traced, as :class:`Tunables`. :func:`render_and_measure` vmaps it over a batch of objectives
+frames); what may change without recompiling (the learning rate) travels traced, as :class:`Tunables`.
+Nothing in a program calls back to the host, so every program can be kept in JAX's persistent
+compilation cache (a program with a host callback never is), and progress is counted per chunk, by the
+caller. :func:`render_and_measure` vmaps it over a batch of objectives
 (every filter of a layer is one batched channel objective) and measures each result in float32;
 :func:`render_batch` jits that, once per :class:`Ascent` and objective structure;
 :func:`filterviz.draw.rendering.render` checks everything,
@@ -23,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,16 +53,6 @@ from filterviz.errors import ImageError, SettingError
 
 
 @dataclasses.dataclass(frozen=True)
-class StepReport:
-    """How a compiled loop tells the host how far it has come: its steps run in ``segments`` parts and
-    after each the host is called, ``callback(bar, steps done)``, ``bar`` being the traced
-    :attr:`Tunables.progress` (static: equal reports share one program, whichever bar they feed)."""
-
-    callback: Callable[[int, int], None]
-    segments: int = 10
-
-
-@dataclasses.dataclass(frozen=True)
 class Ascent:
     """The static settings of one compiled ascent program, built once by the caller.
 
@@ -70,7 +62,6 @@ class Ascent:
         travels in :attr:`Tunables.learning_rate`; see :meth:`Method.split_rate`).
       size: ``(H, W)`` of the result.
       frame_every: also return the pixels every so many steps, or None.
-      report: have the loops report their steps to the host (:func:`run_steps`), or None.
       measure: measure each objective on its final images, in float32.
     """
 
@@ -78,64 +69,18 @@ class Ascent:
     method: Method
     size: tuple[int, int]
     frame_every: int | None = None
-    report: StepReport | None = None
     measure: bool = True
 
 
 class Tunables(NamedTuple):
     """The traced inputs of an ascent program, which change without recompiling it: the optimizer's
-    learning rate (``float32[]``, or None for the method's own) and the progress bar the loops report
-    to (``int32[]``, or None)."""
+    learning rate (``float32[]``, or None for the method's own)."""
 
     learning_rate: jax.Array | None = None
-    progress: jax.Array | None = None
 
 
 _FIXED = Tunables()
-"""No traced rate and no progress bar: the method's own settings."""
-State = TypeVar("State")
-
-
-def _report(report: StepReport, bar: jax.Array | None, steps: jax.Array, state: State) -> State:
-    # The host callback reads one value of the state, so it runs after the segment that made it; the
-    # state then takes a zero from it, so the next segment runs after it and nothing is pruned. Under
-    # vmap it runs once for the whole batch and counts each element's steps.
-    leaves, tree = jax.tree.flatten(state)
-    position = next(i for i, leaf in enumerate(leaves) if jnp.issubdtype(leaf.dtype, jnp.floating))
-    marker = leaves[position].reshape(-1)[0].astype(jnp.float32)
-    bar = jnp.asarray(-1 if bar is None else bar, jnp.int32)
-
-    def on_host(values: np.ndarray, bars: np.ndarray, done: np.ndarray) -> np.ndarray:
-        report.callback(int(np.reshape(bars, -1)[0]), int(np.reshape(done, -1)[0]) * int(np.size(values)))
-        return np.zeros(np.shape(values), np.float32)
-
-    shape = jax.ShapeDtypeStruct((), jnp.float32)
-    zero = jax.pure_callback(on_host, shape, marker, bar, steps, vmap_method="expand_dims")
-    leaves[position] = leaves[position] + zero.astype(leaves[position].dtype)
-    return jax.tree.unflatten(tree, leaves)
-
-
-def run_steps(
-    steps: int,
-    step: Callable[[Any, State], State],
-    state: State,
-    report: StepReport | None,
-    bar: jax.Array | None = None,
-) -> State:
-    """``state = step(i, state)`` for ``i`` in ``range(steps)``, in ``lax.fori_loop``; with ``report``, as
-    segments of ``ceil(steps / report.segments)`` steps with a report to the host (for progress bar
-    ``bar``) after each (nothing crosses to the host inside one). The segments are one loop around one
-    loop, so the step is compiled once, not once per segment."""
-    if report is None or steps == 0:
-        return lax.fori_loop(0, steps, step, state)
-    size = -(-steps // max(1, min(report.segments, steps)))
-
-    def segment(index: jax.Array, state: State) -> State:
-        begin = index * size
-        end = jnp.minimum(begin + size, steps)
-        return _report(report, bar, end - begin, lax.fori_loop(begin, end, step, state))
-
-    return lax.fori_loop(0, -(-steps // size), segment, state)
+"""No traced rate: the method's own settings."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -215,18 +160,15 @@ def _optimise(
         return AscentState(optax.apply_updates(state.variables, updates), optimizer_state, key)
 
     state = AscentState(variables, optimizer.init(variables), key)
-    report, bar = ascent.report, tunables.progress
     if not frame_every:
-        return run_steps(method.steps, step, state, report, bar).variables, None
-    # With frames, each frame's steps are one segment (reported, when asked, after each frame).
-    per_frame = dataclasses.replace(report, segments=1) if report is not None else None
+        return lax.fori_loop(0, method.steps, step, state).variables, None
 
     def segment(state: AscentState, _: None) -> tuple[AscentState, jax.Array]:
-        state = run_steps(frame_every, step, state, per_frame, bar)
+        state = lax.fori_loop(0, frame_every, step, state)
         return state, to_pixels(state.variables)
 
     state, frames = lax.scan(segment, state, None, length=method.steps // frame_every)
-    state = run_steps(method.steps % frame_every, step, state, per_frame, bar)
+    state = lax.fori_loop(0, method.steps % frame_every, step, state)
     return state.variables, frames
 
 
@@ -265,12 +207,12 @@ def render_one(
     """Optimise the K images of one (unbatched) ``objective``; the pure core, vmapped by :func:`render`.
 
     Args:
-      ascent: the static settings (network, method, size, frames, report).
+      ascent: the static settings (network, method, size, frames, measuring).
       prepared: parameters from ``network.prepared`` (cast to the compute type, kernels flipped ...).
       objective: one objective (no batch axis on its arguments).
       start: ``float32[H, W, 3]`` start pixels (pixel methods only), or None to draw from ``key``.
       key: PRNG key of this objective: its start and every step's transforms.
-      tunables: the traced learning rate and progress bar.
+      tunables: the traced learning rate.
 
     Returns:
       ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None)``.

@@ -16,7 +16,6 @@ import numpy as np
 from filterviz.core.checks import check_count, check_seed, padded_chunks
 from filterviz.core.engine import (
     Ascent,
-    StepReport,
     Tunables,
     check_method_size,
     check_size,
@@ -32,7 +31,7 @@ from filterviz.core.objectives import Objective
 from filterviz.core.parameterizations import Pixels
 from filterviz.errors import SettingError
 from filterviz.networks import get_network
-from filterviz.progress import Progress, count_of, report_steps, wanted
+from filterviz.progress import Progress, count_of, wanted
 
 
 class Rendering(NamedTuple):
@@ -66,6 +65,7 @@ class _Plan(NamedTuple):
     keys: jax.Array
     chunk: int
     learning_rate: float | None
+    shown: bool  # a progress bar
 
 
 def _plan(
@@ -118,42 +118,46 @@ def _plan(
     objective.check_positions(network, height, width)
     chunk = batch_size or default_chunk(network, method, deepest, height, width)
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
-    report = StepReport(report_steps) if wanted(progress) else None
-    ascent = Ascent(network, program_method, (height, width), frame_every, report, measure)
-    return _Plan(ascent, objective, count, start, keys, min(chunk, count), learning_rate)
+    ascent = Ascent(network, program_method, (height, width), frame_every, measure)
+    return _Plan(ascent, objective, count, start, keys, min(chunk, count), learning_rate, wanted(progress))
 
 
 def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
-    # The chunks, dispatched one after another (JAX queues them), with a progress bar when watched.
+    # Every chunk dispatched (JAX queues them and returns), then the bar counts each one's steps as the
+    # device finishes it.
     objective, method, count = plan.objective, plan.ascent.method, plan.count
-    batched = objective.batch_size() is not None
-    per_objective = plan.start is not None and plan.start.ndim == 4
-    pixels, achieved, frames = [], [], []
-    stages = method.octaves.stages if method.octaves else 1
+    steps = method.steps * (method.octaves.stages if method.octaves else 1)  # per objective
     kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
-    title = f"{method.name} on {', '.join(objective.layers)}, {count_of(count, kind)}"
-    shown = plan.ascent.report is not None
-    with Progress(count * method.steps * stages, "step", title, enabled=shown) as bar:
-        tunables = Tunables(plan.learning_rate, bar.number if shown else None)
+    layers = ", ".join(objective.layers)
+    with Progress(count * steps, "step", f"{method.name} on {layers}, {count_of(count, kind)}",
+                  enabled=plan.shown) as bar:  # fmt: skip
+        results = []
         for index, (rows, padded) in enumerate(padded_chunks(count, plan.chunk)):
-            part = objective.take(padded) if batched else _broadcast(objective, plan.chunk)
-            start = plan.start[padded] if per_objective else plan.start
-            arguments = (plan.ascent, params, part, start, plan.keys[padded], tunables)
             if index > 0:
-                result = render_batch(*arguments)
-            else:  # the first call compiles the program (JAX dispatches the run and returns at once)
-                began = time.monotonic()
-                with bar.waiting(f"compiling {method.name} for {', '.join(objective.layers)}"):
-                    result = render_batch(*arguments)
-                _say_once_compiled(bar, time.monotonic() - began)
-            pixels.append(result[0][: len(rows)])
-            achieved.append(result[1][: len(rows)])
-            if result[2] is not None:
-                frames.append(result[2][: len(rows)])
-        pixels_all = pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)
-        if shown:
-            pixels_all.block_until_ready()  # the bar closes once the device has reported every step
-    return pixels_all, jnp.concatenate(achieved), frames
+                results.append((len(rows), _dispatch(params, plan, padded)))
+                continue
+            began = time.monotonic()  # the first call compiles the program, then dispatches its run
+            with bar.waiting(f"compiling {method.name} for {layers}"):
+                results.append((len(rows), _dispatch(params, plan, padded)))
+            _say_once_compiled(bar, time.monotonic() - began)
+        for rows, result in results:
+            if bar.enabled:
+                with bar.waiting(f"drawing {layers}", after=2.0):
+                    jax.block_until_ready(result)
+            bar.update(rows * steps)
+    pixels = [result[0][:rows] for rows, result in results]
+    frames = [result[2][:rows] for rows, result in results if result[2] is not None]
+    achieved = jnp.concatenate([result[1][:rows] for rows, result in results])
+    return (pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)), achieved, frames
+
+
+def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> tuple[jax.Array, ...]:
+    # One chunk of objectives (rows `padded`, the last repeated to fill it) to the compiled program.
+    batched = plan.objective.batch_size() is not None
+    part = plan.objective.take(padded) if batched else _broadcast(plan.objective, plan.chunk)
+    start = plan.start[padded] if plan.start is not None and plan.start.ndim == 4 else plan.start
+    tunables = Tunables(plan.learning_rate)
+    return render_batch(plan.ascent, params, part, start, plan.keys[padded], tunables)
 
 
 LONG_COMPILE_SECONDS = 10.0
