@@ -15,6 +15,17 @@ import difflib
 from collections.abc import Sequence
 
 
+def first_line(error: BaseException) -> str:
+    """Another library's exception as one line: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (newlines, terminal escapes) written as escapes, for one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 class FilterVizError(Exception):
     """Base class of every error filterviz raises for bad input."""
 

@@ -177,7 +177,11 @@ def layers(args: argparse.Namespace) -> None:
     network, _ = load_network(args, weights=False)
     width = max(len(layer.name) for layer in network.layers) + 2
     for layer in network.layers:
-        drawn = "" if layer.visual else "  (not swept by default)"
+        try:
+            network.minimum_size(layer.name)
+            drawn = "" if layer.visual else "  (not swept by default)"
+        except SettingError:
+            drawn = "  (cannot be drawn: no output at any input size)"
         print(f"{layer.name:<{width}}{layer.kind:<20}{count_of(layer.channels, 'filter'):>13}{drawn}")
 
 

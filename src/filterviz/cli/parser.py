@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from filterviz.cli import commands, volume
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
-from filterviz.errors import FilterVizError
+from filterviz.errors import FilterVizError, printable
 from filterviz.io.photos import FITS
 
 EXIT_USER_ERROR = 2
@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except FilterVizError as error:
-        print(f"filterviz: error: {error}", file=sys.stderr)
+        print(f"filterviz: error: {printable(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("filterviz: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from filterviz.cli.commands import (
     parse_size,
     use_compilation_cache,
 )
+from filterviz.errors import printable
 from filterviz.progress import count_of
 
 
@@ -163,7 +164,7 @@ def examples(args: argparse.Namespace) -> None:
     if jax.process_index() != 0:
         return  # process 0 reports for every process
     for path, reason in found.skipped:
-        print(f"filterviz: skipped {path}: {reason}", file=sys.stderr)
+        print(f"filterviz: skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     if not args.quiet:
         read = len(found.images) - len(found.skipped)
         print(

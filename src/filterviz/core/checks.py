@@ -137,7 +137,13 @@ def check_image_size(
     def need(h: int, w: int) -> int:
         return network.activation_elements(spec.name, h, w) * _BYTES_PER_ACTIVATION * copies
 
-    if need(height, width) > available:
+    try:
+        needed = need(height, width)
+    except SettingError as error:  # a model that runs at some sizes only (a Dense behind the layer)
+        raise SettingError(
+            f"{spec.name} cannot be drawn at {height}x{width}: {error}; {minimum}x{minimum} works"
+        ) from None
+    if needed > available:
         scale = math.sqrt(available / need(height, width))
         fits = (max(minimum, int(height * scale)), max(minimum, int(width * scale)))
         while need(*fits) > available and min(fits) > minimum:

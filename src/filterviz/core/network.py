@@ -22,6 +22,9 @@ import jax.numpy as jnp
 
 from filterviz.errors import SettingError, UnknownLayerError
 
+LARGEST_SIDE = 8192
+"""The largest input side :meth:`Network.minimum_size` tries: a layer with no output up to it has none."""
+
 Params = Mapping[str, Any]
 """A network's parameters: a pytree of arrays (for the built-ins, ``{layer: {name: array}}``)."""
 
@@ -60,7 +63,8 @@ class Network:
       name: ``"vgg16"``, ``"resnet50"``, or a user's model's name.
       layers: every named layer in network order.
       forward: ``(params, images, names, redirect_relu) -> {name: activations}`` for ``names``, pure.
-      output_size: ``(layer, height, width) -> (h, w)`` of that layer's output for an input of that size.
+      output_size: ``(layer, height, width) -> (h, w)`` of that layer's output for an input of that size
+        (below 1 where the input is too small; :class:`SettingError` where the model cannot run at it).
       preprocessing: the input convention the weights were trained with (:data:`PREPROCESSINGS`).
       parameter_shapes: ``{group: {name: shape}}`` of the parameters, or None where they are not known.
       weights: where the published weights come from, or None.
@@ -117,18 +121,31 @@ class Network:
 
     # Sizes and memory -----------------------------------------------------------------------------
     def minimum_size(self, layer: str) -> int:
-        """The smallest height and width for which ``layer`` has an output."""
+        """The smallest height and width for which ``layer`` has an output, searched up to
+        :data:`LARGEST_SIDE`; :class:`SettingError` if it has none there, with the model's reason."""
         name = self.layer(layer).name
+        reasons: list[str] = []
+
+        def fits(side: int) -> bool:
+            try:
+                return min(self.output_size(name, side, side)) >= 1
+            except SettingError as error:  # the model cannot run at this size at all
+                reasons.append(str(error))
+                return False
+
         size = 1
-        while min(self.output_size(name, size, size)) < 1:
+        while not fits(size):
+            if size >= LARGEST_SIDE:
+                reason = f": {reasons[-1]}" if reasons else ""
+                raise SettingError(
+                    f"{name} of {self.name} has no output for any square input up to "
+                    f"{LARGEST_SIDE}x{LARGEST_SIDE}{reason}"
+                )
             size *= 2
         low = size // 2
         while low + 1 < size:  # the boundary lies between low (too small) and size (enough)
             middle = (low + size) // 2
-            if min(self.output_size(name, middle, middle)) < 1:
-                low = middle
-            else:
-                size = middle
+            low, size = (low, middle) if fits(middle) else (middle, size)
         return size
 
     def activation_elements(self, layer: str, height: int, width: int) -> int:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from filterviz.core.network import PREPROCESSINGS, Layer, Network, Params
-from filterviz.errors import SettingError, WeightsError
+from filterviz.errors import SettingError, WeightsError, first_line
 
 _PROBE = 64  # the input size the layers are found with (output sizes are computed per size later)
 _VISUAL_KINDS = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv", "ConvTranspose", "Conv2DTranspose")
@@ -39,30 +39,53 @@ def _check_preprocessing(preprocessing: str) -> str:
     return preprocessing
 
 
+def _check_channels(channels: object) -> int:
+    # Pictures are RGB; a grayscale model is fed their mean. Anything else is refused before any work.
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels not in (1, 3):
+        raise SettingError(
+            f"the model takes {channels!r} input channels; filterviz draws RGB pictures (3 channels) or "
+            "their gray mean (1)"
+        )
+    return channels
+
+
 def _to_channels(images: jax.Array, channels: int) -> jax.Array:
     # RGB pixels for a model of `channels` inputs: as they are, or their mean for a grayscale model.
-    if channels == 3:
-        return images
-    if channels == 1:
-        return jnp.mean(images, axis=-1, keepdims=True)
-    raise SettingError(f"the model takes {channels} input channels; filterviz draws RGB or gray pictures")
+    return images if channels == 3 else jnp.mean(images, axis=-1, keepdims=True)
 
 
 def _output_sizes(
-    forward: Callable[..., dict[str, jax.Array]], params: Params, names: tuple[str, ...], channels: int
+    forward: Callable[..., dict[str, jax.Array]], params: Params, names: tuple[str, ...]
 ) -> Callable[[str, int, int], tuple[int, int]]:
-    @functools.cache
-    def shapes(height: int, width: int) -> dict[str, tuple[int, ...]]:
+    failures: dict[tuple[str, int, int], str] = {}
+
+    def shapes_of(wanted: tuple[str, ...], height: int, width: int) -> dict[str, tuple[int, ...]]:
         probe = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
         try:
-            out = jax.eval_shape(lambda images: forward(params, images, names, False), probe)
-        except Exception:  # too small for the model (a pooling left nothing, say)
+            out = jax.eval_shape(lambda images: forward(params, images, wanted, False), probe)
+        except (TypeError, ValueError) as error:  # shapes that do not fit the model: no output there
+            failures.update({(name, height, width): first_line(error) for name in wanted})
             return {}
         return {name: tuple(value.shape) for name, value in out.items()}
 
+    @functools.cache
+    def shapes(height: int, width: int) -> dict[str, tuple[int, ...]]:
+        found = shapes_of(names, height, width)
+        works, fails = 0, len(names)  # a layer failed them all: find the longest prefix that runs
+        while not found and works + 1 < fails:
+            middle = (works + fails) // 2
+            if shapes_of(names[:middle], height, width):
+                works = middle
+            else:
+                fails = middle
+        return found or (shapes_of(names[:works], height, width) if works else {})
+
     def output_size(layer: str, height: int, width: int) -> tuple[int, int]:
         shape = shapes(height, width).get(layer)
-        return (0, 0) if shape is None else (int(shape[1]), int(shape[2]))
+        if shape is None:
+            reason = failures.get((layer, height, width), "the model computes no such layer")
+            raise SettingError(f"{layer} has no output for a {height}x{width} input ({reason})")
+        return int(shape[1]), int(shape[2])
 
     return output_size
 
@@ -107,7 +130,7 @@ def from_keras(
     keras = _keras()
     _check_preprocessing(preprocessing)
     model = _keras_model(keras, model)
-    channels = int(model.inputs[0].shape[-1])
+    channels = _check_channels(model.inputs[0].shape[-1])
     layers = _keras_layers(keras, model)
     variables = {variable.path: variable for variable in model.variables}
     params = {path: jnp.asarray(variable.value) for path, variable in variables.items()}
@@ -131,7 +154,7 @@ def from_keras(
         name=name or model.name,
         layers=tuple(layers),
         forward=forward,
-        output_size=_output_sizes(forward, params, names, channels),
+        output_size=_output_sizes(forward, params, names),
         preprocessing=preprocessing,
         parameter_shapes=None,
     )
@@ -147,9 +170,7 @@ def _keras_model(keras: Any, model: Any) -> Any:
         try:
             model = keras.saving.load_model(path)
         except Exception as error:  # Keras raises many kinds for a file it cannot read
-            raise WeightsError(
-                path, f"not a Keras model Keras can load ({type(error).__name__}: {error})"
-            ) from None
+            raise WeightsError(path, f"not a Keras model Keras can load ({first_line(error)})") from None
     if not isinstance(model, keras.Model):
         raise SettingError(f"from_keras takes a keras.Model or a .keras file, got {type(model).__name__}")
     try:
@@ -216,10 +237,13 @@ def from_flax(
     from flax import nnx
 
     _check_preprocessing(preprocessing)
-    probe = jnp.zeros((1, _PROBE, _PROBE, channels), jnp.float32)
+    probe = jnp.zeros((1, _PROBE, _PROBE, _check_channels(channels)), jnp.float32)
     if isinstance(module, linen.Module):
-        if variables is None:
-            raise SettingError("a linen module needs its variables: from_flax(module, variables)")
+        if not isinstance(variables, Mapping) or not variables:
+            raise SettingError(
+                "a linen module needs its variables, a mapping such as {'params': ...}: "
+                f"from_flax(module, variables); got {type(variables).__name__}"
+            )
         return _from_linen(module, variables, channels, preprocessing, name, probe)
     if isinstance(module, nnx.Module):
         return _from_nnx(module, channels, preprocessing, name, probe)
@@ -254,7 +278,7 @@ def _from_linen(
                 found[".".join(keys[: keys.index("__call__")])] = value
         return found
 
-    shapes = jax.eval_shape(lambda images: captured(variables, images, record), probe)
+    shapes = _probed(lambda images: captured(variables, images, record), probe)
     layers = _flax_layers(order, kinds, shapes)
 
     def forward(params: Any, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
@@ -294,7 +318,7 @@ def _from_nnx(
                 found[".".join(keys[:-1])] = value[0] if isinstance(value, tuple) else value
         return found
 
-    shapes = jax.eval_shape(captured, state, probe)
+    shapes = _probed(functools.partial(captured, state), probe)
     layers = _flax_layers(order, kinds, shapes)
 
     def forward(params: Any, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
@@ -303,6 +327,18 @@ def _from_nnx(
 
     network = _flax_network(name or type(module).__name__, layers, forward, state, channels, preprocessing)
     return network, state
+
+
+def _probed(function: Callable[[jax.Array], Any], probe: jax.Array) -> Any:
+    # The shapes of the module's outputs on the probe images; a module that cannot run on them (other
+    # input channels, variables of another module) is refused here, in one line.
+    try:
+        return jax.eval_shape(function, probe)
+    except Exception as error:  # Flax and JAX raise many kinds; the user's module is at fault, named
+        raise SettingError(
+            f"the module cannot run on images of shape {list(probe.shape)} with these variables "
+            f"({first_line(error)})"
+        ) from None
 
 
 def _flax_layers(order: list[str], kinds: dict[str, str], shapes: dict[str, Any]) -> list[Layer]:
@@ -329,7 +365,7 @@ def _flax_network(
         name=name,
         layers=tuple(layers),
         forward=forward,
-        output_size=_output_sizes(forward, params, names, channels),
+        output_size=_output_sizes(forward, params, names),
         preprocessing=preprocessing,
         parameter_shapes=None,
     )
