@@ -8,6 +8,7 @@ carry its mark (:func:`written_by_filterviz`), so it can tell them from the user
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import tempfile
@@ -61,14 +62,45 @@ def output_format(path: str | os.PathLike[str], formats: Mapping[str, str]) -> s
     return formats[suffix]
 
 
+def read_json(text: str | bytes) -> object:
+    """``json.loads`` for text from a file: :class:`ValueError` also for nesting too deep to parse (which
+    ``json`` reports as a ``RecursionError``), so a hostile line is one bad line, not a crash."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path; :class:`OutputError` for an empty one (an unset shell variable), which would
+    name the current folder."""
+    if not isinstance(path, str | os.PathLike) or not str(os.fspath(path)).strip():
+        raise OutputError(repr(path), "is no path: give a file or folder to write")
+    return Path(path)
+
+
+def check_no_links(folder: str | os.PathLike[str], *parts: str) -> Path:
+    """``folder / parts...``, after checking that neither ``folder`` nor any part below it that exists is a
+    symbolic link, and that each part is one plain name: filterviz writes only inside an output folder,
+    never through a link out of it. :class:`OutputError` otherwise."""
+    path = output_path(folder)
+    for part in ("", *parts):
+        if part in (".", "..") or "/" in part or os.sep in part:
+            raise OutputError(path / part, "is not a plain name inside the output folder")
+        path = path / part if part else path
+        if path.is_symlink():
+            raise OutputError(path, "is a symbolic link; filterviz writes only inside its output folder")
+    return path
+
+
 def check_writable(path: str | os.PathLike[str], formats: Mapping[str, str] | None = None) -> Path:
     """Raise :class:`OutputError` now, before any work, if ``path`` cannot or must not be written later.
 
     Refused: an extension outside ``formats`` (when given), a missing or read-only folder, and anything
     but a regular file already at ``path``: a directory, a device, a FIFO, a socket or a symbolic link
-    (which a rename would replace, not write through).
+    (which a rename would replace, not write through), and an empty path.
     """
-    path = Path(path)
+    path = output_path(path)
     if formats is not None:
         output_format(path, formats)
     folder = path.parent if str(path.parent) else Path(".")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from filterviz.core.hits import EMPTY, Statistics, receptive_field
 from filterviz.core.network import Network, Params
 from filterviz.errors import OutputError
-from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
+from filterviz.io.files import atomic_write, check_no_links, encode_png, read_json, written_by_filterviz
 from filterviz.io.photos import load_fitted
 from filterviz.progress import Progress
 from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER
@@ -35,7 +36,7 @@ def load_progress(path: Path, settings: dict, empty):
     # The state a killed run saved, if it is one of these settings over these images.
     try:
         with np.load(path, allow_pickle=False) as saved:
-            record = json.loads(str(saved["record"]))
+            record = read_json(str(saved["record"]))
             leaves = [saved[f"leaf{i}"] for i in range(len(jax.tree.leaves(empty)))]
     except (OSError, ValueError, KeyError) as error:
         raise OutputError(
@@ -100,13 +101,52 @@ def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
     }
 
 
-def check_output(out: Path) -> None:
-    # The output folder may hold anything; only a result file filterviz wrote may be replaced.
+CROP_NAME = re.compile(r"\d{4,}_\d+\.png")
+
+
+def check_output(out: Path, layers: tuple[str, ...]) -> None:
+    """Before any work: ``out`` is a folder (or will be), no link on the way to any crop folder, and
+    nothing filterviz did not write where a result or a crop will go."""
+    out = check_no_links(out)
     if out.exists() and not out.is_dir():
         raise OutputError(out, "is not a folder")
     result = out / EXAMPLES_FILE
     if os.path.lexists(result) and not _is_our_result(result):
         raise OutputError(result, "exists and was not written by filterviz; choose another --out")
+    for layer in layers:
+        folder = check_no_links(out, EXAMPLES_FOLDER, layer)
+        for name in _crop_names(folder):
+            if not written_by_filterviz(folder / name) or (folder / name).is_symlink():
+                raise OutputError(
+                    folder / name, "exists and was not written by filterviz; choose another --out"
+                )
+
+
+def _crop_names(folder: Path) -> list[str]:
+    # The crop-named entries of a real folder (none where it is missing, or a link).
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return [name for name in os.listdir(folder) if CROP_NAME.fullmatch(name)]
+
+
+def remove_stale_crops(out: Path, kept: set[str]) -> int:
+    """Remove the crops filterviz wrote under ``out/examples`` that ``kept`` (relative paths) no longer
+    names: those of an earlier run with another ``k`` or other layers. Never follows a link."""
+    removed = 0
+    root = out / EXAMPLES_FOLDER
+    if root.is_symlink() or not root.is_dir():
+        return 0
+    for layer in sorted(os.listdir(root)):
+        for name in _crop_names(root / layer):
+            path = root / layer / name
+            if (
+                f"{EXAMPLES_FOLDER}/{layer}/{name}" not in kept
+                and not path.is_symlink()
+                and written_by_filterviz(path)
+            ):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _is_our_result(path: Path) -> bool:
@@ -114,7 +154,7 @@ def _is_our_result(path: Path) -> bool:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return False
         with open(path, encoding="utf-8") as file:
-            first = json.loads(file.readline() or "null")
+            first = read_json(file.readline() or "null")
         return isinstance(first, dict) and {"layer", "filter", "hits"} <= set(first)
     except (OSError, ValueError):
         return False
@@ -131,23 +171,32 @@ def write_results(root: Path, result: Path, records, crops, chosen: ExamplesPass
             raise OutputError(target, "exists and was not written by filterviz; choose another --out")
         by_image.setdefault(image, []).append((crop, field))
     for layer in chosen.layers:
-        (result.parent / EXAMPLES_FOLDER / layer).mkdir(parents=True, exist_ok=True)
+        check_no_links(result.parent, EXAMPLES_FOLDER, layer).mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
 
     def write_crops(image: str, wanted_crops: list[tuple[str, tuple[int, int, int, int]]]) -> None:
         fitted = load_fitted(root / image, chosen.size, chosen.fit)
         for crop, (top, left, bottom, right) in wanted_crops:
             picture = encode_png(fitted[top:bottom, left:right])
-            atomic_write(result.parent / crop, picture, durable=False)
+            written.append(
+                atomic_write(check_no_links(result.parent, *crop.split("/")), picture, durable=False)
+            )
 
-    with (
-        ThreadPoolExecutor(chosen.workers) as pool,
-        Progress(len(by_image), "image", "crops", enabled=shown) as bar,
-    ):
-        for finished in [pool.submit(write_crops, *item) for item in by_image.items()]:
-            finished.result()  # a failure (a photo gone since the pass, a full disk) stops the write
-            bar.update(1)
+    try:
+        with (
+            ThreadPoolExecutor(chosen.workers) as pool,
+            Progress(len(by_image), "image", "crops", enabled=shown) as bar,
+        ):
+            for finished in [pool.submit(write_crops, *item) for item in by_image.items()]:
+                finished.result()  # a failure (a photo gone since the pass, a full disk) stops the write
+                bar.update(1)
+    except BaseException:
+        for path in written:  # no crops that no result file names
+            path.unlink(missing_ok=True)
+        raise
     lines = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(result, lines.encode("utf-8"))
+    remove_stale_crops(result.parent, set(crops))
 
 
 class ExamplesPass(NamedTuple):

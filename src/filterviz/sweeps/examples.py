@@ -48,6 +48,7 @@ from filterviz.core.hits import (
 )
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
+from filterviz.io.files import output_path
 from filterviz.io.photos import FITS, load_fitted
 from filterviz.networks import get_network
 from filterviz.networks.weights import content_digest
@@ -62,6 +63,7 @@ from filterviz.sweeps.example_files import (
     write_results,
 )
 from filterviz.sweeps.folder import FolderLock, read_settings_record
+from filterviz.sweeps.layout import select_layers
 from filterviz.sweeps.multihost import agree, barrier, gather, global_array, host_copy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -210,8 +212,7 @@ def examples(
     and listed, never fatal. A second run into the same ``out`` while one is writing it is refused.
     """
     net = get_network(network)
-    names = (layers,) if isinstance(layers, str) else tuple(layers or net.visual_layers)
-    names = net.sorted(net.layer(name).name for name in names)
+    names = net.sorted(select_layers(net, layers))
     for label, value, low in (
         ("k", k, 1),
         ("size", size, net.minimum_size(names[-1])),
@@ -224,7 +225,7 @@ def examples(
     if ranking not in RANKINGS:
         raise SettingError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
     root = Path(folder)
-    out_folder = Path(out) if out is not None else None
+    out_folder = output_path(out) if out is not None else None
     paths = find_images(root, leave_out=out_folder / EXAMPLES_FOLDER if out_folder is not None else None)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -235,7 +236,8 @@ def examples(
         problem: Exception | None = None
         try:
             if out_folder is not None:
-                check_output(out_folder)
+                check_output(out_folder, names)
+                _check_sweep_folder(out_folder, chosen, params)
                 out_folder.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(FolderLock(out_folder, "examples", active=first))
         except (OutputError, SweepError) as error:
@@ -268,7 +270,7 @@ def _image_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]
     )
 
 
-def _resume_settings(chosen: ExamplesPass, params: Params, paths: list[str]) -> dict[str, Any]:
+def _resume_settings(chosen: ExamplesPass, params: Params, root: Path, paths: list[str]) -> dict[str, Any]:
     """What saved progress must match to be taken up again: network, weights, settings, images."""
     return {
         "network": chosen.network.name,
@@ -278,8 +280,36 @@ def _resume_settings(chosen: ExamplesPass, params: Params, paths: list[str]) -> 
         "size": chosen.size,
         "fit": chosen.fit,
         "ranking": chosen.ranking,
-        "images": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+        "images": _images_digest(root, paths),
     }
+
+
+def _images_digest(root: Path, paths: list[str]) -> str:
+    """A digest of the images' names, sizes and modification times: an image changed since a pass was
+    saved makes its progress not resume (its hits would describe the old pixels)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            info = os.stat(root / path)
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode(errors="surrogateescape"))
+        except OSError:
+            digest.update(f"{path}\0gone\n".encode(errors="surrogateescape"))
+    return digest.hexdigest()
+
+
+def _check_sweep_folder(out: Path, chosen: ExamplesPass, params: Params) -> None:
+    # Examples written into a sweep's folder appear beside its pictures: they must be of the same network
+    # and weights.
+    settings = read_settings_record(out)
+    if settings is None:
+        return
+    mine = {"network": chosen.network.name, "weights": content_digest(params, chosen.network)}
+    for key, value in mine.items():
+        if settings.get(key) and settings[key] != value:
+            raise SweepError(
+                f"{out} holds a sweep of other {'weights' if key == 'weights' else 'network'} "
+                f"({settings[key]!r}, these are {value!r}); write these examples to another --out"
+            )
 
 
 def _scan_folder(
@@ -305,7 +335,7 @@ def _scan_folder(
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
     }
-    settings = _resume_settings(chosen, params, paths) if out_folder is not None else {}
+    settings = _resume_settings(chosen, params, root, paths) if out_folder is not None else {}
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
     state, done, earlier = jax.device_get(empty), 0, []
     if progress_path is not None and progress_path.exists():

@@ -26,7 +26,7 @@ import numpy as np
 
 from filterviz.core.network import Network
 from filterviz.errors import OutputError, SweepError
-from filterviz.io.files import TEMPORARY_SUFFIX, atomic_write, written_by_filterviz
+from filterviz.io.files import TEMPORARY_SUFFIX, atomic_write, check_no_links, read_json, written_by_filterviz
 from filterviz.sweeps.layout import (
     DATA_FOLDER,
     DATA_MARK,
@@ -124,7 +124,7 @@ def read_settings_record(folder: Path) -> dict[str, Any] | None:
             return None
         raise SweepError(f"{path} is not a filterviz sweep settings file ({info}); use another folder")
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path.read_text())
         settings = record["settings"]
         if not isinstance(settings, dict) or "format" not in record:
             raise TypeError
@@ -219,9 +219,10 @@ def foreign_files(folder: Path, paths: Iterable[str], named: set[str]) -> list[s
 
 def layer_folder_problem(folder: Path, layer: str) -> str | None:
     """Why ``folder/layer`` cannot hold pictures (a file, or a link out of the folder), or None."""
-    path = folder / layer
-    if path.is_symlink():
-        return f"{path} is a symbolic link; a sweep writes only inside its folder"
+    try:
+        path = check_no_links(folder, layer)
+    except OutputError as error:
+        return str(error)
     if path.exists() and not path.is_dir():
         return f"{path} is not a folder"
     return None

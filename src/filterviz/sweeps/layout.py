@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+
+from filterviz.core.network import Network
+from filterviz.errors import SettingError
 
 SETTINGS_FILE = "sweep.json"
 
@@ -70,3 +74,23 @@ def folder_safe(name: object) -> bool:
     """Whether ``name`` (a layer's) can name a folder inside the output folder: no separator, no leading
     dot, nothing but letters, digits, ``_``, ``.`` and ``-``."""
     return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
+
+
+def select_layers(network: Network, layers: Iterable[str] | str | None) -> list[str]:
+    """The layers a sweep or a dataset pass covers, in the order given, each checked: ``None`` means the
+    network's visual layers, one string is one layer (not its letters), and an empty selection, a name
+    twice or a name that cannot name a folder is a :class:`SettingError`."""
+    if isinstance(layers, str):
+        layers = [layers]
+    try:
+        names = [network.layer(name).name for name in (network.visual_layers if layers is None else layers)]
+    except TypeError:
+        raise SettingError(f"layers must be a layer name or a list of them, got {layers!r}") from None
+    if not names:
+        raise SettingError("no layers chosen; name at least one, or leave layers out for all")
+    if len(set(names)) != len(names):
+        raise SettingError(f"a layer is named twice in {names}")
+    for name in names:
+        if not folder_safe(name):
+            raise SettingError(f"layer {name!r} cannot name a folder of pictures; choose other layers")
+    return names

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from filterviz.errors import OutputError
+from filterviz.io.files import read_json
 from filterviz.sweeps.layout import SETTINGS_FILE, folder_safe, manifest_files, picture_path
 
 
@@ -94,7 +95,7 @@ def layer_table(folder: Path) -> dict[str, int]:
     record, or VGG16's for a folder written before sweeps recorded it."""
     path = folder / SETTINGS_FILE
     try:
-        record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
+        record = read_json(path.read_text()) if path.is_file() and not path.is_symlink() else {}
         layers = record.get("layers") if isinstance(record, dict) else None
         if isinstance(layers, dict) and all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in layers.items()
@@ -111,7 +112,7 @@ def parse_filter_line(line: str, layers: Mapping[str, int]) -> dict[str, Any] | 
     """A JSON line of one filter (a manifest's, or ``examples.jsonl``'s) as a dict whose ``layer`` is a
     known layer with a folder-safe name and whose ``filter`` is in its range; or what is wrong with it."""
     try:
-        entry = json.loads(line)
+        entry = read_json(line)
     except ValueError:
         return "not JSON (cut short by a kill?)"
     if not isinstance(entry, dict):

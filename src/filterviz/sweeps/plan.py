@@ -30,8 +30,9 @@ from filterviz.core.network import Network, Params
 from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import random_image
 from filterviz.errors import ImageError, SettingError
+from filterviz.io.files import read_json
 from filterviz.networks.weights import content_digest
-from filterviz.sweeps.layout import folder_safe
+from filterviz.sweeps.layout import select_layers
 
 
 class SweepPlan(NamedTuple):
@@ -131,9 +132,7 @@ class SweepSettings:
         ]
         if self.method == other.method and self.method_settings != other.method_settings:
             # Name the method's settings that differ rather than print both in full.
-            mine, theirs = (
-                json.loads(text or "{}") for text in (self.method_settings, other.method_settings)
-            )
+            mine, theirs = (read_json(text or "{}") for text in (self.method_settings, other.method_settings))
             found += [
                 f"{self.method} {key}: {mine.get(key)!r} in the folder, {theirs.get(key)!r} asked"
                 for key in sorted(set(mine) | set(theirs))
@@ -153,17 +152,7 @@ def plan_filters(
     ``filters`` to all of each layer, or one sequence for every layer, or a ``{layer: sequence}``
     mapping (layers it leaves out get all their filters).
     """
-    if isinstance(layers, str):
-        layers = [layers]  # one layer by name, not its letters
-    try:
-        names = [network.layer(name).name for name in (network.visual_layers if layers is None else layers)]
-    except TypeError:
-        raise SettingError(f"layers must be a layer name or a list of them, got {layers!r}") from None
-    if len(set(names)) != len(names):
-        raise SettingError(f"a layer is named twice in {names}")
-    for name in names:
-        if not folder_safe(name):
-            raise SettingError(f"layer {name!r} cannot name a folder of pictures; sweep other layers")
+    names = select_layers(network, layers)
     if isinstance(filters, Mapping) and set(filters) - set(names):
         extra = ", ".join(sorted(map(str, set(filters) - set(names))))
         raise SettingError(f"filters are given for {extra}, which the sweep does not cover")

@@ -44,7 +44,7 @@ from filterviz.core.checks import check_count
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
 from filterviz.errors import SweepError
-from filterviz.io.files import atomic_write, encode_npy, encode_png
+from filterviz.io.files import atomic_write, encode_npy, encode_png, output_path
 from filterviz.networks import get_network
 from filterviz.progress import Progress, wanted
 from filterviz.sweeps.folder import FolderLock, check_targets, prepare_folder
@@ -125,7 +125,7 @@ def sweep(
       OutputError: the folder or a file cannot be written; everything finished before stays.
     """
     began = time.perf_counter()
-    folder = Path(folder)
+    folder = output_path(folder)
     network = get_network(network)
     plan = plan_sweep(
         params, network, layers=layers, filters=filters, size=size, steps=steps, step_size=step_size,
