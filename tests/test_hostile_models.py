@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import filterviz
@@ -107,3 +108,74 @@ def test_flax_modules_and_variables_that_do_not_fit_are_refused_in_one_line():
 def test_names_with_control_characters_are_printed_escaped():
     assert printable("a\nb\x1b[31mc\td") == "a\\nb\\x1b[31mc\\td"
     assert printable("photo 1.png") == "photo 1.png"
+
+
+def _nan_params(params):
+    changed = {group: dict(arrays) for group, arrays in params.items()}
+    changed["block1_conv1"]["kernel"] = params["block1_conv1"]["kernel"] * jnp.nan
+    return changed
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p: filterviz.render(None, filterviz.channel("block1_conv1", 0)), "params must be"),
+        (lambda p: filterviz.render([p], filterviz.channel("block1_conv1", 0)), "params must be"),
+        (lambda p: filterviz.render({}, filterviz.channel("block1_conv1", 0)), "is missing"),
+        (lambda p: filterviz.render(_nan_params(p), filterviz.channel("block1_conv1", 0)), "NaN"),
+        (lambda p: filterviz.render(p, filterviz.channel("block1_conv1", 0), network="vgg19"), "vgg19"),
+        (lambda p: filterviz.channel("block1_conv1", [[0, 1], [2]]), "1-D sequence"),
+        (lambda p: (1e300 * filterviz.channel("block1_conv1", 0)) * 1e300, "finite and at most"),
+        (lambda p: 1e20 * (1e20 * filterviz.channel("block1_conv1", 0)), "finite and at most"),
+        (lambda p: filterviz.render(p, filterviz.channel("block1_conv1", 0), steps=2**40), "at most"),
+        (
+            lambda p: filterviz.render(
+                p, filterviz.channel("block1_conv1", 0), steps=2**30, frame_every=1, size=64
+            ),
+            "frames",
+        ),
+        (lambda p: filterviz.load_image(None), "not a path"),
+        (
+            lambda p: filterviz.render(
+                p, filterviz.objective(lambda a: a["block1_conv1"][0], "block1_conv1"), steps=1, size=16
+            ),
+            "must return a scalar",
+        ),
+    ],
+    ids=[
+        "none",
+        "list",
+        "empty",
+        "nan",
+        "vgg16-as-vgg19",
+        "ragged",
+        "overflow",
+        "overflow-again",
+        "steps",
+        "frames",
+        "load-none",
+        "not-scalar",
+    ],
+)
+def test_bad_api_arguments_are_typed_errors_naming_them(random_params, call, message):
+    with pytest.raises(filterviz.FilterVizError, match=message):
+        call(random_params)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"size": 100_000}, "largest that fits"),
+        ({"size": 20_000}, "largest that fits"),
+        ({"batch_size": 10**9}, "batch_size .* the largest that fits"),
+        ({"k": 10**9}, "k .* the largest that fits"),
+        ({"workers": -1}, "workers"),
+        ({"workers": 0}, "workers"),
+    ],
+)
+def test_examples_refuse_what_exhausts_memory_in_one_line(random_params, tmp_path, settings, message):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(filterviz.SettingError, match=message):
+        filterviz.examples(random_params, tmp_path, ["block1_conv1"], **settings)

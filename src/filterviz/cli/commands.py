@@ -71,7 +71,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def is_model_file(model: str) -> bool:
-    """Whether ``--model`` names a Keras model file rather than a built-in network."""
+    """Whether ``--model`` names a Keras model file rather than a built-in network: a ``.keras`` path.
+    A built-in's name is the built-in even where a file of that name lies in the current folder (say
+    ``./vgg16`` for the file)."""
+    from filterviz.networks import BUILTIN
+
+    if model in BUILTIN:
+        return False
     return model.lower().endswith(".keras") or Path(model).is_file()
 
 

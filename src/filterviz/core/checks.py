@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +49,16 @@ def check_step_size(step_size: object, what: str = "step size") -> float:
     return value
 
 
-def check_count(value: object, what: str, *, minimum: int = 1) -> int:
-    """``value`` if it is a whole number of at least ``minimum``; else :class:`SettingError`."""
+LARGEST_COUNT = 2**31 - 1
+"""Counts run as int32 on the device (a loop's steps, an index): beyond this they would wrap."""
+
+
+def check_count(value: object, what: str, *, minimum: int = 1, maximum: int = LARGEST_COUNT) -> int:
+    """``value`` if it is a whole number from ``minimum`` to ``maximum``; else :class:`SettingError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise SettingError(f"{what} must be a whole number of at least {minimum}, got {value!r}")
+    if value > maximum:
+        raise SettingError(f"{what} must be at most {maximum:,}, got {value:,}")
     return int(value)
 
 
@@ -181,3 +187,32 @@ def padded_chunks(count: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarra
     for begin in range(0, count, size):
         rows = np.arange(begin, min(begin + size, count))
         yield rows, np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
+
+
+def check_params(network: Network, params: object) -> None:
+    """Raise :class:`SettingError` before any work if ``params`` cannot be ``network``'s: not a mapping, a
+    tensor missing or of another shape (another network's weights), or a value that is not finite."""
+    expected = network.parameter_shapes or {}
+    if params is None or (expected and not isinstance(params, Mapping)):
+        raise SettingError(
+            f"params must be {network.name}'s parameters (filterviz.load_weights), "
+            f"got {type(params).__name__}"
+        )
+    for group, names in expected.items():
+        for name, shape in names.items():
+            value = params.get(group, {}).get(name) if isinstance(params.get(group), Mapping) else None
+            found = tuple(np.shape(value)) if value is not None else None
+            if found != tuple(shape):
+                what = "missing" if found is None else f"of shape {found}, not {tuple(shape)}"
+                raise SettingError(
+                    f"params do not fit {network.name}: {group}/{name} is {what} (another network's weights?)"
+                )
+    try:
+        leaves = jax.tree.leaves(params)
+        finite = all(bool(jnp.all(jnp.isfinite(jnp.asarray(leaf)))) for leaf in leaves)
+    except (TypeError, ValueError):
+        raise SettingError(f"params of {network.name} must hold arrays of numbers") from None
+    if not leaves:
+        raise SettingError(f"params of {network.name} hold no arrays")
+    if not finite:
+        raise SettingError(f"params of {network.name} hold NaN or infinite values; load the weights again")

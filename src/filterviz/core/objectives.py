@@ -60,8 +60,15 @@ def _deepdream(activation: jax.Array, arguments: tuple[jax.Array, ...], options:
 
 
 def _custom(activations: Activations, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
-    function = options[0]
-    return jnp.asarray(function(activations, *arguments), jnp.float32).reshape(())
+    value = options[0](activations, *arguments)
+    if np.shape(value) not in ((), (1,)):  # checked as the program is traced, before any step runs
+        raise SettingError(f"an objective's function must return a scalar, got shape {np.shape(value)}")
+    try:
+        return jnp.asarray(value, jnp.float32).reshape(())
+    except (TypeError, ValueError):
+        raise SettingError(
+            f"an objective's function must return a number, got {type(value).__name__}"
+        ) from None
 
 
 def _diversity(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
@@ -254,9 +261,16 @@ class Objective:
     def __mul__(self, factor: float) -> Objective:
         if not isinstance(factor, int | float):
             return NotImplemented
-        if not math.isfinite(factor):
-            raise SettingError(f"an objective's weight must be finite, got {factor!r}")
-        return Objective(tuple(dataclasses.replace(term, weight=term.weight * factor) for term in self.terms))
+        weights = [term.weight * factor for term in self.terms]
+        # Finite in float32, where the program computes: 1e300 is already infinite there.
+        if not all(math.isfinite(w) and abs(w) <= _LARGEST_WEIGHT for w in weights):
+            raise SettingError(
+                f"an objective's weight must be finite and at most {_LARGEST_WEIGHT:g} in size, got "
+                f"{factor!r} (giving {max(map(abs, weights)):g})"
+            )
+        return Objective(
+            tuple(dataclasses.replace(t, weight=w) for t, w in zip(self.terms, weights, strict=True))
+        )
 
     __rmul__ = __mul__
 
@@ -284,11 +298,19 @@ class Objective:
         )
 
 
+_LARGEST_WEIGHT = 1e30
+"""Objective weights beyond this overflow float32 once multiplied by an activation."""
+
+
 def _indices(index: int | Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
     try:
         values = np.asarray(index)
     except jax.errors.TracerArrayConversionError:  # traced inside a jit or vmap: checked by the caller
         return jnp.asarray(index, jnp.int32)
+    except ValueError:  # a ragged list, [[0, 1], [2]]
+        raise SettingError(
+            f"a filter index must be an int or a 1-D sequence of ints, got {index!r}"
+        ) from None
     if values.ndim > 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
         raise SettingError(f"a filter index must be an int or a 1-D sequence of ints, got {index!r}")
     return jnp.asarray(values, jnp.int32)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.core.checks import check_count, check_seed, padded_chunks
+from filterviz.core.checks import check_count, check_params, check_seed, device_memory, padded_chunks
 from filterviz.core.engine import (
     Ascent,
     Tunables,
@@ -92,6 +92,7 @@ def _plan(
             f"objective must be an Objective (channel(...), neuron(...) ...), got {objective!r}"
         )
     objective.check(network)
+    check_params(network, params)
     count = objective.batch_size() or 1
     if start is not None:
         if not isinstance(method.parameterization, Pixels):
@@ -107,6 +108,8 @@ def _plan(
         )
     if frame_every is not None and not 1 <= check_count(frame_every, "frame_every") <= max(1, method.steps):
         raise SettingError(f"frame_every must be between 1 and steps ({method.steps}), got {frame_every}")
+    if frame_every is not None:
+        _check_frames_fit(method.steps // frame_every, count * method.images_per_filter, height, width)
     if batch_size is not None:
         check_count(batch_size, "batch_size")
     if keys is None:
@@ -120,6 +123,17 @@ def _plan(
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
     ascent = Ascent(network, program_method, (height, width), frame_every, measure)
     return _Plan(ascent, objective, count, start, keys, min(chunk, count), learning_rate, wanted(progress))
+
+
+def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None:
+    # The frames come back to the host as float32 and as pictures: they must fit its memory.
+    need = frames * images * height * width * 3 * (4 + 1)
+    if need > device_memory():
+        largest = max(1, device_memory() // (images * height * width * 3 * 5))
+        raise SettingError(
+            f"{frames:,} frames of {images:,} {height}x{width} images need about {need / 2**30:,.1f} GiB; "
+            f"keep at most {largest:,} frames (a larger frame_every)"
+        )
 
 
 def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array]]:

@@ -77,6 +77,8 @@ def _read(path, max_pixels: int | None, finish, draft=None):
     # `draft` (width, height -> the size still needed), a JPEG is decoded reduced.
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if not isinstance(path, str | os.PathLike) or not str(os.fspath(path)):
+        raise ImageError(repr(path), "is not a path to an image")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

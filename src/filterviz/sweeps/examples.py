@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from filterviz.core.checks import check_count, check_image_size, check_params, device_memory
 from filterviz.core.hits import (
     EMPTY,
     RANKINGS,
@@ -213,6 +214,7 @@ def examples(
     """
     net = get_network(network)
     names = net.sorted(select_layers(net, layers))
+    check_params(net, params)
     for label, value, low in (
         ("k", k, 1),
         ("size", size, net.minimum_size(names[-1])),
@@ -220,6 +222,7 @@ def examples(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SettingError(f"{label} must be a whole number of at least {low}, got {value!r}")
+    _check_memory(net, names, size, batch_size, k)
     if fit not in FITS:
         raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
     if ranking not in RANKINGS:
@@ -229,7 +232,8 @@ def examples(
     paths = find_images(root, leave_out=out_folder / EXAMPLES_FOLDER if out_folder is not None else None)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    chosen = ExamplesPass(net, names, k, size, fit, ranking, batch_size, workers or os.cpu_count() or 1)
+    workers = (os.cpu_count() or 1) if workers is None else check_count(workers, "workers", maximum=1024)
+    chosen = ExamplesPass(net, names, k, size, fit, ranking, batch_size, workers)
     first = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         # Every process checks the folder; process 0 holds the lock and writes. All stop if one must.
@@ -255,6 +259,27 @@ def examples(
         write_atlas(out_folder)  # a sweep's folder: its atlas shows the examples beside the pictures
     barrier("filterviz examples written")
     return Examples(records, paths, skipped)
+
+
+def _check_memory(net: Network, names: tuple[str, ...], size: int, batch_size: int, k: int) -> None:
+    # Before any work: one image fits, a batch fits, and the hits kept (k per filter) fit, each with the
+    # largest that would.
+    check_image_size(net, names[-1], size, size)
+    available = device_memory()
+    per_image = net.activation_elements(names[-1], size, size) * 4
+    if per_image * batch_size > available:
+        raise SettingError(
+            f"batch_size {batch_size:,} of {size}x{size} images needs about "
+            f"{per_image * batch_size / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB here; "
+            f"the largest that fits is about {max(1, available // per_image):,}"
+        )
+    per_hit = sum(net.layer(name).channels for name in names) * 16 * 2  # score, image, y, x; merged in twos
+    if per_hit * k > available // 4:
+        largest = max(1, available // 4 // per_hit)
+        raise SettingError(
+            f"k {k:,} keeps about {per_hit * k / 2**30:,.1f} GiB of hits, more than a quarter of the "
+            f"{available / 2**30:,.1f} GiB here; the largest that fits is about {largest:,}"
+        )
 
 
 def _image_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]:

@@ -16,7 +16,14 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from filterviz.core.checks import check_count, check_filters, check_precision, check_seed, check_step_size
+from filterviz.core.checks import (
+    check_count,
+    check_filters,
+    check_params,
+    check_precision,
+    check_seed,
+    check_step_size,
+)
 from filterviz.core.engine import check_method_size, check_size, check_start
 from filterviz.core.methods import (
     NOTEBOOK_STEP_SIZE,
@@ -63,6 +70,7 @@ def plan_sweep(
 ) -> SweepPlan:
     """Every check of :func:`filterviz.sweep`'s arguments, before anything is allocated or written."""
     plan = plan_filters(network, layers, filters)
+    check_params(network, params)
     check_precision(precision)
     seed = check_seed(seed)
     chosen = _sweep_method(method, steps, step_size, precision, network)
