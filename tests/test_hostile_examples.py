@@ -126,3 +126,20 @@ def test_deeply_nested_lines_are_bad_lines_not_crashes(random_params, photos, tm
     with open(folder / "manifest.jsonl", "a") as file:
         file.write(deep + "\n")
     assert main(["atlas", str(folder)]) == 0
+
+
+def test_names_that_are_not_text_and_a_file_named_like_a_network(
+    random_params, photos, tmp_path, monkeypatch, capsys
+):
+    odd = os.path.join(os.fsencode(photos), b"caf\xe9\x1b[31m.png")
+    with open(odd, "wb") as file:
+        file.write(b"not an image at all")
+    found = run(random_params, photos, tmp_path / "out")  # hashed, scanned and listed, no crash
+    assert len(found.skipped) == 1 and "caf" in found.skipped[0][0]
+    weights = os.environ.get("FILTERVIZ_WEIGHTS")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vgg16").write_text("a file of mine")  # --model vgg16 still means the built-in
+    arguments = ["examples", str(photos), "--layers", LAYER, "--out", "named", "--size", "16", "--k", "1"]
+    assert main([*arguments, *(["--weights", weights] if weights else []), "--model", "vgg16"]) == 0
+    printed = capsys.readouterr().err
+    assert "\x1b" not in printed and "\\x1b" in printed  # the skipped name, escaped
