@@ -143,3 +143,23 @@ def test_names_that_are_not_text_and_a_file_named_like_a_network(
     assert main([*arguments, *(["--weights", weights] if weights else []), "--model", "vgg16"]) == 0
     printed = capsys.readouterr().err
     assert "\x1b" not in printed and "\\x1b" in printed  # the skipped name, escaped
+
+
+def test_a_write_that_fails_takes_back_its_crops(random_params, photos, tmp_path, monkeypatch):
+    from filterviz.sweeps import example_files
+
+    real = example_files.atomic_write
+    written = []
+
+    def full_after_three(path, data, **options):
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return real(path, data, **options)
+
+    monkeypatch.setattr(example_files, "atomic_write", full_after_three)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space"):
+        run(random_params, photos, out, workers=1)
+    assert len(written) == 3 and not any(path.exists() for path in written)
+    assert not list((out / "examples").rglob("*.png")) and not (out / "examples.jsonl").exists()
