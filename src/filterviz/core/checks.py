@@ -150,13 +150,13 @@ def check_image_size(
             f"{spec.name} cannot be drawn at {height}x{width}: {error}; {minimum}x{minimum} works"
         ) from None
     if needed > available:
-        scale = math.sqrt(available / need(height, width))
+        scale = math.sqrt(available / needed)
         fits = (max(minimum, int(height * scale)), max(minimum, int(width * scale)))
         while need(*fits) > available and min(fits) > minimum:
             fits = (max(minimum, int(fits[0] * 0.95)), max(minimum, int(fits[1] * 0.95)))
         where = "this machine's memory" if (device or jax.devices()[0]).platform == "cpu" else "the device"
         raise SettingError(
-            f"{height}x{width} at {spec.name} needs about {need(height, width) / 2**30:,.1f} GiB "
+            f"{height}x{width} at {spec.name} needs about {needed / 2**30:,.1f} GiB "
             f"for one filter, more than the {available / 2**30:,.1f} GiB of {where}; the largest that "
             f"fits is about {fits[0]}x{fits[1]}"
         )
@@ -207,12 +207,12 @@ def check_params(network: Network, params: object) -> None:
                 raise SettingError(
                     f"params do not fit {network.name}: {group}/{name} is {what} (another network's weights?)"
                 )
-    try:
-        leaves = jax.tree.leaves(params)
-        finite = all(bool(jnp.all(jnp.isfinite(jnp.asarray(leaf)))) for leaf in leaves)
-    except (TypeError, ValueError):
-        raise SettingError(f"params of {network.name} must hold arrays of numbers") from None
+    leaves = jax.tree.leaves(params)
     if not leaves:
         raise SettingError(f"params of {network.name} hold no arrays")
+    try:  # one reduction, read once
+        finite = bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(jnp.asarray(leaf))) for leaf in leaves])))
+    except (TypeError, ValueError):
+        raise SettingError(f"params of {network.name} must hold arrays of numbers") from None
     if not finite:
         raise SettingError(f"params of {network.name} hold NaN or infinite values; load the weights again")

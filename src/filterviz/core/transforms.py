@@ -68,6 +68,17 @@ def _choose(key: jax.Array, values: Sequence[float]) -> jax.Array:
     return jnp.asarray(values, jnp.float32)[jax.random.randint(key, (), 0, len(values))]
 
 
+class _Resampled:
+    # A transform that is its geometry alone: the image sampled on its grid, areas uncovered ``fill``.
+    fill: float
+
+    def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
+        return resample(image, self.geometry(key, *image.shape[:2]), self.fill)
+
+    def geometry(self, key: jax.Array, height: int, width: int) -> Geometry:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
 class Pad:
     """Pad ``width`` pixels on every side: ``[H, W, 3] -> [H + 2w, W + 2w, 3]``; ``mode`` as ``jnp.pad``."""
@@ -111,14 +122,11 @@ class Jitter:
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomScale:
+class RandomScale(_Resampled):
     """Zoom about the centre by a factor drawn from ``scales``; the size stays ``[H, W, 3]``."""
 
     scales: tuple[float, ...]
     fill: float = MID_GREY
-
-    def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        return resample(image, self.geometry(key, *image.shape[:2]), self.fill)
 
     def geometry(self, key: jax.Array, height: int, width: int) -> Geometry:
         linear = jnp.eye(2) / _choose(key, self.scales)
@@ -126,14 +134,11 @@ class RandomScale:
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomRotate:
+class RandomRotate(_Resampled):
     """Rotate about the centre by an angle in degrees drawn from ``angles``; the size stays the same."""
 
     angles: tuple[float, ...]
     fill: float = MID_GREY
-
-    def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        return resample(image, self.geometry(key, *image.shape[:2]), self.fill)
 
     def geometry(self, key: jax.Array, height: int, width: int) -> Geometry:
         radians = _choose(key, self.angles) * (math.pi / 180.0)
@@ -143,16 +148,13 @@ class RandomRotate:
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomCrop:
+class RandomCrop(_Resampled):
     """MaCo's crop: a square box of ``box`` (min, max) times the side, centred near the middle (sd
     ``centre_sd`` of the side, kept inside the image), resized back to ``[H, W, 3]``."""
 
     box: tuple[float, float] = (0.5, 0.9)
     centre_sd: float = 0.15
     fill: float = MID_GREY
-
-    def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        return resample(image, self.geometry(key, *image.shape[:2]), self.fill)
 
     def geometry(self, key: jax.Array, height: int, width: int) -> Geometry:
         size_key, centre_key = jax.random.split(key)

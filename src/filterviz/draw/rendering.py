@@ -127,9 +127,10 @@ def _plan(
 
 def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None:
     # The frames come back to the host as float32 and as pictures: they must fit its memory.
-    need = frames * images * height * width * 3 * (4 + 1)
-    if need > device_memory():
-        largest = max(1, device_memory() // (images * height * width * 3 * 5))
+    per_frame = images * height * width * 3 * (4 + 1)
+    need, available = frames * per_frame, device_memory()
+    if need > available:
+        largest = max(1, available // per_frame)
         raise SettingError(
             f"{frames:,} frames of {images:,} {height}x{width} images need about {need / 2**30:,.1f} GiB; "
             f"keep at most {largest:,} frames (a larger frame_every)"

@@ -115,10 +115,10 @@ def _conv3x3_one_channel(
 ) -> jax.Array:
     # One output channel of a 3x3 'same' conv + ReLU, [N, H, W, C_in] -> [N, H, W]: one matrix product
     # gives each pixel's response to the nine taps ([N, H+2, W+2, 9]), then nine shifted slices of that
-    # small map are summed. The wide input is read once (nine shifted matrix-vector products read it nine
-    # times, and their gradient writes it nine times: 25x slower on a CPU at block1_conv2), and when
-    # vmapped over `channel` it stays a plain contraction, where a sliced-kernel convolution would become
-    # a grouped one.
+    # small map are summed. The wide input is read once, where nine shifted matrix-vector products read it
+    # nine times and their gradient writes it nine times (memory-bound on a GPU at block1_conv2; as fast
+    # on a CPU), and when vmapped over `channel` it stays a plain contraction, where a sliced-kernel
+    # convolution would become a grouped one.
     weights = lax.dynamic_index_in_dim(kernel, channel, axis=3, keepdims=False)  # [3, 3, C_in]
     height, width = images.shape[1:3]
     padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))

@@ -178,9 +178,8 @@ def write_results(root: Path, result: Path, records, crops, chosen: ExamplesPass
         fitted = load_fitted(root / image, chosen.size, chosen.fit)
         for crop, (top, left, bottom, right) in wanted_crops:
             picture = encode_png(fitted[top:bottom, left:right])
-            written.append(
-                atomic_write(check_no_links(result.parent, *crop.split("/")), picture, durable=False)
-            )
+            # The layer folders were checked above; a rename replaces a link, never writes through it.
+            written.append(atomic_write(result.parent / crop, picture, durable=False))
 
     try:
         with (
@@ -209,3 +208,4 @@ class ExamplesPass(NamedTuple):
     ranking: str
     batch_size: int
     workers: int
+    weights: str = ""  # the params' content digest, where the pass writes (resume, a sweep's folder)

@@ -233,7 +233,8 @@ def examples(
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
     workers = (os.cpu_count() or 1) if workers is None else check_count(workers, "workers", maximum=1024)
-    chosen = ExamplesPass(net, names, k, size, fit, ranking, batch_size, workers)
+    weights = content_digest(params, net) if out_folder is not None else ""
+    chosen = ExamplesPass(net, names, k, size, fit, ranking, batch_size, workers, weights)
     first = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         # Every process checks the folder; process 0 holds the lock and writes. All stop if one must.
@@ -241,7 +242,7 @@ def examples(
         try:
             if out_folder is not None:
                 check_output(out_folder, names)
-                _check_sweep_folder(out_folder, chosen, params)
+                _check_sweep_folder(out_folder, chosen)
                 out_folder.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(FolderLock(out_folder, "examples", active=first))
         except (OutputError, SweepError) as error:
@@ -295,11 +296,11 @@ def _image_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]
     )
 
 
-def _resume_settings(chosen: ExamplesPass, params: Params, root: Path, paths: list[str]) -> dict[str, Any]:
+def _resume_settings(chosen: ExamplesPass, root: Path, paths: list[str]) -> dict[str, Any]:
     """What saved progress must match to be taken up again: network, weights, settings, images."""
     return {
         "network": chosen.network.name,
-        "weights": content_digest(params, chosen.network),
+        "weights": chosen.weights,
         "layers": list(chosen.layers),
         "k": chosen.k,
         "size": chosen.size,
@@ -322,13 +323,13 @@ def _images_digest(root: Path, paths: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _check_sweep_folder(out: Path, chosen: ExamplesPass, params: Params) -> None:
+def _check_sweep_folder(out: Path, chosen: ExamplesPass) -> None:
     # Examples written into a sweep's folder appear beside its pictures: they must be of the same network
     # and weights.
     settings = read_settings_record(out)
     if settings is None:
         return
-    mine = {"network": chosen.network.name, "weights": content_digest(params, chosen.network)}
+    mine = {"network": chosen.network.name, "weights": chosen.weights}
     for key, value in mine.items():
         if settings.get(key) and settings[key] != value:
             raise SweepError(
@@ -360,7 +361,7 @@ def _scan_folder(
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
         for name in names
     }
-    settings = _resume_settings(chosen, params, root, paths) if out_folder is not None else {}
+    settings = _resume_settings(chosen, root, paths) if out_folder is not None else {}
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
     state, done, earlier = jax.device_get(empty), 0, []
     if progress_path is not None and progress_path.exists():
