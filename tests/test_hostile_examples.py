@@ -126,6 +126,9 @@ def test_deeply_nested_lines_are_bad_lines_not_crashes(random_params, photos, tm
     with open(folder / "manifest.jsonl", "a") as file:
         file.write(deep + "\n")
     assert main(["atlas", str(folder)]) == 0
+    settings = folder / "sweep.json"  # 1e999 parses as infinity, which no page can hold
+    settings.write_text(settings.read_text().replace('"steps": 1', '"steps": 1e999'))
+    assert main(["atlas", str(folder)]) == 2
 
 
 def test_names_that_are_not_text_and_a_file_named_like_a_network(

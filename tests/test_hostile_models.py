@@ -105,9 +105,44 @@ def test_flax_modules_and_variables_that_do_not_fit_are_refused_in_one_line():
         filterviz.from_flax(Tiny(), other)
 
 
+def test_a_models_own_error_at_the_size_it_is_fed_is_one_typed_line():
+    import flax.linen as nn
+
+    class Multiple(nn.Module):  # a model that asserts on its input size, as many do
+        @nn.compact
+        def __call__(self, x):
+            assert x.shape[1] % 16 == 0, "the side must be a multiple of 16"
+            return nn.Conv(2, (3, 3), name="conv")(x)
+
+    variables = Multiple().init(jax.random.key(0), jnp.ones((1, 16, 16, 3)))
+    network, variables = filterviz.from_flax(Multiple(), variables)
+    with pytest.raises(filterviz.SettingError, match=r"24x24 .*AssertionError: the side must be") as raised:
+        filterviz.render(variables, filterviz.channel("conv", 0), network=network, size=24, steps=1)
+    assert "\n" not in str(raised.value)
+    # The Lucid transforms feed the model another size than the picture's: its error names that shape.
+    with pytest.raises(filterviz.SettingError, match=r"fails on images of shape \[1, \d+, \d+, 3\]"):
+        filterviz.render(variables, filterviz.channel("conv", 0), network=network, size=32, steps=1)
+
+
+def test_a_channels_first_keras_model_is_named_as_such():
+    import keras
+
+    inputs = keras.Input((3, None, None))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, data_format="channels_first")(inputs))
+    with pytest.raises(filterviz.SettingError, match="channels first"):
+        filterviz.from_keras(model)
+
+
 def test_names_with_control_characters_are_printed_escaped():
     assert printable("a\nb\x1b[31mc\td") == "a\\nb\\x1b[31mc\\td"
     assert printable("photo 1.png") == "photo 1.png"
+
+
+def _scaled_params(params, factor):
+    # Finite params whose activations overflow float32: the objective comes out NaN.
+    changed = {group: dict(arrays) for group, arrays in params.items()}
+    changed["block1_conv1"]["kernel"] = params["block1_conv1"]["kernel"] * factor
+    return changed
 
 
 def _nan_params(params):
@@ -135,6 +170,19 @@ def _nan_params(params):
             "frames",
         ),
         (lambda p: filterviz.load_image(None), "not a path"),
+        (lambda p: filterviz.channel("block1_conv1", 2**32), "fit in 32 bits"),  # would wrap to 0
+        (lambda p: filterviz.channel("block1_conv1", []), "empty"),
+        (lambda p: filterviz.direction("block1_conv1", np.zeros(64)), "all zeros"),
+        (
+            lambda p: filterviz.render(
+                _scaled_params(p, 1e38),
+                filterviz.channel("block1_conv1", 0),
+                method="notebook",
+                steps=1,
+                size=16,
+            ),
+            "came out nan",
+        ),
         (
             lambda p: filterviz.render(
                 p, filterviz.objective(lambda a: a["block1_conv1"][0], "block1_conv1"), steps=1, size=16
@@ -154,6 +202,10 @@ def _nan_params(params):
         "steps",
         "frames",
         "load-none",
+        "index-past-int32",
+        "no-index",
+        "zero-direction",
+        "params-overflow",
         "not-scalar",
     ],
 )

@@ -298,6 +298,7 @@ class Objective:
         )
 
 
+_INT32 = np.iinfo(np.int32)
 _LARGEST_WEIGHT = 1e30
 """Objective weights beyond this overflow float32 once multiplied by an activation."""
 
@@ -313,6 +314,11 @@ def _indices(index: int | Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
         ) from None
     if values.ndim > 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
         raise SettingError(f"a filter index must be an int or a 1-D sequence of ints, got {index!r}")
+    if values.size == 0:
+        raise SettingError("a filter index list is empty: name at least one filter")
+    outside = values[(values < _INT32.min) | (values > _INT32.max)]
+    if outside.size:  # int32 would wrap them silently onto small, valid filters
+        raise SettingError(f"a filter index must fit in 32 bits, got {outside[0]}")
     return jnp.asarray(values, jnp.int32)
 
 
@@ -352,6 +358,8 @@ def direction(layer: str, vector: Sequence[float] | np.ndarray | jax.Array) -> O
         raise SettingError(f"a direction is [C] or [N, C], got shape {vector.shape}")
     if not bool(jnp.isfinite(vector).all()):
         raise SettingError(f"a direction in {layer} holds NaN or infinite values")
+    if not bool(jnp.any(vector != 0, axis=-1).all()):
+        raise SettingError(f"a direction in {layer} is all zeros: it points nowhere")
     return Objective((Term("direction", _layer(layer), 1.0, (vector,)),))
 
 

@@ -243,12 +243,23 @@ def render(
         measure=True, progress=progress,
     )  # fmt: skip
     pixels, achieved, frames = _execute(params, plan)
+    _check_finite(np.asarray(achieved))
     frames_all = None
     if frames:
         frames_all = plan.ascent.method.to_pictures(
             np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0)
         )
     return Rendering(pixels, plan.ascent.method.to_pictures(pixels), np.asarray(achieved), frames_all)
+
+
+def _check_finite(achieved: np.ndarray) -> None:
+    # A NaN or infinite objective means params or weights overflowed float32: the pictures mean nothing.
+    broken = np.flatnonzero(~np.isfinite(achieved))
+    if broken.size:
+        raise SettingError(
+            f"the objective came out {achieved[broken[0]]} for {broken.size} of {achieved.size} "
+            "objectives: the params or the objective's weights overflow float32"
+        )
 
 
 def render_pixels(

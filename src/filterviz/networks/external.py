@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from filterviz.core.network import PREPROCESSINGS, Layer, Network, Params
-from filterviz.errors import SettingError, WeightsError, first_line
+from filterviz.errors import FilterVizError, SettingError, WeightsError, first_line
 
 _PROBE = 64  # the input size the layers are found with (output sizes are computed per size later)
 _VISUAL_KINDS = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv", "ConvTranspose", "Conv2DTranspose")
@@ -54,6 +54,23 @@ def _to_channels(images: jax.Array, channels: int) -> jax.Array:
     return images if channels == 3 else jnp.mean(images, axis=-1, keepdims=True)
 
 
+def _guarded(forward: Callable[..., dict[str, jax.Array]]) -> Callable[..., dict[str, jax.Array]]:
+    # The user's model, whose own errors (a Dense that wants one size, an assert on the shape) become
+    # one typed line naming the input it failed on. Its traceback stays chained for whoever debugs it.
+    @functools.wraps(forward)
+    def guarded(params: Params, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
+        try:
+            return forward(params, images, names, redirect_relu)
+        except FilterVizError:
+            raise
+        except Exception as error:  # any kind: it is the model's own code that raised
+            raise SettingError(
+                f"the model fails on images of shape {list(images.shape)} ({first_line(error)})"
+            ) from error
+
+    return guarded
+
+
 def _output_sizes(
     forward: Callable[..., dict[str, jax.Array]], params: Params, names: tuple[str, ...]
 ) -> Callable[[str, int, int], tuple[int, int]]:
@@ -63,8 +80,8 @@ def _output_sizes(
         probe = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
         try:
             out = jax.eval_shape(lambda images: forward(params, images, wanted, False), probe)
-        except (TypeError, ValueError) as error:  # shapes that do not fit the model: no output there
-            failures.update({(name, height, width): first_line(error) for name in wanted})
+        except SettingError as error:  # the model fails at this size (see _guarded): no output there
+            failures.update({(name, height, width): first_line(error.__cause__ or error) for name in wanted})
             return {}
         return {name: tuple(value.shape) for name, value in out.items()}
 
@@ -149,12 +166,12 @@ def from_keras(
             outputs = [outputs]
         return dict(zip(names, outputs, strict=True))
 
-    names = tuple(layer.name for layer in layers)
+    names, guarded = tuple(layer.name for layer in layers), _guarded(forward)
     network = Network(
         name=name or model.name,
         layers=tuple(layers),
-        forward=forward,
-        output_size=_output_sizes(forward, params, names),
+        forward=guarded,
+        output_size=_output_sizes(guarded, params, names),
         preprocessing=preprocessing,
         parameter_shapes=None,
     )
@@ -179,6 +196,11 @@ def _keras_model(keras: Any, model: Any) -> Any:
         inputs = None
     if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise SettingError("the model must be built, with one image input [N, H, W, C] (channels last)")
+    if inputs[0].shape[-1] is None:  # (N, 3, H, W) has no fixed last axis: channels first
+        raise SettingError(
+            f"the model's input is {tuple(inputs[0].shape)}, channels first; filterviz feeds images "
+            "[N, H, W, C] (channels last)"
+        )
     return model
 
 
@@ -314,7 +336,8 @@ def _from_nnx(
         for path, variable in nnx.to_flat_state(intermediates):
             keys = [str(getattr(part, "key", part)) for part in path]
             if keys[-1] == "__call__" and len(keys) > 1:
-                value = variable.value if hasattr(variable, "value") else variable
+                read = getattr(variable, "get_value", None)  # Flax before 0.12 has .value only
+                value = read() if read else getattr(variable, "value", variable)
                 found[".".join(keys[:-1])] = value[0] if isinstance(value, tuple) else value
         return found
 
@@ -360,12 +383,12 @@ def _flax_network(
     channels: int,
     preprocessing: str,
 ) -> Network:
-    names = tuple(layer.name for layer in layers)
+    names, guarded = tuple(layer.name for layer in layers), _guarded(forward)
     return Network(
         name=name,
         layers=tuple(layers),
-        forward=forward,
-        output_size=_output_sizes(forward, params, names),
+        forward=guarded,
+        output_size=_output_sizes(guarded, params, names),
         preprocessing=preprocessing,
         parameter_shapes=None,
     )

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -126,11 +127,23 @@ def read_settings_record(folder: Path) -> dict[str, Any] | None:
     try:
         record = read_json(path.read_text())
         settings = record["settings"]
-        if not isinstance(settings, dict) or "format" not in record:
+        if not isinstance(settings, dict) or "format" not in record or not _all_finite(settings):
             raise TypeError
     except (ValueError, KeyError, TypeError, OSError):
         raise SweepError(f"{path} is not a filterviz sweep settings file; use another folder") from None
     return settings
+
+
+def _all_finite(value: object) -> bool:
+    # Settings filterviz wrote hold finite numbers only; 1e999 in a file parses as inf, which no page
+    # or comparison can use.
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(item) for item in value)
+    return True
 
 
 def _head(path: Path, size: int) -> bytes:

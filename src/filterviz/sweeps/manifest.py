@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from filterviz.core.checks import LARGEST_COUNT
 from filterviz.errors import OutputError
 from filterviz.io.files import read_json
 from filterviz.sweeps.layout import SETTINGS_FILE, folder_safe, manifest_files, picture_path
@@ -98,7 +99,8 @@ def layer_table(folder: Path) -> dict[str, int]:
         record = read_json(path.read_text()) if path.is_file() and not path.is_symlink() else {}
         layers = record.get("layers") if isinstance(record, dict) else None
         if isinstance(layers, dict) and all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in layers.items()
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 < v <= LARGEST_COUNT
+            for k, v in layers.items()
         ):
             return layers
     except (ValueError, OSError):
