@@ -13,6 +13,7 @@ line. The names below are the public API; everything else is reached through its
 >>> images = filterviz.ascend(params, "block4_conv1", range(20), start)  # doctest: +SKIP
 >>> lucid = filterviz.render(params, filterviz.channel("block4_conv1", range(20)))  # doctest: +SKIP
 >>> network, params = filterviz.from_keras("my_model.keras")  # your own network  # doctest: +SKIP
+>>> network, params = filterviz.from_torch(torchvision.models.resnet50())  # or PyTorch's  # doctest: +SKIP
 """
 
 from filterviz.core.methods import get_method
@@ -36,6 +37,7 @@ from filterviz.io.photos import load_image
 from filterviz.io.plots import filter_grid, save_figure
 from filterviz.networks import get_network as network
 from filterviz.networks.external import from_flax, from_keras
+from filterviz.networks.pytorch import from_torch
 from filterviz.networks.weights import load_weights
 from filterviz.runtime import enable_compilation_cache
 from filterviz.sweeps.atlas import top_filters, write_atlas
@@ -82,6 +84,7 @@ __all__ = [
     "filter_grid",
     "from_flax",
     "from_keras",
+    "from_torch",
     "get_method",
     "layer_image",
     "load_image",

@@ -65,7 +65,8 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="vgg16",
-        help="vgg16 (default), vgg19, resnet50, or a Keras model file (PATH.keras) of your own",
+        help="vgg16 (default), vgg19, resnet50, a Keras model file (PATH.keras) of your own, or a PyTorch "
+        "model: torchvision:NAME, timm:NAME or package.module:factory (with the torch extra)",
     )
 
 
@@ -91,7 +92,8 @@ def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int | None) 
         "--weights",
         default=None,
         help="the network's weights file (default for VGG16: $FILTERVIZ_WEIGHTS, weights/, ~/.keras/models/, "
-        "or a download)",
+        "or a download); for a PyTorch model a state_dict (.pt, .pth or .safetensors), never unpickled as "
+        "code (default: torchvision's or timm's published weights)",
     )
     parser.add_argument(
         "--no-compile-cache",

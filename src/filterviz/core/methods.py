@@ -191,6 +191,8 @@ class Method:
             )
         if self.octaves is not None and not isinstance(self.parameterization, Pixels):
             raise SettingError("octaves grow a pixel image: use them with Pixels()")
+        if self.octaves is not None and not isinstance(self.octaves, Octaves):
+            raise SettingError(f"octaves must be an Octaves(stages, scale) or None, got {self.octaves!r}")
         if self.octaves is not None:
             check_count(self.octaves.stages, "octave stages")
             if not (isinstance(self.octaves.scale, int | float) and 1 < self.octaves.scale < float("inf")):

@@ -72,6 +72,8 @@ class Network:
         for the layers ``channel_layers`` names (every channel objective on those layers uses it), or None.
       prepare: params made ready for many steps in a compute type (e.g. kernels flipped once).
       init: random parameters from a PRNG key (for tests and shapes), or None.
+      size_hint: a side the model is known to run at (the one it was probed at), which
+        :meth:`minimum_size` tries among the powers of two: a model of one input size (a ViT) is found.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Network:
     channel_layers: frozenset[str] = frozenset()
     prepare: Callable[[Params, Any], Params] | None = None
     init: Callable[[jax.Array], Params] | None = None
+    size_hint: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {layer.name: layer for layer in self.layers})
@@ -133,16 +136,18 @@ class Network:
                 reasons.append(str(error))
                 return False
 
-        size = 1
-        while not fits(size):
-            if size >= LARGEST_SIDE:
-                reason = f": {reasons[-1]}" if reasons else ""
-                raise SettingError(
-                    f"{name} of {self.name} has no output for any square input up to "
-                    f"{LARGEST_SIDE}x{LARGEST_SIDE}{reason}"
-                )
-            size *= 2
-        low = size // 2
+        sides = sorted({2**power for power in range(LARGEST_SIDE.bit_length())} | {self.size_hint or 1})
+        low = 0
+        for size in sides:
+            if fits(size):
+                break
+            low = size
+        else:
+            reason = f": {reasons[-1]}" if reasons else ""
+            raise SettingError(
+                f"{name} of {self.name} has no output for any square input up to "
+                f"{LARGEST_SIDE}x{LARGEST_SIDE}{reason}"
+            )
         while low + 1 < size:  # the boundary lies between low (too small) and size (enough)
             middle = (low + size) // 2
             low, size = (low, middle) if fits(middle) else (middle, size)

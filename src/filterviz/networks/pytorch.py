@@ -1,0 +1,414 @@
+"""A PyTorch ``nn.Module`` as a :class:`~filterviz.core.network.Network`, through torchax.
+
+torchax runs the module's own ``forward`` on JAX arrays: every torch operation becomes a JAX operation, so
+the module is a pure JAX function of its parameters and buffers and runs in filterviz's one compiled
+engine like the built-ins. Nothing of the module is rewritten; its submodules' outputs are read with
+forward hooks while JAX traces it, and the trace stops after the deepest layer asked for, so a picture of
+an early layer compiles and runs only the layers up to it.
+
+Conventions:
+- layers are the module's own names, as ``named_modules()`` gives them (``"layer3.5"``, ``"features.4"``);
+  a module called several times in one forward (torchvision's shared ``relu``) gives its last output;
+- images go in ``[N, H, W, 3]`` as everywhere in filterviz and are fed NCHW; feature maps come out
+  ``[N, h, w, C]`` whichever layout the module computes them in (told apart by which axes follow the
+  input's size);
+- token layers ``[N, T, C]`` (vision transformers) come out as the grid of their patch tokens,
+  ``[N, H/p, W/p, C]``; the class token (and any other prefix token: timm's ``num_prefix_tokens``) is
+  left out of the map;
+- the module is put in eval mode: batch norm uses its running statistics, dropout is off.
+
+torch, torchvision and torchax are an optional extra (``pip install 'filterviz[torch]'``), imported only
+here; torchax supports a narrow range of torch versions, checked before use.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from filterviz.core.network import Layer, Network, Params
+from filterviz.errors import FilterVizError, SettingError, first_line
+from filterviz.networks.external import (
+    _check_channels,
+    _check_preprocessing,
+    _guarded,
+    _output_sizes,
+    _to_channels,
+)
+
+TORCH_VERSIONS = ((2, 12), (2, 12))
+"""The torch releases (major, minor) torchax 0.0.13 is tested with here: 2.12.x."""
+EXTRA = "pip install 'filterviz[torch]'  (torch 2.12, torchvision 0.27, torchax 0.0.13)"
+
+_PROBE = 224  # torchvision's and timm's input size: the size a fixed-size model (ViT) is probed at
+_OTHER_PROBE = 160  # a second size, to tell spatial axes (they follow the input) from channels
+_VISUAL_KINDS = ("Conv2d", "Conv2dNormActivation", "Conv2dSame")
+_MOST_PREFIX_TOKENS = 8  # class token plus registers; more would not be a prefix of a patch grid
+
+
+def torch_modules() -> tuple[Any, Any]:
+    """``(torch, torchax)``, imported; :class:`SettingError` naming the extra to install when either is
+    missing or when the installed torch is outside the range torchax supports."""
+    try:
+        import torch
+    except ImportError:
+        raise SettingError(f"a PyTorch model needs torch and torchax: {EXTRA}") from None
+    found = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if not TORCH_VERSIONS[0] <= found <= TORCH_VERSIONS[1]:
+        raise SettingError(f"torch {torch.__version__} is outside the range torchax supports: {EXTRA}")
+    try:
+        import torchax
+    except ImportError:
+        raise SettingError(f"a PyTorch model needs torchax: {EXTRA}") from None
+    except Exception as error:  # torchax fails in many ways on a torch it does not know
+        raise SettingError(
+            f"torchax cannot run with torch {torch.__version__} ({first_line(error)}): {EXTRA}"
+        ) from None
+    return torch, torchax
+
+
+class _Enough(Exception):
+    """Raised by a hook once the deepest layer asked for is captured: the rest of the forward is skipped."""
+
+
+def from_torch(
+    module: Any,
+    layers: Iterable[str] | None = None,
+    *,
+    preprocessing: str = "torch",
+    channels: int = 3,
+    name: str | None = None,
+) -> tuple[Network, dict[str, jax.Array]]:
+    """A PyTorch module as ``(network, params)``.
+
+    Args:
+      module: a ``torch.nn.Module`` taking images ``[N, C, H, W]`` (put in eval mode here).
+      layers: the submodules to offer, by their ``named_modules()`` names (default: every submodule whose
+        output is a feature map or a grid of tokens).
+      preprocessing: what the module is fed from 0-255 RGB pixels (default ``"torch"``: 0-1, standardised
+        by torchvision's ImageNet mean and std; see :data:`filterviz.core.network.PREPROCESSINGS`).
+      channels: the module's input channels (3, or 1 for a grayscale model, fed the pixels' mean).
+      name: the network's name (default: the module's class name).
+
+    Returns:
+      ``(network, params)``: ``params`` maps each parameter and buffer name of ``module.state_dict()`` to
+      its value as a JAX array.
+
+    >>> import torchvision  # doctest: +SKIP
+    >>> resnet = torchvision.models.resnet50(weights="DEFAULT")  # doctest: +SKIP
+    >>> network, params = filterviz.from_torch(resnet)  # doctest: +SKIP
+    >>> filterviz.render(params, filterviz.channel("layer3.5", range(8)), network=network)  # doctest: +SKIP
+    """
+    torch, torchax = torch_modules()
+    if not isinstance(module, torch.nn.Module):
+        raise SettingError(f"from_torch takes a torch.nn.Module, got {type(module).__name__}")
+    _check_preprocessing(preprocessing)
+    channels = _check_channels(channels)
+    module.eval()
+    env = torchax.default_env()
+    submodules = {path: sub for path, sub in module.named_modules() if path}
+    wanted = _chosen(layers, submodules)
+    params = _params(module, env)
+    call = _Traced(torch, module, submodules, env)
+    shapes = _probe(call, params, channels, wanted)
+    call.calls = dict(call.counted)
+    others = _probe(call, params, channels, wanted, size=(_PROBE, _OTHER_PROBE), quiet=True)
+    found, layouts = [], {}
+    for path in wanted:
+        layout = _layout(shapes.get(path), others.get(path) if others else None)
+        if layout is None:
+            continue
+        layouts[path] = layout
+        kind = type(submodules[path]).__name__
+        visual = kind in _VISUAL_KINDS or (layout == "tokens" and _is_block(submodules[path]))
+        found.append(Layer(path, kind, int(shapes[path][-1 if layout != "nchw" else 1]), visual))
+    if not found:
+        raise SettingError("the module has no submodule with a feature map [N, C, h, w] or tokens [N, T, C]")
+    prefix = int(getattr(module, "num_prefix_tokens", -1))
+
+    def forward(params: Params, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
+        height, width = images.shape[1:3]
+        nchw = jnp.transpose(_to_channels(images, channels), (0, 3, 1, 2))
+        outputs = call(params, nchw, names, redirect_relu)
+        return {n: _as_map(outputs[n], layouts[n], height, width, prefix) for n in names}
+
+    guarded = _guarded(forward)
+    network = Network(
+        name=name or type(module).__name__,
+        layers=tuple(found),
+        forward=guarded,
+        output_size=_output_sizes(guarded, params, tuple(layer.name for layer in found)),
+        preprocessing=preprocessing,
+        parameter_shapes=None,
+        size_hint=_PROBE,
+    )
+    return network, params
+
+
+def _chosen(layers: Iterable[str] | None, submodules: Mapping[str, Any]) -> list[str]:
+    if layers is None:
+        return list(submodules)
+    chosen = [layers] if isinstance(layers, str) else list(layers)
+    unknown = [path for path in chosen if path not in submodules]
+    if unknown or not chosen:
+        sample = ", ".join(list(submodules)[:8])
+        raise SettingError(
+            f"the module has no submodule {unknown[0] if unknown else ''!r}; its names: {sample}, ..."
+        )
+    return chosen
+
+
+def _params(module: Any, env: Any) -> dict[str, jax.Array]:
+    # Parameters and buffers by their state_dict names; a parameter shared by two names is kept once
+    # per name, so a state_dict loads into them as torch would.
+    state = {**dict(module.named_parameters(remove_duplicate=False)), **dict(module.named_buffers())}
+    return {path: jnp.asarray(env.t2j_copy(tensor.detach())) for path, tensor in state.items()}
+
+
+class _Traced:
+    """``(params, images [N, C, H, W], names, redirect_relu) -> {name: output as JAX}``: the module's
+    forward under torchax, its submodules' last outputs caught by hooks, stopped once each has run as
+    often as it did in the probe (:attr:`calls`)."""
+
+    def __init__(self, torch: Any, module: Any, submodules: Mapping[str, Any], env: Any) -> None:
+        self.torch, self.module, self.submodules, self.env = torch, module, submodules, env
+        self.calls: dict[str, int] = {}  # runs of each submodule in one forward; empty: never stop early
+        self.counted: dict[str, int] = {}  # the runs counted in the latest forward
+
+    def __call__(self, params: Params, images: jax.Array, names: Iterable[str], redirect_relu: bool) -> dict:
+        torch, env, names = self.torch, self.env, tuple(names)
+        outputs: dict[str, Any] = {}
+        counted = self.counted = dict.fromkeys(names, 0)
+        stop = {path: self.calls[path] for path in names} if self.calls else None
+
+        def catch(path: str) -> Callable[..., None]:
+            def hook(_module: Any, _inputs: Any, output: Any) -> None:
+                # Read now: an in-place operation later (ReLU(inplace=True)) would change the tensor.
+                outputs[path] = env.t2j_iso(output) if isinstance(output, torch.Tensor) else None
+                counted[path] += 1
+                if stop is not None and all(counted[p] >= stop.get(p, 1) for p in names):
+                    raise _Enough
+
+            return hook
+
+        handles = [self.submodules[path].register_forward_hook(catch(path)) for path in names]
+        relus = _redirect(torch, self.module, env) if redirect_relu else []
+        try:
+            with env:
+                torch.func.functional_call(self.module, env.j2t_iso(dict(params)), (env.j2t_iso(images),))
+        except _Enough:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+            for relu in relus:
+                del relu.forward
+        return outputs
+
+
+def _redirect(torch: Any, module: Any, env: Any) -> list[Any]:
+    # Lucid's redirected ReLU for the module's nn.ReLU submodules, for this trace only: their forward is
+    # replaced by filterviz's (values unchanged, gradients redirected). F.relu calls are left as they are.
+    from filterviz.networks.layers import redirected_relu
+
+    relus = [sub for sub in module.modules() if isinstance(sub, torch.nn.ReLU)]
+    for relu in relus:
+        relu.forward = lambda x: env.j2t_iso(redirected_relu(env.t2j_iso(x)))
+    return relus
+
+
+def _probe(
+    call: _Traced,
+    params: Params,
+    channels: int,
+    names: list[str],
+    *,
+    size: tuple[int, int] = (_PROBE, _PROBE),
+    quiet: bool = False,
+) -> dict[str, tuple[int, ...]] | None:
+    """The shapes of the named submodules' outputs for one image of ``size``; None (``quiet``) or
+    :class:`SettingError` if the module cannot run on it."""
+    probe = jax.ShapeDtypeStruct((1, channels, *size), jnp.float32)
+    try:
+        outputs = jax.eval_shape(lambda images: call(params, images, names, False), probe)
+    except FilterVizError:
+        raise
+    except Exception as error:  # any kind: the module's own code raised
+        if quiet:
+            return None
+        raise SettingError(
+            f"the module cannot run on images of shape {list(probe.shape)} ({first_line(error)})"
+        ) from error
+    return {path: tuple(value.shape) for path, value in outputs.items() if value is not None}
+
+
+def _layout(shape: tuple[int, ...] | None, other: tuple[int, ...] | None) -> str | None:
+    """``"nchw"``, ``"nhwc"`` or ``"tokens"`` for a submodule's output shape at the main probe and at the
+    second (narrower) one, or None if it is neither a feature map nor tokens. The axes that follow the
+    input's size are spatial; where the second probe did not run, a map is taken as torch's NCHW."""
+    if shape is None or len(shape) not in (3, 4) or min(shape[1:]) < 1:
+        return None
+    if len(shape) == 3:
+        return "tokens"
+    if other is not None and len(other) == 4 and other[3] == shape[3] and other[2] != shape[2]:
+        return "nhwc"  # the second probe is narrower: the width axis shrank, the last one kept
+    return "nchw"
+
+
+def _as_map(output: jax.Array, layout: str, height: int, width: int, prefix: int) -> jax.Array:
+    """``[N, h, w, C]`` from a submodule's output in ``layout`` for an input of ``height x width``."""
+    if layout == "nchw":
+        return jnp.transpose(output, (0, 2, 3, 1))
+    if layout == "nhwc":
+        return output
+    rows, columns, skip = _token_grid(output.shape[1], height, width, prefix)
+    return output[:, skip:].reshape(output.shape[0], rows, columns, output.shape[2])
+
+
+def _token_grid(tokens: int, height: int, width: int, prefix: int) -> tuple[int, int, int]:
+    """``(rows, columns, prefix)``: the patch grid of ``tokens`` for an input of ``height x width``, after
+    ``prefix`` leading tokens (the class token; -1: the fewest that leave a grid of the input's shape)."""
+    for skip in [prefix] if prefix >= 0 else range(_MOST_PREFIX_TOKENS + 1):
+        patches = tokens - skip
+        rows = round(math.sqrt(patches * height / width)) if patches > 0 else 0
+        if rows and patches % rows == 0:
+            columns = patches // rows
+            if abs(rows * width - columns * height) <= max(height, width) // max(rows, columns):
+                return rows, columns, skip
+    raise SettingError(f"{tokens} tokens form no patch grid for a {height}x{width} input")
+
+
+def _is_block(submodule: Any) -> bool:
+    # A token layer worth drawing by default is a block of several parts (an encoder layer, its MLP),
+    # not one of its norms or linear maps.
+    return sum(1 for _ in submodule.children()) > 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Modules named on the command line, and their weights
+
+_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def is_torch_spec(model: str) -> bool:
+    """Whether ``--model`` names a PyTorch module: ``torchvision:NAME``, ``timm:NAME`` or
+    ``package.module:factory``."""
+    return bool(_SPEC.match(model))
+
+
+def torch_model(spec: str, weights: str | None = None, *, pretrained: bool = True) -> Any:
+    """The ``nn.Module`` that ``spec`` names, with ``weights`` (a ``state_dict`` file, or ``.safetensors``)
+    loaded into it; without ``weights``, torchvision's and timm's own published weights (downloaded and
+    checked by them; random ones if not ``pretrained``) and a factory's as it makes them.
+
+    ``package.module:factory`` imports ``package.module`` (from the current folder first, as uvicorn
+    does) and calls ``factory()``, or takes it as is if it is a module. That runs the user's own code, by
+    their choice; a weights file never does (see :func:`read_state_dict`).
+    """
+    torch, _ = torch_modules()
+    source, _, entry = spec.partition(":")
+    pretrained = pretrained and weights is None
+    try:
+        if source == "torchvision":
+            import torchvision
+
+            module = torchvision.models.get_model(entry, weights="DEFAULT" if pretrained else None)
+        elif source == "timm":
+            import timm
+
+            module = timm.create_model(entry, pretrained=pretrained)
+        else:
+            module = _factory(source, entry)
+    except FilterVizError:
+        raise
+    except ImportError as error:
+        raise SettingError(f"{spec}: {first_line(error)}; {EXTRA}, and timm for timm models") from None
+    except Exception as error:  # unknown names, downloads offline: the library's own reason, in one line
+        hint = (
+            "; pass --weights FILE to use a local state_dict"
+            if pretrained and source in ("torchvision", "timm")
+            else ""
+        )
+        raise SettingError(f"cannot make {spec} ({first_line(error)}){hint}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise SettingError(f"{spec} gives a {type(module).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        _load_into(module, read_state_dict(weights), weights)
+    return module
+
+
+def _factory(source: str, entry: str) -> Any:
+    import importlib
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.import_module(source)
+    except ModuleNotFoundError as error:
+        raise SettingError(f"no module {error.name!r} to take {entry} from ({source}:{entry})") from None
+    made = found
+    for part in entry.split("."):
+        if not hasattr(made, part):
+            raise SettingError(f"module {source} has no {entry}")
+        made = getattr(made, part)
+    import torch
+
+    return made if isinstance(made, torch.nn.Module) or not callable(made) else made()
+
+
+def read_state_dict(path: str) -> dict[str, Any]:
+    """The tensors of a ``state_dict`` file: ``.safetensors``, or a torch file read with
+    ``torch.load(weights_only=True)``, which refuses any pickled object but tensors and plain containers;
+    a checkpoint that wraps them (``{"state_dict": ...}`` or ``{"model": ...}``) is unwrapped."""
+    import os
+
+    import torch
+
+    from filterviz.errors import WeightsError
+
+    if not os.path.isfile(path):
+        raise WeightsError(path, "no such weights file")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "holds pickled objects other than tensors; refused: filterviz never runs code from a file"
+        raise WeightsError(path, reason) from None
+    except Exception as error:  # truncated files, other formats
+        reason = f"not a state_dict filterviz can read without running code ({first_line(error)})"
+        raise WeightsError(path, reason) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping) and len(state) <= 4:
+            state = state[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(path, "not a state_dict (a mapping of names to tensors)")
+    return dict(state)
+
+
+def _load_into(module: Any, state: Mapping[str, Any], path: str) -> None:
+    from filterviz.errors import WeightsError
+
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # torch lists every mismatched tensor on its own line: give the first
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise WeightsError(path, f"does not fit the module: {lines[min(1, len(lines) - 1)]}") from None
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        what = f"{len(missing)} missing (first {missing[0]})" if missing else ""
+        what += ("; " if what else "") + (
+            f"{len(unexpected)} unexpected (first {unexpected[0]})" if unexpected else ""
+        )
+        raise WeightsError(path, f"does not fit the module: {what}")
