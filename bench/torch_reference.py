@@ -244,3 +244,42 @@ def lucid_ascent(
         return np.concatenate(parts)
 
     return run
+
+
+def torchvision_vgg16(params: Params):
+    """torchvision's ``vgg16`` (its ``features``: the 13 conv layers at indices 0, 2, 5 ... 28) carrying
+    Keras' VGG16 weights ``params``, fed torchvision's input convention. filterviz's VGG16 layer
+    ``blockB_convC`` is this module's ``features.I`` (:data:`TORCHVISION_VGG16_INDEX`)."""
+    import torch
+    import torchvision
+
+    from filterviz.core.network import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+    from filterviz.networks import VGG16
+
+    features = torchvision.models.vgg16().features
+    convs = [spec.name for spec in VGG16.layers if spec.kind == "Conv2D"]
+    for name, index in zip(convs, TORCHVISION_VGG16_INDEX.values(), strict=True):
+        source = _conv(params, name, padding=1)
+        features[index].weight.data, features[index].bias.data = source.weight.data, source.bias.data
+
+    class Caffe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = features
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(IMAGENET_STD_RGB).view(1, 3, 1, 1))
+            self.register_buffer("caffe_mean", torch.tensor(IMAGENET_MEAN_BGR).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            rgb = (x * self.std + self.mean) * 255.0
+            return self.features(rgb.flip(1) - self.caffe_mean)
+
+    return Caffe().eval()
+
+
+TORCHVISION_VGG16_INDEX = {
+    "block1_conv1": 0, "block1_conv2": 2, "block2_conv1": 5, "block2_conv2": 7, "block3_conv1": 10,
+    "block3_conv2": 12, "block3_conv3": 14, "block4_conv1": 17, "block4_conv2": 19, "block4_conv3": 21,
+    "block5_conv1": 24, "block5_conv2": 26, "block5_conv3": 28,
+}  # fmt: skip
+"""filterviz's VGG16 conv layers (their ReLU outputs are ``features.I+1``) by torchvision's index."""

@@ -19,7 +19,8 @@ import torchvision
 
 import filterviz
 from filterviz.cli import main
-from torch_models import small
+from filterviz.networks.torch_models import torch_model
+from my_torch_net import small
 
 
 class Enough(Exception):
@@ -178,7 +179,7 @@ def test_the_cli_sweeps_examples_and_atlas_a_torch_model(tmp_path, monkeypatch, 
     from safetensors.torch import save_file
 
     save_file(small().state_dict(), weights)
-    model = ["--model", "torch_models:small", "--weights", str(weights)]
+    model = ["--model", "my_torch_net:small", "--weights", str(weights)]
     out = tmp_path / "sweep"
     assert main(["sweep", *model, "--out", str(out), "--size", "16", "--steps", "2"]) == 0
     assert main(["examples", str(photos), *model, "--out", str(out), "--size", "16", "--k", "2"]) == 0
@@ -187,7 +188,7 @@ def test_the_cli_sweeps_examples_and_atlas_a_torch_model(tmp_path, monkeypatch, 
     assert drawn == [f"{index:04d}.png" for index in range(6)]
     assert (out / "examples" / "conv2").is_dir() and (out / "index.html").is_file()
     capsys.readouterr()
-    assert main(["layers", "--model", "torch_models:small"]) == 0
+    assert main(["layers", "--model", "my_torch_net:small"]) == 0
     assert "conv2" in capsys.readouterr().out
 
 
@@ -200,19 +201,19 @@ def test_weights_are_never_unpickled_as_code(tmp_path, capsys):
 
     hostile = tmp_path / "hostile.pt"
     torch.save({"conv1.weight": Payload()}, hostile)
-    command = ["layers", "--model", "torch_models:small"]
-    args = ["filters", "conv2", "--model", "torch_models:small", "--weights", str(hostile)]
+    command = ["layers", "--model", "my_torch_net:small"]
+    args = ["filters", "conv2", "--model", "my_torch_net:small", "--weights", str(hostile)]
     assert main([*args, "--out", str(tmp_path / "g.png")]) == 2
     assert "never runs code" in capsys.readouterr().err and not marker.exists()
     plain = tmp_path / "plain.pt"
     torch.save(small().state_dict(), plain)  # a plain state_dict loads
-    module = filterviz.networks.pytorch.torch_model("torch_models:small", str(plain))
+    module = torch_model("my_torch_net:small", str(plain))
     assert torch.equal(module.conv1.weight, small().conv1.weight)
     torch.save({"conv1.weight": torch.zeros(3)}, plain)
     with pytest.raises(
         filterviz.WeightsError, match=r"does not fit the module: size mismatch for conv1\.weight"
     ):
-        filterviz.networks.pytorch.torch_model("torch_models:small", str(plain))
+        torch_model("my_torch_net:small", str(plain))
     assert main(command) == 0
 
 

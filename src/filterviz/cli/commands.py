@@ -84,10 +84,11 @@ def is_model_file(model: str) -> bool:
 def load_network(args: argparse.Namespace, *, weights: bool = True) -> tuple[Network, Any]:
     """The network ``--model`` names and, with ``weights``, its params (``--weights`` for a built-in)."""
     from filterviz.networks import get_network
-    from filterviz.networks.pytorch import is_torch_spec
+    from filterviz.networks.torch_models import is_torch_spec
 
     if is_torch_spec(args.model) and not is_model_file(args.model):
-        from filterviz.networks.pytorch import from_torch, torch_model
+        from filterviz.networks.pytorch import from_torch
+        from filterviz.networks.torch_models import torch_model
 
         module = torch_model(args.model, getattr(args, "weights", None), pretrained=weights)
         return from_torch(module, name=args.model)

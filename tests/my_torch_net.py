@@ -1,4 +1,4 @@
-"""A small PyTorch module of one's own, named on the command line as ``torch_models:small``."""
+"""A small PyTorch module of one's own, named on the command line as ``my_torch_net:small``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Small(nn.Module):
 
 
 def small() -> Small:
-    """The factory ``--model torch_models:small`` calls: seeded weights, batch norm statistics set."""
+    """The factory ``--model my_torch_net:small`` calls: seeded weights, batch norm statistics set."""
     torch.manual_seed(0)
     module = Small()
     module.norm.running_mean.uniform_(-0.5, 0.5)
