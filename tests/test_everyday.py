@@ -205,6 +205,8 @@ TINY = [
     (r"n=20", "n=2"),
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
     (r"size=224", "size=32"),
+    (r'weights="DEFAULT"', "weights=None"),  # torchvision's published weights: no download in the suite
+    (r'"layer3\.5"', '"layer1.0"'),  # a shallower layer of the torchvision ResNet50: less to compile
     (r"Octaves\(3,", "Octaves(2,"),  # one octave fewer to compile
 ]
 
