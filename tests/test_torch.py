@@ -239,3 +239,11 @@ def test_bad_modules_and_names_are_typed_errors():
         filterviz.from_torch(small(), layers=["nope"])
     with pytest.raises(filterviz.SettingError, match="no submodule with a feature map"):
         filterviz.from_torch(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 224 * 224, 2)))
+
+
+def test_the_core_never_imports_torch():
+    script = "import sys, filterviz; sys.exit('torch' in sys.modules or 'torchax' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
