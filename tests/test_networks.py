@@ -223,3 +223,37 @@ def test_the_smallest_input_each_layer_needs(name, layer, expected):
     assert network.minimum_size(layer) == expected
     assert min(network.output_size(layer, expected, expected)) == 1
     assert min(network.output_size(layer, expected - 1, expected - 1)) == 0
+
+
+@pytest.mark.parametrize(
+    "stride, padding, dilation, groups",
+    [
+        (1, "SAME", (1, 1), 1),
+        ((2, 1), ((1, 2), (0, 1)), (1, 1), 1),
+        (1, ((2, 2), (2, 2)), (2, 2), 4),
+        (2, "VALID", (1, 1), 8),
+    ],
+)
+def test_the_fast_convolution_has_jaxs_own_values_and_image_gradient(stride, padding, dilation, groups):
+    # Strided, padded unevenly, dilated and grouped (depthwise at 8 groups): as PyTorch models use them.
+    from jax import lax
+
+    images = jax.random.normal(jax.random.key(0), (2, 11, 10, 8))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 8 // groups, 8))
+    strides = (stride, stride) if isinstance(stride, int) else stride
+    pads = {"SAME": ((1, 1), (1, 1)), "VALID": ((0, 0), (0, 0))}.get(padding, padding)
+
+    def theirs(x):
+        return lax.conv_general_dilated(
+            x, kernel, strides, pads, rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )  # fmt: skip
+
+    def ours(x):
+        return conv2d(x, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    np.testing.assert_allclose(ours(images), theirs(images), rtol=1e-5, atol=1e-5)
+    weights = jax.random.normal(jax.random.key(2), theirs(images).shape)
+    gradient = jax.grad(lambda x: jnp.sum(ours(x) * weights))(images)
+    expected = jax.grad(lambda x: jnp.sum(theirs(x) * weights))(images)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-5)

@@ -13,50 +13,63 @@ from jax import lax
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def flip_kernel(kernel: jax.Array) -> jax.Array:
-    """Kernel of a convolution's image gradient: ``[k, k, C_in, C_out] -> [k, k, C_out, C_in]``, flipped
-    in space and with its feature axes swapped as an array (not through dimension numbers)."""
-    return jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
+def flip_kernel(kernel: jax.Array, groups: int = 1) -> jax.Array:
+    """Kernel of a convolution's image gradient: ``[kh, kw, C_in/g, C_out] -> [kh, kw, C_out/g, C_in]``,
+    flipped in space and with its feature axes swapped as an array (not through dimension numbers), group
+    by group for a convolution of ``groups`` feature groups."""
+    height, width, inputs, outputs = kernel.shape
+    grouped = jnp.flip(kernel, (0, 1)).reshape(height, width, inputs, groups, outputs // groups)
+    return jnp.transpose(grouped, (0, 1, 4, 3, 2)).reshape(height, width, outputs // groups, groups * inputs)
 
 
-def _convolve(images: jax.Array, kernel: jax.Array, stride: int, padding: str) -> jax.Array:
-    return lax.conv_general_dilated(images, kernel, (stride, stride), padding, dimension_numbers=_DIMENSIONS)
+Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _image_gradient_padding(size: int, kernel_size: int, stride: int, padding: str) -> tuple[int, int]:
+def _convolve(images: jax.Array, kernel: jax.Array, geometry: tuple) -> jax.Array:
+    strides, pads, dilation, groups = geometry
+    return lax.conv_general_dilated(
+        images, kernel, strides, pads, rhs_dilation=dilation, dimension_numbers=_DIMENSIONS,
+        feature_group_count=groups,
+    )  # fmt: skip
+
+
+def _image_gradient_padding(
+    size: int, kernel_size: int, stride: int, pads: tuple[int, int]
+) -> tuple[int, int]:
     # Padding of the stride-dilated cotangent whose convolution with the flipped kernel gives back an
     # image of `size` pixels: the forward's own padding mirrored, plus the rows a stride left unread.
-    if padding == "SAME":  # stride 1, odd kernel
-        return (kernel_size - 1) // 2, (kernel_size - 1) // 2
-    outputs = (size - kernel_size) // stride + 1
-    unread = size - ((outputs - 1) * stride + kernel_size)
-    return kernel_size - 1, kernel_size - 1 + unread
+    outputs = (size + sum(pads) - kernel_size) // stride + 1
+    unread = size + sum(pads) - ((outputs - 1) * stride + kernel_size)
+    return kernel_size - 1 - pads[0], kernel_size - 1 - pads[1] + unread
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _conv_with_flipped(images, kernel, flipped_kernel, stride: int, padding: str) -> jax.Array:
-    return _convolve(images, kernel, stride, padding)
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_with_flipped(images, kernel, flipped_kernel, geometry: tuple) -> jax.Array:
+    return _convolve(images, kernel, geometry)
 
 
-def _conv_forward(images, kernel, flipped_kernel, stride: int, padding: str):
-    return _convolve(images, kernel, stride, padding), (images, kernel, flipped_kernel)
+def _conv_forward(images, kernel, flipped_kernel, geometry: tuple):
+    return _convolve(images, kernel, geometry), (images, kernel, flipped_kernel)
 
 
-def _conv_backward(stride: int, padding: str, residuals, output_cotangent):
+def _conv_backward(geometry: tuple, residuals, output_cotangent):
     images, kernel, flipped_kernel = residuals
-    kernel_size = kernel.shape[0]
+    strides, pads, dilation, groups = geometry
+    spans = [(kernel.shape[axis] - 1) * dilation[axis] + 1 for axis in (0, 1)]  # the dilated kernel's
     images_cotangent = lax.conv_general_dilated(
         output_cotangent,
         flipped_kernel,
         (1, 1),
-        [_image_gradient_padding(images.shape[axis], kernel_size, stride, padding) for axis in (1, 2)],
-        lhs_dilation=(stride, stride),
+        [_image_gradient_padding(images.shape[1 + a], spans[a], strides[a], pads[a]) for a in (0, 1)],
+        lhs_dilation=strides,
+        rhs_dilation=dilation,
         dimension_numbers=_DIMENSIONS,
+        feature_group_count=groups,
     )
     # The kernel's gradient keeps JAX's own rule; it is dead code (and removed) when only images are
     # differentiated, as in the ascent. The flipped kernel is a function of the kernel, not an input
     # of its own: its cotangent is zero.
-    _, kernel_vjp = jax.vjp(lambda k: _convolve(images, k, stride, padding), kernel)
+    _, kernel_vjp = jax.vjp(lambda k: _convolve(images, k, geometry), kernel)
     (kernel_cotangent,) = kernel_vjp(output_cotangent)
     return images_cotangent, kernel_cotangent, jnp.zeros_like(flipped_kernel)
 
@@ -69,11 +82,13 @@ def conv2d(
     kernel: jax.Array,
     flipped_kernel: jax.Array | None = None,
     *,
-    stride: int = 1,
-    padding: str = "SAME",
+    stride: int | tuple[int, int] = 1,
+    padding: str | Pads = "SAME",
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
 ) -> jax.Array:
-    """Square convolution: ``[N, H, W, C_in] x [k, k, C_in, C_out] -> [N, H', W', C_out]``, 'SAME' (stride
-    1, odd k) or 'VALID' (any stride).
+    """Convolution ``[N, H, W, C_in] x [kh, kw, C_in/groups, C_out] -> [N, H', W', C_out]``: padding
+    'SAME' (stride 1, odd square kernel), 'VALID', or explicit ``((top, bottom), (left, right))``.
 
     Its values and gradients are those of ``lax.conv_general_dilated``; only the gradient with respect to
     the images is written differently. JAX's own rule expresses it as a convolution whose kernel swaps
@@ -82,16 +97,22 @@ def conv2d(
     library convolution. Flipping and transposing the kernel as an explicit array keeps every
     convolution in the standard HWIO form, which runs at full speed on every backend.
 
-    ``flipped_kernel`` (``flip_kernel(kernel)``) may be passed in precomputed, so that a loop of
+    ``flipped_kernel`` (``flip_kernel(kernel, groups)``) may be passed in precomputed, so that a loop of
     gradient steps flips the kernels once rather than at every step (XLA does not hoist it).
     """
-    if padding not in ("SAME", "VALID") or (padding == "SAME" and (stride != 1 or kernel.shape[0] % 2 == 0)):
-        raise ValueError(
-            f"conv2d: padding {padding!r} with stride {stride} and a {kernel.shape[0]}-wide kernel"
-        )
+    strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    if padding == "SAME":
+        if strides != (1, 1) or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+            raise ValueError(f"conv2d: padding 'SAME' with stride {stride} and a {kernel.shape[:2]} kernel")
+        padding = (((kernel.shape[0] - 1) // 2,) * 2,) * 2
+    elif padding == "VALID":
+        padding = ((0, 0), (0, 0))
+    elif isinstance(padding, str):
+        raise ValueError(f"conv2d: padding {padding!r}")
     if flipped_kernel is None:
-        flipped_kernel = flip_kernel(kernel)
-    return _conv_with_flipped(images, kernel, flipped_kernel, stride, padding)
+        flipped_kernel = flip_kernel(kernel, groups)
+    geometry = (strides, tuple(map(tuple, padding)), tuple(dilation), groups)
+    return _conv_with_flipped(images, kernel, flipped_kernel, geometry)
 
 
 def max_pool2x2(images: jax.Array) -> jax.Array:
