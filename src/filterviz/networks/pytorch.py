@@ -126,7 +126,7 @@ def from_torch(
             continue
         layouts[path] = layout
         kind = type(submodules[path]).__name__
-        visual = kind in _VISUAL_KINDS or (layout == "tokens" and _is_block(submodules[path]))
+        visual = kind in _VISUAL_KINDS or (layout != "nchw" and _is_block(submodules[path]))
         found.append(Layer(path, kind, int(shapes[path][-1 if layout != "nchw" else 1]), visual))
     if not found:
         raise SettingError("the module has no submodule with a feature map [N, C, h, w] or tokens [N, T, C]")
@@ -285,6 +285,6 @@ def _token_grid(tokens: int, height: int, width: int, prefix: int) -> tuple[int,
 
 
 def _is_block(submodule: Any) -> bool:
-    # A token layer worth drawing by default is a block of several parts (an encoder layer, its MLP),
-    # not one of its norms or linear maps.
+    # A token or channels-last layer (a ViT's, a Swin's) worth drawing by default is a block of several
+    # parts (an encoder layer, its MLP, a stage), not one of its norms or linear maps.
     return sum(1 for _ in submodule.children()) > 1
