@@ -91,7 +91,7 @@ def read_state_dict(path: str) -> dict[str, Any]:
     import torch
 
     if not os.path.isfile(path):
-        raise WeightsError(path, "no such weights file")
+        raise WeightsError(path, "not a weights file" if os.path.exists(path) else "no such weights file")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -100,7 +100,10 @@ def read_state_dict(path: str) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        reason = "holds pickled objects other than tensors; refused: filterviz never runs code from a file"
+        reason = (
+            "not a state_dict of tensors that torch.load(weights_only=True) accepts; refused: filterviz "
+            "never runs code from a file"
+        )
         raise WeightsError(path, reason) from None
     except Exception as error:  # truncated files, other formats
         reason = f"not a state_dict filterviz can read without running code ({first_line(error)})"
