@@ -175,6 +175,12 @@ def _nan_params(params):
         (lambda p: filterviz.direction("block1_conv1", np.zeros(64)), "all zeros"),
         (
             lambda p: filterviz.render(
+                p, filterviz.channel("block1_conv1", 0), method="notebook", octaves=2, steps=1, size=16
+            ),
+            r"Octaves\(stages, scale\)",
+        ),
+        (
+            lambda p: filterviz.render(
                 _scaled_params(p, 1e38),
                 filterviz.channel("block1_conv1", 0),
                 method="notebook",
@@ -205,6 +211,7 @@ def _nan_params(params):
         "index-past-int32",
         "no-index",
         "zero-direction",
+        "octaves-not-octaves",
         "params-overflow",
         "not-scalar",
     ],
