@@ -116,20 +116,7 @@ def from_torch(
     wanted = _chosen(layers, submodules)
     params = _params(module, env)
     call = _Traced(torch, module, submodules, env)
-    shapes = _probe(call, params, channels, wanted)
-    call.calls = dict(call.counted)
-    others = _probe(call, params, channels, wanted, size=(_PROBE, _OTHER_PROBE), quiet=True)
-    found, layouts = [], {}
-    for path in wanted:
-        layout = _layout(shapes.get(path), others.get(path) if others else None)
-        if layout is None:
-            continue
-        layouts[path] = layout
-        kind = type(submodules[path]).__name__
-        visual = kind in _VISUAL_KINDS or (layout != "nchw" and _is_block(submodules[path]))
-        found.append(Layer(path, kind, int(shapes[path][-1 if layout != "nchw" else 1]), visual))
-    if not found:
-        raise SettingError("the module has no submodule with a feature map [N, C, h, w] or tokens [N, T, C]")
+    found, layouts = _layers(call, params, channels, wanted, submodules)
     prefix = int(getattr(module, "num_prefix_tokens", -1))
 
     def forward(params: Params, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
@@ -149,6 +136,28 @@ def from_torch(
         size_hint=_PROBE,
     )
     return network, params
+
+
+def _layers(
+    call: _Traced, params: Params, channels: int, wanted: list[str], submodules: Mapping[str, Any]
+) -> tuple[list[Layer], dict[str, str]]:
+    """The drawable layers among ``wanted`` and each one's layout, from two probes of the module (the
+    first also counts how often each submodule runs, for the trace's early stop)."""
+    shapes = _probe(call, params, channels, wanted)
+    call.calls = dict(call.counted)
+    others = _probe(call, params, channels, wanted, size=(_PROBE, _OTHER_PROBE), quiet=True)
+    found, layouts = [], {}
+    for path in wanted:
+        layout = _layout(shapes.get(path), others.get(path) if others else None)
+        if layout is None:
+            continue
+        layouts[path] = layout
+        kind = type(submodules[path]).__name__
+        visual = kind in _VISUAL_KINDS or (layout != "nchw" and _is_block(submodules[path]))
+        found.append(Layer(path, kind, int(shapes[path][-1 if layout != "nchw" else 1]), visual))
+    if not found:
+        raise SettingError("the module has no submodule with a feature map [N, C, h, w] or tokens [N, T, C]")
+    return found, layouts
 
 
 def _chosen(layers: Iterable[str] | None, submodules: Mapping[str, Any]) -> list[str]:
