@@ -166,16 +166,7 @@ def from_keras(
             outputs = [outputs]
         return dict(zip(names, outputs, strict=True))
 
-    names, guarded = tuple(layer.name for layer in layers), _guarded(forward)
-    network = Network(
-        name=name or model.name,
-        layers=tuple(layers),
-        forward=guarded,
-        output_size=_output_sizes(guarded, params, names),
-        preprocessing=preprocessing,
-        parameter_shapes=None,
-    )
-    return network, params
+    return imported_network(name or model.name, layers, forward, params, preprocessing), params
 
 
 def _keras_model(keras: Any, model: Any) -> Any:
@@ -309,9 +300,7 @@ def _from_linen(
         )
         return {n: outputs[n] for n in names}
 
-    network = _flax_network(
-        name or type(module).__name__, layers, forward, variables, channels, preprocessing
-    )
+    network = imported_network(name or type(module).__name__, layers, forward, variables, preprocessing)
     return network, variables
 
 
@@ -348,20 +337,21 @@ def _from_nnx(
         outputs = captured(params, _to_channels(images, channels))
         return {n: outputs[n] for n in names}
 
-    network = _flax_network(name or type(module).__name__, layers, forward, state, channels, preprocessing)
+    network = imported_network(name or type(module).__name__, layers, forward, state, preprocessing)
     return network, state
 
 
-def _probed(function: Callable[[jax.Array], Any], probe: jax.Array) -> Any:
+def _probed(function: Callable[[jax.Array], Any], probe: Any) -> Any:
     # The shapes of the module's outputs on the probe images; a module that cannot run on them (other
     # input channels, variables of another module) is refused here, in one line.
     try:
         return jax.eval_shape(function, probe)
-    except Exception as error:  # Flax and JAX raise many kinds; the user's module is at fault, named
+    except FilterVizError:
+        raise
+    except Exception as error:  # Flax, JAX and torchax raise many kinds; the user's module is at fault
         raise SettingError(
-            f"the module cannot run on images of shape {list(probe.shape)} with these variables "
-            f"({first_line(error)})"
-        ) from None
+            f"the module cannot run on images of shape {list(probe.shape)} ({first_line(error)})"
+        ) from error
 
 
 def _flax_layers(order: list[str], kinds: dict[str, str], shapes: dict[str, Any]) -> list[Layer]:
@@ -375,14 +365,17 @@ def _flax_layers(order: list[str], kinds: dict[str, str], shapes: dict[str, Any]
     ]
 
 
-def _flax_network(
+def imported_network(
     name: str,
     layers: list[Layer],
     forward: Callable[..., dict],
     params: Any,
-    channels: int,
     preprocessing: str,
+    *,
+    size_hint: int | None = None,
 ) -> Network:
+    """The :class:`Network` of a model of one's own (Keras, Flax, PyTorch): its forward guarded, so that
+    the model's own errors are one typed line, and its output sizes found by tracing that forward."""
     names, guarded = tuple(layer.name for layer in layers), _guarded(forward)
     return Network(
         name=name,
@@ -391,4 +384,5 @@ def _flax_network(
         output_size=_output_sizes(guarded, params, names),
         preprocessing=preprocessing,
         parameter_shapes=None,
+        size_hint=size_hint,
     )

@@ -32,13 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from filterviz.core.network import Layer, Network, Params
-from filterviz.errors import FilterVizError, SettingError, first_line
+from filterviz.errors import SettingError, first_line
 from filterviz.networks.external import (
     _check_channels,
     _check_preprocessing,
-    _guarded,
-    _output_sizes,
+    _probed,
     _to_channels,
+    imported_network,
 )
 from filterviz.networks.torch_ops import channels_last_environment
 
@@ -125,15 +125,8 @@ def from_torch(
         outputs = call(params, nchw, names, redirect_relu)
         return {n: _as_map(outputs[n], layouts[n], height, width, prefix) for n in names}
 
-    guarded = _guarded(forward)
-    network = Network(
-        name=name or type(module).__name__,
-        layers=tuple(found),
-        forward=guarded,
-        output_size=_output_sizes(guarded, params, tuple(layer.name for layer in found)),
-        preprocessing=preprocessing,
-        parameter_shapes=None,
-        size_hint=_PROBE,
+    network = imported_network(
+        name or type(module).__name__, found, forward, params, preprocessing, size_hint=_PROBE
     )
     return network, params
 
@@ -245,15 +238,11 @@ def _probe(
     :class:`SettingError` if the module cannot run on it."""
     probe = jax.ShapeDtypeStruct((1, channels, *size), jnp.float32)
     try:
-        outputs = jax.eval_shape(lambda images: call(params, images, names, False), probe)
-    except FilterVizError:
-        raise
-    except Exception as error:  # any kind: the module's own code raised
+        outputs = _probed(lambda images: call(params, images, names, False), probe)
+    except SettingError:
         if quiet:
             return None
-        raise SettingError(
-            f"the module cannot run on images of shape {list(probe.shape)} ({first_line(error)})"
-        ) from error
+        raise
     return {path: tuple(value.shape) for path, value in outputs.items() if value is not None}
 
 

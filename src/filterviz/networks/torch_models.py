@@ -117,16 +117,15 @@ def read_state_dict(path: str) -> dict[str, Any]:
 
 
 def _load_into(module: Any, state: Mapping[str, Any], path: str) -> None:
-
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # torch lists every mismatched tensor on its own line: give the first
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise WeightsError(path, f"does not fit the module: {lines[min(1, len(lines) - 1)]}") from None
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        what = f"{len(missing)} missing (first {missing[0]})" if missing else ""
-        what += ("; " if what else "") + (
-            f"{len(unexpected)} unexpected (first {unexpected[0]})" if unexpected else ""
-        )
-        raise WeightsError(path, f"does not fit the module: {what}")
+    problems = [
+        f"{len(names)} {what} (first {names[0]})"
+        for what, names in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if names
+    ]
+    if problems:
+        raise WeightsError(path, f"does not fit the module: {'; '.join(problems)}")
