@@ -32,9 +32,9 @@ import numpy as np
 
 import filterviz
 from filterviz.core.network import preprocess
-from filterviz.io.photos import load_fitted
+from filterviz.io.photos import find_images, load_fitted
 from filterviz.sweeps.example_files import ExamplesPass
-from filterviz.sweeps.examples import _batches, find_images
+from filterviz.sweeps.examples import _batches
 from flops import conv_flops
 from measures import measure_peak_flops, time_interleaved
 

@@ -50,8 +50,11 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
 
     import filterviz
     from filterviz.core.engine import Ascent, Tunables, default_chunk, filter_keys, render_batch
-    from filterviz.core.methods import get_method, notebook_method
+    from filterviz.core.methods import notebook_method
+
+    sys.path.insert(0, str(BENCH))
     from filterviz.networks.weights import find_weights
+    from measures import preset
 
     if case.get("cache"):
         filterviz.enable_compilation_cache(case["cache"])
@@ -62,7 +65,7 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     if name == "notebook":
         method = notebook_method(steps, precision=case["precision"])
     else:
-        method = get_method(name, steps=steps, precision=case["precision"])
+        method = preset(name, steps=steps, precision=case["precision"])
     method, rate = method.resolved(network).split_rate()
     chunk = case.get("chunk") or default_chunk(network, method, layer, size, size)
     ascent = Ascent(network, method, (size, size))

@@ -11,7 +11,11 @@ Adam 0.05).
 
 Reported per layer: filter-steps per second for each tool, filterviz's compile time (its first call
 less a second call's time), and the final activation: each tool's final picture scored identically, by
-torch, as the mean of the target channel's activation on the picture as is.
+torch, as the mean of the target channel's activation on the picture as is. Each tool's work is counted
+too (``step_flops``): both see the picture at about ``size + 12`` pixels after Lucid's transforms (pad 12,
+jitter 8, scale, rotate, jitter 4); filterviz's traced forward stops at the target and its backward
+computes input gradients only; Lucent's forward runs the whole model (every conv, the classifier) and
+its backward stops at the target. Achieved FLOP/s is set against the CPU's measured matmul peak.
 
     PYTHONPATH=src:bench python bench/lucent_bench.py --weights W.h5 --json bench/results/lucent_cpu.json
 """
@@ -31,6 +35,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 LAYERS = ("block3_conv3", "block4_conv3", "block5_conv3")
+TRANSFORMED_MARGIN = 12  # pad 12 on each side, less the jitters' crops of 8 and 4
+VGG16_CLASSIFIER_FLOPS = 2 * (25088 * 4096 + 4096 * 4096 + 4096 * 1000)
+
+
+def step_flops(network, layer: str, side: int, tool: str) -> int:
+    """FLOPs of one filter-step on a ``side``-square view: the forward and the input gradient.
+
+    ``"filterviz"``: forward to ``layer`` and back. ``"lucent"``: the whole model forward (all of
+    VGG16's convs and its classifier, as ``model(image)`` runs it), the gradient back from ``layer``.
+    """
+    from flops import ascent_step_flops
+
+    to_target = ascent_step_flops(network, layer, side, side, full_target=True)
+    if tool == "filterviz":
+        return to_target
+    last_conv = [spec.name for spec in network.layers if spec.kind == "Conv2D"][-1]
+    whole_forward = ascent_step_flops(network, last_conv, side, side, full_target=True) // 2
+    return to_target // 2 + whole_forward + VGG16_CLASSIFIER_FLOPS
 
 
 def score(module, layer_index: int, pictures: np.ndarray, channels: list[int]) -> np.ndarray:
@@ -87,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import filterviz
+    from measures import measure_peak_flops
     from torch_reference import TORCHVISION_VGG16_INDEX, torchvision_vgg16
 
     params = filterviz.load_weights(args.weights)
+    vgg16 = filterviz.network("vgg16")
+    side = args.size + TRANSFORMED_MARGIN
+    peak = measure_peak_flops()
     module = torchvision_vgg16(params)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
@@ -114,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             "filterviz_activation": score(module, index, first_pictures, channels).tolist(),
             "lucent_activation": score(module, index, lucent_pictures, channels).tolist(),
         }
+        for tool in ("filterviz", "lucent"):
+            flops = step_flops(vgg16, layer, side, tool)
+            row[f"{tool}_step_gflops"] = flops / 1e9
+            row[f"{tool}_gflops_per_s"] = flops * row[f"{tool}_filter_steps_per_s"] / 1e9
+            row[f"{tool}_of_peak"] = row[f"{tool}_gflops_per_s"] * 1e9 / peak
         ours, theirs = np.mean(row["filterviz_activation"]), np.mean(row["lucent_activation"])
         row["activation_ratio"] = float(ours / theirs) if theirs > 0 else None  # None: Lucent's stayed dead
         rows.append(row)
@@ -121,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{layer:<13} filterviz {row['filterviz_filter_steps_per_s']:6.2f} filter-steps/s "
             f"(compile {row['filterviz_compile_s']:.1f} s), Lucent {row['lucent_filter_steps_per_s']:6.2f}: "
             f"{row['speedup']:.2f}x; activation {np.mean(row['filterviz_activation']):.1f} vs "
-            f"{np.mean(row['lucent_activation']):.1f}",
+            f"{np.mean(row['lucent_activation']):.1f}; GFLOP/s {row['filterviz_gflops_per_s']:.0f} vs "
+            f"{row['lucent_gflops_per_s']:.0f} (peak {peak / 1e9:.0f})",
             flush=True,
         )
     report = {
@@ -131,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "peak_gflops_per_s": peak / 1e9,
         "settings": {"batch": args.batch, "steps": args.steps, "size": args.size, "seed": 0},
         "rows": rows,
     }

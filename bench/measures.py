@@ -57,3 +57,19 @@ def relative_error(ours, theirs) -> float:
     """``|ours - theirs| / |theirs|`` over every value (Frobenius norms), in float64."""
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
+
+
+def preset(name: str, **settings: Any):
+    """The preset ``name`` with ``settings``, its MaCo spectrum loaded; offline, with no spectrum file
+    (``$FILTERVIZ_SPECTRUM``), the 1/f law stands in and the row's method says so."""
+    import dataclasses
+
+    import filterviz
+    from filterviz.io.spectrum import resolve_spectrum
+
+    method = filterviz.get_method(name, **settings)
+    try:
+        return resolve_spectrum(method)
+    except filterviz.WeightsError:
+        stand_in = dataclasses.replace(method.parameterization, spectrum=None)
+        return filterviz.get_method(method, parameterization=stand_in)

@@ -40,6 +40,9 @@ from filterviz.core.engine import Ascent, default_chunk, filter_keys, render_bat
 from filterviz.core.network import preprocess
 from filterviz.core.objectives import channel
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measures import preset
+
 ROOT = Path(__file__).resolve().parents[1]
 VGG16 = filterviz.network("vgg16")
 # Two filters per block, fixed once: the deepest conv layer of each block.
@@ -82,7 +85,7 @@ def run(params, names, filters, size, steps_scale, repeats, method_steps, saved)
     """Yields a row per method and filter; ``saved`` holds rows of an earlier, interrupted run (reused)."""
     rows = []
     for name in names:
-        method = filterviz.get_method(name)
+        method = preset(name)
         if steps_scale != 1.0:
             method = filterviz.get_method(method, steps=max(1, round(method.steps * steps_scale)))
         if name in method_steps:
@@ -97,7 +100,7 @@ def run(params, names, filters, size, steps_scale, repeats, method_steps, saved)
                 objective = channel(layer, [index])
                 began = time.perf_counter()
                 ascent = Ascent(VGG16, method, (size, size))
-                pixels, achieved, _ = render_batch(ascent, params, objective, None, keys)
+                pixels, achieved, *_ = render_batch(ascent, params, objective, None, keys)
                 pixels = np.asarray(pixels)[0, 0]
                 seconds = time.perf_counter() - began
                 rows.append(
@@ -127,8 +130,7 @@ def timing(params, names, filters, size, steps):
     """Seconds per filter of each method on each layer: a warm run of ``steps`` steps, scaled."""
     result = {}
     for name in names:
-        preset = filterviz.get_method(name)
-        method = filterviz.get_method(preset, steps=steps if isinstance(steps, int) else steps[name])
+        method = preset(name, steps=steps if isinstance(steps, int) else steps[name])
         for layer, indices in filters.items():
             keys = filter_keys(0, indices[:1])
             objective = channel(layer, list(indices[:1]))
@@ -159,8 +161,7 @@ def layer_seconds_per_filter(params, name, layer, size, steps, precision):
     """``(chunk, seconds per filter)`` of method ``name`` on ``layer``: one chunk timed for ``steps`` steps
     after an untimed call (which compiles, unless the program is compiled already), scaled to the
     preset's steps."""
-    preset = filterviz.get_method(name, precision=precision)
-    method = filterviz.get_method(preset, steps=steps)
+    method = preset(name, precision=precision, steps=steps)
     arguments, settings = layer_chunk(params, method, layer, size)
     chunk = len(arguments[4])
     for _ in range(2):

@@ -41,6 +41,20 @@ def _isolate_from_the_users_home() -> None:
     os.environ["KERAS_HOME"] = str(home / ".keras")
     os.environ["FILTERVIZ_CACHE_DIR"] = str(home / ".cache" / "filterviz" / "xla")
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    _stand_in_spectrum(home)
+
+
+def _stand_in_spectrum(home: Path) -> None:
+    # The maco preset's published spectrum is a download; the suite runs offline, so FILTERVIZ_SPECTRUM
+    # names a small 1/f spectrum instead (the fetch itself is tested against a local server).
+    import numpy as np
+
+    path = home / "spectrum-1-over-f.npy"
+    if not path.exists():
+        fy, fx = np.fft.fftfreq(32)[:, None], np.fft.rfftfreq(32)[None, :]
+        magnitude = 1.0 / np.maximum(np.sqrt(fy * fy + fx * fx), 1 / 32)
+        np.save(path, np.stack([magnitude, 0.5 * magnitude, 0.25 * magnitude]).astype(np.float32))
+    os.environ["FILTERVIZ_SPECTRUM"] = str(path)
 
 
 _isolate_from_the_users_home()

@@ -208,7 +208,7 @@ def test_fourier_image_follows_lucid(height, width):
 
 
 def test_maco_keeps_the_magnitude_and_moves_only_the_phase():
-    maco = param.Maco()
+    maco = param.Maco(spectrum=None)  # the 1/f law; the spectrum file's is tested in test_view_and_maco
     height, width = 32, 32
     raw = maco.init(jax.random.key(0), 1, height, width)
     template = maco.magnitude(height, width)

@@ -44,7 +44,7 @@ def part_examples(part: Part, config: Config, weights: str) -> None:
 
     import filterviz
     from examples_bench import decode_only, forward_flops
-    from filterviz.sweeps.examples import find_images
+    from filterviz.io.photos import find_images
 
     network = filterviz.network("vgg16")
     layers = list(config.examples_layers or network.visual_layers)

@@ -136,6 +136,12 @@ def method_from_arguments(args: argparse.Namespace):
         settings["preprocessing"] = args.preprocess
     if args.transforms is not None:
         settings["transforms"] = STANDARD if args.transforms == "standard" else ()
+    if getattr(args, "view", None) is not None:
+        settings["view"] = args.view
+    if getattr(args, "spectrum", None) is not None:
+        settings["parameterization"] = _with_spectrum(
+            settings.get("parameterization", method.parameterization), args.spectrum
+        )
     if getattr(args, "images_per_filter", None) is not None:
         settings["images_per_filter"] = args.images_per_filter
     if args.optimizer is not None or args.step_size is not None:
@@ -152,6 +158,27 @@ def method_from_arguments(args: argparse.Namespace):
             else dataclasses.replace(base, stages=args.octaves, scale=args.octave_scale)
         )
     return get_method(method, **settings)
+
+
+def _with_spectrum(parameterization, spectrum: str):
+    # --spectrum: maco's magnitude, a name or a file, read when the method is resolved.
+    from filterviz.core.parameterizations import Maco
+
+    if not isinstance(parameterization, Maco):
+        raise SettingError("--spectrum is maco's magnitude: use it with --method maco (or --param maco)")
+    return dataclasses.replace(parameterization, spectrum=None if spectrum == "1/f" else spectrum)
+
+
+def spectrum(args: argparse.Namespace) -> None:
+    """``filterviz spectrum IMAGES --out F``: the photos' mean magnitude spectrum, for ``--spectrum F``."""
+    from filterviz.io.files import check_writable
+    from filterviz.io.spectrum import compute_spectrum, save_spectrum
+
+    check_writable(args.out)
+    computed, used = compute_spectrum(args.images, size=args.size, progress=False if args.quiet else None)
+    save_spectrum(computed, args.out)
+    if not args.quiet:
+        print(f"filterviz: spectrum of {used} photos at {args.size}x{args.size} written to {args.out}")
 
 
 def shared_start(method, seed: int, height: int, width: int):
@@ -240,7 +267,7 @@ def filters(args: argparse.Namespace) -> None:
         progress=False if args.quiet else None,
     )
     count = method.images_per_filter
-    pictures = result.pictures.reshape(-1, height, width, 3)
+    pictures = result.pictures.reshape(-1, height, width, result.pictures.shape[-1])  # RGB or RGBA
     activations = result.activations
     if args.gif:
         _save_animation(args, result.frames, [str(f) for f in chosen for _ in range(count)])

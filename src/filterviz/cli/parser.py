@@ -129,6 +129,17 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     group.add_argument(
         "--optimizer", help="normalized (the notebook's) or an optax optimizer: adam, nadam, sgd..."
     )
+    group.add_argument(
+        "--view",
+        type=_whole(1),
+        help="viewing scale: resize what the network sees so its longer side is this many pixels, "
+        "e.g. 224 (default: the method's; maco views its crops at 224)",
+    )
+    group.add_argument(
+        "--spectrum",
+        help="maco's magnitude spectrum: imagenet (the published one, fetched on first use; the "
+        "default), 1/f (no file), or a .npy from 'filterviz spectrum'",
+    )
     group.add_argument("--octaves", type=_whole(0), help="octave stages (0: none; the octaves method: 9)")
     group.add_argument(
         "--octave-scale", type=_number(above=1), default=1.2, help="growth between octaves (default 1.2)"
@@ -188,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_atlas,
         _add_top,
         _add_examples,
+        _add_spectrum,
     ):
         add(subcommands)
     return parser
@@ -360,6 +372,23 @@ def _add_examples(subcommands: Any) -> None:
     examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _add_cluster_options(examples)
     examples.set_defaults(run=volume.examples)
+
+
+def _add_spectrum(subcommands: Any) -> None:
+    """``filterviz spectrum``."""
+    spectrum = subcommands.add_parser(
+        "spectrum",
+        help="the mean Fourier magnitude of a folder of photos, for the maco method (--spectrum)",
+    )
+    spectrum.add_argument(
+        "images", metavar="IMAGES", help="a folder of photos (.jpg, .png), read recursively"
+    )
+    spectrum.add_argument("--out", required=True, help="the .npy file to write")
+    spectrum.add_argument(
+        "--size", type=_whole(8, 4096), default=512, help="side the photos are cropped to (default 512)"
+    )
+    spectrum.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    spectrum.set_defaults(run=commands.spectrum)
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -44,8 +44,8 @@ from filterviz.core.checks import (
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.core.objectives import Objective, channel
-from filterviz.core.pictures import check_finite
-from filterviz.core.transforms import compose
+from filterviz.core.pictures import alpha_map, check_finite
+from filterviz.core.transforms import compose, with_view
 from filterviz.errors import ImageError, SettingError
 
 # ----------------------------------------------------------------------------------------------------
@@ -89,11 +89,29 @@ _FIXED = Tunables()
 
 class AscentState(NamedTuple):
     """What the optimisation loop carries: the parameterization's variables (pixels, or a spectrum),
-    the optimizer's state and the PRNG key."""
+    the optimizer's state, the PRNG key and, for a method with ``alpha``, the summed absolute pixel
+    gradient ``float32[K, H, W]``."""
 
     variables: jax.Array
     optimizer_state: Any
     key: jax.Array
+    attribution: jax.Array | None = None
+
+
+class Drawn(NamedTuple):
+    """What :func:`render_and_measure` returns for ``B`` objectives of ``K`` images each.
+
+    Attributes:
+      pixels: ``float32[B, K, H, W, 3]``, 0-255.
+      activations: ``float32[B]``, each objective on its final images (zeros unless measured).
+      frames: ``float32[B, F, K, H, W, 3]`` or None.
+      alpha: ``float32[B, K, H, W]`` in [0, 1] for a method with ``alpha``, else None.
+    """
+
+    pixels: jax.Array
+    activations: jax.Array
+    frames: jax.Array | None
+    alpha: jax.Array | None
 
 
 def objective_value(
@@ -105,12 +123,16 @@ def objective_value(
     key: jax.Array | None,
 ) -> jax.Array:
     """``objective`` on ``pixels float32[K, H, W, 3]``, seen through the method's transforms when ``key``
-    is given (``transform_copies`` random views each) and its preprocessing; one forward pass, of only
-    the target channel where the objective is one channel (:meth:`Network.channel_activation`)."""
-    if key is not None and method.transforms:
+    is given (``transform_copies`` random views each), at its viewing scale, and its preprocessing; one
+    forward pass, of only the target channel where the objective is one channel
+    (:meth:`Network.channel_activation`)."""
+    if key is not None and (method.transforms or method.view):
         copies = jnp.repeat(pixels, method.transform_copies, axis=0)
         keys = jax.random.split(key, copies.shape[0])
-        pixels = jax.vmap(compose(method.transforms))(keys, copies)
+        pixels = jax.vmap(compose(with_view(method.transforms, method.view)))(keys, copies)
+    elif method.view is not None:  # measured: no random view, the whole picture at the viewing scale
+        keys = jax.random.split(jax.random.key(0), pixels.shape[0])
+        pixels = jax.vmap(compose(with_view((), method.view)))(keys, pixels)
     preprocessing = method.resolved(network).preprocessing
     inputs = preprocess(pixels, preprocessing).astype(compute_dtype(method.precision))
     single = objective.single_channel()
@@ -140,28 +162,35 @@ def _optimise(
     key: jax.Array,
     size: tuple[int, int],
     tunables: Tunables,
-) -> tuple[jax.Array, jax.Array | None]:
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """``method.steps`` steps from ``variables`` at ``size`` (one octave stage); returns the final
-    variables and, with ``frame_every``, the pixels after every ``frame_every`` steps
-    ``float32[F, K, H, W, 3]``."""
+    variables, with ``frame_every`` the pixels after every ``frame_every`` steps
+    ``float32[F, K, H, W, 3]``, and with ``alpha`` the summed absolute pixel gradient ``[K, H, W]``."""
     network, method, frame_every = ascent.network, ascent.method, ascent.frame_every
     optimizer = method.optimizer_transformation(tunables.learning_rate)
     to_pixels = functools.partial(method.parameterization.to_pixels, height=size[0], width=size[1])
 
-    def loss(current: jax.Array, step_key: jax.Array) -> jax.Array:
-        return -objective_value(network, prepared, objective, method, to_pixels(current), step_key)
-
-    gradient_of = jax.grad(loss)
+    def pixel_loss(pixels: jax.Array, step_key: jax.Array) -> jax.Array:
+        return -objective_value(network, prepared, objective, method, pixels, step_key)
 
     def step(_: jax.Array, state: AscentState) -> AscentState:
         key, step_key = jax.random.split(state.key)
-        gradient = gradient_of(state.variables, step_key)
+        # Through the pixels, so that their gradient (the alpha's attribution) comes at no extra cost.
+        pixels, to_variables = jax.vjp(to_pixels, state.variables)
+        pixel_gradient = jax.grad(pixel_loss)(pixels, step_key)
+        (gradient,) = to_variables(pixel_gradient)
         updates, optimizer_state = optimizer.update(gradient, state.optimizer_state, state.variables)
-        return AscentState(optax.apply_updates(state.variables, updates), optimizer_state, key)
+        attribution = state.attribution
+        if attribution is not None:
+            attribution = attribution + jnp.mean(jnp.abs(pixel_gradient), axis=-1)
+        return AscentState(optax.apply_updates(state.variables, updates), optimizer_state, key, attribution)
 
-    state = AscentState(variables, optimizer.init(variables), key)
+    # Zeros made from the variables, so that inside a sweep's shard_map they vary by device as they do.
+    attribution = 0.0 * to_pixels(variables)[..., 0] if method.alpha else None
+    state = AscentState(variables, optimizer.init(variables), key, attribution)
     if not frame_every:
-        return lax.fori_loop(0, method.steps, step, state).variables, None
+        state = lax.fori_loop(0, method.steps, step, state)
+        return state.variables, None, state.attribution
 
     def segment(state: AscentState, _: None) -> tuple[AscentState, jax.Array]:
         state = lax.fori_loop(0, frame_every, step, state)
@@ -169,7 +198,7 @@ def _optimise(
 
     state, frames = lax.scan(segment, state, None, length=method.steps // frame_every)
     state = lax.fori_loop(0, method.steps % frame_every, step, state)
-    return state.variables, frames
+    return state.variables, frames, state.attribution
 
 
 def resize_pixels(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -215,7 +244,8 @@ def render_one(
       tunables: the traced learning rate.
 
     Returns:
-      ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None)``.
+      ``(pixels float32[K, H, W, 3], frames float32[F, K, H, W, 3] or None, alpha float32[K, H, W] in
+      [0, 1] or None)``.
     """
     method, size = ascent.method, ascent.size
     init_key, key = jax.random.split(key)
@@ -229,11 +259,13 @@ def render_one(
         photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
         first = resize_pixels(photo, stages[0]) if stages[0] != size else photo
         variables = parameterization.from_pixels(first)
-    all_frames = []
+    all_frames, attribution = [], None
     with matmul_precision(method.precision):
         for index, stage in enumerate(stages):
             stage_key = jax.random.fold_in(key, index)
-            variables, frames = _optimise(ascent, prepared, objective, variables, stage_key, stage, tunables)
+            variables, frames, attribution = _optimise(
+                ascent, prepared, objective, variables, stage_key, stage, tunables
+            )
             if frames is not None:
                 all_frames.append(
                     frames if stage == size else jax.vmap(lambda f: resize_pixels(f, size))(frames)
@@ -242,7 +274,8 @@ def render_one(
             if following != stage:
                 variables = _grown(method, variables, photo, stage, following)
         pixels = parameterization.to_pixels(variables, *size)
-    return pixels, (jnp.concatenate(all_frames) if all_frames else None)
+    alpha = None if attribution is None else alpha_map(attribution)
+    return pixels, (jnp.concatenate(all_frames) if all_frames else None), alpha
 
 
 def render_and_measure(
@@ -252,19 +285,19 @@ def render_and_measure(
     start: jax.Array | None,
     keys: jax.Array,
     tunables: Tunables = _FIXED,
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+) -> Drawn:
     """:func:`render_one` vmapped over a batched ``objective`` and ``keys [B]`` (and ``start`` when it is
     ``[B, H, W, 3]``, one per objective), each objective then measured on its final images in float32
-    (zeros unless ``ascent.measure``). Returns ``(pixels [B, K, H, W, 3], activations [B], frames)``.
-    Not jitted: :func:`render_batch` jits it, sweeps wrap it in their sharded jit."""
+    (zeros unless ``ascent.measure``). Not jitted: :func:`render_batch` jits it, sweeps wrap it in
+    their sharded jit."""
     network, method = ascent.network, ascent.method
     prepared = network.prepared(params, compute_dtype(method.precision))
 
-    def one(objective: Objective, key: jax.Array, start: jax.Array | None) -> tuple[Any, ...]:
-        pixels, frames = render_one(ascent, prepared, objective, start, key, tunables)
+    def one(objective: Objective, key: jax.Array, start: jax.Array | None) -> Drawn:
+        pixels, frames, alpha = render_one(ascent, prepared, objective, start, key, tunables)
         if not ascent.measure:
-            return pixels, jnp.zeros((), jnp.float32), frames
-        return pixels, measured_value(network, params, objective, method, pixels), frames
+            return Drawn(pixels, jnp.zeros((), jnp.float32), frames, alpha)
+        return Drawn(pixels, measured_value(network, params, objective, method, pixels), frames, alpha)
 
     start_axis = 0 if start is not None and start.ndim == 4 else None
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0, start_axis))(objective, keys, start)
@@ -297,11 +330,12 @@ def render_filters(
 ) -> tuple[jax.Array, jax.Array]:
     """Each filter of ``filter_indices int32[B]`` of ``layer``, keyed by its own index
     (:func:`filter_keys`), so a filter's picture does not depend on which chunk or device computed it.
-    Not jitted: sweeps wrap it. Returns ``(pixels float32[B, H, W, 3] (the first of K), activations [B])``."""
+    Not jitted: sweeps wrap it. Returns ``(pixels float32[B, H, W, 3] (the first of K), activations [B],
+    alpha float32[B, H, W] or None)``."""
     objective = channel(layer, filter_indices)
     keys = filter_keys(seed, filter_indices)
-    pixels, achieved, _ = render_and_measure(ascent, params, objective, start, keys)
-    return pixels[:, 0], achieved
+    drawn = render_and_measure(ascent, params, objective, start, keys)
+    return drawn.pixels[:, 0], drawn.activations, None if drawn.alpha is None else drawn.alpha[:, 0]
 
 
 def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray) -> jax.Array:

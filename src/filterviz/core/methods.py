@@ -9,9 +9,11 @@ Presets (:data:`METHODS`, see :func:`get_method`):
               ``step_size * g / (rms(g) + 1e-5)``; pictures deprocessed to std 0.1.
 ``lucid``     Lucid's ``render_vis`` defaults: Fourier image (sd 0.01, 1/f, decorrelated colour,
               sigmoid), ``standard_transforms``, Adam(0.05), 512 steps, redirected ReLU gradients;
-              the network's own preprocessing (caffe for VGG and ResNet).
-``maco``      MaCo: fixed natural-image magnitude, optimised phase, NAdam(1.0), random crops with
-              noise (6 per step), 256 steps; the network's own preprocessing.
+              the network's own preprocessing (caffe for VGG and ResNet); the picture's own scale.
+``maco``      MaCo (Fel et al., NeurIPS 2023, as its authors' implementations run it): the published
+              ImageNet magnitude spectrum, an optimised phase, NAdam(1.0), 6 crops per step of 20-25%
+              of the side (centres N(0.5, 0.15)) viewed at 224 with noise, 256 steps, and the
+              transparency map (alpha); the network's own preprocessing. Best at ``size=512`` or more.
 ``octaves``   the later Keras example (conv_filter_visualization.py): uniform noise 128 ± 10 at
               1/1.2^9 of the size, 15 steps of ``g / (rms(g) + 1e-7)`` per stage, 9 stages growing the
               image 1.2x between them through its uint8 picture, pictures deprocessed to std 0.25.
@@ -31,7 +33,7 @@ from filterviz.core.checks import check_count, check_step_size, compute_dtype
 from filterviz.core.network import PREPROCESSINGS, Network
 from filterviz.core.parameterizations import Fourier, Maco, Parameterization, Pixels
 from filterviz.core.pictures import as_image, clip_image
-from filterviz.core.transforms import STANDARD, Noise, RandomCrop, Transform
+from filterviz.core.transforms import STANDARD, Noise, RandomCrop, Transform, View
 from filterviz.errors import SettingError
 
 # ----------------------------------------------------------------------------------------------------
@@ -154,6 +156,12 @@ class Method:
       redirect_relu: Lucid's ReLU gradient override (:func:`filterviz.networks.layers.redirected_relu`), which
         lets a filter that is off everywhere on the start image turn on.
       precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"``, as :func:`filterviz.ascend`.
+      view: the viewing scale: each transformed image is resized, differentiably, so that its longer
+        side is ``view`` pixels before the network sees it (:class:`~filterviz.core.transforms.View`),
+        e.g. 224, the scale ImageNet networks were trained at; None feeds the picture's own scale. The
+        achieved activation is measured at the same scale.
+      alpha: also return a transparency map per image: the mean over the steps of the objective's
+        absolute gradient with respect to the pixels, MaCo's attribution-based alpha (Fel et al., 2023).
     """
 
     name: str = "custom"
@@ -168,6 +176,8 @@ class Method:
     picture: str = "notebook"
     redirect_relu: bool = False
     precision: str = "float32"
+    view: int | None = None
+    alpha: bool = False
 
     @property
     def images_per_objective(self) -> int:
@@ -189,6 +199,10 @@ class Method:
             raise SettingError(
                 f"unknown picture style {self.picture!r}; choose one of {', '.join(PICTURE_STYLES)}"
             )
+        if self.view is not None:
+            check_count(self.view, "view")
+        if self.alpha and self.octaves is not None:
+            raise SettingError("a transparency map (alpha) needs one stage: use it without octaves")
         if self.octaves is not None and not isinstance(self.parameterization, Pixels):
             raise SettingError("octaves grow a pixel image: use them with Pixels()")
         if self.octaves is not None and not isinstance(self.octaves, Octaves):
@@ -201,11 +215,21 @@ class Method:
             self.optimizer.build()
         return self
 
-    def to_pictures(self, pixels: jax.Array | np.ndarray) -> np.ndarray:
-        """``float32[..., H, W, 3]`` pixels as ``uint8`` pictures, in this method's style."""
+    def fed_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of what the network is fed for a ``height x width`` picture: its :attr:`view`."""
+        return (height, width) if self.view is None else View(self.view).viewed(height, width)
+
+    def to_pictures(self, pixels: jax.Array | np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+        """``float32[..., H, W, 3]`` pixels as ``uint8`` pictures in this method's style: RGB, or RGBA
+        ``[..., H, W, 4]`` given a transparency ``alpha float32[..., H, W]`` in [0, 1]."""
         if self.picture == "clip":
-            return clip_image(pixels)
-        return as_image(pixels, 0.25 if self.picture == "keras" else 0.1)
+            pictures = clip_image(pixels)
+        else:
+            pictures = as_image(pixels, 0.25 if self.picture == "keras" else 0.1)
+        if alpha is None:
+            return pictures
+        opacity = np.round(np.clip(np.asarray(alpha, np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+        return np.concatenate([pictures, opacity[..., None]], axis=-1)
 
     def describe(self) -> dict[str, Any]:
         """Every setting as JSON-ready values (for a sweep's settings file)."""
@@ -240,6 +264,11 @@ class Method:
         ), rate
 
 
+MACO_BOX = (0.20, 0.25)
+"""MaCo's crops: squares of 20-25% of the picture's side, each viewed at the network's 224."""
+MACO_NOISE = 0.05 * 255 / 5
+"""MaCo's noise, 0.05 on its input range of 5 (-2.5..2.5), in 0-255 pixel units: 2.55."""
+
 METHODS: dict[str, Method] = {
     "notebook": Method(name="notebook"),
     "lucid": Method(
@@ -254,13 +283,15 @@ METHODS: dict[str, Method] = {
     ),
     "maco": Method(
         name="maco",
-        parameterization=Maco(phase_sd=1.0, magnitude_power=1.0),
+        parameterization=Maco(),
         preprocessing="network",
-        transforms=(RandomCrop(box=(0.5, 0.9), centre_sd=0.15), Noise(std=2.55)),
+        transforms=(RandomCrop(box=MACO_BOX, centre_sd=0.15), Noise(std=MACO_NOISE)),
         transform_copies=6,
         optimizer=Optimizer("nadam", 1.0),
         steps=256,
         picture="clip",
+        view=224,
+        alpha=True,
     ),
     "octaves": Method(
         name="octaves",

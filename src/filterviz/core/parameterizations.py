@@ -18,10 +18,13 @@ What the network is then fed from the pixels (its preprocessing) is the network'
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from filterviz.errors import SettingError
 
 # Square root of the colour covariance of ImageNet images (the columns are its principal colour axes):
 # the statistics Lucid and MaCo decorrelate colours with.
@@ -101,17 +104,85 @@ class Fourier:
         return _to_valid_pixels(jnp.moveaxis(spatial, 1, -1), self.decorrelate)
 
 
+SPECTRUM_SIZE = 512
+"""Side of the images a :class:`Spectrum` is computed at, as MaCo's published ImageNet spectrum."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Spectrum:
+    """A natural-image magnitude spectrum: ``float32[3, S, S // 2 + 1]``, the mean ``|rfft2|`` of each
+    decorrelated colour channel of ``S x S`` photos (see :func:`decorrelate_colors`), finite and not
+    negative. Equal (and hashed, so static under ``jit``) by content; ``source`` says where it came
+    from. Read and computed at the edges, by :mod:`filterviz.io.spectrum`."""
+
+    magnitude: np.ndarray
+    source: str = "array"
+
+    def __post_init__(self) -> None:
+        magnitude = np.asarray(self.magnitude)
+        shape = magnitude.shape
+        if magnitude.ndim != 3 or shape[0] != 3 or shape[2] != shape[1] // 2 + 1 or shape[1] < 2:
+            raise SettingError(f"a magnitude spectrum is [3, S, S // 2 + 1], got {shape}")
+        if not np.issubdtype(magnitude.dtype, np.number) or np.iscomplexobj(magnitude):
+            raise SettingError(f"a magnitude spectrum holds real numbers, got {magnitude.dtype}")
+        magnitude = magnitude.astype(np.float32)
+        if not np.isfinite(magnitude).all() or (magnitude < 0).any() or not magnitude.any():
+            raise SettingError("a magnitude spectrum must be finite, not negative and not all zero")
+        magnitude.setflags(write=False)
+        object.__setattr__(self, "magnitude", magnitude)
+        object.__setattr__(self, "sha256", hashlib.sha256(magnitude.astype("<f4").tobytes()).hexdigest())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Spectrum) and other.sha256 == self.sha256
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def __repr__(self) -> str:
+        return f"Spectrum({self.source}, {list(self.magnitude.shape)}, sha256 {self.sha256[:16]})"
+
+    def resized(self, height: int, width: int) -> np.ndarray:
+        """The magnitude for an ``height x width`` image, ``float32[3, height, width // 2 + 1]``, resized
+        as an image (bilinear, antialiased, as MaCo's implementations do), unit RMS."""
+        shape = (3, height, width // 2 + 1)
+        with jax.ensure_compile_time_eval():  # a constant of the program, even when asked while tracing
+            resized = np.asarray(jax.image.resize(self.magnitude, shape, "linear", antialias=True))
+        return (resized / np.sqrt(np.mean(resized**2))).astype(np.float32)
+
+
+def decorrelate_colors(rgb: np.ndarray) -> np.ndarray:
+    """``float32[..., 3]`` RGB -> the decorrelated colour basis :func:`recorrelate_colors` maps back."""
+    return np.asarray(rgb, np.float32) @ np.linalg.inv(_COLOR_MIX.T).astype(np.float32)
+
+
+def image_spectrum(rgb: np.ndarray) -> np.ndarray:
+    """``|rfft2|`` of each decorrelated colour channel of ``float32[H, W, 3]`` RGB in 0-1:
+    ``float32[3, H, W // 2 + 1]`` (a :class:`Spectrum` is the mean of these over photos)."""
+    channels = np.moveaxis(decorrelate_colors(rgb), -1, 0)
+    return np.abs(np.fft.rfft2(channels)).astype(np.float32)
+
+
+IMAGENET = "imagenet"
+"""The magnitude spectrum the MaCo authors publish (mean over ImageNet), fetched on first use."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Maco:
-    """Magnitude-constrained Fourier (MaCo): a fixed natural-image magnitude, an optimised phase.
+    """Magnitude-constrained Fourier (MaCo, Fel et al., "Unlocking Feature Visualization for Deeper
+    Networks with MAgnitude Constrained Optimization", NeurIPS 2023): a fixed natural-image magnitude,
+    an optimised phase.
 
     Raw variables: the phase ``float32[count, 3, height, width // 2 + 1]`` from ``N(0, phase_sd)``. Each
     step the phase is standardised, combined with the magnitude, inverted, standardised again, its
-    colours recorrelated and squashed into 0-255 by a sigmoid. The magnitude template is a ``1/f^power``
-    spectrum, the law natural images' amplitude spectra follow (Field, 1987), standing in for the
-    averaged ImageNet spectrum the MaCo authors download.
+    colours recorrelated and squashed into 0-255 by a sigmoid.
+
+    ``spectrum`` is the magnitude: a :class:`Spectrum`; ``"imagenet"`` or a path to a ``.npy`` file,
+    both read at the edges before any program runs (:func:`filterviz.io.spectrum.resolve_spectrum`,
+    which :func:`filterviz.render` and sweeps call); or None for the ``1/f^magnitude_power`` law that
+    natural images' amplitude spectra follow (Field, 1987), needing no file.
     """
 
+    spectrum: Spectrum | str | None = IMAGENET
     phase_sd: float = 1.0
     magnitude_power: float = 1.0
 
@@ -119,7 +190,15 @@ class Maco:
         return self.phase_sd * jax.random.normal(key, (count, 3, height, width // 2 + 1), jnp.float32)
 
     def magnitude(self, height: int, width: int) -> np.ndarray:
-        """The fixed magnitude ``float32[height, width // 2 + 1]``: ``1/f^power``, unit RMS."""
+        """The fixed magnitude, unit RMS: ``float32[3, height, width // 2 + 1]`` from the spectrum, or
+        ``float32[height, width // 2 + 1]`` (every channel's) from the ``1/f`` law."""
+        if isinstance(self.spectrum, Spectrum):
+            return self.spectrum.resized(height, width)
+        if self.spectrum is not None:
+            raise SettingError(
+                f"MaCo's spectrum {self.spectrum!r} is not loaded: pass the method through "
+                "filterviz.io.spectrum.resolve_spectrum (filterviz.render does), or give a Spectrum"
+            )
         frequencies = np.maximum(frequency_magnitudes(height, width), 1.0 / max(height, width))
         magnitude = frequencies**-self.magnitude_power
         return (magnitude / np.sqrt(np.mean(magnitude**2))).astype(np.float32)

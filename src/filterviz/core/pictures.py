@@ -64,3 +64,14 @@ def check_finite(array: np.ndarray | jax.Array, what: str) -> None:
 def clip_image(pixels: jax.Array | np.ndarray) -> np.ndarray:
     """Pixel values already on the 0-255 scale as ``uint8``: rounded and clipped, nothing rescaled."""
     return np.clip(np.round(np.asarray(pixels, np.float32)), 0, 255).astype(np.uint8)
+
+
+ALPHA_PERCENTILE = 80.0
+"""Attribution at or above this percentile of an image's is fully opaque (MaCo's display, Fel et al.)."""
+
+
+def alpha_map(attribution: jax.Array) -> jax.Array:
+    """``float32[..., H, W]`` summed absolute pixel gradients -> transparency in [0, 1]: each map
+    divided by its 80th percentile and clipped at 1, so that the most attributed fifth is opaque."""
+    ceiling = jnp.percentile(attribution, ALPHA_PERCENTILE, axis=(-2, -1), keepdims=True)
+    return jnp.clip(attribution / jnp.maximum(ceiling, 1e-30), 0.0, 1.0)

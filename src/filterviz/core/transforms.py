@@ -166,6 +166,37 @@ class RandomCrop(_Resampled):
 
 
 @dataclasses.dataclass(frozen=True)
+class View(_Resampled):
+    """The network's viewing scale: the image resized (bilinear, corners aligned) so that its longer
+    side is ``side`` pixels, ``[H, W, 3] -> [h, w, 3]`` with ``max(h, w) = side``. Lucent views a
+    picture smaller than 224 px at 224 this way; MaCo views each crop at the network's input size."""
+
+    side: int
+    fill: float = MID_GREY
+
+    def viewed(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of a viewed ``height x width`` image."""
+        scale = self.side / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def geometry(self, key: jax.Array, height: int, width: int) -> Geometry:
+        out_height, out_width = self.viewed(height, width)
+        steps = [(size - 1) / max(out - 1, 1) for size, out in ((height, out_height), (width, out_width))]
+        return out_height, out_width, jnp.diag(jnp.array([*steps, 1.0], jnp.float32))
+
+
+def with_view(transforms: Sequence[Transform], side: int | None) -> tuple[Transform, ...]:
+    """``transforms`` with :class:`View` ``(side)`` after the last geometric one (before noise, which
+    is then drawn at the viewed size); unchanged when ``side`` is None."""
+    transforms = tuple(transforms)
+    if side is None:
+        return transforms
+    geometric = [index for index, transform in enumerate(transforms) if hasattr(transform, "geometry")]
+    at = geometric[-1] + 1 if geometric else 0
+    return (*transforms[:at], View(side), *transforms[at:])
+
+
+@dataclasses.dataclass(frozen=True)
 class Noise:
     """Add Gaussian noise of ``std`` and uniform noise of width ``std`` (pixel units), as MaCo does."""
 

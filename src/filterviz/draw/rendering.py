@@ -30,6 +30,7 @@ from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
 from filterviz.core.parameterizations import Pixels
 from filterviz.errors import SettingError
+from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
 from filterviz.progress import Progress, count_of, wanted
 
@@ -43,12 +44,15 @@ class Rendering(NamedTuple):
       activations: ``float32[N]``, each objective's value on its final images (no transforms), in
         float32: the achieved activation that ranks filters.
       frames: ``uint8[F, N, K, H, W, 3]`` pictures every ``frame_every`` steps, or None.
+      alpha: ``float32[N, K, H, W]`` transparency in [0, 1] for a method with ``alpha`` (MaCo's), else
+        None; then ``pictures`` are RGBA, ``uint8[N, K, H, W, 4]``.
     """
 
     pixels: jax.Array
     pictures: np.ndarray
     activations: np.ndarray
     frames: np.ndarray | None
+    alpha: np.ndarray | None = None
 
     @property
     def dead(self) -> np.ndarray:
@@ -86,7 +90,7 @@ def _plan(
 ) -> _Plan:
     # Every check, before any work.
     network = get_network(network)
-    method = get_method(method, **settings)
+    method = resolve_spectrum(get_method(method, **settings))
     if not isinstance(objective, Objective):
         raise SettingError(
             f"objective must be an Objective (channel(...), neuron(...) ...), got {objective!r}"
@@ -137,7 +141,7 @@ def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None
         )
 
 
-def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array], jax.Array | None]:
     # Every chunk dispatched (JAX queues them and returns), then the bar counts each one's steps as the
     # device finishes it.
     objective, method, count = plan.objective, plan.ascent.method, plan.count
@@ -163,7 +167,10 @@ def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[ja
     pixels = [result[0][:rows] for rows, result in results]
     frames = [result[2][:rows] for rows, result in results if result[2] is not None]
     achieved = jnp.concatenate([result[1][:rows] for rows, result in results])
-    return (pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)), achieved, frames
+    alpha = None
+    if results[0][1].alpha is not None:
+        alpha = jnp.concatenate([result.alpha[:rows] for rows, result in results])
+    return (pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)), achieved, frames, alpha
 
 
 def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> tuple[jax.Array, ...]:
@@ -242,14 +249,16 @@ def render(
         params, objective, network, method, size, seed, keys, start, batch_size, frame_every, settings,
         measure=True, progress=progress,
     )  # fmt: skip
-    pixels, achieved, frames = _execute(params, plan)
+    pixels, achieved, frames, alpha = _execute(params, plan)
     _check_finite(np.asarray(achieved))
     frames_all = None
     if frames:
         frames_all = plan.ascent.method.to_pictures(
             np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0)
         )
-    return Rendering(pixels, plan.ascent.method.to_pictures(pixels), np.asarray(achieved), frames_all)
+    alpha = None if alpha is None else np.asarray(alpha)
+    pictures = plan.ascent.method.to_pictures(pixels, alpha)
+    return Rendering(pixels, pictures, np.asarray(achieved), frames_all, alpha)
 
 
 def _check_finite(achieved: np.ndarray) -> None:

@@ -11,12 +11,15 @@ import math
 import os
 import stat
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import file_kind
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Files a folder's images are read from (any case)."""
 MAX_PIXELS = 64_000_000
 """Photos with more pixels than this are refused unless a larger ``max_pixels`` is given (64 MP)."""
 
@@ -130,3 +133,26 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
         for c in range(3)
     ]
     return np.stack(channels, axis=-1)
+
+
+def find_images(
+    folder: str | os.PathLike[str], *, leave_out: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder``, recursively, sorted; symbolic links and
+    anything but regular files are left out, and so is the folder ``leave_out`` (the crops of an output
+    folder placed inside the images)."""
+    root = Path(folder)
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            raise ImageError(root, "is not a folder of images")
+    except FileNotFoundError:
+        raise ImageError(root, "no such folder") from None
+    skipped = Path(leave_out).resolve() if leave_out is not None else None
+    found = []
+    for directory, folders, files in os.walk(root, followlinks=False):
+        folders[:] = sorted(name for name in folders if Path(directory, name).resolve() != skipped)
+        for name in files:
+            path = Path(directory, name)
+            if path.suffix.lower() in IMAGE_SUFFIXES and stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path.relative_to(root).as_posix())
+    return sorted(found)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -23,6 +21,7 @@ import numpy as np
 
 from filterviz.core.network import Network, Params
 from filterviz.errors import WeightsError
+from filterviz.io.download import download_file
 from filterviz.networks import get_network
 from filterviz.networks.h5 import match_weights, read_keras_h5
 
@@ -93,38 +92,6 @@ def find_weights(network: Network | str = "vgg16") -> Path | None:
     return None
 
 
-def _progress_bar(total: int | None, description: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, but a bar is never essential
-        return None
-    return tqdm(
-        total=total, unit="B", unit_scale=True, desc=description, disable=not sys.stderr.isatty(), leave=False
-    )
-
-
-def _stream(connection: Any, temporary: Any, target: Path) -> tuple[int, int | None, str]:
-    """Copy a response into ``temporary``, with a bar on a terminal: ``(bytes received, bytes announced
-    or None, md5)``. A failure to write is a :class:`WeightsError`; the connection's own errors pass."""
-    digest, received = hashlib.md5(), 0
-    with connection as response:
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length else None
-        bar = _progress_bar(expected, target.name)
-        while chunk := response.read(1 << 20):
-            try:
-                temporary.write(chunk)
-            except OSError as error:
-                raise WeightsError(target, f"cannot write the download ({error.strerror or error})") from None
-            digest.update(chunk)
-            received += len(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
-    return received, expected, digest.hexdigest()
-
-
 def download_weights(
     directory: str | os.PathLike[str] | None = None,
     *,
@@ -144,59 +111,20 @@ def download_weights(
     """
     network = get_network(network)
     filename = _file_name(network)
-    url = url or network.weights.url
-    md5 = network.weights.md5 if md5 == "official" else md5
     directory = Path(directory) if directory is not None else keras_cache_dir()
-    target = directory / filename
     by_hand = (
         f"without internet access, copy {filename} into ./weights/ or {keras_cache_dir()}, "
         f"or set {weights_variable(network)} to its path"
     )
-    # The folders this download creates (e.g. ~/.keras/models) go again if it fails: nothing is left.
-    created = [folder for folder in (directory, *directory.parents) if not folder.exists()]
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = tempfile.NamedTemporaryFile(
-            dir=directory, prefix=f".{filename}.", suffix=".part", delete=False
-        )
-    except OSError as error:
-        _remove_empty(created)
-        raise WeightsError(target, f"cannot write the download ({error.strerror or error})") from None
-    try:
-        with temporary:
-            try:
-                received, expected, digest = _stream(opener(url, timeout=timeout), temporary, target)
-            except WeightsError:
-                raise
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                reason = getattr(error, "reason", None) or error
-                raise WeightsError(
-                    None, f"could not download the {network.name} weights from {url} ({reason}); {by_hand}"
-                ) from None
-            temporary.flush()
-            os.fsync(temporary.fileno())
-        if expected is not None and received != expected:
-            raise WeightsError(
-                None, f"download from {url} stopped after {received:,} of {expected:,} bytes; {by_hand}"
-            )
-        if md5 is not None and digest != md5:
-            raise WeightsError(None, f"download from {url} has md5 {digest}, expected {md5}; {by_hand}")
-        os.replace(temporary.name, target)
-    finally:
-        if os.path.exists(temporary.name):
-            os.unlink(temporary.name)
-        if not target.exists():
-            _remove_empty(created)
-    return target
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    # Deepest first, and only while empty: a folder someone filled meanwhile stays.
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
+    return download_file(
+        url or network.weights.url,
+        directory / filename,
+        digest=("md5", network.weights.md5 if md5 == "official" else md5),
+        what=f"the {network.name} weights",
+        by_hand=by_hand,
+        opener=opener,
+        timeout=timeout,
+    )
 
 
 def load_weights(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,7 @@ from filterviz.core.hits import (
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.io.files import output_path
-from filterviz.io.photos import FITS, load_fitted
+from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images, load_fitted
 from filterviz.networks import get_network
 from filterviz.networks.weights import content_digest
 from filterviz.progress import Progress, count_of, wanted
@@ -67,8 +66,6 @@ from filterviz.sweeps.folder import FolderLock, read_settings_record
 from filterviz.sweeps.layout import select_layers
 from filterviz.sweeps.multihost import agree, barrier, gather, global_array, host_copy
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-"""Files a folder's images are read from (any case)."""
 PROGRESS_NAME = "examples.progress.npz"
 
 
@@ -79,29 +76,6 @@ class Examples(NamedTuple):
     records: list[dict[str, Any]]
     images: list[str]
     skipped: list[tuple[str, str]]
-
-
-def find_images(
-    folder: str | os.PathLike[str], *, leave_out: str | os.PathLike[str] | None = None
-) -> list[str]:
-    """Relative POSIX paths of the image files under ``folder``, recursively, sorted; symbolic links and
-    anything but regular files are left out, and so is the folder ``leave_out`` (the crops of an output
-    folder placed inside the images)."""
-    root = Path(folder)
-    try:
-        if not stat.S_ISDIR(os.stat(root).st_mode):
-            raise ImageError(root, "is not a folder of images")
-    except FileNotFoundError:
-        raise ImageError(root, "no such folder") from None
-    skipped = Path(leave_out).resolve() if leave_out is not None else None
-    found = []
-    for directory, folders, files in os.walk(root, followlinks=False):
-        folders[:] = sorted(name for name in folders if Path(directory, name).resolve() != skipped)
-        for name in files:
-            path = Path(directory, name)
-            if path.suffix.lower() in IMAGE_SUFFIXES and stat.S_ISREG(os.lstat(path).st_mode):
-                found.append(path.relative_to(root).as_posix())
-    return sorted(found)
 
 
 def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str:

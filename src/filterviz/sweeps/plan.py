@@ -38,6 +38,7 @@ from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import random_image
 from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import read_json
+from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks.weights import content_digest
 from filterviz.sweeps.layout import select_layers
 
@@ -204,4 +205,4 @@ def _sweep_method(
         chosen = get_method(chosen, optimizer=optimizer)
     if chosen.images_per_filter != 1:
         raise SettingError("a sweep draws one picture per filter: images_per_filter must be 1")
-    return chosen.resolved(network)
+    return resolve_spectrum(chosen).resolved(network)

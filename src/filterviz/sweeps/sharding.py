@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -53,7 +54,10 @@ def _render_sharded(
     # with respect to it is summed over devices, which would mix every filter's gradient into each.
     def render_shard(params: Params, filter_indices: jax.Array, *start: jax.Array):
         first = start[0][0] if start else None
-        return render_filters(ascent, params, layer, filter_indices, first, seed)
+        pixels, achieved, alpha = render_filters(ascent, params, layer, filter_indices, first, seed)
+        if alpha is not None:  # the transparency travels as a fourth channel, in [0, 1]
+            pixels = jnp.concatenate([pixels, alpha[..., None]], axis=-1)
+        return pixels, achieved
 
     split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
     starts = () if start is None else (start,)
@@ -65,8 +69,9 @@ def _render_sharded(
 class Chunk(NamedTuple):
     """One compiled call of a :class:`ShardedAscent`: ``filters`` of ``layer`` and their results.
 
-    ``images float32[C, H, W, 3]`` and ``activations float32[C]`` are global arrays split over the
-    mesh; ``C`` is the chunk size, rows from ``len(filters)`` on are padding.
+    ``images float32[C, H, W, 3]`` (``[C, H, W, 4]`` with a method's alpha last, in [0, 1]) and
+    ``activations float32[C]`` are global arrays split over the mesh; ``C`` is the chunk size, rows
+    from ``len(filters)`` on are padding.
     """
 
     layer: str

@@ -199,7 +199,8 @@ class _RowWriter:
 
     def __call__(self, layer: str, filters: list[int], images: Any, achieved: Any) -> int:
         images, achieved = np.asarray(images), np.asarray(achieved)  # waits for the device
-        pictures = self.to_pictures(images)
+        alpha = images[..., 3] if images.shape[-1] == 4 else None  # a method's transparency
+        pictures = self.to_pictures(images[..., :3], alpha)
         for row, filter_index in enumerate(filters):
             entry = {
                 "layer": layer,
@@ -208,7 +209,8 @@ class _RowWriter:
             }
             entry.update(self._write(picture_path(layer, filter_index), encode_png(pictures[row])))
             if self.raw:
-                saved = self._write(picture_path(layer, filter_index, ".npy"), encode_npy(images[row]))
+                raw = encode_npy(images[row, ..., :3])
+                saved = self._write(picture_path(layer, filter_index, ".npy"), raw)
                 entry.update(raw=saved["png"], raw_bytes=saved["bytes"], raw_sha256=saved["sha256"])
             self.manifest.append({**entry, **self.common})
             self.bar.update()

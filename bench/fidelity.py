@@ -1,0 +1,239 @@
+"""The same filters drawn by three tools on the same weights: Lucent, filterviz's lucid, Horama's MaCo and
+filterviz's maco, scored identically at two viewing scales.
+
+The weights are the real ImageNet VGG16, in filterviz's built-in VGG16 and behind torchvision's VGG16
+(``torch_reference.torchvision_vgg16``, equal to 2e-7) for the two PyTorch tools. Every tool runs the
+same number of steps and its own defaults otherwise:
+
+- Lucent (``render_vis``): a 128-pixel Fourier image, its standard transforms, upsampled to 224 before
+  the model (its default for pictures under 224), one filter at a time;
+- filterviz ``lucid``, as the preset is (the picture's own scale) and with ``view=224``, all the filters
+  of a layer in one program;
+- Horama ``maco``: its defaults (1280-pixel image, 6 crops of 20-25% at 224 a step, noise), given the
+  same spectrum file as filterviz (it reads ``spectrum_decorrelated.npy`` from its working folder, and
+  downloads the published one when it is missing);
+- filterviz ``maco``: the preset at ``size=512``, with a spectrum from ``--spectrum`` (or ``imagenet``).
+
+Each final picture (RGB, 0-1) is scored by torch as the target channel's mean activation at a viewing
+scale of 128 and of 224 (the picture resized to that side), as is and averaged over 32 random
+shift/scale/rotate copies (seeded, the same for every tool). CPU time is per filter. A sheet PNG shows
+the pictures side by side, MaCo's over a grey checkerboard through its transparency.
+
+    PYTHONPATH=src:bench python bench/fidelity.py --steps 64 --json bench/results/fidelity_cpu.json \
+        --sheet docs/fidelity_sheet.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+FILTERS = (
+    ("block3_conv3", 3), ("block3_conv3", 50), ("block4_conv1", 10), ("block4_conv3", 61),
+    ("block4_conv3", 100), ("block5_conv1", 5), ("block5_conv3", 20), ("block5_conv3", 200),
+)  # fmt: skip
+TOOLS = ("lucent", "filterviz-lucid", "filterviz-lucid-224", "horama-maco", "filterviz-maco")
+VIEWS = (128, 224)
+COPIES = 32
+
+
+def _torch_layer(layer: str) -> int:
+    from torch_reference import TORCHVISION_VGG16_INDEX
+
+    return TORCHVISION_VGG16_INDEX[layer] + 1  # the ReLU after the conv: Keras' layer output
+
+
+def random_copies(pictures, count: int, seed: int):
+    """``count`` shifted (up to 8%), scaled (0.9-1.1) and rotated (-10..10 degrees) copies of each
+    ``[N, 3, H, W]`` picture, grey where uncovered; the same draws for every tool."""
+    import torch
+    import torchvision.transforms.v2.functional as F
+
+    generator = np.random.default_rng(seed)
+    side = pictures.shape[-1]
+    copies = []
+    for _ in range(count):
+        angle, scale = float(generator.uniform(-10, 10)), float(generator.uniform(0.9, 1.1))
+        shift = [int(v) for v in generator.integers(-side // 12, side // 12 + 1, 2)]
+        copies.append(F.affine(pictures, angle=angle, translate=shift, scale=scale, shear=[0.0], fill=0.5))
+    return torch.stack(copies, 1)  # [N, count, 3, H, W]
+
+
+def score(module, layer: str, channel: int, picture: np.ndarray, view: int, transformed: bool) -> float:
+    """The mean activation of ``channel`` of ``layer`` on ``picture`` (``[H, W, 3]``, 0-1) resized to
+    ``view`` (bilinear), as is or averaged over :data:`COPIES` random copies."""
+    import torch
+    import torch.nn.functional as F
+
+    rgb = torch.from_numpy(np.ascontiguousarray(picture[..., :3], np.float32)).permute(2, 0, 1)[None]
+    rgb = F.interpolate(rgb, size=(view, view), mode="bilinear", align_corners=True, antialias=True)
+    batch = random_copies(rgb, COPIES, seed=view)[0] if transformed else rgb
+    index = _torch_layer(layer)
+    with torch.no_grad():
+        out = module.features[: index + 1]((batch * 255.0).flip(1) - module.caffe_mean)
+    return float(out[:, channel].mean())
+
+
+def run_lucent(module, layer: str, channel: int, steps: int) -> np.ndarray:
+    import torch
+    from lucent.optvis import objectives, param, render
+
+    torch.manual_seed(0)
+    objective = objectives.channel(f"features_{_torch_layer(layer)}", channel)
+    images = render.render_vis(
+        module, objective, param_f=lambda: param.image(128), thresholds=(steps,), show_image=False,
+        progress=False,
+    )  # fmt: skip
+    return np.asarray(images[-1][0])
+
+
+def run_horama(module, layer: str, channel: int, steps: int) -> np.ndarray:
+    import torch
+    from horama import maco
+
+    from filterviz.core.network import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+
+    torch.manual_seed(0)
+    index = _torch_layer(layer)
+
+    def objective(images):  # Horama feeds images in the normalised input space, as the module takes
+        rgb = (images * module.std + module.mean) * 255.0
+        return module.features[: index + 1](rgb.flip(1) - module.caffe_mean)[:, channel].mean()
+
+    image, alpha = maco(objective, total_steps=steps, device="cpu")  # in the folder holding the spectrum
+    rgb = image.detach().permute(1, 2, 0).numpy() * np.array(IMAGENET_STD_RGB) + np.array(IMAGENET_MEAN_RGB)
+    alpha = alpha.detach().mean(0).numpy()
+    alpha = np.clip(alpha, None, np.percentile(alpha, 80))
+    alpha = alpha / max(float(alpha.max()), 1e-30)
+    return np.concatenate([np.clip(rgb, 0, 1), alpha[..., None]], -1).astype(np.float32)
+
+
+def run_filterviz(params, layer: str, channels: list[int], steps: int, tool: str, spectrum) -> np.ndarray:
+    import filterviz
+    from filterviz.io.spectrum import maco
+
+    objective = filterviz.channel(layer, channels)
+    if tool == "filterviz-maco":
+        drawn = filterviz.render(
+            params, objective, method=maco(spectrum, steps=steps), size=512, progress=False
+        )
+    else:
+        view = 224 if tool == "filterviz-lucid-224" else None
+        drawn = filterviz.render(
+            params, objective, method="lucid", size=128, steps=steps, view=view, progress=False
+        )
+    return drawn.pictures[:, 0].astype(np.float32) / 255.0
+
+
+def sheet(pictures: dict, path: Path, side: int = 160) -> None:
+    """Rows of filters, columns of tools; a transparent picture over a grey checkerboard."""
+    from PIL import Image
+
+    rows, columns = len(FILTERS), len(TOOLS)
+    canvas = Image.new("RGB", (columns * (side + 4), rows * (side + 4)), "white")
+    squares = (np.indices((side, side)).sum(0) // 16 % 2)[..., None]
+    checker = (0.6 + 0.2 * squares).astype(np.float32)
+    for row, key in enumerate(FILTERS):
+        for column, tool in enumerate(TOOLS):
+            drawn = Image.fromarray((np.nan_to_num(pictures[tool][key]) * 255).astype(np.uint8))
+            picture = np.asarray(drawn.resize((side, side), Image.BILINEAR), np.float32) / 255.0
+            if picture.shape[-1] == 4:
+                picture = picture[..., :3] * picture[..., 3:] + checker * (1 - picture[..., 3:])
+            tile = Image.fromarray((np.clip(picture, 0, 1) * 255).astype(np.uint8))
+            canvas.paste(tile, (column * (side + 4), row * (side + 4)))
+    canvas.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", default=os.environ.get("FILTERVIZ_WEIGHTS"))
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--spectrum", default="imagenet", help="filterviz maco's: imagenet, a .npy, or 1/f")
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--sheet", type=Path)
+    args = parser.parse_args(argv)
+    args.json, args.sheet = (path.resolve() if path else None for path in (args.json, args.sheet))
+
+    import torch
+
+    import filterviz
+    from filterviz.io.spectrum import spectrum_of
+    from torch_reference import torchvision_vgg16
+
+    params = filterviz.load_weights(args.weights)
+    module = torchvision_vgg16(params)
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    spectrum = spectrum_of(None if args.spectrum == "1/f" else args.spectrum)
+    if "horama-maco" in args.tools and spectrum is not None:  # Horama reads its spectrum from its folder
+        folder = Path(tempfile.mkdtemp(prefix="fidelity-horama-"))
+        np.save(folder / "spectrum_decorrelated.npy", spectrum.magnitude)
+        os.chdir(folder)
+    tools = args.tools.split(",")
+    pictures = {tool: {} for tool in tools}
+    seconds = {tool: 0.0 for tool in tools}
+    layers = sorted({layer for layer, _ in FILTERS}, key=[layer for layer, _ in FILTERS].index)
+    for tool in tools:
+        for layer in layers:
+            channels = [channel for name, channel in FILTERS if name == layer]
+            began = time.perf_counter()
+            if tool.startswith("filterviz"):
+                drawn = run_filterviz(params, layer, channels, args.steps, tool, spectrum)
+                pictures[tool].update({(layer, c): drawn[i] for i, c in enumerate(channels)})
+            else:
+                run = run_lucent if tool == "lucent" else run_horama
+                pictures[tool].update({(layer, c): run(module, layer, c, args.steps) for c in channels})
+            seconds[tool] += time.perf_counter() - began
+            print(f"{tool:<20} {layer}: {time.perf_counter() - began:.1f} s", flush=True)
+    rows = []
+    for layer, channel in FILTERS:
+        row = {"layer": layer, "filter": channel}
+        for tool in tools:
+            picture = pictures[tool][(layer, channel)]
+            for view in VIEWS:
+                row[f"{tool}@{view}"] = score(module, layer, channel, picture, view, False)
+                row[f"{tool}@{view}~"] = score(module, layer, channel, picture, view, True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    report = {
+        "device": "cpu",
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            name: metadata.version(package)
+            for name, package in (
+                ("filterviz", "filterviz"),
+                ("jax", "jax"),
+                ("torch", "torch"),
+                ("lucent", "torch-lucent"),
+                ("horama", "horama"),
+            )
+        },
+        "settings": {"steps": args.steps, "spectrum": repr(spectrum), "copies": COPIES, "views": VIEWS},
+        "cpu_seconds_per_filter": {tool: seconds[tool] / len(FILTERS) for tool in tools},
+        "rows": rows,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.sheet and set(tools) == set(TOOLS):
+        sheet(pictures, args.sheet)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
