@@ -121,7 +121,7 @@ def run_horama(module, layer: str, channel: int, steps: int) -> np.ndarray:
 
 def run_filterviz(params, layer: str, channels: list[int], steps: int, tool: str, spectrum) -> np.ndarray:
     import filterviz
-    from filterviz.io.spectrum import maco
+    from filterviz.networks.spectrum import maco
 
     objective = filterviz.channel(layer, channels)
     if tool == "filterviz-maco":
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import filterviz
-    from filterviz.io.spectrum import spectrum_of
+    from filterviz.networks.spectrum import spectrum_of
     from torch_reference import torchvision_vgg16
 
     params = filterviz.load_weights(args.weights)

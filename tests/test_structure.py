@@ -24,6 +24,7 @@ LAYERS = {
 """Each folder (or top-level module) may import only folders of a lower layer, and itself."""
 CORE_MAY_IMPORT = {"jax", "numpy", "optax", "flax", "math", "numbers", "dataclasses", "functools", "typing"}
 CORE_MAY_IMPORT |= {"collections", "__future__", "difflib", "os"}  # os: the host's memory (checks.py)
+CORE_MAY_IMPORT |= {"hashlib"}  # a spectrum known by its content (parameterizations.py); no I/O
 LONGEST_FILE = 450
 
 

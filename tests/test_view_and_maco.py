@@ -17,7 +17,8 @@ from filterviz.core.methods import Method, get_method
 from filterviz.core.network import preprocess
 from filterviz.core.pictures import alpha_map
 from filterviz.core.transforms import Jitter, Noise, RandomCrop, View, compose, with_view
-from filterviz.io.spectrum import compute_spectrum, load_spectrum, maco, save_spectrum
+from filterviz.io.spectrum import compute_spectrum, save_spectrum
+from filterviz.networks.spectrum import load_spectrum, maco
 
 LAYER = "block1_conv2"
 
@@ -120,7 +121,7 @@ def test_spectrum_of_a_folder_is_the_mean_decorrelated_magnitude(tmp_path, capsy
     for index, photo in enumerate(photos):
         Image.fromarray(photo).save(folder / ("sub" if index else ".") / f"p{index}.png")
     (folder / "broken.jpg").write_bytes(b"not a photo")
-    spectrum, used = compute_spectrum(folder, size=24, progress=False)
+    spectrum, used = compute_spectrum(folder, size=24)
     assert used == 3 and spectrum.magnitude.shape == (3, 24, 13)
     mix = np.array(param.COLOR_CORRELATION_SQRT) / np.max(
         np.linalg.norm(param.COLOR_CORRELATION_SQRT, axis=0)

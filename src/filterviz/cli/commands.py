@@ -175,7 +175,7 @@ def spectrum(args: argparse.Namespace) -> None:
     from filterviz.io.spectrum import compute_spectrum, save_spectrum
 
     check_writable(args.out)
-    computed, used = compute_spectrum(args.images, size=args.size, progress=False if args.quiet else None)
+    computed, used = compute_spectrum(args.images, size=args.size)
     save_spectrum(computed, args.out)
     if not args.quiet:
         print(f"filterviz: spectrum of {used} photos at {args.size}x{args.size} written to {args.out}")

@@ -30,8 +30,8 @@ from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
 from filterviz.core.parameterizations import Pixels
 from filterviz.errors import SettingError
-from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
+from filterviz.networks.spectrum import resolve_spectrum
 from filterviz.progress import Progress, count_of, wanted
 
 

@@ -38,7 +38,7 @@ from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import random_image
 from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import read_json
-from filterviz.io.spectrum import resolve_spectrum
+from filterviz.networks.spectrum import resolve_spectrum
 from filterviz.networks.weights import content_digest
 from filterviz.sweeps.layout import select_layers
 
