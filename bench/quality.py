@@ -130,6 +130,7 @@ def timing(params, names, filters, size, steps):
     """Seconds per filter of each method on each layer: a warm run of ``steps`` steps, scaled."""
     result = {}
     for name in names:
+        full = preset(name)
         method = preset(name, steps=steps if isinstance(steps, int) else steps[name])
         for layer, indices in filters.items():
             keys = filter_keys(0, indices[:1])
@@ -139,7 +140,7 @@ def timing(params, names, filters, size, steps):
                 np.asarray(
                     render_batch(Ascent(VGG16, method, (size, size)), params, objective, None, keys)[0]
                 )
-            seconds = (time.perf_counter() - began) * preset.steps / method.steps
+            seconds = (time.perf_counter() - began) * full.steps / method.steps
             result.setdefault(name, {})[layer] = seconds
             print(f"{name:9s} {layer:13s} {seconds:8.2f} s per filter ({steps} steps timed)", flush=True)
     return result
@@ -161,13 +162,14 @@ def layer_seconds_per_filter(params, name, layer, size, steps, precision):
     """``(chunk, seconds per filter)`` of method ``name`` on ``layer``: one chunk timed for ``steps`` steps
     after an untimed call (which compiles, unless the program is compiled already), scaled to the
     preset's steps."""
+    full = preset(name, precision=precision)
     method = preset(name, precision=precision, steps=steps)
     arguments, settings = layer_chunk(params, method, layer, size)
     chunk = len(arguments[4])
     for _ in range(2):
         began = time.perf_counter()
         np.asarray(render_batch(*arguments, **settings)[0])
-    return chunk, (time.perf_counter() - began) / chunk * preset.steps / steps
+    return chunk, (time.perf_counter() - began) / chunk * full.steps / steps
 
 
 def atlas_estimate(params, name, size, steps, precision, layers=None):

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,9 @@ TINY = [
     (r"n=20", "n=2"),
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
     (r"size=224", "size=32"),
+    (r"size=512", "size=48"),
+    (r"grid=20", "grid=2"),
+    (r"levels\[20\]", "levels[2]"),
     (r'weights="DEFAULT"', "weights=None"),  # torchvision's published weights: no download in the suite
     (r'"layer3\.5"', '"layer1.0"'),  # a shallower layer of the torchvision ResNet50: less to compile
     (r"Octaves\(3,", "Octaves(2,"),  # one octave fewer to compile
@@ -227,6 +231,7 @@ def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
         Image.fromarray(np.roll(gradient, 7 * index, axis=1)).save(
             tmp_path / "photos" / "cats" / f"{index}.jpg"
         )
+    shutil.copy(os.environ["FILTERVIZ_SPECTRUM"], tmp_path / "spectrum.npy")  # a reader's own spectrum
     # Tiny sizes where the README relies on defaults: every preset's steps, render's size, a sweep's
     # filters, show_filters' and layer_image's steps.
     for name, preset in METHODS.items():

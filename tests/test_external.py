@@ -101,7 +101,8 @@ def test_a_keras_model_runs_every_method_batched(keras_cnn):
     result = filterviz.render(
         params, filterviz.channel("edges", range(8)), network=network, method="maco", size=SIZE, steps=2
     )
-    assert result.pictures.shape == (8, 1, SIZE, SIZE, 3) and np.isfinite(result.activations).all()
+    # MaCo's pictures carry its transparency: RGBA.
+    assert result.pictures.shape == (8, 1, SIZE, SIZE, 4) and np.isfinite(result.activations).all()
     ascended = filterviz.ascend(params, "shapes", [0, 3], images(1)[0], steps=3, network=network)
     assert ascended.shape == (2, SIZE, SIZE, 3)
 

@@ -3,8 +3,8 @@
 The package's folders show its shape: ``core/`` is the pure numerical core (network type, objectives,
 parameterizations, transforms, methods, the engine), ``networks/`` the built-in networks, imported
 models and weights, ``draw/`` the functions users call on arrays, ``io/`` photos in and files out,
-``sweeps/`` work at volume into a folder (sweeps, dataset examples, the atlas), ``cli/`` the command
-line. The names below are the public API; everything else is reached through its module
+``sweeps/`` work at volume into a folder (sweeps, dataset examples, the atlas, activation atlases),
+``cli/`` the command line. The names below are the public API; everything else is reached through its module
 (``filterviz.core.methods.Fourier``, ``filterviz.core.engine.render_one``).
 
 >>> import filterviz  # doctest: +SKIP
@@ -40,6 +40,7 @@ from filterviz.networks.external import from_flax, from_keras
 from filterviz.networks.pytorch import from_torch
 from filterviz.networks.weights import load_weights
 from filterviz.runtime import enable_compilation_cache
+from filterviz.sweeps.activation_atlas import activation_atlas
 from filterviz.sweeps.atlas import top_filters, write_atlas
 from filterviz.sweeps.examples import examples
 from filterviz.sweeps.manifest import read_manifest
@@ -69,6 +70,7 @@ __all__ = [
     "WeightsError",
     # Drawing
     "achieved",
+    "activation_atlas",
     "activations",
     # Pictures and files
     "as_image",

@@ -7,10 +7,11 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from filterviz.cli import commands, volume
+from filterviz.cli.arguments import COUNT, SEED, add_model, number, whole
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
 from filterviz.errors import FilterVizError, printable
@@ -26,58 +27,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"filterviz: error: {message} (see '{self.prog} --help')\n")
 
 
-def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``minimum`` (to ``maximum``)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give a whole number {bound}")
-        return value
-
-    return parse
-
-
-def _number(*, above: float) -> Callable[[str], float]:
-    """An argparse type: a finite number greater than ``above``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or value <= above:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give a finite number above {above:g}")
-        return value
-
-    return parse
-
-
-_COUNT = _whole(1)
-_SEED = _whole(0, 2**63 - 1)
-
-
-def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default="vgg16",
-        help="vgg16 (default), vgg19, resnet50, a Keras model file (PATH.keras) of your own, or a PyTorch "
-        "model: torchvision:NAME, timm:NAME or package.module:factory (with the torch extra)",
-    )
-
-
 def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int | None) -> None:
     """The options every ascent command shares: model, steps, step size, precision, weights, cache."""
-    _add_model(parser)
+    add_model(parser)
     where = f"{steps}" if steps is not None else "the method's"
-    parser.add_argument("--steps", type=_whole(0), default=steps, help=f"ascent steps (default {where})")
+    parser.add_argument("--steps", type=whole(0), default=steps, help=f"ascent steps (default {where})")
     parser.add_argument(
         "--step-size",
-        type=_number(above=0),
+        type=number(above=0),
         default=None,
         help="step size, or the optimizer's learning rate (default the method's: notebook 1.0, lucid 0.05)",
     )
@@ -131,7 +88,7 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     )
     group.add_argument(
         "--view",
-        type=_whole(1),
+        type=whole(1),
         help="viewing scale: resize what the network sees so its longer side is this many pixels, "
         "e.g. 224 (default: the method's; maco views its crops at 224)",
     )
@@ -140,15 +97,15 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
         help="maco's magnitude spectrum: imagenet (the published one, fetched on first use; the "
         "default), 1/f (no file), or a .npy from 'filterviz spectrum'",
     )
-    group.add_argument("--octaves", type=_whole(0), help="octave stages (0: none; the octaves method: 9)")
+    group.add_argument("--octaves", type=whole(0), help="octave stages (0: none; the octaves method: 9)")
     group.add_argument(
-        "--octave-scale", type=_number(above=1), default=1.2, help="growth between octaves (default 1.2)"
+        "--octave-scale", type=number(above=1), default=1.2, help="growth between octaves (default 1.2)"
     )
     if not sweep:
-        group.add_argument("--images-per-filter", type=_COUNT, help="images optimised together per filter")
+        group.add_argument("--images-per-filter", type=COUNT, help="images optimised together per filter")
         group.add_argument(
             "--diversity",
-            type=_number(above=-math.inf),
+            type=number(above=-math.inf),
             default=0.0,
             help="weight of a diversity term (Lucid: 100)",
         )
@@ -176,7 +133,7 @@ def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--max-pixels",
-        type=_COUNT,
+        type=COUNT,
         default=MAX_PIXELS,
         help=f"refuse photos larger than this many pixels (default {MAX_PIXELS:,})",
     )
@@ -200,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_top,
         _add_examples,
         _add_spectrum,
+        _add_activation_atlas,
     ):
         add(subcommands)
     return parser
@@ -208,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_layers(subcommands: Any) -> None:
     """``filterviz layers``."""
     layers = subcommands.add_parser("layers", help="list the layers and their filter counts")
-    _add_model(layers)
+    add_model(layers)
     layers.set_defaults(run=commands.layers)
 
 
@@ -216,7 +174,7 @@ def _add_summary(subcommands: Any) -> None:
     """``filterviz summary``."""
     summary = subcommands.add_parser("summary", help="print the Keras-style model summary")
     summary.add_argument("--size", help="input size, e.g. 224 or 160x120 (default: any, shown as None)")
-    _add_model(summary)
+    add_model(summary)
     summary.set_defaults(run=commands.summary)
 
 
@@ -232,16 +190,16 @@ def _add_filters(subcommands: Any) -> None:
         "--filters", default="0-19", help="filters to draw: 0-19, 3,7,10-12 or all (default 0-19)"
     )
     filters.add_argument("--size", default="128", help="start image size, 128 or HxW (default 128)")
-    filters.add_argument("--seed", type=_SEED, default=0, help="seed of the noise start image (default 0)")
+    filters.add_argument("--seed", type=SEED, default=0, help="seed of the noise start image (default 0)")
     filters.add_argument(
-        "--batch-size", type=_COUNT, default=None, help="filters per compiled chunk (default: auto)"
+        "--batch-size", type=COUNT, default=None, help="filters per compiled chunk (default: auto)"
     )
-    filters.add_argument("--columns", type=_COUNT, default=10, help="grid columns (default 10)")
+    filters.add_argument("--columns", type=COUNT, default=10, help="grid columns (default 10)")
     filters.add_argument(
-        "--top", type=_COUNT, default=None, help="draw only the N filters that reached the highest activation"
+        "--top", type=COUNT, default=None, help="draw only the N filters that reached the highest activation"
     )
     filters.add_argument("--gif", default=None, help="also write an animated GIF of the ascent here")
-    filters.add_argument("--frame-every", type=_COUNT, default=8, help="steps between GIF frames (default 8)")
+    filters.add_argument("--frame-every", type=COUNT, default=8, help="steps between GIF frames (default 8)")
     _add_ascent_options(filters, steps=None)
     _add_method_options(filters)
     filters.set_defaults(run=commands.filters)
@@ -256,7 +214,7 @@ def _add_dream(subcommands: Any) -> None:
     dream.add_argument(
         "--layer", default=None, help="layer name (default: the network's deepest, block5_conv3)"
     )
-    dream.add_argument("--filter", type=_whole(0), default=0, help="filter index (default 0)")
+    dream.add_argument("--filter", type=whole(0), default=0, help="filter index (default 0)")
     dream.add_argument(
         "--deprocess",
         choices=("clip", "notebook"),
@@ -270,10 +228,10 @@ def _add_dream(subcommands: Any) -> None:
         help="filter: raise --filter (default); deepdream: raise every filter of the layer (mean square)",
     )
     dream.add_argument(
-        "--octaves", type=_whole(0), default=0, help="octave stages, smallest first (default 0: none)"
+        "--octaves", type=whole(0), default=0, help="octave stages, smallest first (default 0: none)"
     )
     dream.add_argument(
-        "--octave-scale", type=_number(above=1), default=1.4, help="size ratio between octaves (default 1.4)"
+        "--octave-scale", type=number(above=1), default=1.4, help="size ratio between octaves (default 1.4)"
     )
     _add_max_pixels(dream)
     _add_ascent_options(dream, steps=100)
@@ -295,7 +253,7 @@ def _add_sweep(subcommands: Any) -> None:
     )
     sweep.add_argument("--filters", default="all", help="filters of each layer: 0-15, 3,7,10-12 or all")
     sweep.add_argument("--size", default=None, help="image size, 128 or HxW (default 128)")
-    sweep.add_argument("--seed", type=_SEED, default=0, help="seed of the noise start image (default 0)")
+    sweep.add_argument("--seed", type=SEED, default=0, help="seed of the noise start image (default 0)")
     sweep.add_argument(
         "--start", default=None, help="start from this photo instead of noise (resized to --size if given)"
     )
@@ -303,7 +261,7 @@ def _add_sweep(subcommands: Any) -> None:
     _add_max_pixels(sweep)
     sweep.add_argument(
         "--batch-size",
-        type=_COUNT,
+        type=COUNT,
         default=None,
         help="filters per device per compiled chunk (default: auto)",
     )
@@ -315,7 +273,7 @@ def _add_sweep(subcommands: Any) -> None:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     sweep.add_argument(
         "--cpu-devices",
-        type=_whole(0),
+        type=whole(0),
         default=0,
         help="on a CPU, run this many filters at once, one per core (default 0: one per core; "
         "1: one filter at a time on all cores)",
@@ -340,8 +298,8 @@ def _add_top(subcommands: Any) -> None:
     )
     top.add_argument("folder", metavar="FOLDER", help="a folder written by 'filterviz sweep'")
     top.add_argument("--layer", required=True, help="layer name")
-    top.add_argument("--count", type=_COUNT, default=16, help="how many filters (default 16)")
-    top.add_argument("--columns", type=_COUNT, default=8, help="grid columns (default 8)")
+    top.add_argument("--count", type=COUNT, default=16, help="how many filters (default 16)")
+    top.add_argument("--columns", type=COUNT, default=8, help="grid columns (default 8)")
     top.add_argument("--out", required=True, help="picture to write: .png, .jpg, .pdf or .svg")
     top.set_defaults(run=volume.top)
 
@@ -360,18 +318,48 @@ def _add_examples(subcommands: Any) -> None:
     examples.add_argument(
         "--layers", default="all", help="comma-separated layer names, or all conv layers (default all)"
     )
-    examples.add_argument("--k", type=_COUNT, default=9, help="hits kept per filter (default 9)")
-    examples.add_argument("--size", type=_COUNT, default=224, help="images fitted to SIZExSIZE (default 224)")
+    examples.add_argument("--k", type=COUNT, default=9, help="hits kept per filter (default 9)")
+    examples.add_argument("--size", type=COUNT, default=224, help="images fitted to SIZExSIZE (default 224)")
     examples.add_argument("--fit", choices=FITS, default="crop", help="crop the middle (default) or resize")
     examples.add_argument(
         "--ranking", choices=RANKINGS, default="max", help="score a hit by the max (default) or mean"
     )
-    examples.add_argument("--batch-size", type=_COUNT, default=32, help="images per batch (default 32)")
-    _add_model(examples)
+    examples.add_argument("--batch-size", type=COUNT, default=32, help="images per batch (default 32)")
+    add_model(examples)
     examples.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
     examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _add_cluster_options(examples)
     examples.set_defaults(run=volume.examples)
+
+
+def _add_activation_atlas(subcommands: Any) -> None:
+    """``filterviz activation-atlas``."""
+    atlas = subcommands.add_parser(
+        "activation-atlas",
+        help="the map of what a layer represents: activation vectors of a folder laid out by UMAP, each "
+        "cell of a grid drawn (needs the atlas extra)",
+    )
+    atlas.add_argument("images", metavar="IMAGES", help="a folder of photos; a first subfolder is a class")
+    atlas.add_argument("--layer", required=True, help="the layer to map")
+    atlas.add_argument("--out", required=True, help="output folder (created if needed; run again to resume)")
+    atlas.add_argument("--grid", type=whole(1, 1024), default=20, help="cells per side (default 20)")
+    atlas.add_argument(
+        "--zoom",
+        default=None,
+        help="the grids of the zoom levels, e.g. 10,20,40 (default: half, grid, twice)",
+    )
+    atlas.add_argument("--method", choices=("notebook", "lucid", "maco", "octaves"), default="lucid")
+    atlas.add_argument("--steps", type=whole(0), default=None, help="steps per icon (default: the method's)")
+    atlas.add_argument("--icon-size", type=COUNT, default=64, help="icon side in pixels (default 64)")
+    atlas.add_argument("--positions", type=COUNT, default=4, help="vectors per photo (default 4)")
+    atlas.add_argument("--size", type=COUNT, default=224, help="photos fitted to SIZExSIZE (default 224)")
+    atlas.add_argument("--min-count", type=COUNT, default=3, help="vectors a cell needs (default 3)")
+    atlas.add_argument("--seed", type=SEED, default=0, help="positions, layout and icons (default 0)")
+    atlas.add_argument("--batch-size", type=COUNT, default=32, help="photos per batch (default 32)")
+    atlas.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    atlas.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
+    add_model(atlas)
+    atlas.set_defaults(run=volume.activation_atlas)
 
 
 def _add_spectrum(subcommands: Any) -> None:
@@ -385,7 +373,7 @@ def _add_spectrum(subcommands: Any) -> None:
     )
     spectrum.add_argument("--out", required=True, help="the .npy file to write")
     spectrum.add_argument(
-        "--size", type=_whole(8, 4096), default=512, help="side the photos are cropped to (default 512)"
+        "--size", type=whole(8, 4096), default=512, help="side the photos are cropped to (default 512)"
     )
     spectrum.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     spectrum.set_defaults(run=commands.spectrum)
@@ -398,8 +386,8 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
         "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
     )
     cluster.add_argument("--coordinator", default=None, help="address:port of process 0")
-    cluster.add_argument("--num-processes", type=_COUNT, default=None, help="number of processes")
-    cluster.add_argument("--process-id", type=_whole(0), default=None, help="this process's index, from 0")
+    cluster.add_argument("--num-processes", type=COUNT, default=None, help="number of processes")
+    cluster.add_argument("--process-id", type=whole(0), default=None, help="this process's index, from 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

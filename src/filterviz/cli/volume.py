@@ -16,7 +16,7 @@ from filterviz.cli.commands import (
     parse_size,
     use_compilation_cache,
 )
-from filterviz.errors import printable
+from filterviz.errors import SettingError, printable
 from filterviz.progress import count_of
 
 
@@ -170,5 +170,29 @@ def examples(args: argparse.Namespace) -> None:
         print(
             f"wrote {Path(args.out) / 'examples.jsonl'}: {count_of(len(found.records), 'filter')}, the best "
             f"{args.k} of {count_of(read, 'image')} each",
+            file=sys.stderr,
+        )
+
+
+def activation_atlas(args: argparse.Namespace) -> None:
+    from filterviz.sweeps.activation_atlas import activation_atlas as draw_atlas
+
+    zoom = None
+    if args.zoom is not None:
+        try:
+            zoom = [int(part) for part in args.zoom.split(",")]
+        except ValueError:
+            raise SettingError(f"--zoom takes grids like 10,20,40, got {args.zoom!r}") from None
+    network, params = load_network(args)
+    drawn = draw_atlas(
+        params, args.images, args.layer, out=args.out, network=network, grid=args.grid, zoom=zoom,
+        method=args.method, steps=args.steps, icon_size=args.icon_size, positions=args.positions,
+        image_size=args.size, min_count=args.min_count, seed=args.seed, batch_size=args.batch_size,
+        progress=False if args.quiet else None,
+    )  # fmt: skip
+    if not args.quiet:
+        cells = ", ".join(f"{len(c.counts)} of {g}x{g}" for g, c in drawn.levels.items())
+        print(
+            f"wrote {drawn.page}: {len(drawn.vectors):,} vectors of {args.layer}; cells drawn: {cells}",
             file=sys.stderr,
         )

@@ -203,7 +203,7 @@ def _number(record: dict, key: str) -> float | str:
     return "NaN"
 
 
-def _inline_json(data: Any) -> str:
+def inline_json(data: Any) -> str:
     """``data`` as JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` that HTML could read."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -225,7 +225,7 @@ def _write_layer_data(folder: Path, summary: list[dict[str, Any]]) -> list[str]:
             problems.append(f"{relative} was not written by filterviz: kept, and its layer's data are inline")
             continue
         content = {"name": layer["name"], "filters": layer.pop("filters")}
-        atomic_write(target, f"{DATA_MARK}\natlasLayer({_inline_json(content)});\n".encode())
+        atomic_write(target, f"{DATA_MARK}\natlasLayer({inline_json(content)});\n".encode())
         layer["data"] = relative
     return problems
 
@@ -318,7 +318,7 @@ def _page(folder: Path, summary: list[dict[str, Any]], settings: dict[str, Any])
     shown = {key: settings.get(key) for key in _SHOWN_SETTINGS}
     edges = [finite_or_text(float(edge)) for edge in HISTOGRAM_EDGES]
     data = {"settings": shown, "layers": summary, "dead": DEAD_ACTIVATION, "histogram": edges}
-    return page.replace("__DATA__", _inline_json(data))
+    return page.replace("__DATA__", inline_json(data))
 
 
 _SHOWN_SETTINGS = ("network", "height", "width", "steps", "step_size", "precision", "start", "seed", "method")

@@ -1,0 +1,51 @@
+"""Argument types and options shared by the command line's sub-commands, each checked as it is parsed."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` (to ``maximum``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a whole number {bound}")
+        return value
+
+    return parse
+
+
+def number(*, above: float) -> Callable[[str], float]:
+    """An argparse type: a finite number greater than ``above``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value <= above:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a finite number above {above:g}")
+        return value
+
+    return parse
+
+
+COUNT = whole(1)
+SEED = whole(0, 2**63 - 1)
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="vgg16",
+        help="vgg16 (default), vgg19, resnet50, a Keras model file (PATH.keras) of your own, or a PyTorch "
+        "model: torchvision:NAME, timm:NAME or package.module:factory (with the torch extra)",
+    )

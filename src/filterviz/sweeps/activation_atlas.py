@@ -1,0 +1,396 @@
+"""Activation atlases: the map of what a layer represents (Carter et al., Distill 2019).
+
+Four stages, each resumable in the output folder:
+
+1. **collect** a few activation vectors per image of a folder (random spatial positions, seeded by the
+   image's index), streamed in batches as :func:`filterviz.examples` reads images, saved every so often
+   (``vectors.npz``); the class of a vector is its image's first subfolder;
+2. **lay out** the vectors in 2-D with UMAP (cosine metric, seeded; the ``atlas`` extra), saved
+   (``layout.npy``);
+3. **grid** the layout at each zoom level (:mod:`filterviz.core.cells`): cells with enough vectors keep
+   their mean, count, class mix and nearest dataset patches (``patches/<vector>.png``);
+4. **render** every kept cell's mean as a :func:`~filterviz.core.objectives.direction` objective, chunks of
+   cells through one compiled program, each icon saved as it is drawn (``icons/g<grid>/<row>_<col>.png``),
+   and keyed by its level and place, so a killed run resumes to the same pictures.
+
+The page is ``atlas.html`` (:mod:`filterviz.sweeps.activation_page`); ``activation-atlas.json`` records
+the settings and the cells.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from filterviz.core.cells import Cells, check_grid, class_mix, grid_cells, nearest_members
+from filterviz.core.checks import check_count, check_params, check_seed
+from filterviz.core.hits import receptive_field
+from filterviz.core.methods import Method, get_method
+from filterviz.core.network import Network, Params
+from filterviz.core.objectives import direction
+from filterviz.draw.rendering import render
+from filterviz.errors import ImageError, OutputError, SettingError
+from filterviz.io.files import atomic_write, encode_npy, encode_png, output_path, written_by_filterviz
+from filterviz.io.photos import IMAGE_SUFFIXES, find_images, load_fitted
+from filterviz.networks import get_network
+from filterviz.networks.spectrum import resolve_spectrum
+from filterviz.networks.weights import content_digest
+from filterviz.progress import Progress, wanted
+from filterviz.sweeps.activation_page import write_page
+from filterviz.sweeps.activation_vectors import Reading, collect
+from filterviz.sweeps.folder import FolderLock
+
+RECORD = "activation-atlas.json"
+VECTORS = "vectors.npz"
+LAYOUT = "layout.npy"
+PATCHES_PER_CELL = 4
+
+
+class ActivationAtlas(NamedTuple):
+    """What :func:`activation_atlas` returns.
+
+    Attributes:
+      vectors: ``float32[N, C]`` activation vectors; images: ``int[N]`` their image (index into
+        ``paths``); positions: ``int[N, 2]`` their place (y, x) in the layer's map; labels: ``int[N]``
+        their class (index into ``classes``).
+      layout: ``float32[N, 2]``, the 2-D UMAP layout.
+      levels: the :class:`~filterviz.core.cells.Cells` of each grid, by cells per side.
+      activations: per grid, ``float32[M]`` each icon's achieved direction objective.
+      page: the ``atlas.html`` written.
+    """
+
+    vectors: np.ndarray
+    images: np.ndarray
+    positions: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    paths: list[str]
+    layout: np.ndarray
+    levels: dict[int, Cells]
+    activations: dict[int, np.ndarray]
+    page: Path
+
+
+def umap_layout(
+    vectors: np.ndarray, *, seed: int, neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine"
+) -> np.ndarray:
+    """``float32[N, 2]``: UMAP of ``vectors`` (McInnes et al. 2018), seeded, so a run is reproducible."""
+    try:
+        import umap
+    except ImportError:
+        raise SettingError(
+            "the activation atlas lays vectors out with UMAP: pip install 'filterviz[atlas]'"
+        ) from None
+    if len(vectors) < 4:
+        raise SettingError(f"UMAP needs at least 4 vectors, got {len(vectors)}: use more images or positions")
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(neighbors, len(vectors) - 1),
+        min_dist=min_dist,
+        metric=metric,
+        random_state=seed,
+        init="random" if len(vectors) < 64 else "spectral",
+    )
+    return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float32)
+
+
+def icon_path(grid: int, row: int, column: int) -> str:
+    """Where the icon of a cell is saved, relative to the folder."""
+    return f"icons/g{grid}/{row}_{column}.png"
+
+
+def render_icons(
+    params: Params,
+    network: Network,
+    layer: str,
+    cells: Cells,
+    method: Method,
+    folder: Path,
+    *,
+    size: int,
+    seed: int,
+    chunk: int,
+    shown: bool,
+) -> np.ndarray:
+    """Each cell's mean as a direction objective, ``chunk`` cells per call of one compiled program (the
+    last chunk padded); icons already in ``folder`` are kept. Returns ``float32[M]`` achieved objectives
+    (NaN where an icon was kept from an earlier run and its value was recorded there)."""
+    achieved = np.full(len(cells.counts), np.nan, np.float32)
+    todo = [
+        m
+        for m in range(len(cells.counts))
+        if not written_by_filterviz(folder / icon_path(cells.grid, cells.rows[m], cells.columns[m]))
+    ]
+    base = jax.random.key(seed)
+    with Progress(len(todo), "icon", f"drawing the {cells.grid}x{cells.grid} atlas", enabled=shown) as bar:
+        for begin in range(0, len(todo), chunk):
+            rows = todo[begin : begin + chunk]
+            padded = rows + rows[-1:] * (chunk - len(rows))
+            # A cell's key is its level and place: the same icon whichever chunk or run draws it.
+            places = np.array(
+                [cells.grid * 1_000_000 + cells.rows[m] * cells.grid + cells.columns[m] for m in padded]
+            )
+            keys = jax.vmap(lambda place: jax.random.fold_in(base, place))(jnp.asarray(places, jnp.int32))
+            drawn = render(
+                params,
+                direction(layer, cells.means[padded]),
+                network=network,
+                method=method,
+                size=size,
+                keys=keys,
+                batch_size=chunk,
+                progress=False,
+            )
+            for offset, m in enumerate(rows):
+                target = folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_ours(target, encode_png(drawn.pictures[offset, 0]))
+                achieved[m] = drawn.activations[offset]
+            bar.update(len(rows))
+    return achieved
+
+
+def save_patches(
+    root: Path,
+    paths: list[str],
+    folder: Path,
+    network: Network,
+    params: Params,
+    layer: str,
+    images: np.ndarray,
+    positions: np.ndarray,
+    chosen: set[int],
+    size: int,
+    fit: str,
+) -> None:
+    """The receptive field of each chosen vector, cropped from its image, as ``patches/<vector>.png``."""
+    (top, left, bottom, right), (stride_y, stride_x) = receptive_field(network, params, layer)
+    (folder / "patches").mkdir(exist_ok=True)
+    for vector in sorted(chosen):
+        target = folder / f"patches/{vector}.png"
+        if written_by_filterviz(target):
+            continue
+        y, x = (int(v) for v in positions[vector])
+        photo = load_fitted(root / paths[images[vector]], size, fit)
+        box = (
+            max(top + y * stride_y, 0),
+            max(left + x * stride_x, 0),
+            min(bottom + y * stride_y, size),
+            min(right + x * stride_x, size),
+        )
+        _write_ours(target, encode_png(photo[box[0] : box[2], box[1] : box[3]]))
+
+
+def _write_ours(target: Path, data: bytes) -> None:
+    # Written where nothing is, or over a picture filterviz wrote: never over someone else's file.
+    if target.exists() and target.suffix == ".png" and not written_by_filterviz(target):
+        raise OutputError(target, "is a file filterviz did not write; it is kept: use another --out")
+    atomic_write(target, data, durable=False)
+
+
+def _classes(paths: list[str]) -> tuple[list[str], np.ndarray]:
+    # Each image's class: its first subfolder ("" for an image at the top of the folder).
+    names = [path.split("/")[0] if "/" in path else "" for path in paths]
+    classes = sorted(set(names))
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, np.array([index[name] for name in names], np.int64)
+
+
+def _levels(grid: int, zoom: Sequence[int] | None) -> list[int]:
+    # The grids of the zoom levels: half, the grid and twice it by default, coarsest first.
+    chosen = [max(1, grid // 2), grid, grid * 2] if zoom is None else [check_grid(g) for g in zoom]
+    return sorted(set(chosen))
+
+
+def _cells_of_levels(vectors, layout, levels: list[int], grid: int, min_count: int) -> dict[int, Cells]:
+    # Every level's cells; a zoom level finer than the data allow is left out, the main grid never is.
+    cells = {}
+    for level in levels:
+        try:
+            cells[level] = grid_cells(vectors, layout, level, min_count)
+        except SettingError:
+            if level == grid:
+                raise
+    return cells
+
+
+def _check_folder(folder: Path, settings: dict) -> None:
+    # A folder of another atlas, or one whose record filterviz did not write, is never written over.
+    record = folder / RECORD
+    if not record.exists():
+        return
+    try:
+        previous = json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise OutputError(record, "is not an activation atlas record; use another --out") from None
+    if previous.get("settings") != settings:
+        raise OutputError(folder, "holds an activation atlas with other settings; use another --out")
+
+
+def activation_atlas(
+    params: Params,
+    images: str | os.PathLike[str],
+    layer: str,
+    *,
+    out: str | os.PathLike[str],
+    network: str | Network = "vgg16",
+    grid: int = 20,
+    zoom: Sequence[int] | None = None,
+    method: str | Method = "lucid",
+    steps: int | None = None,
+    icon_size: int = 64,
+    positions: int = 4,
+    image_size: int = 224,
+    min_count: int = 3,
+    seed: int = 0,
+    batch_size: int = 32,
+    chunk: int = 16,
+    fit: str = "crop",
+    progress: bool | None = None,
+    save_seconds: float = 30.0,
+) -> ActivationAtlas:
+    """The activation atlas of ``layer`` over the photos of ``images``, written into the folder ``out``.
+
+    Args:
+      params, network: the network and its parameters (any network: built in, Keras, Flax, PyTorch).
+      images: a folder of JPEG/PNG photos, searched recursively; a photo's first subfolder is its class.
+      layer: the layer whose activation vectors are mapped.
+      out: the output folder: ``atlas.html``, the icons, the patches, the record; run again to resume.
+      grid: cells per side of the main grid; ``zoom`` the grids of every level (default
+        ``(grid // 2, grid, 2 * grid)``), all from the same layout; a zoom level where no cell holds
+        ``min_count`` vectors is left out (the main grid is then an error).
+      method, steps, icon_size: how each cell is drawn (default the ``lucid`` preset, 64x64 icons).
+      positions: vectors per photo (random positions, seeded); image_size and fit: how photos are fed.
+      min_count: a cell needs this many vectors to be drawn.
+      seed: the positions, the layout and the icons.
+      batch_size: photos per batch of the collect pass; chunk: cells per compiled render call.
+
+    Returns an :class:`ActivationAtlas`. Raises :class:`SettingError` for a setting that cannot work (a
+    grid too fine for the data among them), :class:`ImageError` for a folder with no readable image,
+    :class:`OutputError` for an ``out`` that holds another atlas or files filterviz did not write.
+    """
+    net = get_network(network)
+    spec = net.layer(layer)  # UnknownLayerError, naming the valid ones
+    check_params(net, params)
+    levels = _levels(check_grid(grid), zoom)
+    for label, value, low in (
+        ("positions", positions, 1),
+        ("image_size", image_size, net.minimum_size(spec.name)),
+        ("min_count", min_count, 1),
+        ("batch_size", batch_size, 1),
+        ("chunk", chunk, 1),
+        ("icon_size", icon_size, 1),
+    ):
+        check_count(value, label, minimum=low)
+    chosen = resolve_spectrum(get_method(method, **({} if steps is None else {"steps": steps})))
+    root, folder = Path(images), output_path(out)
+    paths = find_images(root, leave_out=folder)
+    if not paths:
+        raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    settings = {
+        "layer": spec.name,
+        "network": net.name,
+        "weights": content_digest(params, net),
+        "images": paths,
+        "positions": positions,
+        "image_size": image_size,
+        "fit": fit,
+        "seed": check_seed(seed),
+        "levels": levels,
+        "min_count": min_count,
+        "icon_size": icon_size,
+        "method": json.dumps(chosen.describe(), sort_keys=True),
+        "umap": {"metric": "cosine", "neighbors": 15, "min_dist": 0.1},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_folder(folder, settings)
+    shown = wanted(progress)
+    with FolderLock(folder, "activation-atlas"):
+        reading = Reading(batch_size, image_size, fit, os.cpu_count() or 1)
+        vectors, image_of, places = collect(
+            net,
+            params,
+            spec.name,
+            root,
+            paths,
+            reading,
+            count=positions,
+            seed=seed,
+            progress_file=folder / VECTORS,
+            settings=settings,
+            shown=shown,
+            save_seconds=save_seconds,
+        )
+        classes, label_of_image = _classes(paths)
+        labels = label_of_image[image_of]
+        layout_file = folder / LAYOUT
+        if layout_file.is_file() and (folder / RECORD).is_file():  # this atlas's (its record was checked)
+            layout = np.load(layout_file, allow_pickle=False)
+        else:
+            layout = umap_layout(vectors, seed=seed)
+            _write_ours(layout_file, encode_npy(layout))
+        cells = _cells_of_levels(vectors, layout, levels, grid, min_count)
+        levels = sorted(cells)
+        nearest = {g: nearest_members(vectors, cells[g], PATCHES_PER_CELL) for g in levels}
+        save_patches(
+            root,
+            paths,
+            folder,
+            net,
+            params,
+            spec.name,
+            image_of,
+            places,
+            {int(v) for g in levels for members in nearest[g] for v in members},
+            image_size,
+            fit,
+        )
+        record = {
+            "settings": settings,
+            "folder": root.name,
+            "vectors": len(vectors),
+            "classes": classes,
+            "levels": {},
+        }
+        atomic_write(folder / RECORD, json.dumps(record).encode())  # the layout is now this atlas's
+        activations = {}
+        for g in levels:
+            activations[g] = render_icons(
+                params,
+                net,
+                spec.name,
+                cells[g],
+                chosen,
+                folder,
+                size=icon_size,
+                seed=seed,
+                chunk=chunk,
+                shown=shown,
+            )
+            mix = class_mix(labels, cells[g], len(classes))
+            record["levels"][str(g)] = [
+                {
+                    "row": int(cells[g].rows[m]),
+                    "column": int(cells[g].columns[m]),
+                    "count": int(cells[g].counts[m]),
+                    "icon": icon_path(g, cells[g].rows[m], cells[g].columns[m]),
+                    "classes": [
+                        [classes[c], int(n)] for c in np.argsort(-mix[m], kind="stable") if (n := mix[m, c])
+                    ],
+                    "purity": float(mix[m].max() / cells[g].counts[m]),
+                    "patches": [f"patches/{int(v)}.png" for v in nearest[g][m]],
+                }
+                for m in range(len(cells[g].counts))
+            ]
+        atomic_write(folder / RECORD, json.dumps(record).encode())
+        page = write_page(folder, record, grid)
+    return ActivationAtlas(
+        vectors, image_of, places, labels, classes, paths, layout, cells, activations, page
+    )
