@@ -21,6 +21,8 @@ Parts, in order (``--parts`` picks some):
   lucid        the Lucid-method atlas, estimated from one timed chunk of one layer per block
   examples     the dataset-examples pass: 50,000 JPEGs (375x500, 4,096 made here and linked) at 224x224
                through all 13 conv layers, top-9 of all 4,224 filters; the host's decode rate; MFU
+  activation_atlas  a 20x20 activation atlas of block4_conv3 over 10,000 such JPEGs, end to end
+               (collect, UMAP, the 400 cells drawn, the page), compiling and then from the cache
 
 Each part runs in a process of its own under a share of ``--budget`` seconds: a crash, a hang or an
 out-of-memory in one part is recorded in ``failures`` and the rest still run. A part saves its figures
@@ -49,6 +51,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from gpu.activation_atlas import part_activation_atlas
 from gpu.correctness import part_correctness
 from gpu.env import part_env
 from gpu.examples import part_examples
@@ -69,6 +72,7 @@ PART_FUNCTIONS = {
     "torch": part_torch,
     "lucid": part_lucid,
     "examples": part_examples,
+    "activation_atlas": part_activation_atlas,
 }
 
 

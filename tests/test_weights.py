@@ -273,3 +273,25 @@ def test_official_source_is_the_keras_url_and_hash():
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     )
     assert source.md5 == "6d6bbae143d832006294945121d1f1fc"
+
+
+def test_the_published_spectrum_is_fetched_checked_and_kept(serve, tmp_path, monkeypatch):
+    import io
+
+    from filterviz.networks import spectrum as published
+
+    magnitude = np.abs(np.random.default_rng(0).normal(size=(3, 16, 9))).astype(np.float32) + 0.1
+    buffer = io.BytesIO()
+    np.save(buffer, magnitude)
+    payload = buffer.getvalue()
+    monkeypatch.delenv("FILTERVIZ_SPECTRUM", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "filterviz"
+    with pytest.raises(filterviz.WeightsError, match="sha256") as caught:  # the pinned hash is not this file's
+        published.imagenet_spectrum(url=serve(payload).url)
+    assert "filterviz spectrum" in str(caught.value) and leftovers(cache) == []
+    monkeypatch.setattr(published, "SPECTRUM_SHA256", hashlib.sha256(payload).hexdigest())
+    fetched = published.imagenet_spectrum(url=serve(payload).url)
+    np.testing.assert_array_equal(fetched.magnitude, magnitude)
+    assert fetched.source == "imagenet" and leftovers(cache) == [published.SPECTRUM_FILE]
+    assert published.imagenet_spectrum(download=False) == fetched  # kept: no second download

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-PARTS = ("env", "correctness", "latency", "speed", "sweep", "torch", "lucid", "examples")
+PARTS = ("env", "correctness", "latency", "speed", "sweep", "torch", "lucid", "examples", "activation_atlas")
 
 
 # Relative shares of the budget; a part that ends early leaves its time to the later ones.
@@ -24,6 +24,7 @@ SHARES = {
     "torch": 20,
     "lucid": 75,
     "examples": 95,
+    "activation_atlas": 90,
 }
 
 
@@ -88,6 +89,12 @@ class Config:
     examples_layers: tuple[str, ...] | None = None  # None: all 13 conv layers
     examples_batch: int = 128
     examples_decode_images: int = 4096
+    activation_atlas_images: int = 10_000
+    activation_atlas_layer: str = "block4_conv3"
+    activation_atlas_grid: int = 20
+    activation_atlas_size: int = 224
+    activation_atlas_batch: int = 128
+    activation_atlas_steps: int | None = None  # None: the Lucid preset's 512
 
 
 FULL = Config()
@@ -118,6 +125,12 @@ SMOKE = Config(
     examples_layers=("block1_conv1", "block1_conv2"),
     examples_batch=4,
     examples_decode_images=6,
+    activation_atlas_images=8,
+    activation_atlas_layer="block1_conv2",
+    activation_atlas_grid=2,
+    activation_atlas_size=32,
+    activation_atlas_batch=4,
+    activation_atlas_steps=1,
 )
 
 

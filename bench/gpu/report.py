@@ -25,6 +25,7 @@ TARGETS = {
     "deep_layer_mfu": 0.40,
     "lucid_atlas_seconds": 300.0,
     "examples_seconds": 60.0,
+    "activation_atlas_seconds": 120.0,
 }
 
 
@@ -86,6 +87,10 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
             "decode_images_per_second",
             "mfu",
         )
+    }
+    atlas = parts.get("activation_atlas", {})
+    report["activation_atlas"] = {
+        key: atlas.get(key) for key in ("images", "layer", "grid", "first_seconds", "second_seconds", "cells")
     }
     report["failures"] = [f for p in parts.values() for f in p.get("failures", [])]
     for name, state in status.items():
@@ -160,6 +165,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         "dataset examples, 50,000 images at 224 through 13 layers, seconds",
         examples.get("seconds") if full else None,
         TARGETS["examples_seconds"],
+        False,
+    )
+    atlas = report["activation_atlas"]
+    full = (atlas.get("images"), atlas.get("layer"), atlas.get("grid")) == (10_000, "block4_conv3", 20)
+    add(
+        "activation atlas, 20x20 of block4_conv3 over 10,000 photos, end to end, seconds (first run)",
+        atlas.get("first_seconds") if full else None,
+        TARGETS["activation_atlas_seconds"],
         False,
     )
     return found
