@@ -20,7 +20,7 @@ shift/scale/rotate copies (seeded, the same for every tool). CPU time is per fil
 the pictures side by side, MaCo's over a grey checkerboard through its transparency.
 
     PYTHONPATH=src:bench python bench/fidelity.py --steps 64 --json bench/results/fidelity_cpu.json \
-        --sheet docs/fidelity_sheet.png
+        --sheet docs/fidelity_sheet.jpg
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -98,7 +99,9 @@ def umap_layout(
         random_state=seed,
         init="random" if len(vectors) < 64 else "spectral",
     )
-    return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float32)
+    with warnings.catch_warnings():  # a seed makes UMAP run on one thread, and it says so each time
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float32)
 
 
 def icon_path(grid: int, row: int, column: int) -> str:
