@@ -119,14 +119,16 @@ def run_horama(module, layer: str, channel: int, steps: int) -> np.ndarray:
     return np.concatenate([np.clip(rgb, 0, 1), alpha[..., None]], -1).astype(np.float32)
 
 
-def run_filterviz(params, layer: str, channels: list[int], steps: int, tool: str, spectrum) -> np.ndarray:
+def run_filterviz(
+    params, layer: str, channels: list[int], steps: int, tool: str, spectrum, maco_size: int = 512
+) -> np.ndarray:
     import filterviz
     from filterviz.networks.spectrum import maco
 
     objective = filterviz.channel(layer, channels)
     if tool == "filterviz-maco":
         drawn = filterviz.render(
-            params, objective, method=maco(spectrum, steps=steps), size=512, progress=False
+            params, objective, method=maco(spectrum, steps=steps), size=maco_size, progress=False
         )
     else:
         view = 224 if tool == "filterviz-lucid-224" else None
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--spectrum", default="imagenet", help="filterviz maco's: imagenet, a .npy, or 1/f")
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--maco-size", type=int, default=512, help="filterviz maco's picture size")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--sheet", type=Path)
     args = parser.parse_args(argv)
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             channels = [channel for name, channel in FILTERS if name == layer]
             began = time.perf_counter()
             if tool.startswith("filterviz"):
-                drawn = run_filterviz(params, layer, channels, args.steps, tool, spectrum)
+                drawn = run_filterviz(params, layer, channels, args.steps, tool, spectrum, args.maco_size)
                 pictures[tool].update({(layer, c): drawn[i] for i, c in enumerate(channels)})
             else:
                 run = run_lucent if tool == "lucent" else run_horama
@@ -224,7 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("horama", "horama"),
             )
         },
-        "settings": {"steps": args.steps, "spectrum": repr(spectrum), "copies": COPIES, "views": VIEWS},
+        "settings": {
+            "steps": args.steps,
+            "maco_size": args.maco_size,
+            "spectrum": repr(spectrum),
+            "copies": COPIES,
+            "views": VIEWS,
+        },
         "cpu_seconds_per_filter": {tool: seconds[tool] / len(FILTERS) for tool in tools},
         "rows": rows,
     }

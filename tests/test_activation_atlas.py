@@ -169,3 +169,66 @@ def test_cli_refuses_an_empty_folder(weights_path, tmp_path, capsys):
     command = ["activation-atlas", str(tmp_path / "empty"), "--layer", LAYER, "--out", str(tmp_path / "out")]
     assert main([*command, "--weights", str(weights_path)]) == 2
     assert "holds no images" in capsys.readouterr().err
+
+
+def test_an_atlas_of_a_flax_network_of_ones_own(tmp_path):
+    import flax.linen as nn
+    import jax
+
+    class Small(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(6, (3, 3), name="first")(x))
+            return nn.relu(nn.Conv(8, (3, 3), strides=2, name="second")(x))
+
+    module = Small()
+    network, params = filterviz.from_flax(module, module.init(jax.random.key(0), np.zeros((1, 16, 16, 3))))
+    folder = _two_class_folder(tmp_path / "photos", count=4)
+    atlas = filterviz.activation_atlas(
+        params, folder, "second", network=network, out=tmp_path / "atlas", grid=2, zoom=(2,), steps=2,
+        icon_size=16, image_size=16, positions=2, min_count=1, progress=False,
+    )  # fmt: skip
+    assert atlas.vectors.shape == (16, 8) and len(atlas.levels[2].counts) >= 1
+    assert all((tmp_path / "atlas" / f"icons/g2/{r}_{c}.png").is_file()
+               for r, c in zip(atlas.levels[2].rows, atlas.levels[2].columns, strict=True))  # fmt: skip
+
+
+COLLECT = """
+import sys, numpy as np, jax, filterviz
+from pathlib import Path
+from filterviz.sweeps.activation_vectors import Reading, collect
+assert jax.local_device_count() == 4
+network = filterviz.network("vgg16")
+params = network.init(jax.random.key(0))
+root = Path(sys.argv[1])
+paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+vectors, images, positions = collect(network, params, "block1_conv2", root, paths, Reading(6, 32, "crop", 2),
+    count=3, seed=5, progress_file=None, settings={}, shown=False, save_seconds=1e9)
+np.savez(sys.argv[2], vectors=vectors, images=images, positions=positions)
+"""
+
+
+def test_the_collect_pass_splits_batches_over_devices_to_the_same_vectors(random_params, tmp_path):
+    import os
+    import sys
+
+    from filterviz.sweeps.activation_vectors import Reading, collect
+
+    folder = _two_class_folder(tmp_path / "photos", count=5)
+    paths = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    environment = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECT, str(folder), str(tmp_path / "four.npz")],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    network = filterviz.network("vgg16")
+    one = collect(
+        network, random_params, "block1_conv2", folder, paths, Reading(6, 32, "crop", 2), count=3, seed=5,
+        progress_file=None, settings={}, shown=False, save_seconds=1e9,
+    )  # fmt: skip
+    with np.load(tmp_path / "four.npz") as four:
+        np.testing.assert_array_equal(four["images"], one[1])
+        np.testing.assert_array_equal(four["positions"], one[2])
+        np.testing.assert_allclose(four["vectors"], one[0], rtol=1e-5, atol=1e-5)

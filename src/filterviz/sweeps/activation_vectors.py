@@ -1,6 +1,7 @@
 """The collect stage of an activation atlas: a few activation vectors per image of a folder, at random
 positions seeded by the image's index, read in batches by the examples pass's decoder and saved every so
-often, so a killed run goes on from its last save (:mod:`filterviz.sweeps.activation_atlas`)."""
+often, so a killed run goes on from its last save (:mod:`filterviz.sweeps.activation_atlas`). Each
+batch is split over the devices of this process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.core.hits import EMPTY
 from filterviz.core.network import Network, Params, preprocess
@@ -76,11 +78,16 @@ def collect(
         state, done, _ = load_progress(progress_file, settings, empty)
     parts = {name: [value] for name, value in state.items()}
     key, saved_at = jax.random.key(seed), time.monotonic()
+    # Each batch is split over this process's devices: a whole share for each.
+    devices = jax.local_devices()
+    split = NamedSharding(Mesh(np.asarray(devices), ("images",)), PartitionSpec("images"))
+    reading = reading._replace(batch_size=-(-reading.batch_size // len(devices)) * len(devices))
     with Progress(len(paths), "image", f"collecting {layer}", enabled=shown) as bar:
         bar.update(done)
         for pixels, indices, _ in _batches(root, paths, reading, done):
             real = indices != EMPTY  # padding, and images that could not be read
             places = np.where(real, indices, 0)
+            pixels, places = jax.device_put(pixels, split), jax.device_put(places, split)
             vectors, positions = _sample(network, params, pixels, places, key, layer, count)
             parts["vectors"].append(np.asarray(vectors)[real])
             parts["positions"].append(np.asarray(positions)[real])
