@@ -224,6 +224,33 @@ def _cells_of_levels(vectors, layout, levels: list[int], grid: int, min_count: i
     return cells
 
 
+def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
+    # The UMAP layout, or the one an earlier run of this atlas saved (its record was checked).
+    saved = folder / LAYOUT
+    if saved.is_file() and (folder / RECORD).is_file():
+        return np.load(saved, allow_pickle=False)
+    layout = umap_layout(vectors, seed=seed)
+    _write_ours(saved, encode_npy(layout))
+    return layout
+
+
+def _cell_records(cells: Cells, mix: np.ndarray, classes: list[str], nearest: list[np.ndarray]) -> list[dict]:
+    # What the record and the page say of each cell of one level: place, count, icon, classes, patches.
+    records = []
+    for m in range(len(cells.counts)):
+        order = np.argsort(-mix[m], kind="stable")
+        records.append({
+            "row": int(cells.rows[m]),
+            "column": int(cells.columns[m]),
+            "count": int(cells.counts[m]),
+            "icon": icon_path(cells.grid, cells.rows[m], cells.columns[m]),
+            "classes": [[classes[c], int(mix[m, c])] for c in order if mix[m, c]],
+            "purity": float(mix[m].max() / cells.counts[m]),
+            "patches": [f"patches/{int(v)}.png" for v in nearest[m]],
+        })  # fmt: skip
+    return records
+
+
 def _check_folder(folder: Path, settings: dict) -> None:
     # A folder of another atlas, or one whose record filterviz did not write, is never written over.
     record = folder / RECORD
@@ -333,12 +360,7 @@ def activation_atlas(
         )
         classes, label_of_image = _classes(paths)
         labels = label_of_image[image_of]
-        layout_file = folder / LAYOUT
-        if layout_file.is_file() and (folder / RECORD).is_file():  # this atlas's (its record was checked)
-            layout = np.load(layout_file, allow_pickle=False)
-        else:
-            layout = umap_layout(vectors, seed=seed)
-            _write_ours(layout_file, encode_npy(layout))
+        layout = _layout(folder, vectors, seed)
         cells = _cells_of_levels(vectors, layout, levels, grid, min_count)
         levels = sorted(cells)
         nearest = {g: nearest_members(vectors, cells[g], PATCHES_PER_CELL) for g in levels}
@@ -378,20 +400,7 @@ def activation_atlas(
                 shown=shown,
             )
             mix = class_mix(labels, cells[g], len(classes))
-            record["levels"][str(g)] = [
-                {
-                    "row": int(cells[g].rows[m]),
-                    "column": int(cells[g].columns[m]),
-                    "count": int(cells[g].counts[m]),
-                    "icon": icon_path(g, cells[g].rows[m], cells[g].columns[m]),
-                    "classes": [
-                        [classes[c], int(n)] for c in np.argsort(-mix[m], kind="stable") if (n := mix[m, c])
-                    ],
-                    "purity": float(mix[m].max() / cells[g].counts[m]),
-                    "patches": [f"patches/{int(v)}.png" for v in nearest[g][m]],
-                }
-                for m in range(len(cells[g].counts))
-            ]
+            record["levels"][str(g)] = _cell_records(cells[g], mix, classes, nearest[g])
         atomic_write(folder / RECORD, json.dumps(record).encode())
         page = write_page(folder, record, grid)
     return ActivationAtlas(
