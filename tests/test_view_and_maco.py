@@ -212,3 +212,13 @@ def test_maco_writes_rgba_pictures_into_files_sweeps_and_the_atlas(random_params
     filterviz.write_atlas(folder)
     page = (folder / "index.html").read_text() + "".join(p.read_text() for p in folder.glob("atlas/*.js"))
     assert f"{LAYER}/{drawn[0].name}" in page  # the page shows the RGBA file itself
+
+
+def test_sizes_are_checked_at_the_size_the_network_sees(random_params, vgg16):
+    objective = filterviz.channel("block5_conv1", 0)
+    with pytest.raises(filterviz.SettingError, match="too small"):
+        filterviz.render(random_params, objective, network=vgg16, size=12, steps=1, progress=False)
+    seen = filterviz.render(
+        random_params, objective, network=vgg16, size=12, view=32, steps=1, progress=False
+    )
+    assert seen.pictures.shape == (1, 1, 12, 12, 3)  # drawn at 12, seen at 32

@@ -287,7 +287,8 @@ def test_the_published_spectrum_is_fetched_checked_and_kept(serve, tmp_path, mon
     monkeypatch.delenv("FILTERVIZ_SPECTRUM", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cache = tmp_path / "cache" / "filterviz"
-    with pytest.raises(filterviz.WeightsError, match="sha256") as caught:  # the pinned hash is not this file's
+    # The pinned hash is not this file's: refused, nothing left behind.
+    with pytest.raises(filterviz.WeightsError, match="sha256") as caught:
         published.imagenet_spectrum(url=serve(payload).url)
     assert "filterviz spectrum" in str(caught.value) and leftovers(cache) == []
     monkeypatch.setattr(published, "SPECTRUM_SHA256", hashlib.sha256(payload).hexdigest())

@@ -361,14 +361,17 @@ def default_chunk(
     network: Network, method: Method, layer: str, height: int, width: int, device: jax.Device | None = None
 ) -> int:
     """Objectives per compiled chunk on ``device`` (default the first): as many as its memory holds by
-    :func:`filterviz.core.checks.default_batch_size`, each objective counting its images and copies."""
-    return max(1, default_batch_size(network, layer, height, width, device) // method.images_per_objective)
+    :func:`filterviz.core.checks.default_batch_size`, each objective counting its images and copies, at
+    the size the network is fed (the method's view)."""
+    fed = method.fed_size(height, width)
+    return max(1, default_batch_size(network, layer, *fed, device) // method.images_per_objective)
 
 
 def check_method_size(network: Network, method: Method, layer: str, height: int, width: int) -> None:
     """:func:`filterviz.core.checks.check_image_size` for ``method``: every octave stage must be large enough
-    for ``layer``, and the images of one objective (its copies included) must fit the device."""
-    check_image_size(network, layer, height, width, copies=method.images_per_objective)
+    for ``layer``, and the images of one objective (its copies included, at the size the network is fed:
+    the method's view) must fit the device."""
+    check_image_size(network, layer, *method.fed_size(height, width), copies=method.images_per_objective)
     if method.octaves is not None:
         smallest = method.octaves.sizes(height, width)[0]
         minimum = network.minimum_size(layer)
