@@ -232,3 +232,20 @@ def test_the_collect_pass_splits_batches_over_devices_to_the_same_vectors(random
         np.testing.assert_array_equal(four["images"], one[1])
         np.testing.assert_array_equal(four["positions"], one[2])
         np.testing.assert_allclose(four["vectors"], one[0], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_never_writes_through_a_link_or_over_a_file(drawn, weights_path, tmp_path, capsys):
+    folder, _, _ = drawn
+    command = ["activation-atlas", str(folder), "--layer", LAYER, "--size", "32", "--grid", "2", "--quiet"]
+    command += ["--weights", str(weights_path)]
+    (tmp_path / "a-file").write_text("mine")
+    assert main([*command, "--out", str(tmp_path / "a-file")]) == 2
+    assert "a-file" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "mine"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "icons").symlink_to(elsewhere)
+    assert main([*command, "--out", str(tmp_path / "out")]) == 2
+    assert "symbolic link" in capsys.readouterr().err and not list(elsewhere.iterdir())
+    assert main(["spectrum", str(folder), "--out", str(tmp_path / "spectrum.txt")]) == 2
+    assert ".npy" in capsys.readouterr().err and not (tmp_path / "spectrum.txt").exists()

@@ -171,10 +171,9 @@ def _with_spectrum(parameterization, spectrum: str):
 
 def spectrum(args: argparse.Namespace) -> None:
     """``filterviz spectrum IMAGES --out F``: the photos' mean magnitude spectrum, for ``--spectrum F``."""
-    from filterviz.io.files import check_writable
-    from filterviz.io.spectrum import compute_spectrum, save_spectrum
+    from filterviz.io.spectrum import check_spectrum_path, compute_spectrum, save_spectrum
 
-    check_writable(args.out)
+    check_spectrum_path(args.out)
     computed, used = compute_spectrum(args.images, size=args.size)
     save_spectrum(computed, args.out)
     if not args.quiet:

@@ -34,9 +34,13 @@ def compute_spectrum(folder: str | os.PathLike[str], *, size: int = SPECTRUM_SIZ
     return Spectrum((total / used).astype(np.float32), source=root.name or str(root)), used
 
 
-def save_spectrum(spectrum: Spectrum, path: str | os.PathLike[str]) -> Path:
-    """Write ``spectrum`` as a ``.npy`` file, atomically."""
+def check_spectrum_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if a spectrum can be written there (a ``.npy`` file in a writable folder), before any work."""
     if Path(path).suffix.lower() != ".npy":
         raise SettingError(f"a spectrum is saved as .npy, got {os.fspath(path)!r}")
-    check_writable(path)
-    return atomic_write(path, encode_npy(spectrum.magnitude))
+    return check_writable(path)
+
+
+def save_spectrum(spectrum: Spectrum, path: str | os.PathLike[str]) -> Path:
+    """Write ``spectrum`` as a ``.npy`` file, atomically."""
+    return atomic_write(check_spectrum_path(path), encode_npy(spectrum.magnitude))

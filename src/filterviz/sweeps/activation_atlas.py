@@ -38,7 +38,14 @@ from filterviz.core.network import Network, Params
 from filterviz.core.objectives import direction
 from filterviz.draw.rendering import render
 from filterviz.errors import ImageError, OutputError, SettingError
-from filterviz.io.files import atomic_write, encode_npy, encode_png, output_path, written_by_filterviz
+from filterviz.io.files import (
+    atomic_write,
+    check_no_links,
+    encode_npy,
+    encode_png,
+    output_path,
+    written_by_filterviz,
+)
 from filterviz.io.photos import IMAGE_SUFFIXES, find_images, load_fitted
 from filterviz.networks import get_network
 from filterviz.networks.spectrum import resolve_spectrum
@@ -153,6 +160,7 @@ def render_icons(
             )
             for offset, m in enumerate(rows):
                 target = folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
+                check_no_links(folder, "icons", target.parent.name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _write_ours(target, encode_png(drawn.pictures[offset, 0]))
                 achieved[m] = drawn.activations[offset]
@@ -222,6 +230,16 @@ def _cells_of_levels(vectors, layout, levels: list[int], grid: int, min_count: i
             if level == grid:
                 raise
     return cells
+
+
+def _make_folder(folder: Path) -> None:
+    # The output folder and the folders filterviz writes in it, none of them a link out of it.
+    for parts in ((), ("icons",), ("patches",)):
+        check_no_links(folder, *parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(folder, f"cannot be made a folder ({error.strerror or error})") from None
 
 
 def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
@@ -339,7 +357,7 @@ def activation_atlas(
         "method": json.dumps(chosen.describe(), sort_keys=True),
         "umap": {"metric": "cosine", "neighbors": 15, "min_dist": 0.1},
     }
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     _check_folder(folder, settings)
     shown = wanted(progress)
     with FolderLock(folder, "activation-atlas"):
