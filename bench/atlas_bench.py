@@ -91,33 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         members=[cells.members[i] for i in keep],
     )
     method = filterviz.get_method("lucid", steps=args.steps)
+
+    def draw(folder: Path, chunk: int) -> None:
+        render_icons(
+            params, network, args.layer, cells, method, folder, size=args.icon_size, seed=0, chunk=chunk,
+            shown=False,
+        )  # fmt: skip
+
     for label, chunk in (("batched", len(keep)), ("one_at_a_time", 1)):
-        folder = work / label
-        render_icons(
-            params,
-            network,
-            args.layer,
-            cells,
-            method,
-            work / f"{label}-warm",
-            size=args.icon_size,
-            seed=0,
-            chunk=chunk,
-            shown=False,
-        )
+        draw(work / f"{label}-warm", chunk)  # compiles
         began = time.perf_counter()
-        render_icons(
-            params,
-            network,
-            args.layer,
-            cells,
-            method,
-            folder,
-            size=args.icon_size,
-            seed=0,
-            chunk=chunk,
-            shown=False,
-        )
+        draw(work / label, chunk)
         timing[f"{label}_cells_per_s"] = len(keep) / (time.perf_counter() - began)
     report = {
         "device": jax.devices()[0].device_kind,

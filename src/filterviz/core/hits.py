@@ -180,6 +180,15 @@ def receptive_field(
     return field
 
 
+def field_at(box, stride, y: int, x: int, size: int) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)``: where position ``(y, x)`` looks in a ``size``-square input, from
+    :func:`receptive_field`'s ``box`` and ``stride``, clipped to the input."""
+    top, left, bottom, right = box
+    top, bottom = top + y * stride[0], bottom + y * stride[0]
+    left, right = left + x * stride[1], right + x * stride[1]
+    return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
+
+
 # A field is the network's structure, not its weights' values: measured once per network and layer.
 _FIELDS: dict[tuple[Network, str], tuple[tuple[int, int, int, int], tuple[int, int]]] = {}
 

@@ -44,16 +44,15 @@ def load_spectrum(path: str | os.PathLike[str]) -> Spectrum:
     shape or values.
     """
     path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "no such spectrum file")
     try:
-        if not path.is_file():
-            raise WeightsError(path, "no such spectrum file")
-        if path.stat().st_size > LARGEST_SPECTRUM_BYTES:
-            raise WeightsError(path, f"is over {LARGEST_SPECTRUM_BYTES >> 20} MiB: not a spectrum")
-        magnitude = np.load(path, allow_pickle=False)
+        too_large = path.stat().st_size > LARGEST_SPECTRUM_BYTES
+        magnitude = None if too_large else np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        if isinstance(error, WeightsError):
-            raise
         raise WeightsError(path, f"is not a .npy array of numbers ({error})") from None
+    if too_large:
+        raise WeightsError(path, f"is over {LARGEST_SPECTRUM_BYTES >> 20} MiB: not a spectrum")
     try:
         return Spectrum(magnitude, source=path.name)
     except SettingError as error:

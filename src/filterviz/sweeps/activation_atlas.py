@@ -32,7 +32,7 @@ import numpy as np
 
 from filterviz.core.cells import Cells, check_grid, class_mix, grid_cells, nearest_members
 from filterviz.core.checks import check_count, check_params, check_seed
-from filterviz.core.hits import receptive_field
+from filterviz.core.hits import field_at, receptive_field
 from filterviz.core.methods import Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import direction
@@ -59,6 +59,8 @@ RECORD = "activation-atlas.json"
 VECTORS = "vectors.npz"
 LAYOUT = "layout.npy"
 PATCHES_PER_CELL = 4
+UMAP_SETTINGS = {"metric": "cosine", "neighbors": 15, "min_dist": 0.1}
+"""How vectors are laid out (recorded with each atlas)."""
 
 
 class ActivationAtlas(NamedTuple):
@@ -87,7 +89,12 @@ class ActivationAtlas(NamedTuple):
 
 
 def umap_layout(
-    vectors: np.ndarray, *, seed: int, neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine"
+    vectors: np.ndarray,
+    *,
+    seed: int,
+    neighbors: int = UMAP_SETTINGS["neighbors"],
+    min_dist: float = UMAP_SETTINGS["min_dist"],
+    metric: str = UMAP_SETTINGS["metric"],
 ) -> np.ndarray:
     """``float32[N, 2]``: UMAP of ``vectors`` (McInnes et al. 2018), seeded, so a run is reproducible."""
     try:
@@ -139,6 +146,8 @@ def render_icons(
         if not written_by_filterviz(folder / icon_path(cells.grid, cells.rows[m], cells.columns[m]))
     ]
     base = jax.random.key(seed)
+    level_folder = check_no_links(folder, "icons", f"g{cells.grid}")  # where every icon of the level goes
+    level_folder.mkdir(parents=True, exist_ok=True)
     with Progress(len(todo), "icon", f"drawing the {cells.grid}x{cells.grid} atlas", enabled=shown) as bar:
         for begin in range(0, len(todo), chunk):
             rows = todo[begin : begin + chunk]
@@ -160,8 +169,6 @@ def render_icons(
             )
             for offset, m in enumerate(rows):
                 target = folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
-                check_no_links(folder, "icons", target.parent.name)
-                target.parent.mkdir(parents=True, exist_ok=True)
                 _write_ours(target, encode_png(drawn.pictures[offset, 0]))
                 achieved[m] = drawn.activations[offset]
             bar.update(len(rows))
@@ -182,7 +189,7 @@ def save_patches(
     fit: str,
 ) -> None:
     """The receptive field of each chosen vector, cropped from its image, as ``patches/<vector>.png``."""
-    (top, left, bottom, right), (stride_y, stride_x) = receptive_field(network, params, layer)
+    box, stride = receptive_field(network, params, layer)
     (folder / "patches").mkdir(exist_ok=True)
     for vector in sorted(chosen):
         target = folder / f"patches/{vector}.png"
@@ -190,13 +197,8 @@ def save_patches(
             continue
         y, x = (int(v) for v in positions[vector])
         photo = load_fitted(root / paths[images[vector]], size, fit)
-        box = (
-            max(top + y * stride_y, 0),
-            max(left + x * stride_x, 0),
-            min(bottom + y * stride_y, size),
-            min(right + x * stride_x, size),
-        )
-        _write_ours(target, encode_png(photo[box[0] : box[2], box[1] : box[3]]))
+        top, left, bottom, right = field_at(box, stride, y, x, size)
+        _write_ours(target, encode_png(photo[top:bottom, left:right]))
 
 
 def _write_ours(target: Path, data: bytes) -> None:
@@ -355,7 +357,7 @@ def activation_atlas(
         "min_count": min_count,
         "icon_size": icon_size,
         "method": json.dumps(chosen.describe(), sort_keys=True),
-        "umap": {"metric": "cosine", "neighbors": 15, "min_dist": 0.1},
+        "umap": UMAP_SETTINGS,
     }
     _make_folder(folder)
     _check_folder(folder, settings)

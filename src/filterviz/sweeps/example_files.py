@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from filterviz.core.hits import EMPTY, Statistics, receptive_field
+from filterviz.core.hits import EMPTY, Statistics, field_at, receptive_field
 from filterviz.core.network import Network, Params
 from filterviz.errors import OutputError
 from filterviz.io.files import atomic_write, check_no_links, encode_png, read_json, written_by_filterviz
@@ -77,17 +77,9 @@ def hit_records(chosen: ExamplesPass, params: Params, paths: list[str], state) -
                         "crop": crop,
                     }
                 )
-                crops[crop] = (paths[image], _field(box, stride, y, x, size))
+                crops[crop] = (paths[image], field_at(box, stride, y, x, size))
             records.append({"layer": name, "filter": channel, "hits": hits, **_summary(statistics, channel)})
     return records, crops
-
-
-def _field(box, stride, y: int, x: int, size: int) -> tuple[int, int, int, int]:
-    # The receptive field of position (y, x), clipped to the image.
-    top, left, bottom, right = box
-    top, bottom = top + y * stride[0], bottom + y * stride[0]
-    left, right = left + x * stride[1], right + x * stride[1]
-    return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
 
 
 def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
