@@ -100,13 +100,13 @@ def check_method(config: Config, params_device, name: str) -> dict[str, Any]:
     import numpy as np
 
     import filterviz
+    from measures import preset  # MaCo offline: the 1/f law stands in for the published spectrum
 
     began = time.perf_counter()
     result = filterviz.render(
         params_device,
         filterviz.channel(config.method_layer, [0, 1]),
-        method=name,
-        steps=config.method_steps,
+        method=preset(name, steps=config.method_steps),
         size=config.method_size,
     )
     pixels = np.asarray(result.pixels)
