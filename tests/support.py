@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -138,9 +139,11 @@ def run_two_processes(request: dict) -> list[dict]:
         )
         for index in range(2)
     ]
+    # Both read at once: a worker whose pipe is full would block its exit, which waits for the other.
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(lambda worker: worker.communicate(timeout=300), workers))
     reports = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=300)
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-3000:]
         reports.append(json.loads(stdout.strip().splitlines()[-1]))
     return reports

@@ -193,45 +193,31 @@ def test_an_atlas_of_a_flax_network_of_ones_own(tmp_path):
                for r, c in zip(atlas.levels[2].rows, atlas.levels[2].columns, strict=True))  # fmt: skip
 
 
-COLLECT = """
-import sys, numpy as np, jax, filterviz
-from pathlib import Path
-from filterviz.sweeps.activation_vectors import Reading, collect
-assert jax.local_device_count() == 4
-network = filterviz.network("vgg16")
-params = network.init(jax.random.key(0))
-root = Path(sys.argv[1])
-paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
-vectors, images, positions = collect(network, params, "block1_conv2", root, paths, Reading(6, 32, "crop", 2),
-    count=3, seed=5, progress_file=None, settings={}, shown=False, save_seconds=1e9)
-np.savez(sys.argv[2], vectors=vectors, images=images, positions=positions)
-"""
+def test_two_processes_share_the_collect_pass_and_the_icons(drawn, tmp_path):
+    from support import run_two_processes
 
-
-def test_the_collect_pass_splits_batches_over_devices_to_the_same_vectors(random_params, tmp_path):
-    import os
-    import sys
-
-    from filterviz.sweeps.activation_vectors import Reading, collect
-
-    folder = _two_class_folder(tmp_path / "photos", count=5)
-    paths = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    environment = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
-        [sys.executable, "-c", COLLECT, str(folder), str(tmp_path / "four.npz")],
-        env=environment, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    network = filterviz.network("vgg16")
-    one = collect(
-        network, random_params, "block1_conv2", folder, paths, Reading(6, 32, "crop", 2), count=3, seed=5,
-        progress_file=None, settings={}, shown=False, save_seconds=1e9,
-    )  # fmt: skip
-    with np.load(tmp_path / "four.npz") as four:
-        np.testing.assert_array_equal(four["images"], one[1])
-        np.testing.assert_array_equal(four["positions"], one[2])
-        np.testing.assert_allclose(four["vectors"], one[0], rtol=1e-5, atol=1e-5)
+    folder, _, alone = drawn
+    out = tmp_path / "atlas"
+    reports = run_two_processes(
+        {"folder": str(folder), "activation_atlas": {**SMALL, "out": str(out), "chunk": 2}}
+    )
+    assert [report["devices"] for report in reports] == [4, 4]
+    # Each process decoded only its share of the photos, and each drew its share of the cells.
+    assert sum(report["decoded"] for report in reports) == 20 and min(r["decoded"] for r in reports) > 0
+    cells = {int(g): len(values) for g, values in reports[0]["activations"].items()}
+    assert sum(report["chunks"] for report in reports) == sum(-(-count // 2) for count in cells.values())
+    assert min(report["chunks"] for report in reports) > 0
+    # Every process holds the whole result: the same vectors as one process on one device, one layout.
+    for key in ("vectors", "images", "layout", "activations", "page"):
+        assert reports[0][key] == reports[1][key], key
+    np.testing.assert_array_equal(reports[0]["images"], alone.images)
+    np.testing.assert_allclose(reports[0]["vectors"], alone.vectors, rtol=1e-5, atol=1e-5)
+    assert all(np.isfinite(values).all() for values in reports[0]["activations"].values())
+    record = json.loads((out / atlas_module.RECORD).read_text())
+    for grid, count in cells.items():
+        icons = [cell["icon"] for cell in record["levels"][str(grid)]]
+        assert len(icons) == count and all((out / icon).is_file() for icon in icons)
+    assert reports[0]["page"] == str(out / "atlas.html") and (out / "atlas.html").is_file()
 
 
 def test_cli_never_writes_through_a_link_or_over_a_file(drawn, weights_path, tmp_path, capsys):

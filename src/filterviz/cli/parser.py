@@ -359,6 +359,7 @@ def _add_activation_atlas(subcommands: Any) -> None:
     atlas.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     atlas.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
     add_model(atlas)
+    _add_cluster_options(atlas)
     atlas.set_defaults(run=volume.activation_atlas)
 
 

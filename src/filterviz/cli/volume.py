@@ -175,8 +175,11 @@ def examples(args: argparse.Namespace) -> None:
 
 
 def activation_atlas(args: argparse.Namespace) -> None:
+    import jax
+
     from filterviz.sweeps.activation_atlas import activation_atlas as draw_atlas
 
+    join_cluster(args)
     zoom = None
     if args.zoom is not None:
         try:
@@ -190,7 +193,7 @@ def activation_atlas(args: argparse.Namespace) -> None:
         image_size=args.size, min_count=args.min_count, seed=args.seed, batch_size=args.batch_size,
         progress=False if args.quiet else None,
     )  # fmt: skip
-    if not args.quiet:
+    if not args.quiet and jax.process_index() == 0:  # process 0 reports for every process
         cells = ", ".join(f"{len(c.counts)} of {g}x{g}" for g, c in drawn.levels.items())
         print(
             f"wrote {drawn.page}: {len(drawn.vectors):,} vectors of {args.layer}; cells drawn: {cells}",

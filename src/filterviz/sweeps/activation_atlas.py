@@ -19,6 +19,7 @@ the settings and the cells.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -54,6 +55,7 @@ from filterviz.progress import Progress, wanted
 from filterviz.sweeps.activation_page import write_page
 from filterviz.sweeps.activation_vectors import Reading, collect
 from filterviz.sweeps.folder import FolderLock
+from filterviz.sweeps.multihost import from_first, gather, on_first, together
 
 RECORD = "activation-atlas.json"
 VECTORS = "vectors.npz"
@@ -97,14 +99,8 @@ def umap_layout(
     metric: str = UMAP_SETTINGS["metric"],
 ) -> np.ndarray:
     """``float32[N, 2]``: UMAP of ``vectors`` (McInnes et al. 2018), seeded, so a run is reproducible."""
-    try:
-        import umap
-    except ImportError:
-        raise SettingError(
-            "the activation atlas lays vectors out with UMAP: pip install 'filterviz[atlas]'"
-        ) from None
-    if len(vectors) < 4:
-        raise SettingError(f"UMAP needs at least 4 vectors, got {len(vectors)}: use more images or positions")
+    umap = _umap()
+    _check_layout_size(len(vectors))
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=min(neighbors, len(vectors) - 1),
@@ -116,6 +112,22 @@ def umap_layout(
     with warnings.catch_warnings():  # a seed makes UMAP run on one thread, and it says so each time
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float32)
+
+
+def _umap():
+    # umap-learn, or what to install: asked before the collect pass, not after it.
+    try:
+        import umap
+    except ImportError:
+        raise SettingError(
+            "the activation atlas lays vectors out with UMAP: pip install 'filterviz[atlas]'"
+        ) from None
+    return umap
+
+
+def _check_layout_size(count: int) -> None:
+    if count < 4:
+        raise SettingError(f"UMAP needs at least 4 vectors, got {count}: use more images or positions")
 
 
 def icon_path(grid: int, row: int, column: int) -> str:
@@ -137,22 +149,26 @@ def render_icons(
     shown: bool,
 ) -> np.ndarray:
     """Each cell's mean as a direction objective, ``chunk`` cells per call of one compiled program (the
-    last chunk padded); icons already in ``folder`` are kept. Returns ``float32[M]`` achieved objectives
-    (NaN where an icon was kept from an earlier run and its value was recorded there)."""
+    last chunk padded); icons already in ``folder`` are kept. With several processes each draws every
+    so-many-th chunk. Returns ``float32[M]`` achieved objectives (NaN where an icon was kept from an
+    earlier run and its value was recorded there)."""
     achieved = np.full(len(cells.counts), np.nan, np.float32)
-    todo = [
+    todo = from_first([  # what process 0 finds missing, before any process writes
         m
         for m in range(len(cells.counts))
         if not written_by_filterviz(folder / icon_path(cells.grid, cells.rows[m], cells.columns[m]))
-    ]
+    ])  # fmt: skip
+    chunks = [todo[begin : begin + chunk] for begin in range(0, len(todo), chunk)]
+    mine = chunks[jax.process_index() :: jax.process_count()]
     base = jax.random.key(seed)
     level_folder = check_no_links(folder, "icons", f"g{cells.grid}")  # where every icon of the level goes
     level_folder.mkdir(parents=True, exist_ok=True)
-    with Progress(len(todo), "icon", f"drawing the {cells.grid}x{cells.grid} atlas", enabled=shown) as bar:
-        for begin in range(0, len(todo), chunk):
-            rows = todo[begin : begin + chunk]
+    drawn_values = []
+    title = f"drawing the {cells.grid}x{cells.grid} atlas"
+    with together(folder), Progress(sum(map(len, mine)), "icon", title, enabled=shown) as bar:
+        for rows in mine:
             padded = rows + rows[-1:] * (chunk - len(rows))
-            # A cell's key is its level and place: the same icon whichever chunk or run draws it.
+            # A cell's key is its level and place: the same icon whichever chunk, process or run draws it.
             places = np.array(
                 [cells.grid * 1_000_000 + cells.rows[m] * cells.grid + cells.columns[m] for m in padded]
             )
@@ -170,8 +186,10 @@ def render_icons(
             for offset, m in enumerate(rows):
                 target = folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
                 _write_ours(target, encode_png(drawn.pictures[offset, 0]))
-                achieved[m] = drawn.activations[offset]
+                drawn_values.append([m, float(drawn.activations[offset])])
             bar.update(len(rows))
+    for m, value in gather(drawn_values):
+        achieved[m] = value
     return achieved
 
 
@@ -245,13 +263,16 @@ def _make_folder(folder: Path) -> None:
 
 
 def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
-    # The UMAP layout, or the one an earlier run of this atlas saved (its record was checked).
-    saved = folder / LAYOUT
-    if saved.is_file() and (folder / RECORD).is_file():
-        return np.load(saved, allow_pickle=False)
-    layout = umap_layout(vectors, seed=seed)
-    _write_ours(saved, encode_npy(layout))
-    return layout
+    # The UMAP layout, or the one an earlier run of this atlas saved (its record was checked); made by
+    # process 0 and shared, so every process grids the same cells.
+    _check_layout_size(len(vectors))  # on every process: process 0 alone makes the layout
+    layout, saved = None, folder / LAYOUT
+    if jax.process_index() == 0 and saved.is_file() and (folder / RECORD).is_file():
+        layout = np.load(saved, allow_pickle=False)
+    elif jax.process_index() == 0:
+        layout = umap_layout(vectors, seed=seed)
+        _write_ours(saved, encode_npy(layout))
+    return np.asarray(from_first(None if layout is None else layout.tolist()), np.float32)
 
 
 def _cell_records(cells: Cells, mix: np.ndarray, classes: list[str], nearest: list[np.ndarray]) -> list[dict]:
@@ -322,6 +343,11 @@ def activation_atlas(
       seed: the positions, the layout and the icons.
       batch_size: photos per batch of the collect pass; chunk: cells per compiled render call.
 
+    With several processes joined by ``jax.distributed`` (call it with the same arguments in each,
+    ``out`` a folder they share), each batch of photos is split over every device of every process,
+    each process decoding only its own share; process 0 makes the layout and writes the shared files,
+    and the processes draw alternate chunks of cells. Every process returns the whole atlas.
+
     Returns an :class:`ActivationAtlas`. Raises :class:`SettingError` for a setting that cannot work (a
     grid too fine for the data among them), :class:`ImageError` for a folder with no readable image,
     :class:`OutputError` for an ``out`` that holds another atlas or files filterviz did not write.
@@ -339,6 +365,7 @@ def activation_atlas(
         ("icon_size", icon_size, 1),
     ):
         check_count(value, label, minimum=low)
+    _umap()
     chosen = resolve_spectrum(get_method(method, **({} if steps is None else {"steps": steps})))
     root, folder = Path(images), output_path(out)
     paths = find_images(root, leave_out=folder)
@@ -359,10 +386,13 @@ def activation_atlas(
         "method": json.dumps(chosen.describe(), sort_keys=True),
         "umap": UMAP_SETTINGS,
     }
-    _make_folder(folder)
-    _check_folder(folder, settings)
-    shown = wanted(progress)
-    with FolderLock(folder, "activation-atlas"):
+    first = jax.process_index() == 0  # with several processes, process 0 writes what all share
+    shown = wanted(progress) and first
+    with contextlib.ExitStack() as stack:
+        with together(folder):  # every process stops if one must
+            _make_folder(folder)
+            _check_folder(folder, settings)
+            stack.enter_context(FolderLock(folder, "activation-atlas", active=first))
         reading = Reading(batch_size, image_size, fit, os.cpu_count() or 1)
         vectors, image_of, places = collect(
             net,
@@ -384,45 +414,31 @@ def activation_atlas(
         cells = _cells_of_levels(vectors, layout, levels, grid, min_count)
         levels = sorted(cells)
         nearest = {g: nearest_members(vectors, cells[g], PATCHES_PER_CELL) for g in levels}
-        save_patches(
-            root,
-            paths,
-            folder,
-            net,
-            params,
-            spec.name,
-            image_of,
-            places,
-            {int(v) for g in levels for members in nearest[g] for v in members},
-            image_size,
-            fit,
-        )
-        record = {
-            "settings": settings,
-            "folder": root.name,
-            "vectors": len(vectors),
-            "classes": classes,
-            "levels": {},
-        }
-        atomic_write(folder / RECORD, json.dumps(record).encode())  # the layout is now this atlas's
-        activations = {}
+        record = {"settings": settings, "folder": root.name, "vectors": len(vectors), "classes": classes}
+        patched = {int(v) for g in levels for members in nearest[g] for v in members}
+
+        def patches_and_record() -> None:
+            save_patches(
+                root, paths, folder, net, params, spec.name, image_of, places, patched, image_size, fit
+            )
+            # From here the layout is this atlas's: a rerun takes it up.
+            atomic_write(folder / RECORD, json.dumps({**record, "levels": {}}).encode())
+
+        on_first(folder, patches_and_record)
+        activations, record["levels"] = {}, {}
         for g in levels:
             activations[g] = render_icons(
-                params,
-                net,
-                spec.name,
-                cells[g],
-                chosen,
-                folder,
-                size=icon_size,
-                seed=seed,
-                chunk=chunk,
+                params, net, spec.name, cells[g], chosen, folder, size=icon_size, seed=seed, chunk=chunk,
                 shown=shown,
-            )
+            )  # fmt: skip
             mix = class_mix(labels, cells[g], len(classes))
             record["levels"][str(g)] = _cell_records(cells[g], mix, classes, nearest[g])
-        atomic_write(folder / RECORD, json.dumps(record).encode())
-        page = write_page(folder, record, grid)
+
+        def record_and_page() -> str:
+            atomic_write(folder / RECORD, json.dumps(record).encode())
+            return str(write_page(folder, record, grid))
+
+        page = Path(on_first(folder, record_and_page))
     return ActivationAtlas(
         vectors, image_of, places, labels, classes, paths, layout, cells, activations, page
     )

@@ -1,7 +1,7 @@
 """The collect stage of an activation atlas: a few activation vectors per image of a folder, at random
 positions seeded by the image's index, read in batches by the examples pass's decoder and saved every so
 often, so a killed run goes on from its last save (:mod:`filterviz.sweeps.activation_atlas`). Each
-batch is split over the devices of this process."""
+batch is split over every device of every process, as the examples pass splits it."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from filterviz.core.hits import EMPTY
 from filterviz.core.network import Network, Params, preprocess
-from filterviz.errors import ImageError
+from filterviz.errors import ImageError, OutputError
 from filterviz.io.photos import IMAGE_SUFFIXES
 from filterviz.progress import Progress
 from filterviz.sweeps.example_files import load_progress, save_progress
 from filterviz.sweeps.examples import _batches
+from filterviz.sweeps.multihost import agree, batch_sharding, gather, global_array, host_copy
 
 
 class Reading(NamedTuple):
@@ -32,10 +33,12 @@ class Reading(NamedTuple):
     workers: int
 
 
-@partial(jax.jit, static_argnames=("network", "layer", "count"))
-def _sample(network: Network, params: Params, pixels, indices, key, layer: str, count: int):
-    # `count` activation vectors per image at positions drawn from fold_in(key, image index):
-    # (vectors [B, count, C], positions [B, count, 2]).
+@partial(jax.jit, static_argnames=("network", "layer", "count", "replicated"))
+def _sample(
+    network: Network, params: Params, pixels, indices, key, layer: str, count: int, replicated: NamedSharding
+):
+    # `count` activation vectors per image at positions drawn from fold_in(key, image index), gathered
+    # whole onto every device (`replicated`): (vectors [B, count, C], positions [B, count, 2], indices [B]).
     activations = network.apply(
         params, preprocess(pixels.astype(jnp.float32), network.preprocessing), [layer]
     )
@@ -47,9 +50,10 @@ def _sample(network: Network, params: Params, pixels, indices, key, layer: str, 
             jax.random.fold_in(key, index), height * width, (count,), height * width < count
         )
 
-    places = jax.vmap(draw)(indices)
+    places = jax.vmap(draw)(jnp.where(indices == EMPTY, 0, indices))
     vectors = jnp.take_along_axis(maps.reshape(batch, height * width, channels), places[..., None], axis=1)
-    return vectors, jnp.stack([places // width, places % width], axis=-1)
+    positions = jnp.stack([places // width, places % width], axis=-1)
+    return jax.lax.with_sharding_constraint((vectors, positions, indices), replicated)
 
 
 def collect(
@@ -67,7 +71,11 @@ def collect(
     shown: bool,
     save_seconds: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(vectors float32[N, C], images int[N], positions int[N, 2])`` of the readable images."""
+    """``(vectors float32[N, C], images int[N], positions int[N, 2])`` of the readable images.
+
+    Each batch is split over every device of every process (``jax.distributed``), each process decoding
+    only its own share of the images; every process returns every vector, and process 0 saves the
+    progress (``progress_file``, in a folder the processes share)."""
     empty = {
         "vectors": np.zeros((0, count, network.layer(layer).channels), np.float32),
         "images": np.zeros((0,), np.int64),
@@ -76,30 +84,36 @@ def collect(
     state, done = empty, 0
     if progress_file is not None and progress_file.exists():
         state, done, _ = load_progress(progress_file, settings, empty)
+    if len(set(gather([done]))) > 1:
+        raise OutputError(progress_file.parent, "is not the same folder for every process; give them one")
     parts = {name: [value] for name, value in state.items()}
     key, saved_at = jax.random.key(seed), time.monotonic()
-    # Each batch is split over this process's devices: a whole share for each.
-    devices = jax.local_devices()
-    split = NamedSharding(Mesh(np.asarray(devices), ("images",)), PartitionSpec("images"))
-    reading = reading._replace(batch_size=-(-reading.batch_size // len(devices)) * len(devices))
-    with Progress(len(paths), "image", f"collecting {layer}", enabled=shown) as bar:
+    split, replicated, step = batch_sharding(reading.batch_size)
+    share = reading._replace(batch_size=step // jax.device_count() * jax.local_device_count())
+    prepared = jax.tree.map(partial(global_array, sharding=replicated), network.prepared(params, jnp.float32))
+    process, first = (jax.process_index(), jax.process_count()), jax.process_index() == 0
+    with Progress(len(paths), "image", f"collecting {layer}", enabled=shown and first) as bar:
         bar.update(done)
-        for pixels, indices, _ in _batches(root, paths, reading, done):
+        for pixels, indices, _ in _batches(root, paths, share, done, process):
+            pixels = jax.make_array_from_process_local_data(split, pixels, (step, *pixels.shape[1:]))
+            indices = jax.make_array_from_process_local_data(split, indices, (step,))
+            vectors, positions, indices = host_copy(
+                _sample(network, prepared, pixels, indices, key, layer, count, replicated)
+            )
             real = indices != EMPTY  # padding, and images that could not be read
-            places = np.where(real, indices, 0)
-            pixels, places = jax.device_put(pixels, split), jax.device_put(places, split)
-            vectors, positions = _sample(network, params, pixels, places, key, layer, count)
-            parts["vectors"].append(np.asarray(vectors)[real])
-            parts["positions"].append(np.asarray(positions)[real])
+            parts["vectors"].append(vectors[real])
+            parts["positions"].append(positions[real].astype(np.int64))
             parts["images"].append(indices[real].astype(np.int64))
-            before, done = done, min(done + reading.batch_size, len(paths))
-            bar.update(done - before)
-            if progress_file is not None and time.monotonic() - saved_at > save_seconds:
-                state = {name: np.concatenate(values) for name, values in parts.items()}
-                save_progress(progress_file, settings, state, done, [])
+            bar.update(min(done + step, len(paths)) - done)
+            done = min(done + step, len(paths))
+            due = progress_file is not None and time.monotonic() - saved_at > save_seconds
+            if agree(np.array([due]))[0]:  # every process takes part in deciding
+                if first:
+                    state = {name: np.concatenate(values) for name, values in parts.items()}
+                    save_progress(progress_file, settings, state, done, [])
                 saved_at = time.monotonic()
     state = {name: np.concatenate(values) for name, values in parts.items()}
-    if progress_file is not None:
+    if progress_file is not None and first:
         save_progress(progress_file, settings, state, done, [])
     if not len(state["images"]):
         raise ImageError(root, f"holds no readable images ({', '.join(IMAGE_SUFFIXES)})")

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from filterviz.core.checks import check_count, check_image_size, check_params, device_memory
 from filterviz.core.hits import (
@@ -64,7 +64,15 @@ from filterviz.sweeps.example_files import (
 )
 from filterviz.sweeps.folder import FolderLock, read_settings_record
 from filterviz.sweeps.layout import select_layers
-from filterviz.sweeps.multihost import agree, barrier, gather, global_array, host_copy
+from filterviz.sweeps.multihost import (
+    agree,
+    barrier,
+    batch_sharding,
+    gather,
+    global_array,
+    host_copy,
+    together,
+)
 
 PROGRESS_NAME = "examples.progress.npz"
 
@@ -212,19 +220,12 @@ def examples(
     first = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         # Every process checks the folder; process 0 holds the lock and writes. All stop if one must.
-        problem: Exception | None = None
-        try:
-            if out_folder is not None:
+        if out_folder is not None:
+            with together(out_folder):
                 check_output(out_folder, names)
                 _check_sweep_folder(out_folder, chosen)
                 out_folder.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(FolderLock(out_folder, "examples", active=first))
-        except (OutputError, SweepError) as error:
-            problem = error
-        except OSError as error:
-            problem = OutputError(out_folder, f"cannot write here ({error.strerror or error})")
-        if agree(np.array([problem is not None]))[0]:
-            raise problem or SweepError("another process of this examples pass could not use its folder")
         state, skipped = _scan_folder(chosen, params, root, paths, out_folder, progress, save_seconds)
         records, crops = hit_records(chosen, params, paths, state)
         if out_folder is not None and first:
@@ -255,19 +256,6 @@ def _check_memory(net: Network, names: tuple[str, ...], size: int, batch_size: i
             f"k {k:,} keeps about {per_hit * k / 2**30:,.1f} GiB of hits, more than a quarter of the "
             f"{available / 2**30:,.1f} GiB here; the largest that fits is about {largest:,}"
         )
-
-
-def _image_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]:
-    """How a global batch is split over every device of every process, in process order (each process's
-    rows are one contiguous run): ``(split, replicated, images per global batch)``."""
-    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
-    mesh = Mesh(np.asarray(devices), ("images",))
-    per_device = -(-batch_size // len(devices))  # a whole share for every device
-    return (
-        NamedSharding(mesh, PartitionSpec("images")),
-        NamedSharding(mesh, PartitionSpec()),
-        per_device * len(devices),
-    )
 
 
 def _resume_settings(chosen: ExamplesPass, root: Path, paths: list[str]) -> dict[str, Any]:
@@ -327,7 +315,7 @@ def _scan_folder(
     # process; each process decodes only its devices' share, and the running state, replicated, is the
     # same everywhere. Process 0 saves it; a resume may use another number of processes.
     # Devices in process order: each process's rows of a global batch are one contiguous run.
-    split, replicated, step = _image_sharding(chosen.batch_size)
+    split, replicated, step = batch_sharding(chosen.batch_size)
     per_device = step // jax.device_count()
     chosen = chosen._replace(batch_size=per_device * jax.local_device_count())  # this process's share
     net, names, k = chosen.network, chosen.layers, chosen.k

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from filterviz.core.network import Network
-from filterviz.errors import OutputError, SweepError
+from filterviz.errors import FilterVizError, OutputError, SweepError
 from filterviz.io.files import TEMPORARY_SUFFIX, atomic_write, check_no_links, read_json, written_by_filterviz
 from filterviz.sweeps.layout import (
     DATA_FOLDER,
@@ -42,7 +42,7 @@ from filterviz.sweeps.layout import (
     picture_path,
 )
 from filterviz.sweeps.manifest import layer_table, regular_inside, scan_manifest
-from filterviz.sweeps.multihost import agree, barrier
+from filterviz.sweeps.multihost import barrier, together
 from filterviz.sweeps.plan import SweepSettings
 
 SETTINGS_FORMAT = 2
@@ -259,55 +259,64 @@ def stale_temporaries(folder: Path, layers: Iterable[str]) -> Iterator[Path]:
                 yield folder / layer / name
 
 
+def _clear_for_overwrite(folder: Path) -> None:
+    # overwrite clears a sweep filterviz wrote, and nothing else.
+    if read_settings_record(folder) is not None or manifest_files(folder):
+        clear_sweep(folder)
+    elif set(os.listdir(folder)) - {LOCK_FILE}:
+        raise SweepError(
+            f"{folder} is not a filterviz sweep (no {SETTINGS_FILE}, no manifest), so there is "
+            "nothing to overwrite; overwrite clears only filterviz's own sweeps: use another folder"
+        )
+
+
+def _check_recorded(folder: Path, settings: SweepSettings) -> None:
+    # A folder goes on only with the settings its pictures were made with.
+    recorded = read_settings_record(folder)
+    if recorded is None and manifest_files(folder):
+        raise SweepError(
+            f"{folder} has a manifest but no {SETTINGS_FILE}, so the settings its pictures were made "
+            f"with are unknown; put {SETTINGS_FILE} back, or start again with --overwrite "
+            "(overwrite=True)"
+        )
+    if recorded is None:
+        return
+    try:
+        previous = SweepSettings(**recorded)
+    except TypeError:
+        raise SweepError(
+            f"{folder / SETTINGS_FILE} is not a filterviz sweep settings file; use another folder"
+        ) from None
+    differences = previous.differences(settings)
+    if differences:
+        raise SweepError(
+            f"{folder} holds a sweep made with other settings ({'; '.join(differences)}); "
+            "use another folder, or start it again with --overwrite (overwrite=True)"
+        )
+
+
 def prepare_folder(
     folder: Path, settings: SweepSettings, network: Network, overwrite: bool, lock: FolderLock
 ) -> None:
     """Create the folder, lock it, check it holds a sweep with these settings (or clear it, with
     ``overwrite``); every process must agree before any starts. Process 0 takes the lock and writes."""
-    problem = None
     first = jax.process_index() == 0
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if folder.is_symlink() or not folder.is_dir():
-            raise OutputError(folder, "is not a folder")
-        if not os.access(folder, os.W_OK):
-            raise OutputError(folder, "folder is not writable")
-        lock.__enter__()  # process 0 only (the others' lock is inactive)
-        if first and overwrite:
-            if read_settings_record(folder) is not None or manifest_files(folder):
-                clear_sweep(folder)
-            elif set(os.listdir(folder)) - {LOCK_FILE}:
-                raise SweepError(
-                    f"{folder} is not a filterviz sweep (no {SETTINGS_FILE}, no manifest), so there is "
-                    "nothing to overwrite; overwrite clears only filterviz's own sweeps: use another folder"
-                )
-        if not overwrite or not first:
-            recorded = read_settings_record(folder)
-            if recorded is None and manifest_files(folder) and not overwrite:
-                raise SweepError(
-                    f"{folder} has a manifest but no {SETTINGS_FILE}, so the settings its pictures were made "
-                    f"with are unknown; put {SETTINGS_FILE} back, or start again with --overwrite "
-                    "(overwrite=True)"
-                )
-            if recorded is not None and not overwrite:
-                try:
-                    previous = SweepSettings(**recorded)
-                except TypeError:
-                    raise SweepError(
-                        f"{folder / SETTINGS_FILE} is not a filterviz sweep settings file; use another folder"
-                    ) from None
-                differences = previous.differences(settings)
-                if differences:
-                    raise SweepError(
-                        f"{folder} holds a sweep made with other settings ({'; '.join(differences)}); "
-                        "use another folder, or start it again with --overwrite (overwrite=True)"
-                    )
-    except (OSError, SweepError) as error:
-        problem = error if isinstance(error, SweepError | OutputError) else OutputError(folder, str(error))
     # Every process must stop if any one must, or the others would wait for it forever.
-    if agree(np.array([problem is not None]))[0]:
+    try:
+        with together(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            if folder.is_symlink() or not folder.is_dir():
+                raise OutputError(folder, "is not a folder")
+            if not os.access(folder, os.W_OK):
+                raise OutputError(folder, "folder is not writable")
+            lock.__enter__()  # process 0 only (the others' lock is inactive)
+            if first and overwrite:
+                _clear_for_overwrite(folder)
+            if not overwrite:
+                _check_recorded(folder, settings)
+    except FilterVizError:
         lock.__exit__(None, None, None)
-        raise problem or SweepError("another process of this sweep could not use its folder")
+        raise
     barrier("filterviz sweep folder ready")
     if first:
         # The layer table travels with the sweep, so the folder is checked and shown without the network.

@@ -6,13 +6,18 @@ These run collectives: every process must call them, in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from filterviz.errors import FilterVizError, OutputError, SweepError
 
 
 def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
@@ -52,3 +57,50 @@ def barrier(name: str) -> None:
     """Wait until every process got here (nothing with one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def together(folder: Path) -> Iterator[None]:
+    """Run a block on every process; if it fails on any process with a :class:`FilterVizError` (or an
+    ``OSError``, told as an :class:`OutputError` of ``folder``), it fails on every process: with its own
+    error there and a :class:`SweepError` saying so elsewhere, so no process goes on alone into a
+    collective the others never reach."""
+    problem: FilterVizError | None = None
+    try:
+        yield
+    except FilterVizError as error:
+        problem = error
+    except OSError as error:
+        problem = OutputError(folder, f"cannot be written ({error.strerror or error})")
+    if agree(np.array([problem is not None]))[0]:
+        raise problem or SweepError("another process of this run could not use its folder")
+
+
+def from_first(value: Any) -> Any:
+    """Process 0's JSON value on every process (what the others pass is not used)."""
+    if jax.process_count() == 1:
+        return value
+    return gather([value] if jax.process_index() == 0 else [])[0]
+
+
+def on_first(folder: Path, write: Callable[[], Any]) -> Any:
+    """``write()`` on process 0 alone, its JSON-ready result returned on every process; a failure there
+    fails every process (:func:`together`)."""
+    result = None
+    with together(folder):
+        if jax.process_index() == 0:
+            result = write()
+    return from_first(result)
+
+
+def batch_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]:
+    """How a global batch is split over every device of every process, in process order (each process's
+    rows are one contiguous run): ``(split, replicated, images per global batch)``."""
+    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
+    mesh = Mesh(np.asarray(devices), ("images",))
+    per_device = -(-batch_size // len(devices))  # a whole share for every device
+    return (
+        NamedSharding(mesh, PartitionSpec("images")),
+        NamedSharding(mesh, PartitionSpec()),
+        per_device * len(devices),
+    )
