@@ -1,5 +1,6 @@
 """The activation atlas's stages, timed: collecting vectors, the UMAP layout, and drawing the cells, batched
-(``chunk`` cells per call of one compiled program) against one cell at a time.
+(``chunk`` cells per call of one compiled program) against one cell at a time, and the layout at the
+vector counts of larger atlases.
 
 The network is VGG16 (the real weights with ``--weights``), the layer block4_conv3; the photos are
 synthetic JPEGs (smooth random colour, as costly to decode as photos). Drawing times each way on the same
@@ -26,6 +27,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def layout_scaling(vectors: np.ndarray, counts: list[int]) -> dict[str, float]:
+    """Seconds of the seeded UMAP layout at each count of vectors: the collected ones drawn again with
+    10% noise (numba's compiling already done by an earlier layout)."""
+    from filterviz.sweeps.activation_atlas import umap_layout
+
+    generator = np.random.default_rng(0)
+    scale = 0.1 * vectors.std(axis=0)
+    seconds = {}
+    for count in counts:
+        drawn = vectors[generator.integers(0, len(vectors), count)]
+        noisy = np.maximum(drawn + generator.normal(size=drawn.shape) * scale, 0).astype(np.float32)
+        began = time.perf_counter()
+        umap_layout(noisy, seed=0)
+        seconds[str(count)] = time.perf_counter() - began
+        print(f"layout of {count:,} vectors: {seconds[str(count)]:.1f} s", flush=True)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -37,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, default=16, help="cells drawn each way")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--icon-size", type=int, default=64)
+    parser.add_argument(
+        "--layout-vectors",
+        default="2000,10000,40000",
+        help="vector counts the layout is timed at (the GPU target's 10,000 photos give 40,000)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -78,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     layout = umap_layout(vectors, seed=0)
     timing["layout_s"] = time.perf_counter() - began
+    timing["layout_s_by_vectors"] = layout_scaling(vectors, [int(n) for n in args.layout_vectors.split(",")])
     grid = 1
     while grid < 64 and len(grid_cells(vectors, layout, grid * 2, 1).counts) <= args.cells:
         grid *= 2
