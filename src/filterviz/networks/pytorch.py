@@ -42,9 +42,9 @@ from filterviz.networks.external import (
 )
 from filterviz.networks.torch_ops import channels_last_environment
 
-TORCH_VERSIONS = ((2, 12), (2, 12))
-"""The torch releases (major, minor) torchax 0.0.13 is tested with here: 2.12.x."""
-EXTRA = "pip install 'filterviz[torch]'  (torch 2.12, torchvision 0.27, torchax 0.0.13)"
+TORCH_VERSIONS = ((2, 11), (2, 12))
+"""The torch releases (major, minor) torchax 0.0.13 is tested with here: 2.11.x and 2.12.x."""
+EXTRA = "pip install 'filterviz[torch]'  (torch 2.11-2.12, its torchvision, torchax 0.0.13)"
 
 _PROBE = 224  # torchvision's and timm's input size: the size a fixed-size model (ViT) is probed at
 _OTHER_PROBE = 160  # a second size, to tell spatial axes (they follow the input) from channels
