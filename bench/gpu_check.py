@@ -18,6 +18,9 @@ Parts, in order (``--parts`` picks some):
                twice each (compiling, then from the compilation cache), with the device's busy time;
                then the atlas's device time, layer by layer, from the cached programs
   torch        the same ascent in PyTorch on the same weights, filters and chunk, in each precision
+  lucent       a PyTorch model (VGG16 in torchvision's layout) drawn by filterviz through from_torch against
+               Lucent: same channels, steps and size; filter-steps/s, compile time, final activation
+               (torchax, torch-lucent and kornia carried in bench/gpu/site: bench/gpu/carry_site.py)
   lucid        the Lucid-method atlas, estimated from one timed chunk of one layer per block
   examples     the dataset-examples pass: 50,000 JPEGs (375x500, 4,096 made here and linked) at 224x224
                through all 13 conv layers, top-9 of all 4,224 filters; the host's decode rate; MFU
@@ -57,6 +60,7 @@ from gpu.env import part_env
 from gpu.examples import part_examples
 from gpu.harness import FULL, GRACE_SECONDS, PARTS, REPORT_NAME, SHARES, SMOKE, Config, Part
 from gpu.latency import part_latency
+from gpu.lucent import part_lucent
 from gpu.lucid import part_lucid
 from gpu.report import markdown, merge_runs, write_report
 from gpu.speed import part_speed
@@ -70,6 +74,7 @@ PART_FUNCTIONS = {
     "speed": part_speed,
     "sweep": part_sweep,
     "torch": part_torch,
+    "lucent": part_lucent,
     "lucid": part_lucid,
     "examples": part_examples,
     "activation_atlas": part_activation_atlas,
@@ -105,8 +110,9 @@ def start_part(name: str, work: Path, seconds: float, log: Path, arguments: list
     environment = dict(os.environ)
     if name == "torch":
         environment["JAX_PLATFORMS"] = "cpu"  # the GPU is PyTorch's in that part
-    if name == "sweep":
-        environment["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # the sweeps it starts need the memory
+    if name in ("sweep", "lucent"):
+        # The sweeps that part starts need the memory; Lucent shares the GPU with JAX in that one.
+        environment["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     with open(log, "a") as output:
         output.write(f"\n===== {name} =====\n")
         output.flush()

@@ -60,6 +60,7 @@ def score(module, layer_index: int, pictures: np.ndarray, channels: list[int]) -
     import torch
 
     rgb = torch.from_numpy(np.ascontiguousarray(pictures, np.float32)).permute(0, 3, 1, 2) * 255.0
+    rgb = rgb.to(module.caffe_mean.device)
     with torch.no_grad():  # the module's own conversion, from 0-255 RGB on: caffe's BGR minus the mean
         out = module.features[: layer_index + 1](rgb.flip(1) - module.caffe_mean)
     return np.array([float(out[i, c].mean()) for i, c in enumerate(channels)])
@@ -78,19 +79,74 @@ def lucent_run(
         module, objective, param_f=lambda: param.image(size, batch=len(channels)), thresholds=(steps,),
         show_image=False, progress=False, fixed_image_size=size,
     )  # fmt: skip
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return np.asarray(images[-1]), time.perf_counter() - began
 
 
-def filterviz_run(network, params, layer_index: int, channels: list[int], size: int, steps: int, seed: int):
+def filterviz_run(
+    network, params, layer_index: int, channels: list[int], size: int, steps: int, seed: int, precision: str
+):
     import filterviz
 
     began = time.perf_counter()
     drawn = filterviz.render(
         params, filterviz.channel(f"features.{layer_index}", channels), network=network, method="lucid",
-        size=size, steps=steps, seed=seed, batch_size=len(channels), progress=False,
+        size=size, steps=steps, seed=seed, batch_size=len(channels), progress=False, precision=precision,
     )  # fmt: skip
     pictures = np.asarray(drawn.pictures, np.float32).reshape(len(channels), size, size, 3)
     return (pictures / 255.0 if pictures.max() > 1.5 else pictures), time.perf_counter() - began
+
+
+def compare_layer(
+    module,
+    network,
+    torch_params,
+    layer: str,
+    channels: list[int],
+    size: int,
+    steps: int,
+    peak: float,
+    precision: str = "float32",
+) -> dict:
+    """Both tools on ``channels`` of ``layer`` (a filterviz VGG16 name) of ``module`` (on any device;
+    ``network, torch_params`` its :func:`filterviz.from_torch`; filterviz in ``precision``): one row of
+    the report."""
+    from filterviz.networks import VGG16
+    from torch_reference import TORCHVISION_VGG16_INDEX
+
+    index = TORCHVISION_VGG16_INDEX[layer] + 1  # the ReLU after the conv: Keras' layer output
+    run = (network, torch_params, index, channels, size, steps)
+    first_pictures, first = filterviz_run(*run, seed=0, precision=precision)
+    _, steady = filterviz_run(*run, seed=1, precision=precision)
+    lucent_pictures, lucent_seconds = lucent_run(module, index, channels, size, steps)
+    filter_steps = len(channels) * steps
+    row = {
+        "layer": layer,
+        "torch_layer": f"features.{index}",
+        "filterviz_filter_steps_per_s": filter_steps / steady,
+        "lucent_filter_steps_per_s": filter_steps / lucent_seconds,
+        "speedup": lucent_seconds / steady,
+        "filterviz_compile_s": max(first - steady, 0.0),
+        "filterviz_first_call_s": first,
+        "filterviz_activation": score(module, index, first_pictures, channels).tolist(),
+        "lucent_activation": score(module, index, lucent_pictures, channels).tolist(),
+    }
+    for tool in ("filterviz", "lucent"):
+        flops = step_flops(VGG16, layer, size + TRANSFORMED_MARGIN, tool)
+        row[f"{tool}_step_gflops"] = flops / 1e9
+        row[f"{tool}_gflops_per_s"] = flops * row[f"{tool}_filter_steps_per_s"] / 1e9
+        row[f"{tool}_of_peak"] = row[f"{tool}_gflops_per_s"] * 1e9 / peak
+    ours, theirs = np.mean(row["filterviz_activation"]), np.mean(row["lucent_activation"])
+    row["activation_ratio"] = float(ours / theirs) if theirs > 0 else None  # None: Lucent's stayed dead
+    print(
+        f"{layer:<13} filterviz {row['filterviz_filter_steps_per_s']:6.2f} filter-steps/s "
+        f"(compile {row['filterviz_compile_s']:.1f} s), Lucent {row['lucent_filter_steps_per_s']:6.2f}: "
+        f"{row['speedup']:.2f}x; activation {ours:.1f} vs {theirs:.1f}; GFLOP/s "
+        f"{row['filterviz_gflops_per_s']:.0f} vs {row['lucent_gflops_per_s']:.0f} (peak {peak / 1e9:.0f})",
+        flush=True,
+    )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,52 +166,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import filterviz
     from measures import measure_peak_flops
-    from torch_reference import TORCHVISION_VGG16_INDEX, torchvision_vgg16
+    from torch_reference import torchvision_vgg16
 
     params = filterviz.load_weights(args.weights)
-    vgg16 = filterviz.network("vgg16")
-    side = args.size + TRANSFORMED_MARGIN
     peak = measure_peak_flops()
     module = torchvision_vgg16(params)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     network, torch_params = filterviz.from_torch(module, name="torchvision-vgg16")
     channels = list(range(args.batch))
-    rows = []
-    for layer in args.layers.split(","):
-        index = TORCHVISION_VGG16_INDEX[layer] + 1  # the ReLU after the conv: Keras' layer output
-        run = (network, torch_params, index, channels, args.size, args.steps)
-        first_pictures, first = filterviz_run(*run, seed=0)
-        _, steady = filterviz_run(*run, seed=1)
-        lucent_pictures, lucent_seconds = lucent_run(module, index, channels, args.size, args.steps)
-        filter_steps = len(channels) * args.steps
-        row = {
-            "layer": layer,
-            "torch_layer": f"features.{index}",
-            "filterviz_filter_steps_per_s": filter_steps / steady,
-            "lucent_filter_steps_per_s": filter_steps / lucent_seconds,
-            "speedup": lucent_seconds / steady,
-            "filterviz_compile_s": max(first - steady, 0.0),
-            "filterviz_first_call_s": first,
-            "filterviz_activation": score(module, index, first_pictures, channels).tolist(),
-            "lucent_activation": score(module, index, lucent_pictures, channels).tolist(),
-        }
-        for tool in ("filterviz", "lucent"):
-            flops = step_flops(vgg16, layer, side, tool)
-            row[f"{tool}_step_gflops"] = flops / 1e9
-            row[f"{tool}_gflops_per_s"] = flops * row[f"{tool}_filter_steps_per_s"] / 1e9
-            row[f"{tool}_of_peak"] = row[f"{tool}_gflops_per_s"] * 1e9 / peak
-        ours, theirs = np.mean(row["filterviz_activation"]), np.mean(row["lucent_activation"])
-        row["activation_ratio"] = float(ours / theirs) if theirs > 0 else None  # None: Lucent's stayed dead
-        rows.append(row)
-        print(
-            f"{layer:<13} filterviz {row['filterviz_filter_steps_per_s']:6.2f} filter-steps/s "
-            f"(compile {row['filterviz_compile_s']:.1f} s), Lucent {row['lucent_filter_steps_per_s']:6.2f}: "
-            f"{row['speedup']:.2f}x; activation {np.mean(row['filterviz_activation']):.1f} vs "
-            f"{np.mean(row['lucent_activation']):.1f}; GFLOP/s {row['filterviz_gflops_per_s']:.0f} vs "
-            f"{row['lucent_gflops_per_s']:.0f} (peak {peak / 1e9:.0f})",
-            flush=True,
-        )
+    rows = [
+        compare_layer(module, network, torch_params, layer, channels, args.size, args.steps, peak)
+        for layer in args.layers.split(",")
+    ]
     report = {
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),

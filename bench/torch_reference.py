@@ -246,17 +246,35 @@ def lucid_ascent(
     return run
 
 
+def _vgg16_features():
+    # torchvision's VGG16 ``features``; where torchvision is not installed (a bare GPU host), the same
+    # layers at the same indices: 3x3 convolutions (padding 1) each with its ReLU, 2x2 max pools.
+    try:
+        import torchvision
+    except ImportError:
+        import torch
+
+        layers, channels = [], 3
+        for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+            if width == "M":
+                layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU(inplace=True)]
+                channels = width
+        return torch.nn.Sequential(*layers)
+    return torchvision.models.vgg16().features
+
+
 def torchvision_vgg16(params: Params):
     """torchvision's ``vgg16`` (its ``features``: the 13 conv layers at indices 0, 2, 5 ... 28) carrying
     Keras' VGG16 weights ``params``, fed torchvision's input convention. filterviz's VGG16 layer
     ``blockB_convC`` is this module's ``features.I`` (:data:`TORCHVISION_VGG16_INDEX`)."""
     import torch
-    import torchvision
 
     from filterviz.core.network import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
     from filterviz.networks import VGG16
 
-    features = torchvision.models.vgg16().features
+    features = _vgg16_features()
     convs = [spec.name for spec in VGG16.layers if spec.kind == "Conv2D"]
     for name, index in zip(convs, TORCHVISION_VGG16_INDEX.values(), strict=True):
         source = _conv(params, name, padding=1)

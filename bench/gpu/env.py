@@ -20,7 +20,8 @@ def versions() -> dict[str, str | None]:
     from importlib import metadata
 
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "h5py", "torch"):
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "h5py", "torch", "torchvision", "torchax")
+    for name in (*packages, "torch-lucent", "kornia", "umap-learn"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -11,7 +11,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-PARTS = ("env", "correctness", "latency", "speed", "sweep", "torch", "lucid", "examples", "activation_atlas")
+PARTS = (
+    "env",
+    "correctness",
+    "latency",
+    "speed",
+    "sweep",
+    "torch",
+    "lucent",
+    "lucid",
+    "examples",
+    "activation_atlas",
+)
 
 
 # Relative shares of the budget; a part that ends early leaves its time to the later ones.
@@ -22,6 +33,7 @@ SHARES = {
     "speed": 55,
     "sweep": 165,
     "torch": 20,
+    "lucent": 40,
     "lucid": 75,
     "examples": 95,
     "activation_atlas": 90,
@@ -95,6 +107,10 @@ class Config:
     activation_atlas_size: int = 224
     activation_atlas_batch: int = 128
     activation_atlas_steps: int | None = None  # None: the Lucid preset's 512
+    lucent_layers: tuple[str, ...] = ("block3_conv3", "block4_conv3", "block5_conv3")
+    lucent_batch: int = 16
+    lucent_steps: int = 64
+    lucent_size: int = 128
 
 
 FULL = Config()
@@ -131,6 +147,10 @@ SMOKE = Config(
     activation_atlas_size=32,
     activation_atlas_batch=4,
     activation_atlas_steps=1,
+    lucent_layers=("block1_conv2",),
+    lucent_batch=2,
+    lucent_steps=2,
+    lucent_size=32,
 )
 
 

@@ -22,6 +22,7 @@ TARGETS = {
     "notebook_atlas_bfloat16_seconds": 5.0,
     "speedup_vs_loop": 100.0,
     "speedup_vs_torch": 1.0,
+    "speedup_vs_lucent": 5.0,
     "deep_layer_mfu": 0.40,
     "lucid_atlas_seconds": 300.0,
     "examples_seconds": 60.0,
@@ -88,6 +89,9 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
             "mfu",
         )
     }
+    lucent_rows = parts.get("lucent", {}).get("rows", [])
+    report["speedup_vs_lucent"] = {row["layer"]: row["speedup"] for row in lucent_rows}
+    report["activation_vs_lucent"] = {row["layer"]: row["activation_ratio"] for row in lucent_rows}
     atlas = parts.get("activation_atlas", {})
     report["activation_atlas"] = {
         key: atlas.get(key) for key in ("images", "layer", "grid", "first_seconds", "second_seconds", "cells")
@@ -148,6 +152,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     add("speed-up over the one-filter loop (worst layer)", min(loops.values(), default=None), 100.0, True)
     torches = report["speedup_vs_torch"]
     add("speed-up over PyTorch (worst layer)", min(torches.values(), default=None), 1.0, True)
+    add(
+        "speed-up over Lucent on a PyTorch model, batch for batch (worst layer)",
+        min(report["speedup_vs_lucent"].values(), default=None),
+        TARGETS["speedup_vs_lucent"],
+        True,
+    )
+    ratios = [ratio for ratio in report["activation_vs_lucent"].values() if ratio is not None]
+    add("final activation against Lucent's (worst layer)", min(ratios, default=None), 1.0, True)
     deep = [
         value
         for precision in ("tf32", "bfloat16")
