@@ -208,6 +208,11 @@ def test_gpu_check_smoke_runs_every_part_and_says_when_there_is_no_gpu(weights_p
     for row in details["latency"]["latency"]:
         assert 0 < row["compile"] < row["wait"] and row["lower"] > 0 and row["first"] > 0
     assert "Time to the first picture" in (out / "gpu_check.md").read_text()
+    # Lucent against from_torch: a row per layer where Lucent is installed, else a note saying why not.
+    lucent = details["lucent"]
+    assert lucent.get("rows") or "Lucent cannot be imported" in lucent.get("note", "")
+    for row in lucent.get("rows", []):
+        assert row["speedup"] > 0 and row["activation_ratio"] is not None
     # No GPU here: the report says so rather than passing the CPU off as one.
     if not report["accelerator"]:
         assert any("no GPU" in note for note in report["notes"])

@@ -94,7 +94,11 @@ def summarize(parts: dict[str, dict[str, Any]], status: dict[str, Any], smoke: b
     report["activation_vs_lucent"] = {row["layer"]: row["activation_ratio"] for row in lucent_rows}
     atlas = parts.get("activation_atlas", {})
     report["activation_atlas"] = {
-        key: atlas.get(key) for key in ("images", "layer", "grid", "first_seconds", "second_seconds", "cells")
+        key: atlas.get(key)
+        for key in (
+            *("images", "layer", "grid", "first_seconds", "second_seconds", "cells", "layout"),
+            *("first_seconds_estimated", "second_seconds_estimated", "umap_cpu_seconds"),
+        )
     }
     report["failures"] = [f for p in parts.values() for f in p.get("failures", [])]
     for name, state in status.items():
@@ -181,9 +185,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     )
     atlas = report["activation_atlas"]
     full = (atlas.get("images"), atlas.get("layer"), atlas.get("grid")) == (10_000, "block4_conv3", 20)
+    estimated = atlas.get("first_seconds_estimated") is not None  # UMAP missing: its CPU time added
     add(
-        "activation atlas, 20x20 of block4_conv3 over 10,000 photos, end to end, seconds (first run)",
-        atlas.get("first_seconds") if full else None,
+        "activation atlas, 20x20 of block4_conv3 over 10,000 photos, end to end, seconds (first run)"
+        + (", estimated: UMAP timed on a CPU" if estimated else ""),
+        atlas.get("first_seconds_estimated" if estimated else "first_seconds") if full else None,
         TARGETS["activation_atlas_seconds"],
         False,
     )
