@@ -44,6 +44,10 @@ FILTERS = (
     ("block4_conv3", 100), ("block5_conv1", 5), ("block5_conv3", 20), ("block5_conv3", 200),
 )  # fmt: skip
 TOOLS = ("lucent", "filterviz-lucid", "filterviz-lucid-224", "horama-maco", "filterviz-maco")
+BETWEEN = ("filterviz-lucid-176",)
+"""Tools run only when asked for (``--tools``): the lucid preset viewed at 176 with the ``wide``
+transforms (its random scale widened to 0.73-1.27), so each step sees the picture at 1.0-1.75 times its
+own scale (128 to 224)."""
 VIEWS = (128, 224)
 COPIES = 32
 
@@ -123,6 +127,7 @@ def run_filterviz(
     params, layer: str, channels: list[int], steps: int, tool: str, spectrum, maco_size: int = 512
 ) -> np.ndarray:
     import filterviz
+    from filterviz.core.transforms import STANDARD, WIDE
     from filterviz.networks.spectrum import maco
 
     objective = filterviz.channel(layer, channels)
@@ -131,10 +136,12 @@ def run_filterviz(
             params, objective, method=maco(spectrum, steps=steps), size=maco_size, progress=False
         )
     else:
-        view = 224 if tool == "filterviz-lucid-224" else None
+        view = {"filterviz-lucid-224": 224, "filterviz-lucid-176": 176}.get(tool)
+        transforms = WIDE if tool == "filterviz-lucid-176" else STANDARD
         drawn = filterviz.render(
-            params, objective, method="lucid", size=128, steps=steps, view=view, progress=False
-        )
+            params, objective, method="lucid", size=128, steps=steps, view=view, transforms=transforms,
+            progress=False,
+        )  # fmt: skip
     return drawn.pictures[:, 0].astype(np.float32) / 255.0
 
 
@@ -181,12 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     module = torchvision_vgg16(params)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    spectrum = spectrum_of(None if args.spectrum == "1/f" else args.spectrum)
+    tools = args.tools.split(",")
+    macos = any(tool.endswith("maco") for tool in tools)  # only they read a spectrum
+    spectrum = spectrum_of(None if args.spectrum == "1/f" or not macos else args.spectrum)
     if "horama-maco" in args.tools and spectrum is not None:  # Horama reads its spectrum from its folder
         folder = Path(tempfile.mkdtemp(prefix="fidelity-horama-"))
         np.save(folder / "spectrum_decorrelated.npy", spectrum.magnitude)
         os.chdir(folder)
-    tools = args.tools.split(",")
     pictures = {tool: {} for tool in tools}
     seconds = {tool: 0.0 for tool in tools}
     layers = sorted({layer for layer, _ in FILTERS}, key=[layer for layer, _ in FILTERS].index)

@@ -171,26 +171,45 @@ def test_cli_refuses_an_empty_folder(weights_path, tmp_path, capsys):
     assert "holds no images" in capsys.readouterr().err
 
 
-def test_an_atlas_of_a_flax_network_of_ones_own(tmp_path):
-    import flax.linen as nn
-    import jax
+def _own_network(framework: str):
+    # A small network of one's own in each framework filterviz takes: (network, params, layer, channels).
+    if framework == "flax":
+        import flax.linen as nn
+        import jax
 
-    class Small(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(6, (3, 3), name="first")(x))
-            return nn.relu(nn.Conv(8, (3, 3), strides=2, name="second")(x))
+        class Small(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                x = nn.relu(nn.Conv(6, (3, 3), name="first")(x))
+                return nn.relu(nn.Conv(8, (3, 3), strides=2, name="second")(x))
 
-    module = Small()
-    network, params = filterviz.from_flax(module, module.init(jax.random.key(0), np.zeros((1, 16, 16, 3))))
+        module = Small()
+        variables = module.init(jax.random.key(0), np.zeros((1, 16, 16, 3)))
+        return (*filterviz.from_flax(module, variables), "second", 8)
+    if framework == "keras":
+        import keras
+
+        inputs = keras.Input((None, None, 3))
+        hidden = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="first")(inputs)
+        outputs = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="second")(hidden)
+        return (*filterviz.from_keras(keras.Model(inputs, outputs)), "second", 8)
+    from my_torch_net import small
+
+    return (*filterviz.from_torch(small()), "conv2", 6)
+
+
+@pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+def test_an_atlas_of_a_network_of_ones_own(framework, tmp_path):
+    network, params, layer, channels = _own_network(framework)
     folder = _two_class_folder(tmp_path / "photos", count=4)
     atlas = filterviz.activation_atlas(
-        params, folder, "second", network=network, out=tmp_path / "atlas", grid=2, zoom=(2,), steps=2,
+        params, folder, layer, network=network, out=tmp_path / "atlas", grid=2, zoom=(2,), steps=2,
         icon_size=16, image_size=16, positions=2, min_count=1, progress=False,
     )  # fmt: skip
-    assert atlas.vectors.shape == (16, 8) and len(atlas.levels[2].counts) >= 1
+    assert atlas.vectors.shape == (16, channels) and len(atlas.levels[2].counts) >= 1
     assert all((tmp_path / "atlas" / f"icons/g2/{r}_{c}.png").is_file()
                for r, c in zip(atlas.levels[2].rows, atlas.levels[2].columns, strict=True))  # fmt: skip
+    assert np.isfinite(atlas.activations[2]).all()
 
 
 def test_two_processes_share_the_collect_pass_and_the_icons(drawn, tmp_path):

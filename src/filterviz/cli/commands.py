@@ -124,7 +124,7 @@ def method_from_arguments(args: argparse.Namespace):
     """The :class:`filterviz.Method` the command line asks for: a preset, then each knob given."""
     from filterviz.core.methods import Octaves, Optimizer, get_method
     from filterviz.core.parameterizations import PARAMETERIZATIONS
-    from filterviz.core.transforms import STANDARD
+    from filterviz.core.transforms import TRANSFORM_SETS
 
     method = get_method(args.method, precision=args.precision)
     settings = {}
@@ -135,7 +135,7 @@ def method_from_arguments(args: argparse.Namespace):
     if args.preprocess is not None:
         settings["preprocessing"] = args.preprocess
     if args.transforms is not None:
-        settings["transforms"] = STANDARD if args.transforms == "standard" else ()
+        settings["transforms"] = TRANSFORM_SETS[args.transforms]
     if getattr(args, "view", None) is not None:
         settings["view"] = args.view
     if getattr(args, "spectrum", None) is not None:

@@ -82,7 +82,11 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
         help="what the network is fed: network (its own convention), raw 0-255, caffe, torch or tf "
         "(default: the method's)",
     )
-    group.add_argument("--transforms", choices=("none", "standard"), help="random transforms each step")
+    group.add_argument(
+        "--transforms",
+        choices=("none", "standard", "wide"),
+        help="random transforms each step: Lucid's standard ones, or with the scale widened to 0.73-1.27",
+    )
     group.add_argument(
         "--optimizer", help="normalized (the notebook's) or an optax optimizer: adam, nadam, sgd..."
     )

@@ -9,7 +9,9 @@ Presets (:data:`METHODS`, see :func:`get_method`):
               ``step_size * g / (rms(g) + 1e-5)``; pictures deprocessed to std 0.1.
 ``lucid``     Lucid's ``render_vis`` defaults: Fourier image (sd 0.01, 1/f, decorrelated colour,
               sigmoid), ``standard_transforms``, Adam(0.05), 512 steps, redirected ReLU gradients;
-              the network's own preprocessing (caffe for VGG and ResNet); the picture's own scale.
+              the network's own preprocessing (caffe for VGG and ResNet); the picture's own scale,
+              the cheapest and the strongest viewed at its own size. For pictures viewed both at
+              their size and at 224: ``view=176, transforms=transforms.WIDE`` (BENCHMARKS.md).
 ``maco``      MaCo (Fel et al., NeurIPS 2023, as its authors' implementations run it): the published
               ImageNet magnitude spectrum, an optimised phase, NAdam(1.0), 6 crops per step of 20-25%
               of the side (centres N(0.5, 0.15)) viewed at 224 with noise, 256 steps, and the
