@@ -222,3 +222,16 @@ def test_sizes_are_checked_at_the_size_the_network_sees(random_params, vgg16):
         random_params, objective, network=vgg16, size=12, view=32, steps=1, progress=False
     )
     assert seen.pictures.shape == (1, 1, 12, 12, 3)  # drawn at 12, seen at 32
+
+
+def test_the_command_line_names_every_transform_set():
+    from filterviz.cli.commands import method_from_arguments
+    from filterviz.cli.parser import build_parser
+    from filterviz.core.transforms import TRANSFORM_SETS, WIDE_SCALES
+
+    for name, transforms in TRANSFORM_SETS.items():
+        command = ["filters", "block1_conv1", "--method", "lucid", "--transforms", name, "--view", "176"]
+        method = method_from_arguments(build_parser().parse_args([*command, "--out", "x.png"]))
+        assert method.transforms == transforms and method.view == 176
+    # Viewed at 176, the wide scales show a 128-pixel picture from its own size to 224 pixels.
+    np.testing.assert_allclose([176 * min(WIDE_SCALES), 176 * max(WIDE_SCALES)], [128, 224], atol=1.0)
