@@ -235,3 +235,23 @@ def test_the_command_line_names_every_transform_set():
         assert method.transforms == transforms and method.view == 176
     # Viewed at 176, the wide scales show a 128-pixel picture from its own size to 224 pixels.
     np.testing.assert_allclose([176 * min(WIDE_SCALES), 176 * max(WIDE_SCALES)], [128, 224], atol=1.0)
+
+
+def test_scheduled_nadam_steps_as_pytorchs_nadam():
+    import optax
+    import torch
+
+    from filterviz.core.methods import Optimizer
+
+    gradients = np.random.default_rng(0).normal(size=(30, 6)).astype(np.float32)
+    weights = torch.zeros(6, requires_grad=True)
+    theirs = torch.optim.NAdam([weights], lr=0.5)
+    ours = Optimizer("scheduled_nadam", 1.0).build(jnp.float32(0.5))  # a traced rate, as the engine gives
+    state, values = ours.init(jnp.zeros(6)), jnp.zeros(6)
+    for gradient in gradients:
+        weights.grad = torch.from_numpy(gradient)
+        theirs.step()
+        updates, state = ours.update(jnp.asarray(gradient), state, values)
+        values = optax.apply_updates(values, updates)
+    np.testing.assert_allclose(values, weights.detach().numpy(), rtol=2e-5, atol=2e-5)
+    assert get_method("maco").optimizer.name == "scheduled_nadam"

@@ -88,7 +88,9 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
         help="random transforms each step: Lucid's standard ones, or with the scale widened to 0.73-1.27",
     )
     group.add_argument(
-        "--optimizer", help="normalized (the notebook's) or an optax optimizer: adam, nadam, sgd..."
+        "--optimizer",
+        help="normalized (the notebook's), scheduled_nadam (Keras' and PyTorch's NAdam) or an optax "
+        "optimizer: adam, nadam, sgd...",
     )
     group.add_argument(
         "--view",

@@ -13,7 +13,8 @@ Presets (:data:`METHODS`, see :func:`get_method`):
               the cheapest and the strongest viewed at its own size. For pictures viewed both at
               their size and at 224: ``view=176, transforms=transforms.WIDE`` (BENCHMARKS.md).
 ``maco``      MaCo (Fel et al., NeurIPS 2023, as its authors' implementations run it): the published
-              ImageNet magnitude spectrum, an optimised phase, NAdam(1.0), 6 crops per step of 20-25%
+              ImageNet magnitude spectrum, an optimised phase, NAdam(1.0) with Keras' and PyTorch's
+              momentum warm-up (:func:`scheduled_nadam`), 6 crops per step of 20-25%
               of the side (centres N(0.5, 0.15)) viewed at 224 with noise, 256 steps, and the
               transparency map (alpha); the network's own preprocessing. Best at ``size=512`` or more.
 ``octaves``   the later Keras example (conv_filter_visualization.py): uniform noise 128 ± 10 at
@@ -24,7 +25,7 @@ Presets (:data:`METHODS`, see :func:`get_method`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,12 +62,58 @@ def normalized_gradient(step_size: float, epsilon: float = 1e-5) -> optax.Gradie
     return optax.GradientTransformation(init, update)
 
 
+class ScheduledNadamState(NamedTuple):
+    count: jax.Array  # steps taken
+    momentum_product: jax.Array  # the product of every step's momentum so far
+    first: Any  # the gradients' moving average
+    second: Any  # the squared gradients' moving average
+
+
+def scheduled_nadam(
+    learning_rate: float | jax.Array,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    momentum_decay: float = 0.004,
+) -> optax.GradientTransformation:
+    """NAdam as Keras and PyTorch run it (Dozat 2016), the optimizer MaCo's implementations use: the
+    momentum warms up, ``mu_t = b1 * (1 - 0.5 * 0.96 ** (momentum_decay * t))``, from about b1 / 2 over
+    thousands of steps, where ``optax.nadam`` keeps ``b1`` from the first step."""
+
+    def momentum(step: jax.Array) -> jax.Array:
+        return b1 * (1.0 - 0.5 * 0.96 ** (momentum_decay * step))
+
+    def init(params: Any) -> ScheduledNadamState:
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return ScheduledNadamState(jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32), zeros, zeros)
+
+    def update(gradients: Any, state: ScheduledNadamState, params: Any = None):
+        step = (state.count + 1).astype(jnp.float32)
+        now, following = momentum(step), momentum(step + 1.0)
+        product = state.momentum_product * now
+        first = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.first, gradients)
+        second = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.second, gradients)
+
+        def step_of(g, m, v):
+            look_ahead = following * m / (1 - product * following) + (1 - now) * g / (1 - product)
+            return -learning_rate * look_ahead / (jnp.sqrt(v / (1 - b2**step)) + eps)
+
+        updates = jax.tree.map(step_of, gradients, first, second)
+        return updates, ScheduledNadamState(state.count + 1, product, first, second)
+
+    return optax.GradientTransformation(init, update)
+
+
+OWN_OPTIMIZERS = {"normalized": normalized_gradient, "scheduled_nadam": scheduled_nadam}
+
+
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     """An optimizer by name, hashable so that equal settings reuse one compiled program.
 
-    ``name`` is ``"normalized"`` (the notebook's RMS-normalised step, ``options`` may set ``epsilon``) or
-    the name of any optax optimizer taking a learning rate first (``"adam"``, ``"nadam"``, ``"sgd"``,
+    ``name`` is ``"normalized"`` (the notebook's RMS-normalised step, ``options`` may set ``epsilon``),
+    ``"scheduled_nadam"`` (:func:`scheduled_nadam`, NAdam as Keras and PyTorch run it) or the name of
+    any optax optimizer taking a learning rate first (``"adam"``, ``"nadam"``, ``"sgd"``,
     ``"lion"`` ...), called as ``getattr(optax, name)(learning_rate, **dict(options))``.
     """
 
@@ -80,16 +127,15 @@ class Optimizer:
         if not isinstance(self.name, str):
             raise SettingError(f"an optimizer's name must be a string, got {self.name!r}")
         rate = self.learning_rate if learning_rate is None else learning_rate
-        if self.name == "normalized":
-            return normalized_gradient(rate, **dict(self.options))
-        factory = getattr(optax, self.name, None)
+        factory = OWN_OPTIMIZERS.get(self.name) or getattr(optax, self.name, None)
         if not callable(factory) or self.name.startswith("_"):
             raise SettingError(
-                f"unknown optimizer {self.name!r}: use 'normalized' or an optax optimizer name"
+                f"unknown optimizer {self.name!r}: use one of {', '.join(OWN_OPTIMIZERS)} or an optax "
+                "optimizer name"
             )
         options = dict(self.options)
         try:
-            if learning_rate is None:
+            if learning_rate is None or self.name in OWN_OPTIMIZERS:  # filterviz's own take a traced rate
                 built = factory(rate, **options)
             else:  # a rate known only when the program runs: optax's way to feed a hyperparameter
                 built = optax.inject_hyperparams(lambda learning_rate: factory(learning_rate, **options))(
@@ -289,7 +335,7 @@ METHODS: dict[str, Method] = {
         preprocessing="network",
         transforms=(RandomCrop(box=MACO_BOX, centre_sd=0.15), Noise(std=MACO_NOISE)),
         transform_copies=6,
-        optimizer=Optimizer("nadam", 1.0),
+        optimizer=Optimizer("scheduled_nadam", 1.0),
         steps=256,
         picture="clip",
         view=224,
