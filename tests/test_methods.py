@@ -98,9 +98,10 @@ def test_presets_keep_their_references_defaults():
     )
     assert scale.scales == pytest.approx([1 + (i - 5) / 50 for i in range(11)])
     assert list(rotate.angles) == list(range(-10, 11)) + [0] * 5
-    maco = methods.METHODS["maco"]  # MaCo's reference code: NAdam(1.0), phase N(0, 1), 6 crops a step
+    # MaCo's reference code: NAdam(1.0) with its momentum warm-up, phase N(0, 1), 6 crops a step.
+    maco = methods.METHODS["maco"]
     assert (maco.optimizer, maco.transform_copies, maco.parameterization.phase_sd) == (
-        Optimizer("nadam", 1.0),
+        Optimizer("scheduled_nadam", 1.0),
         6,
         1.0,
     )

@@ -266,13 +266,16 @@ def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
     # The UMAP layout, or the one an earlier run of this atlas saved (its record was checked); made by
     # process 0 and shared, so every process grids the same cells.
     _check_layout_size(len(vectors))  # on every process: process 0 alone makes the layout
-    layout, saved = None, folder / LAYOUT
-    if jax.process_index() == 0 and saved.is_file() and (folder / RECORD).is_file():
-        layout = np.load(saved, allow_pickle=False)
-    elif jax.process_index() == 0:
+
+    def made() -> list:
+        saved = folder / LAYOUT
+        if saved.is_file() and (folder / RECORD).is_file():
+            return np.load(saved, allow_pickle=False).tolist()
         layout = umap_layout(vectors, seed=seed)
         _write_ours(saved, encode_npy(layout))
-    return np.asarray(from_first(None if layout is None else layout.tolist()), np.float32)
+        return layout.tolist()
+
+    return np.asarray(on_first(folder, made), np.float32)
 
 
 def _cell_records(cells: Cells, mix: np.ndarray, classes: list[str], nearest: list[np.ndarray]) -> list[dict]:
