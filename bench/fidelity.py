@@ -9,7 +9,7 @@ same number of steps and its own defaults otherwise:
   the model (its default for pictures under 224), one filter at a time;
 - filterviz ``lucid``, as the preset is (the picture's own scale) and with ``view=224``, all the filters
   of a layer in one program;
-- Horama ``maco``: its defaults (1280-pixel image, 6 crops of 20-25% at 224 a step, noise), given the
+- Horama ``maco``: its defaults (1280-pixel image, 6 crops of 25-30% at 224 a step, noise), given the
   same spectrum file as filterviz (it reads ``spectrum_decorrelated.npy`` from its working folder, and
   downloads the published one when it is missing);
 - filterviz ``maco``: the preset at ``size=512``, with a spectrum from ``--spectrum`` (or ``imagenet``).

@@ -13,7 +13,7 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.core import parameterizations as param
-from filterviz.core.methods import Method, get_method
+from filterviz.core.methods import MACO_BOX, Method, get_method
 from filterviz.core.network import preprocess
 from filterviz.core.pictures import alpha_map
 from filterviz.core.transforms import Jitter, Noise, RandomCrop, View, compose, with_view
@@ -104,12 +104,13 @@ def test_maco_crops_are_small_boxes_viewed_at_the_view():
     side = 200
     rows, columns = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
     coordinates = jnp.asarray(np.stack([rows, columns, rows], -1), jnp.float32)
-    chain = compose(with_view((RandomCrop(box=(0.20, 0.25), centre_sd=0.15),), 32))
+    low, high = MACO_BOX
+    chain = compose(with_view((RandomCrop(box=MACO_BOX, centre_sd=0.15),), 32))
     for seed in range(20):
         crop = np.asarray(chain(jax.random.key(seed), coordinates))
         assert crop.shape == (32, 32, 3)
         spans = [crop[..., 0].max() - crop[..., 0].min(), crop[..., 1].max() - crop[..., 1].min()]
-        assert all(0.20 * (side - 1) - 1e-3 <= span <= 0.25 * (side - 1) + 1e-3 for span in spans)
+        assert all(low * (side - 1) - 1e-3 <= span <= high * (side - 1) + 1e-3 for span in spans)
         assert crop.min() >= 0 and crop.max() <= side - 1  # kept inside the picture
 
 
