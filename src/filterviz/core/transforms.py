@@ -254,12 +254,8 @@ STANDARD: tuple[Transform, ...] = (
 )
 """Lucid's ``standard_transforms``: pad 12 (grey), jitter 8, scale 0.9-1.1, rotate -10..10°, jitter 4."""
 WIDE_SCALES = tuple(0.73 + 0.054 * i for i in range(11))
-WIDE: tuple[Transform, ...] = (
-    Pad(12, fill=MID_GREY),
-    Jitter(8),
-    RandomScale(WIDE_SCALES),
-    RandomRotate(LUCID_ANGLES),
-    Jitter(4),
+WIDE: tuple[Transform, ...] = tuple(
+    RandomScale(WIDE_SCALES) if isinstance(transform, RandomScale) else transform for transform in STANDARD
 )
 """Lucid's standard transforms with the scale widened to 0.73-1.27. With ``view=176`` a 128-pixel
 picture is seen at 1.0 to 1.75 times its own scale, the range from its own size to 224 pixels, so it
