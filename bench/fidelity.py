@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=os.environ.get("FILTERVIZ_WEIGHTS"))
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--spectrum", default="imagenet", help="filterviz maco's: imagenet, a .npy, or 1/f")
-    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS), help=f"comma-separated, of {', '.join(TOOLS + BETWEEN)}"
+    )
     parser.add_argument("--maco-size", type=int, default=512, help="filterviz maco's picture size")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--sheet", type=Path)
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     tools = args.tools.split(",")
+    if set(tools) - set(TOOLS + BETWEEN):
+        parser.error(f"unknown tools {', '.join(sorted(set(tools) - set(TOOLS + BETWEEN)))}")
     macos = any(tool.endswith("maco") for tool in tools)  # only they read a spectrum
     spectrum = spectrum_of(None if args.spectrum == "1/f" or not macos else args.spectrum)
     if "horama-maco" in args.tools and spectrum is not None:  # Horama reads its spectrum from its folder

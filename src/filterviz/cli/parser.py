@@ -14,6 +14,7 @@ from filterviz.cli import commands, volume
 from filterviz.cli.arguments import COUNT, SEED, add_model, number, whole
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
+from filterviz.core.transforms import TRANSFORM_SETS
 from filterviz.errors import FilterVizError, printable
 from filterviz.io.photos import FITS
 
@@ -84,7 +85,7 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     )
     group.add_argument(
         "--transforms",
-        choices=("none", "standard", "wide"),
+        choices=tuple(TRANSFORM_SETS),
         help="random transforms each step: Lucid's standard ones, or with the scale widened to 0.73-1.27",
     )
     group.add_argument(

@@ -17,12 +17,12 @@ from jax.sharding import NamedSharding
 
 from filterviz.core.hits import EMPTY
 from filterviz.core.network import Network, Params, preprocess
-from filterviz.errors import ImageError, OutputError
+from filterviz.errors import ImageError
 from filterviz.io.photos import IMAGE_SUFFIXES
 from filterviz.progress import Progress
 from filterviz.sweeps.example_files import load_progress, save_progress
 from filterviz.sweeps.examples import _batches
-from filterviz.sweeps.multihost import agree, batch_sharding, gather, global_array, host_copy
+from filterviz.sweeps.multihost import agree, batch_sharding, check_same_progress, global_array, host_copy
 
 
 class Reading(NamedTuple):
@@ -84,8 +84,7 @@ def collect(
     state, done = empty, 0
     if progress_file is not None and progress_file.exists():
         state, done, _ = load_progress(progress_file, settings, empty)
-    if len(set(gather([done]))) > 1:
-        raise OutputError(progress_file.parent, "is not the same folder for every process; give them one")
+    check_same_progress(done, progress_file.parent if progress_file is not None else None)
     parts = {name: [value] for name, value in state.items()}
     key, saved_at = jax.random.key(seed), time.monotonic()
     split, replicated, step = batch_sharding(reading.batch_size)

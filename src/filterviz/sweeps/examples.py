@@ -47,7 +47,7 @@ from filterviz.core.hits import (
     update_statistics,
 )
 from filterviz.core.network import Network, Params, preprocess
-from filterviz.errors import ImageError, OutputError, SettingError, SweepError
+from filterviz.errors import ImageError, SettingError, SweepError
 from filterviz.io.files import output_path
 from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images, load_fitted
 from filterviz.networks import get_network
@@ -68,6 +68,7 @@ from filterviz.sweeps.multihost import (
     agree,
     barrier,
     batch_sharding,
+    check_same_progress,
     gather,
     global_array,
     host_copy,
@@ -328,8 +329,7 @@ def _scan_folder(
     state, done, earlier = jax.device_get(empty), 0, []
     if progress_path is not None and progress_path.exists():
         state, done, earlier = load_progress(progress_path, settings, empty)
-    if len(set(gather([done]))) > 1:
-        raise OutputError(out_folder, "is not the same folder for every process; give them a shared one")
+    check_same_progress(done, out_folder)
     state = jax.tree.map(lambda leaf: global_array(leaf, replicated), state)
     prepared = jax.tree.map(lambda leaf: global_array(leaf, replicated), net.prepared(params, jnp.float32))
     share = (jax.process_index(), jax.process_count())

@@ -76,6 +76,13 @@ def together(folder: Path) -> Iterator[None]:
         raise problem or SweepError("another process of this run could not use its folder")
 
 
+def check_same_progress(done: int, folder: Path | None) -> None:
+    """Every process took up the same saved progress (``done`` items) from ``folder``; else the folder
+    is not one they share, and each would go on from another point."""
+    if len(set(gather([done]))) > 1:
+        raise OutputError(folder, "is not the same folder for every process; give them a shared one")
+
+
 def from_first(value: Any) -> Any:
     """Process 0's JSON value on every process (what the others pass is not used)."""
     if jax.process_count() == 1:
