@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -13,6 +14,7 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.core import parameterizations as param
+from filterviz.core.engine import measured_value
 from filterviz.core.methods import MACO_BOX, Method, get_method
 from filterviz.core.network import preprocess
 from filterviz.core.pictures import alpha_map
@@ -151,6 +153,35 @@ def test_maco_takes_its_magnitude_from_the_spectrum_file(tmp_path):
     spatial = np.fft.irfft2(np.asarray(template * jnp.exp(1j * (raw - raw.mean()) / raw.std())), s=(16, 16))
     ratio = np.abs(np.fft.rfft2(spatial[0]))[:, 1:, 1:-1] / template[:, 1:, 1:-1]
     assert ratio.std() / ratio.mean() < 1e-3  # the phase moves, the magnitude is the file's
+
+
+def test_maco_pixels_are_horamas_preconditioner():
+    # Horama's MaCo image, in the normalised input space its networks take, mapped back to 0-255 pixels.
+    torch = pytest.importorskip("torch")
+    from horama.maco_fv import maco_preconditioner
+
+    magnitude = np.abs(np.random.default_rng(2).normal(size=(3, 20, 11))).astype(np.float32) + 0.1
+    phase = np.random.default_rng(3).normal(size=(3, 20, 11)).astype(np.float32)
+    normalised = maco_preconditioner(torch.from_numpy(magnitude), torch.from_numpy(phase), (-2.5, 2.5), "cpu")
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = (normalised.permute(1, 2, 0).numpy() * std + mean) * 255.0
+    pixels = param.Maco(spectrum=param.Spectrum(magnitude)).to_pixels(jnp.asarray(phase)[None], 20, 20)
+    np.testing.assert_allclose(np.asarray(pixels[0]), expected, rtol=1e-3, atol=0.05)
+    assert expected.min() < 0 or expected.max() > 255  # MaCo's range reaches past the valid pixels
+
+
+def test_maco_pictures_are_clipped_before_they_are_measured(random_params, vgg16):
+    method = maco(None, steps=2, view=16, transform_copies=1)
+    wide = dataclasses.replace(method.parameterization, values_range=(-6.0, 6.0))
+    method = get_method(method, parameterization=wide)
+    drawn = filterviz.render(
+        random_params, filterviz.channel(LAYER, [0, 1]), network=vgg16, method=method, size=16, progress=False
+    )
+    assert drawn.pixels.min() >= 0 and drawn.pixels.max() <= 255
+    assert (drawn.pixels == 0).any() and (drawn.pixels == 255).any()  # a range this wide saturates
+    for index in (0, 1):  # the achieved value is the clipped picture's
+        value = measured_value(vgg16, random_params, filterviz.channel(LAYER, index), method, drawn.pixels[index])
+        np.testing.assert_allclose(drawn.activations[index], value, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -274,6 +274,8 @@ def render_one(
             if following != stage:
                 variables = _grown(method, variables, photo, stage, following)
         pixels = parameterization.to_pixels(variables, *size)
+    if method.picture == "clip":  # MaCo's pixels reach past 0-255 while optimised; its picture does not
+        pixels = jnp.clip(pixels, 0.0, 255.0)
     alpha = None if attribution is None else alpha_map(attribution)
     return pixels, (jnp.concatenate(all_frames) if all_frames else None), alpha
 

@@ -200,7 +200,8 @@ class Method:
       steps: optimisation steps (per stage, with octaves).
       images_per_filter: K, images optimised together per objective (for diversity).
       octaves: an :class:`Octaves`, or None for one stage at the full size (pixel methods only).
-      picture: how pixels become ``uint8``: ``"notebook"`` (std 0.1), ``"keras"`` (std 0.25), ``"clip"``.
+      picture: how pixels become ``uint8``: ``"notebook"`` (std 0.1), ``"keras"`` (std 0.25), ``"clip"``
+        (the final pixels clipped to 0-255, before they are measured and returned).
       redirect_relu: Lucid's ReLU gradient override (:func:`filterviz.networks.layers.redirected_relu`), which
         lets a filter that is off everywhere on the start image turn on.
       precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"``, as :func:`filterviz.ascend`.

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from filterviz.core.network import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from filterviz.errors import SettingError
 
 # Square root of the colour covariance of ImageNet images (the columns are its principal colour axes):
@@ -175,7 +176,13 @@ class Maco:
 
     Raw variables: the phase ``float32[count, 3, height, width // 2 + 1]`` from ``N(0, phase_sd)``. Each
     step the phase is standardised, combined with the magnitude, inverted, standardised again, its
-    colours recorrelated and squashed into 0-255 by a sigmoid.
+    colours recorrelated and squashed by a sigmoid into ``values_range``.
+
+    ``values_range`` is in ImageNet standard deviations about ImageNet's mean pixel, per channel: MaCo's
+    ``values_range`` of (-2.5, 2.5) in the normalised input space its implementations feed, about
+    -27 to 271 on the 0-255 scale. So its pixels reach a little past the valid range while they are
+    optimised, as MaCo's do, and the picture is them clipped (the ``clip`` picture style). Squashed
+    into 0-255 instead, the same filters reach about half the activation (BENCHMARKS.md, "Fidelity").
 
     ``spectrum`` is the magnitude: a :class:`Spectrum`; ``"imagenet"`` or a path to a ``.npy`` file,
     both read at the edges before any program runs (:func:`filterviz.networks.spectrum.resolve_spectrum`,
@@ -186,6 +193,13 @@ class Maco:
     spectrum: Spectrum | str | None = IMAGENET
     phase_sd: float = 1.0
     magnitude_power: float = 1.0
+    values_range: tuple[float, float] = (-2.5, 2.5)
+
+    def __post_init__(self) -> None:
+        low, high = (float(value) for value in self.values_range)
+        object.__setattr__(self, "values_range", (low, high))  # hashable, for jit's static arguments
+        if not low < high:
+            raise SettingError(f"MaCo's values_range must rise, got {self.values_range}")
 
     def init(self, key: jax.Array, count: int, height: int, width: int) -> jax.Array:
         return self.phase_sd * jax.random.normal(key, (count, 3, height, width // 2 + 1), jnp.float32)
@@ -209,7 +223,9 @@ class Maco:
         phase = _standardize(variables, (-3, -2, -1))
         spectrum = jax.lax.complex(jnp.cos(phase) * magnitude, jnp.sin(phase) * magnitude)
         spatial = _standardize(jnp.fft.irfft2(spectrum, s=(height, width)), (-3, -2, -1))
-        return _to_valid_pixels(jnp.moveaxis(spatial, 1, -1), decorrelate=True)
+        low, high = self.values_range
+        normalised = low + (high - low) * jax.nn.sigmoid(recorrelate_colors(jnp.moveaxis(spatial, 1, -1)))
+        return 255.0 * (jnp.asarray(IMAGENET_MEAN_RGB) + jnp.asarray(IMAGENET_STD_RGB) * normalised)
 
 
 def _to_valid_pixels(image: jax.Array, decorrelate: bool) -> jax.Array:
