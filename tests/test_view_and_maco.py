@@ -180,7 +180,8 @@ def test_maco_pictures_are_clipped_before_they_are_measured(random_params, vgg16
     assert drawn.pixels.min() >= 0 and drawn.pixels.max() <= 255
     assert (drawn.pixels == 0).any() and (drawn.pixels == 255).any()  # a range this wide saturates
     for index in (0, 1):  # the achieved value is the clipped picture's
-        value = measured_value(vgg16, random_params, filterviz.channel(LAYER, index), method, drawn.pixels[index])
+        objective = filterviz.channel(LAYER, index)
+        value = measured_value(vgg16, random_params, objective, method, drawn.pixels[index])
         np.testing.assert_allclose(drawn.activations[index], value, rtol=1e-5)
 
 
