@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from examples_bench import make_photos
     from filterviz.core.cells import grid_cells
     from filterviz.sweeps.activation_atlas import render_icons, umap_layout
-    from filterviz.sweeps.activation_vectors import Reading, collect
+    from filterviz.sweeps.activation_vectors import collect
+    from filterviz.sweeps.streaming import Reading
 
     network = filterviz.network("vgg16")
     params = filterviz.load_weights(args.weights) if args.weights else network.init(jax.random.key(0))

@@ -33,8 +33,7 @@ import numpy as np
 import filterviz
 from filterviz.core.network import preprocess
 from filterviz.io.photos import find_images, load_fitted
-from filterviz.sweeps.example_files import ExamplesPass
-from filterviz.sweeps.examples import _batches
+from filterviz.sweeps.streaming import Reading, host_batches
 from flops import conv_flops
 from measures import measure_peak_flops, time_interleaved
 
@@ -67,11 +66,10 @@ def forward_flops(network, layers: list[str], size: int) -> float:
 
 def decode_only(network, folder: Path, paths: list[str], size: int, batch_size: int, workers: int):
     """The decoding threads and the fit alone, as the pass runs them, without the network."""
-    layers = tuple(network.visual_layers)
-    settings = ExamplesPass(network, layers, 9, size, "crop", "max", batch_size, workers)
+    reading = Reading(batch_size, size, "crop", workers)
 
     def run():
-        for _ in _batches(folder, paths, settings, 0):
+        for _ in host_batches(folder, paths, reading, 0):
             pass
 
     return run

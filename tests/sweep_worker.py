@@ -22,11 +22,11 @@ def main(request: dict) -> None:
     import filterviz
 
     params = filterviz.network("vgg16").init(jax.random.key(0))
-    from filterviz.sweeps import examples as examples_module
+    from filterviz.sweeps import streaming
 
     decoded = []  # the images this process decoded in its pass
-    decode = examples_module._decoded
-    examples_module._decoded = lambda root, path, **fit: decoded.append(path) or decode(root, path, **fit)
+    decode = streaming._decoded
+    streaming._decoded = lambda root, path, **fit: decoded.append(path) or decode(root, path, **fit)
     if "activation_atlas" in request:
         from filterviz.sweeps import activation_atlas as atlas_module
 

@@ -13,10 +13,12 @@ Presets (:data:`METHODS`, see :func:`get_method`):
               the cheapest and the strongest viewed at its own size. For pictures viewed both at
               their size and at 224: ``view=176, transforms=transforms.WIDE`` (BENCHMARKS.md).
 ``maco``      MaCo (Fel et al., NeurIPS 2023, as its authors' implementations run it): the published
-              ImageNet magnitude spectrum, an optimised phase, NAdam(1.0) with Keras' and PyTorch's
-              momentum warm-up (:func:`scheduled_nadam`), 6 crops per step of 25-30%
-              of the side (centres N(0.5, 0.15)) viewed at 224 with noise, 256 steps, and the
-              transparency map (alpha); the network's own preprocessing. Best at ``size=512`` or more.
+              ImageNet magnitude spectrum, an optimised phase, pixels spanning ImageNet's mean
+              +- 2.5 standard deviations (MaCo's ``values_range``; the picture clipped to 0-255),
+              NAdam(1.0) with Keras' and PyTorch's momentum warm-up (:func:`scheduled_nadam`), 6
+              crops per step of 25-30% of the side (centres N(0.5, 0.15)) viewed at 224 with noise,
+              256 steps, and the transparency map (alpha); the network's own preprocessing. Best at
+              ``size=512`` or more.
 ``octaves``   the later Keras example (conv_filter_visualization.py): uniform noise 128 ± 10 at
               1/1.2^9 of the size, 15 steps of ``g / (rms(g) + 1e-7)`` per stage, 9 stages growing the
               image 1.2x between them through its uint8 picture, pictures deprocessed to std 0.25.

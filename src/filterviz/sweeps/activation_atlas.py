@@ -53,9 +53,10 @@ from filterviz.networks.spectrum import resolve_spectrum
 from filterviz.networks.weights import content_digest
 from filterviz.progress import Progress, wanted
 from filterviz.sweeps.activation_page import write_page
-from filterviz.sweeps.activation_vectors import Reading, collect
+from filterviz.sweeps.activation_vectors import collect
 from filterviz.sweeps.folder import FolderLock
 from filterviz.sweeps.multihost import from_first, gather, on_first, together
+from filterviz.sweeps.streaming import Reading
 
 RECORD = "activation-atlas.json"
 VECTORS = "vectors.npz"

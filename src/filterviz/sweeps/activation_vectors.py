@@ -1,14 +1,12 @@
 """The collect stage of an activation atlas: a few activation vectors per image of a folder, at random
-positions seeded by the image's index, read in batches by the examples pass's decoder and saved every so
-often, so a killed run goes on from its last save (:mod:`filterviz.sweeps.activation_atlas`). Each
-batch is split over every device of every process, as the examples pass splits it."""
+positions seeded by the image's index, streamed as the examples pass streams its folder
+(:mod:`filterviz.sweeps.streaming`) and saved every so often, so a killed run goes on from its last save
+(:mod:`filterviz.sweeps.activation_atlas`)."""
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,18 +17,9 @@ from filterviz.core.hits import EMPTY
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError
 from filterviz.io.photos import IMAGE_SUFFIXES
-from filterviz.progress import Progress
 from filterviz.sweeps.example_files import load_progress, save_progress
-from filterviz.sweeps.examples import _batches
-from filterviz.sweeps.multihost import agree, batch_sharding, check_same_progress, global_array, host_copy
-
-
-class Reading(NamedTuple):
-    # How images are read: what the examples pass's decoder needs.
-    batch_size: int
-    size: int
-    fit: str
-    workers: int
+from filterviz.sweeps.multihost import batch_sharding, check_same_progress, global_array, host_copy
+from filterviz.sweeps.streaming import Reading, stream
 
 
 @partial(jax.jit, static_argnames=("network", "layer", "count", "replicated"))
@@ -86,34 +75,29 @@ def collect(
         state, done, _ = load_progress(progress_file, settings, empty)
     check_same_progress(done, progress_file.parent if progress_file is not None else None)
     parts = {name: [value] for name, value in state.items()}
-    key, saved_at = jax.random.key(seed), time.monotonic()
-    split, replicated, step = batch_sharding(reading.batch_size)
-    share = reading._replace(batch_size=step // jax.device_count() * jax.local_device_count())
+    replicated, key = batch_sharding(reading.batch_size)[1], jax.random.key(seed)
     prepared = jax.tree.map(partial(global_array, sharding=replicated), network.prepared(params, jnp.float32))
-    process, first = (jax.process_index(), jax.process_count()), jax.process_index() == 0
-    with Progress(len(paths), "image", f"collecting {layer}", enabled=shown and first) as bar:
-        bar.update(done)
-        for pixels, indices, _ in _batches(root, paths, share, done, process):
-            pixels = jax.make_array_from_process_local_data(split, pixels, (step, *pixels.shape[1:]))
-            indices = jax.make_array_from_process_local_data(split, indices, (step,))
-            vectors, positions, indices = host_copy(
-                _sample(network, prepared, pixels, indices, key, layer, count, replicated)
-            )
-            real = indices != EMPTY  # padding, and images that could not be read
-            parts["vectors"].append(vectors[real])
-            parts["positions"].append(positions[real].astype(np.int64))
-            parts["images"].append(indices[real].astype(np.int64))
-            bar.update(min(done + step, len(paths)) - done)
-            done = min(done + step, len(paths))
-            due = progress_file is not None and time.monotonic() - saved_at > save_seconds
-            if agree(np.array([due]))[0]:  # every process takes part in deciding
-                if first:
-                    state = {name: np.concatenate(values) for name, values in parts.items()}
-                    save_progress(progress_file, settings, state, done, [])
-                saved_at = time.monotonic()
+    first = jax.process_index() == 0
+
+    def save(done: int) -> None:
+        if first:
+            save_progress(progress_file, settings, {k: np.concatenate(v) for k, v in parts.items()}, done, [])
+
+    batches = stream(
+        root, paths, reading, done=done, title=f"collecting {layer}", shown=shown,
+        save=save if progress_file is not None else None, save_seconds=save_seconds,
+    )  # fmt: skip
+    for pixels, indices, _ in batches:
+        vectors, positions, indices = host_copy(
+            _sample(network, prepared, pixels, indices, key, layer, count, replicated)
+        )
+        real = indices != EMPTY  # padding, and images that could not be read
+        parts["vectors"].append(vectors[real])
+        parts["positions"].append(positions[real].astype(np.int64))
+        parts["images"].append(indices[real].astype(np.int64))
     state = {name: np.concatenate(values) for name, values in parts.items()}
     if progress_file is not None and first:
-        save_progress(progress_file, settings, state, done, [])
+        save_progress(progress_file, settings, state, len(paths), [])
     if not len(state["images"]):
         raise ImageError(root, f"holds no readable images ({', '.join(IMAGE_SUFFIXES)})")
     images = np.repeat(state["images"], count)

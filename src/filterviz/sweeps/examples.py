@@ -22,16 +22,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 
 from filterviz.core.checks import check_count, check_image_size, check_params, device_memory
@@ -49,10 +46,10 @@ from filterviz.core.hits import (
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError, SettingError, SweepError
 from filterviz.io.files import output_path
-from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images, load_fitted
+from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images
 from filterviz.networks import get_network
 from filterviz.networks.weights import content_digest
-from filterviz.progress import Progress, count_of, wanted
+from filterviz.progress import count_of, wanted
 from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
 from filterviz.sweeps.example_files import (
     ExamplesPass,
@@ -65,7 +62,6 @@ from filterviz.sweeps.example_files import (
 from filterviz.sweeps.folder import FolderLock, read_settings_record
 from filterviz.sweeps.layout import select_layers
 from filterviz.sweeps.multihost import (
-    agree,
     barrier,
     batch_sharding,
     check_same_progress,
@@ -74,6 +70,7 @@ from filterviz.sweeps.multihost import (
     host_copy,
     together,
 )
+from filterviz.sweeps.streaming import Reading, stream
 
 PROGRESS_NAME = "examples.progress.npz"
 
@@ -85,49 +82,6 @@ class Examples(NamedTuple):
     records: list[dict[str, Any]]
     images: list[str]
     skipped: list[tuple[str, str]]
-
-
-def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str:
-    # An image fitted to the input size, or why it could not be read.
-    try:
-        return load_fitted(root / relative, size, fit)
-    except ImageError as error:
-        return error.reason
-
-
-def _batches(
-    root: Path,
-    paths: Sequence[str],
-    chosen: ExamplesPass,
-    start: int,
-    share: tuple[int, int] = (0, 1),
-) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
-    # (pixels [B, size, size, 3], stream indices [B] with EMPTY for padding, skipped) per batch from
-    # image `start` on, decoded by a thread pool a batch ahead of the device (Pillow releases the GIL
-    # while it decodes). With `share` (process index, process count), each global batch of
-    # B * count images is split in count runs and this process reads only its own run.
-    index, count = share
-    batch, size = chosen.batch_size, chosen.size
-    with ThreadPoolExecutor(chosen.workers) as pool:
-        decode = partial(_decoded, root, size=size, fit=chosen.fit)
-        pending = None
-        for first in [*range(start + index * batch, len(paths) + index * batch, batch * count), None]:
-            upcoming = None
-            if first is not None:
-                upcoming = (first, [pool.submit(decode, path) for path in paths[first : first + batch]])
-            if pending is not None:
-                began, futures = pending
-                pixels = np.zeros((batch, size, size, 3), np.uint8)
-                indices = np.full(batch, EMPTY, np.int32)
-                skipped = []
-                for offset, future in enumerate(futures):
-                    result = future.result()
-                    if isinstance(result, str):
-                        skipped.append((paths[began + offset], result))
-                    else:
-                        pixels[offset], indices[offset] = result, began + offset
-                yield pixels, indices, skipped
-            pending = upcoming
 
 
 @partial(jax.jit, static_argnames=("network", "layers", "ranking", "replicated"), donate_argnames=("state",))
@@ -310,15 +264,9 @@ def _scan_folder(
     progress: bool | None,
     save_seconds: float,
 ) -> tuple[dict[str, tuple[TopK, Statistics]], list[tuple[str, str]]]:
-    # Every image not yet done through the network, the images split over the devices; the running
-    # state saved to the output folder every `save_seconds`, and taken up again from there.
-    # With several processes (jax.distributed), each global batch is split over every device of every
-    # process; each process decodes only its devices' share, and the running state, replicated, is the
-    # same everywhere. Process 0 saves it; a resume may use another number of processes.
-    # Devices in process order: each process's rows of a global batch are one contiguous run.
-    split, replicated, step = batch_sharding(chosen.batch_size)
-    per_device = step // jax.device_count()
-    chosen = chosen._replace(batch_size=per_device * jax.local_device_count())  # this process's share
+    # Every image not yet done through the network, streamed over every device of every process; the
+    # running state, replicated, is the same everywhere. Process 0 saves it to the output folder every
+    # `save_seconds`, and a resume takes it up there, maybe with another number of processes.
     net, names, k = chosen.network, chosen.layers, chosen.k
     empty = {
         name: (empty_top_k(net.layer(name).channels, k), empty_statistics(net.layer(name).channels))
@@ -330,33 +278,22 @@ def _scan_folder(
     if progress_path is not None and progress_path.exists():
         state, done, earlier = load_progress(progress_path, settings, empty)
     check_same_progress(done, out_folder)
+    replicated = batch_sharding(chosen.batch_size)[1]
     state = jax.tree.map(lambda leaf: global_array(leaf, replicated), state)
     prepared = jax.tree.map(lambda leaf: global_array(leaf, replicated), net.prepared(params, jnp.float32))
-    share = (jax.process_index(), jax.process_count())
-    batches = _batches(root, paths, chosen, done, share)
-    saved, skipped = time.monotonic(), []
-    title = f"examples of {count_of(len(names), 'layer')}"
-    shown = wanted(progress) and jax.process_index() == 0
-    with Progress(len(paths), "image", title, enabled=shown) as bar:
-        bar.update(done)
-        for pixels, indices, unreadable in batches:
-            state = _scan(
-                net,
-                prepared,
-                state,
-                jax.make_array_from_process_local_data(split, pixels, (step, *pixels.shape[1:])),
-                jax.make_array_from_process_local_data(split, indices, (step,)),
-                names,
-                chosen.ranking,
-                replicated,
-            )
-            skipped += unreadable
-            bar.update(min(done + step, len(paths)) - done)
-            done = min(done + step, len(paths))
-            due = progress_path is not None and time.monotonic() - saved >= save_seconds and done < len(paths)
-            if agree(np.array([due]))[0]:  # every process takes part in saving
-                every_skipped = earlier + gather(skipped)
-                if jax.process_index() == 0:
-                    save_progress(progress_path, settings, host_copy(state), done, every_skipped)
-                saved = time.monotonic()
+    skipped = []
+
+    def save(done: int) -> None:
+        every_skipped = earlier + gather(skipped)  # a collective: on every process
+        if jax.process_index() == 0:
+            save_progress(progress_path, settings, host_copy(state), done, every_skipped)
+
+    batches = stream(
+        root, paths, Reading(chosen.batch_size, chosen.size, chosen.fit, chosen.workers), done=done,
+        title=f"examples of {count_of(len(names), 'layer')}", shown=wanted(progress),
+        save=save if progress_path is not None else None, save_seconds=save_seconds,
+    )  # fmt: skip
+    for pixels, indices, unreadable in batches:
+        state = _scan(net, prepared, state, pixels, indices, names, chosen.ranking, replicated)
+        skipped += unreadable
     return host_copy(state), earlier + [tuple(item) for item in gather(skipped)]

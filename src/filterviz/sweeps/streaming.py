@@ -1,0 +1,113 @@
+"""A folder of photos streamed through every device of every process, for the passes that read one (the
+dataset examples and the activation atlas's collect pass).
+
+Images are decoded on host threads a batch ahead of the device (Pillow releases the GIL while it
+decodes) and fitted to the input size. Each global batch is split over every device of every process in
+process order, each process decoding only its own run of it. A progress bar counts the images, and the
+caller's running state is saved every so often, when every process agrees that it is time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from filterviz.core.hits import EMPTY
+from filterviz.errors import ImageError
+from filterviz.io.photos import load_fitted
+from filterviz.progress import Progress
+from filterviz.sweeps.multihost import agree, batch_sharding
+
+
+class Reading(NamedTuple):
+    """How a folder is read: images per global batch, their side and fit, and decoding threads."""
+
+    batch_size: int
+    size: int
+    fit: str
+    workers: int
+
+
+def stream(
+    root: Path,
+    paths: Sequence[str],
+    reading: Reading,
+    *,
+    done: int,
+    title: str,
+    shown: bool,
+    save: Callable[[int], None] | None = None,
+    save_seconds: float = math.inf,
+) -> Iterator[tuple[jax.Array, jax.Array, list[tuple[str, str]]]]:
+    """Global batches from image ``done`` on: ``pixels uint8[B, size, size, 3]`` and stream ``indices
+    int32[B]`` (:data:`~filterviz.core.hits.EMPTY` for padding and unreadable images), split over the
+    devices (``batch_sharding(reading.batch_size)``), and ``(path, reason)`` of this process's unreadable
+    images in the batch.
+
+    After the caller has taken a batch in, ``save(done)`` is called on every process once
+    ``save_seconds`` have passed on any of them since the last save (not after the last batch: the
+    caller saves its result)."""
+    split, _, step = batch_sharding(reading.batch_size)
+    share = reading._replace(batch_size=step // jax.device_count() * jax.local_device_count())
+    saved_at, first = time.monotonic(), jax.process_index() == 0
+    with Progress(len(paths), "image", title, enabled=shown and first) as bar:
+        bar.update(done)
+        for pixels, indices, unreadable in host_batches(root, paths, share, done):
+            yield (
+                jax.make_array_from_process_local_data(split, pixels, (step, *pixels.shape[1:])),
+                jax.make_array_from_process_local_data(split, indices, (step,)),
+                unreadable,
+            )
+            bar.update(min(done + step, len(paths)) - done)
+            done = min(done + step, len(paths))
+            due = save is not None and time.monotonic() - saved_at >= save_seconds and done < len(paths)
+            if agree(np.array([due]))[0]:  # a collective: every process takes part in deciding
+                save(done)
+                saved_at = time.monotonic()
+
+
+def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str:
+    # An image fitted to the input size, or why it could not be read.
+    try:
+        return load_fitted(root / relative, size, fit)
+    except ImageError as error:
+        return error.reason
+
+
+def host_batches(
+    root: Path, paths: Sequence[str], share: Reading, start: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
+    """This process's run of each global batch from image ``start`` on, decoded on ``share.workers``
+    threads a batch ahead: ``(pixels uint8[b, size, size, 3], stream indices int32[b], unreadable)``,
+    ``b = share.batch_size``. A global batch is ``b`` times the process count, process ``p`` reading
+    its ``p``-th run of ``b``."""
+    index, count = jax.process_index(), jax.process_count()
+    batch, size = share.batch_size, share.size
+    with ThreadPoolExecutor(share.workers) as pool:
+        decode = partial(_decoded, root, size=size, fit=share.fit)
+        pending = None
+        for first in [*range(start + index * batch, len(paths) + index * batch, batch * count), None]:
+            upcoming = None
+            if first is not None:
+                upcoming = (first, [pool.submit(decode, path) for path in paths[first : first + batch]])
+            if pending is not None:
+                began, futures = pending
+                pixels = np.zeros((batch, size, size, 3), np.uint8)
+                indices = np.full(batch, EMPTY, np.int32)
+                unreadable = []
+                for offset, future in enumerate(futures):
+                    result = future.result()
+                    if isinstance(result, str):
+                        unreadable.append((paths[began + offset], result))
+                    else:
+                        pixels[offset], indices[offset] = result, began + offset
+                yield pixels, indices, unreadable
+            pending = upcoming
