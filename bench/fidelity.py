@@ -145,6 +145,49 @@ def run_filterviz(
     return drawn.pictures[:, 0].astype(np.float32) / 255.0
 
 
+NAMES = {
+    "lucent": "Lucent",
+    "filterviz-lucid": "filterviz lucid",
+    "filterviz-lucid-224": "filterviz lucid, view 224",
+    "filterviz-lucid-176": "filterviz lucid, view 176 + wide",
+    "horama-maco": "Horama MaCo",
+    "filterviz-maco": "filterviz maco",
+}
+"""Each tool's column heading."""
+
+
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def tables(report: dict) -> str:
+    """A report's scores as Markdown: a table per viewing scale, as is and under transforms, a column per
+    tool, and each tool's CPU seconds per filter."""
+    tools = list(report["cpu_seconds_per_filter"])
+    columns = " | ".join(NAMES[tool] for tool in tools) + " |\n" + "|---" * (len(tools) + 1) + "|"
+    parts = []
+    for view in VIEWS:
+        for suffix, how in (("", "as is"), ("~", f"mean of {COPIES} random transforms")):
+            lines = [
+                f"| {row['layer']}:{row['filter']} | "
+                + " | ".join(_figure(row[f"{tool}@{view}{suffix}"]) for tool in tools)
+                + " |"
+                for row in report["rows"]
+            ]
+            parts.append(f"viewed at {view}, {how}:\n\n| filter | {columns}\n" + "\n".join(lines))
+    seconds = " | ".join(f"{report['cpu_seconds_per_filter'][tool]:.1f}" for tool in tools)
+    parts.append(f"| CPU time | {columns}\n| seconds per filter | {seconds} |")
+    return "\n\n".join(parts)
+
+
+def ahead(report: dict, tool: str, peer: str) -> str:
+    """On how many filters ``tool`` scores at least ``peer`` at each viewing scale, under transforms,
+    e.g. ``"8 of 8 at 128, 7 of 8 at 224"``."""
+    rows = report["rows"]
+    counts = [sum(row[f"{tool}@{view}~"] >= row[f"{peer}@{view}~"] for row in rows) for view in VIEWS]
+    return ", ".join(f"{count} of {len(rows)} at {view}" for count, view in zip(counts, VIEWS, strict=True))
+
+
 def sheet(pictures: dict, path: Path, side: int = 160) -> None:
     """Rows of filters, columns of the tools run (in ``pictures``' order); a transparent picture over a
     grey checkerboard."""
@@ -253,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(tables(report))
     if args.sheet:
         sheet(pictures, args.sheet)
     return 0

@@ -41,6 +41,7 @@ from filterviz.core.network import preprocess
 from filterviz.core.objectives import channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fidelity
 from measures import preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,8 +302,39 @@ Mean over the layer's filters; the ratios divide by the notebook method's score.
 - Methods run with fewer steps than their preset say so in the settings line above; their scores are
   those of the shorter run.
 """
+    text += fidelity_section(ROOT / "bench" / "results" / "fidelity_cpu.json")
     (out / "QUALITY.md").write_text(text)
     return text
+
+
+def fidelity_section(path: Path) -> str:
+    """QUALITY.md's section on the peers, from ``bench/fidelity.py``'s report (empty without one)."""
+    if not path.is_file():
+        return ""
+    report = json.loads(path.read_text())
+    tools = list(report["cpu_seconds_per_filter"])
+    rows = ", ".join(f"{layer} {channel}" for layer, channel in fidelity.FILTERS)
+    summary = []
+    for tool, peer in (("filterviz-lucid-176", "lucent"), ("filterviz-maco", "horama-maco")):
+        if tool in tools and peer in tools:
+            names = fidelity.NAMES[tool], fidelity.NAMES[peer]
+            summary.append(f"{names[0]} scores at least {names[1]}'s on {fidelity.ahead(report, tool, peer)}")
+    return f"""
+## Beside Lucent and Horama
+
+![Eight filters of VGG16 by {len(tools)} tools and settings](docs/fidelity_sheet.jpg)
+
+*Rows: {rows}. Columns: {", ".join(fidelity.NAMES[tool] for tool in tools)} (the MaCo columns over a grey
+checkerboard through their transparency). {report["settings"]["steps"]} steps each, the real ImageNet
+weights; made by `bench/fidelity.py`.*
+
+Each picture scored by the target channel's mean activation at two viewing scales, as is and under
+{report["settings"]["copies"]} random transforms (`bench/results/fidelity_cpu.json`; BENCHMARKS.md says
+what each tool ran, what the scores mean, and which setting to use when). Under transforms,
+{"; ".join(summary)}.
+
+{fidelity.tables(report)}
+"""
 
 
 def machine() -> str:

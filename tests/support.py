@@ -98,13 +98,15 @@ def chromium() -> str:
 
 
 WORKER = Path(__file__).with_name("sweep_worker.py")
+CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 
 def run_worker(request: dict, *, devices: int = 1, wait: bool = True, **popen):
     """Run tests/sweep_worker.py with ``devices`` CPU devices; the finished process, or the Popen."""
     environment = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        # The suite's flags (its compile-time saving) and the device count.
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {CPU_DEVICES_FLAG}={devices}".strip(),
         "JAX_PLATFORMS": "cpu",
     }
     command = [sys.executable, str(WORKER), json.dumps(request)]

@@ -1,11 +1,13 @@
 """Runs one sweep, one dataset-examples pass or one activation atlas in a process of its own, for tests
 that need fresh JAX runtimes (device counts, jax.distributed, a kill). Usage:
 ``python sweep_worker.py '<json>'`` with keys ``folder`` and ``sweep`` (keyword arguments of
-filterviz.sweep), ``examples`` (of filterviz.examples, ``folder`` being the images) or
-``activation_atlas`` (likewise), and optionally ``distributed`` (arguments of
-jax.distributed.initialize). The parameters are VGG16's random initialisation (key 0), the same in every
-process. Prints one JSON line (for examples: a digest of the records, the skipped images, and how many
-images this process decoded; for an atlas: its vectors, layout and values, and this process's share)."""
+filterviz.sweep), ``examples`` (of filterviz.examples, ``folder`` being the images),
+``activation_atlas`` (likewise) or ``render`` (of :func:`render_both_ways`), and optionally
+``distributed`` (arguments of jax.distributed.initialize). The parameters are VGG16's random
+initialisation (key 0), the same in every process. Prints one JSON line (for examples: a digest of the
+records, the skipped images, and how many images this process decoded; for an atlas: its vectors,
+layout and values, and this process's share; for a render: the differences between its devices and
+one)."""
 
 from __future__ import annotations
 
@@ -52,8 +54,48 @@ def main(request: dict) -> None:
         report = {"records": digest, "skipped": found.skipped, "decoded": len(decoded)}
         print(json.dumps({**report, "devices": jax.device_count()}))
         return
+    if "render" in request:
+        print(json.dumps({**render_both_ways(params, **request["render"]), "devices": jax.device_count()}))
+        return
     result = filterviz.sweep(params, request["folder"], progress=False, **request["sweep"])
     print(json.dumps({"written": result.written, "skipped": result.skipped, "devices": jax.device_count()}))
+
+
+def render_both_ways(params, layer: str, filters: list[int], size: int, steps: int) -> dict:
+    """filterviz.render over this process's devices and on one device, for every kind of start: the
+    largest differences of pixels, transparency and activations, and the devices each way used."""
+    import numpy as np
+
+    import filterviz
+    from filterviz.draw import rendering
+    from filterviz.networks.spectrum import maco
+
+    photo = np.random.default_rng(0).uniform(0, 255, (len(filters), size, size, 3)).astype(np.float32)
+    cases = {
+        "shared start": ("notebook", {"start": photo[0]}),
+        "a start each": ("notebook", {"start": photo}),
+        "maco": (maco(None, view=size), {}),
+    }
+    spread = rendering.objective_mesh
+    report = {}
+    for name, (method, start) in cases.items():
+        drawn = []
+        for mesh in (spread, lambda count: None):
+            rendering.objective_mesh = mesh
+            method = filterviz.get_method(method, steps=steps)
+            rendering_ = filterviz.render(
+                params, filterviz.channel(layer, filters), method=method, size=size, progress=False, **start
+            )
+            drawn.append((rendering_, len(rendering_.pixels.sharding.device_set)))
+        rendering.objective_mesh = spread
+        (many, used), (one, alone) = drawn
+        report[name] = {
+            "devices": [used, alone],
+            "pixels": float(np.abs(np.asarray(many.pixels) - np.asarray(one.pixels)).max()),
+            "activations": float(np.abs(many.activations - one.activations).max()),
+            "alpha": None if one.alpha is None else float(np.abs(many.alpha - one.alpha).max()),
+        }
+    return report
 
 
 if __name__ == "__main__":

@@ -301,6 +301,23 @@ def test_a_method_sweep_on_four_devices_equals_one(tmp_path):
         np.testing.assert_array_equal(_png(tmp_path / "one" / name), _png(tmp_path / "four" / name))
 
 
+@pytest.mark.slow
+def test_render_splits_its_objectives_over_every_device_of_the_process():
+    from support import run_worker
+
+    request = {"layer": "block1_conv2", "filters": [1, 2, 4, 8, 9], "size": 16, "steps": 2}
+    report = run_worker({"render": request}, devices=4)
+    assert report["devices"] == 4
+    for case in ("shared start", "a start each", "maco"):  # maco: random crops, noise, the alpha
+        figures = report[case]
+        assert figures["devices"] == [4, 1], case
+        # Each objective's own keys, start and program: the same pictures wherever they are drawn (MaCo's
+        # FFTs batched differently round differently in the last bits).
+        assert figures["pixels"] <= (1e-3 if case == "maco" else 0.0), case
+        assert figures["activations"] <= 1e-4 * (case == "maco"), case
+    assert report["maco"]["alpha"] <= 1e-5
+
+
 def test_cli_draws_with_a_method_and_writes_an_animation(weights_path, tmp_path, capsys):
     from PIL import Image
 

@@ -1,6 +1,7 @@
 """Rendering as users call it: :func:`render` checks every setting before any work, splits the
 objectives into chunks sized from the device's memory, runs each through the engine's one compiled
-program (:func:`filterviz.core.engine.render_batch`) and shows progress; :func:`render_pixels` is the same
+program (:func:`filterviz.core.engine.render_batch`, or over every device of this process:
+:mod:`filterviz.draw.devices`) and shows progress; :func:`render_pixels` is the same
 without measuring or making pictures (the path of :func:`filterviz.ascend`).
 """
 
@@ -12,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from filterviz.core.checks import check_count, check_params, check_seed, device_memory, padded_chunks
 from filterviz.core.engine import (
@@ -29,6 +31,7 @@ from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
 from filterviz.core.parameterizations import Pixels
+from filterviz.draw.devices import chunk_size, objective_mesh, render_on_devices
 from filterviz.errors import SettingError
 from filterviz.networks import get_network
 from filterviz.networks.spectrum import resolve_spectrum
@@ -70,6 +73,7 @@ class _Plan(NamedTuple):
     chunk: int
     learning_rate: float | None
     shown: bool  # a progress bar
+    mesh: Mesh | None  # this process's devices the chunks are split over; None for one
 
 
 def _plan(
@@ -123,10 +127,11 @@ def _plan(
     deepest = network.sorted(objective.layers)[-1]
     check_method_size(network, method, deepest, height, width)
     objective.check_positions(network, height, width)
-    chunk = batch_size or default_chunk(network, method, deepest, height, width)
+    mesh = objective_mesh(count)
+    chunk = chunk_size(batch_size or default_chunk(network, method, deepest, height, width), count, mesh)
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
     ascent = Ascent(network, program_method, (height, width), frame_every, measure)
-    return _Plan(ascent, objective, count, start, keys, min(chunk, count), learning_rate, wanted(progress))
+    return _Plan(ascent, objective, count, start, keys, chunk, learning_rate, wanted(progress), mesh)
 
 
 def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None:
@@ -178,8 +183,10 @@ def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> tuple[jax.Arra
     batched = plan.objective.batch_size() is not None
     part = plan.objective.take(padded) if batched else _broadcast(plan.objective, plan.chunk)
     start = plan.start[padded] if plan.start is not None and plan.start.ndim == 4 else plan.start
-    tunables = Tunables(plan.learning_rate)
-    return render_batch(plan.ascent, params, part, start, plan.keys[padded], tunables)
+    keys, tunables = plan.keys[padded], Tunables(plan.learning_rate)
+    if plan.mesh is not None:
+        return render_on_devices(plan.ascent, params, part, start, keys, tunables, mesh=plan.mesh)
+    return render_batch(plan.ascent, params, part, start, keys, tunables)
 
 
 LONG_COMPILE_SECONDS = 10.0
@@ -226,7 +233,8 @@ def render(
       keys: one PRNG key per objective, e.g. :func:`filter_keys` to match a sweep.
       start: start pixels (0-255 RGB, e.g. a photo), ``[H, W, 3]`` shared or ``[N, H, W, 3]`` one per
         objective; pixel methods only.
-      batch_size: objectives per compiled chunk (default from the device's memory).
+      batch_size: objectives per device per compiled chunk (default from the device's memory). With
+        several devices in this process, each chunk is split over as many as it has objectives.
       frame_every: also return the pictures every so many steps (for :func:`filterviz.save_gif`).
       progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
         notebook, not in CI; see :mod:`filterviz.progress`).
