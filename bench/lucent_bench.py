@@ -18,6 +18,10 @@ computes input gradients only; Lucent's forward runs the whole model (every conv
 its backward stops at the target. Achieved FLOP/s is set against the CPU's measured matmul peak.
 
     PYTHONPATH=src:bench python bench/lucent_bench.py --weights W.h5 --json bench/results/lucent_cpu.json
+
+With ``--cpu-devices 0`` the CPU's cores are devices and filterviz's batch is split over them, one
+single-threaded share per core (``filterviz.render`` splits over every device of the process); Lucent
+runs on torch's threads either way.
 """
 
 from __future__ import annotations
@@ -158,8 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="channels drawn at once by each tool")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument(
+        "--cpu-devices", type=int, default=None,
+        help="present the CPU as this many devices (0: one per core), filterviz's batch split over them",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.cpu_devices is not None:  # before JAX starts its backends
+        from filterviz.runtime import split_cpu_into_devices
+
+        split_cpu_into_devices(args.cpu_devices or None)
 
     import jax
     import torch
@@ -187,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "peak_gflops_per_s": peak / 1e9,
+        "devices": jax.device_count(),
         "settings": {"batch": args.batch, "steps": args.steps, "size": args.size, "seed": 0},
         "rows": rows,
     }

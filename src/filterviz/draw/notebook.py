@@ -65,7 +65,8 @@ def ascend(
       image: the start, ``float32[H, W, 3]`` shared by all filters or ``float32[N, H, W, 3]``.
       steps: ascent steps per filter.
       step_size: pixels moved per step, in units of the normalised gradient.
-      batch_size: filters per compiled chunk; default from the device's memory.
+      batch_size: filters per device per compiled chunk; default from the device's memory (the
+        filters are split over every device of the process).
       precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"`` (see :mod:`filterviz.core.checks`).
       progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
         notebook, not in CI; see :mod:`filterviz.progress`).
