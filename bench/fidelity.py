@@ -188,6 +188,36 @@ def ahead(report: dict, tool: str, peer: str) -> str:
     return ", ".join(f"{count} of {len(rows)} at {view}" for count, view in zip(counts, VIEWS, strict=True))
 
 
+def quality_section(path: Path) -> str:
+    """QUALITY.md's section on the peers, from a report of this bench (empty without one)."""
+    if not path.is_file():
+        return ""
+    report = json.loads(path.read_text())
+    tools = list(report["cpu_seconds_per_filter"])
+    rows = "; ".join(f"{layer} {channel}" for layer, channel in FILTERS)
+    summary = [
+        f"{NAMES[tool]} scores at least {NAMES[peer]}'s on {ahead(report, tool, peer)}"
+        for tool, peer in (("filterviz-lucid-176", "lucent"), ("filterviz-maco", "horama-maco"))
+        if tool in tools and peer in tools
+    ]
+    return f"""
+## Beside Lucent and Horama
+
+![Eight filters of VGG16 by {len(tools)} tools and settings](docs/fidelity_sheet.jpg)
+
+*Rows: {rows}. Columns: {"; ".join(NAMES[tool] for tool in tools)} (the MaCo columns over a grey
+checkerboard through their transparency). {report["settings"]["steps"]} steps each, the real ImageNet
+weights; made by `bench/fidelity.py`.*
+
+Each picture scored by the target channel's mean activation at two viewing scales, as is and under
+{report["settings"]["copies"]} random transforms (`bench/results/fidelity_cpu.json`; BENCHMARKS.md says
+what each tool ran, what the scores mean, and which setting to use when). Under transforms,
+{"; ".join(summary)}.
+
+{tables(report)}
+"""
+
+
 def sheet(pictures: dict, path: Path, side: int = 160) -> None:
     """Rows of filters, columns of the tools run (in ``pictures``' order); a transparent picture over a
     grey checkerboard."""

@@ -308,39 +308,9 @@ Mean over the layer's filters; the ratios divide by the notebook method's score.
   kept at the picture's size and a synthetic spectrum, it kept 0.5-0.8x the notebook's score on
   block1-block4 here.)
 """
-    text += fidelity_section(ROOT / "bench" / "results" / "fidelity_cpu.json")
+    text += fidelity.quality_section(ROOT / "bench" / "results" / "fidelity_cpu.json")
     (out / "QUALITY.md").write_text(text)
     return text
-
-
-def fidelity_section(path: Path) -> str:
-    """QUALITY.md's section on the peers, from ``bench/fidelity.py``'s report (empty without one)."""
-    if not path.is_file():
-        return ""
-    report = json.loads(path.read_text())
-    tools = list(report["cpu_seconds_per_filter"])
-    rows = "; ".join(f"{layer} {channel}" for layer, channel in fidelity.FILTERS)
-    summary = []
-    for tool, peer in (("filterviz-lucid-176", "lucent"), ("filterviz-maco", "horama-maco")):
-        if tool in tools and peer in tools:
-            names = fidelity.NAMES[tool], fidelity.NAMES[peer]
-            summary.append(f"{names[0]} scores at least {names[1]}'s on {fidelity.ahead(report, tool, peer)}")
-    return f"""
-## Beside Lucent and Horama
-
-![Eight filters of VGG16 by {len(tools)} tools and settings](docs/fidelity_sheet.jpg)
-
-*Rows: {rows}. Columns: {"; ".join(fidelity.NAMES[tool] for tool in tools)} (the MaCo columns over a grey
-checkerboard through their transparency). {report["settings"]["steps"]} steps each, the real ImageNet
-weights; made by `bench/fidelity.py`.*
-
-Each picture scored by the target channel's mean activation at two viewing scales, as is and under
-{report["settings"]["copies"]} random transforms (`bench/results/fidelity_cpu.json`; BENCHMARKS.md says
-what each tool ran, what the scores mean, and which setting to use when). Under transforms,
-{"; ".join(summary)}.
-
-{fidelity.tables(report)}
-"""
 
 
 def machine() -> str:
