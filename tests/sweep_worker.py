@@ -78,11 +78,10 @@ def render_both_ways(params, layer: str, filters: list[int], size: int, steps: i
     }
     spread = rendering.objective_mesh
     report = {}
-    for name, (method, start) in cases.items():
-        drawn = []
+    for name, (preset, start) in cases.items():
+        method, drawn = filterviz.get_method(preset, steps=steps), []
         for mesh in (spread, lambda count: None):
             rendering.objective_mesh = mesh
-            method = filterviz.get_method(method, steps=steps)
             rendering_ = filterviz.render(
                 params, filterviz.channel(layer, filters), method=method, size=size, progress=False, **start
             )
