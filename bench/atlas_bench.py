@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def layout_scaling(vectors: np.ndarray, counts: list[int]) -> dict[str, float]:
     """Seconds of the seeded UMAP layout at each count of vectors: the collected ones drawn again with
     10% noise (numba's compiling already done by an earlier layout)."""
-    from filterviz.sweeps.activation_atlas import umap_layout
+    from filterviz.activation_atlases.atlas import umap_layout
 
     generator = np.random.default_rng(0)
     scale = 0.1 * vectors.std(axis=0)
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import filterviz
     from examples_bench import make_photos
-    from filterviz.core.cells import grid_cells
-    from filterviz.sweeps.activation_atlas import render_icons, umap_layout
-    from filterviz.sweeps.activation_vectors import collect
-    from filterviz.sweeps.streaming import Reading
+    from filterviz.activation_atlases.atlas import render_icons, umap_layout
+    from filterviz.activation_atlases.cells import grid_cells
+    from filterviz.activation_atlases.vectors import collect
+    from filterviz.jobs.streaming import Reading
 
     network = filterviz.network("vgg16")
     params = filterviz.load_weights(args.weights) if args.weights else network.init(jax.random.key(0))

@@ -33,7 +33,7 @@ import numpy as np
 import filterviz
 from filterviz.core.network import preprocess
 from filterviz.io.photos import find_images, load_fitted
-from filterviz.sweeps.streaming import Reading, host_batches
+from filterviz.jobs.streaming import Reading, host_batches
 from flops import conv_flops
 from measures import measure_peak_flops, time_interleaved
 

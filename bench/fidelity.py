@@ -128,7 +128,7 @@ def run_filterviz(
 ) -> np.ndarray:
     import filterviz
     from filterviz.core.transforms import STANDARD, WIDE
-    from filterviz.networks.spectrum import maco
+    from filterviz.io.spectrum import maco
 
     objective = filterviz.channel(layer, channels)
     if tool == "filterviz-maco":
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import filterviz
-    from filterviz.networks.spectrum import spectrum_of
+    from filterviz.io.spectrum import spectrum_of
     from torch_reference import torchvision_vgg16
 
     params = filterviz.load_weights(args.weights)

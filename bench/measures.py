@@ -65,7 +65,7 @@ def preset(name: str, **settings: Any):
     import dataclasses
 
     import filterviz
-    from filterviz.networks.spectrum import resolve_spectrum
+    from filterviz.io.spectrum import resolve_spectrum
 
     method = filterviz.get_method(name, **settings)
     try:

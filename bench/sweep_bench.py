@@ -2,7 +2,7 @@
 
 Per layer, the same filters from the same noise start, methods taking turns (best of --repeats):
 
-  sweep-<precision>  the sweep's compute: filterviz.sweeps.sharding.ShardedAscent over every device
+  sweep-<precision>  the sweep's compute: filterviz.sweeps.filter_chunks.ShardedAscent over every device
                      (no file I/O)
   loop               one filter at a time, one jitted step per call, the loop in Python (the notebook)
   torch              the same ascent in PyTorch, as in bench/ascent_bench.py, batched like the sweep
@@ -38,7 +38,7 @@ import filterviz
 from ascent_bench import make_loop
 from filterviz.core.methods import notebook_method
 from filterviz.runtime import split_cpu_into_devices
-from filterviz.sweeps.sharding import ShardedAscent
+from filterviz.sweeps.filter_chunks import ShardedAscent
 from flops import ascent_step_flops
 from measures import displacement_correlation, measure_peak_flops, time_interleaved
 from torch_reference import notebook_ascent

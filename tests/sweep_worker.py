@@ -24,13 +24,13 @@ def main(request: dict) -> None:
     import filterviz
 
     params = filterviz.network("vgg16").init(jax.random.key(0))
-    from filterviz.sweeps import streaming
+    from filterviz.jobs import streaming
 
     decoded = []  # the images this process decoded in its pass
     decode = streaming._decoded
     streaming._decoded = lambda root, path, **fit: decoded.append(path) or decode(root, path, **fit)
     if "activation_atlas" in request:
-        from filterviz.sweeps import activation_atlas as atlas_module
+        from filterviz.activation_atlases import atlas as atlas_module
 
         drawn = []  # the chunks of cells this process drew
         render = atlas_module.render
@@ -68,7 +68,7 @@ def render_both_ways(params, layer: str, filters: list[int], size: int, steps: i
 
     import filterviz
     from filterviz.draw import rendering
-    from filterviz.networks.spectrum import maco
+    from filterviz.io.spectrum import maco
 
     photo = np.random.default_rng(0).uniform(0, 255, (len(filters), size, size, 3)).astype(np.float32)
     cases = {
@@ -76,17 +76,17 @@ def render_both_ways(params, layer: str, filters: list[int], size: int, steps: i
         "a start each": ("notebook", {"start": photo}),
         "maco": (maco(None, view=size), {}),
     }
-    spread = rendering.objective_mesh
+    spread = rendering.local_mesh
     report = {}
     for name, (preset, start) in cases.items():
         method, drawn = filterviz.get_method(preset, steps=steps), []
         for mesh in (spread, lambda count: None):
-            rendering.objective_mesh = mesh
+            rendering.local_mesh = mesh
             rendering_ = filterviz.render(
                 params, filterviz.channel(layer, filters), method=method, size=size, progress=False, **start
             )
             drawn.append((rendering_, len(rendering_.pixels.sharding.device_set)))
-        rendering.objective_mesh = spread
+        rendering.local_mesh = spread
         (many, used), (one, alone) = drawn
         report[name] = {
             "devices": [used, alone],

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import filterviz
+from filterviz.activation_atlases import atlas as atlas_module
+from filterviz.activation_atlases.atlas import umap_layout
+from filterviz.activation_atlases.cells import cell_of, class_mix, grid_cells, nearest_members
 from filterviz.cli import main
-from filterviz.core.cells import cell_of, class_mix, grid_cells, nearest_members
-from filterviz.sweeps import activation_atlas as atlas_module
-from filterviz.sweeps.activation_atlas import umap_layout
 from support import chromium
 
 LAYER = "block1_conv2"

@@ -22,7 +22,7 @@ from filterviz.core.network import preprocess
 from filterviz.errors import ImageError, OutputError, SettingError, SweepError
 from filterviz.io.files import written_by_filterviz
 from filterviz.io.photos import find_images, load_fitted
-from filterviz.sweeps.folder import FolderLock
+from filterviz.jobs.folder import FolderLock
 from support import page_data, page_text, run_two_processes, run_worker
 
 

@@ -98,7 +98,7 @@ def test_a_rerun_with_fewer_hits_or_other_layers_leaves_no_stale_crops(random_pa
 def test_changed_images_are_not_resumed_and_other_weights_stay_out_of_a_sweep(
     random_params, params, photos, tmp_path
 ):
-    from filterviz.sweeps.examples import _images_digest
+    from filterviz.dataset_examples.examples import _images_digest
 
     paths = sorted(os.listdir(photos))
     before = _images_digest(photos, paths)
@@ -149,7 +149,7 @@ def test_names_that_are_not_text_and_a_file_named_like_a_network(
 
 
 def test_a_write_that_fails_takes_back_its_crops(random_params, photos, tmp_path, monkeypatch):
-    from filterviz.sweeps import example_files
+    from filterviz.dataset_examples import results as example_files
 
     real = example_files.atomic_write
     written = []

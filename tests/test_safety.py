@@ -21,7 +21,7 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.io import files
-from filterviz.sweeps.folder import FolderLock
+from filterviz.jobs.folder import FolderLock
 from filterviz.sweeps.manifest import read_manifest, scan_manifest
 from support import WORKER, page_data, page_text
 

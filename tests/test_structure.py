@@ -10,18 +10,27 @@ import filterviz
 PACKAGE = Path(filterviz.__file__).resolve().parent
 LAYERS = {
     "errors": 0,
+    "deprecation": 1,
     "core": 1,
-    "networks": 2,
     "io": 2,
     "progress": 2,
     "runtime": 2,
-    "draw": 3,
-    "sweeps": 4,
-    "cli": 5,
-    "__init__": 6,
-    "__main__": 6,
+    "sharding": 2,
+    "networks": 3,
+    "draw": 4,
+    "jobs": 5,
+    "sweeps": 6,
+    "dataset_examples": 7,
+    "activation_atlases": 7,
+    "cli": 8,
+    "__init__": 9,
+    "__main__": 9,
 }
-"""Each folder (or top-level module) may import only folders of a lower layer, and itself."""
+"""Each folder (or top-level module) may import only folders of a lower layer, and itself. Above the core
+and the edges (``io``, ``networks``), each feature has a folder of its own: ``draw``, ``sweeps``,
+``dataset_examples``, ``activation_atlases``; ``jobs`` is what the folder-writing features share."""
+PURE_FEATURE_MODULES = {"filterviz.activation_atlases.cells"}
+"""Modules of a feature folder that belong to the numerical core's rules: arrays in, arrays out."""
 CORE_MAY_IMPORT = {"jax", "numpy", "optax", "flax", "math", "numbers", "dataclasses", "functools", "typing"}
 CORE_MAY_IMPORT |= {"collections", "__future__", "difflib", "os"}  # os: the host's memory (checks.py)
 CORE_MAY_IMPORT |= {"hashlib"}  # a spectrum known by its content (parameterizations.py); no I/O
@@ -69,7 +78,7 @@ def test_folders_import_only_lower_layers():
 
 def test_the_numerical_core_imports_no_io():
     for module, path in MODULES.items():
-        if folder(module) != "core":
+        if folder(module) != "core" and module not in PURE_FEATURE_MODULES:
             continue
         for imported in imports(path):
             top = imported.split(".")[0]
@@ -109,7 +118,7 @@ def test_files_are_short():
 
 
 def test_the_public_api_is_small_and_every_name_exists():
-    assert len(filterviz.__all__) == len(set(filterviz.__all__)) <= 42  # 42nd: activation_atlas
+    assert len(filterviz.__all__) == len(set(filterviz.__all__)) <= 40
     assert all(hasattr(filterviz, name) for name in filterviz.__all__)
     # Internals stay internal: the engine's pieces are reached through their modules.
     for name in ("render_batch", "render_one", "filter_keys", "init_params", "forward", "CONV_LAYERS"):

@@ -78,7 +78,7 @@ def test_programs_compile_once_and_ahead_from_many_threads(random_params):
     at once is compiled once, and the pictures are those of the plain ascent."""
     start = np.asarray(filterviz.random_image(jax.random.key(0), 16, 16))
     from filterviz.core.methods import notebook_method
-    from filterviz.sweeps.sharding import ShardedAscent
+    from filterviz.sweeps.filter_chunks import ShardedAscent
 
     vgg16 = filterviz.network("vgg16")
     ascent = ShardedAscent(vgg16, random_params, notebook_method(steps=2), start, size=(16, 16))

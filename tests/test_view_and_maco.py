@@ -19,8 +19,7 @@ from filterviz.core.methods import MACO_BOX, Method, get_method
 from filterviz.core.network import preprocess
 from filterviz.core.pictures import alpha_map
 from filterviz.core.transforms import Jitter, Noise, RandomCrop, View, compose, with_view
-from filterviz.io.spectrum import compute_spectrum, save_spectrum
-from filterviz.networks.spectrum import load_spectrum, maco
+from filterviz.io.spectrum import compute_spectrum, load_spectrum, maco, save_spectrum
 
 LAYER = "block1_conv2"
 

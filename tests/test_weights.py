@@ -278,7 +278,7 @@ def test_official_source_is_the_keras_url_and_hash():
 def test_the_published_spectrum_is_fetched_checked_and_kept(serve, tmp_path, monkeypatch):
     import io
 
-    from filterviz.networks import spectrum as published
+    from filterviz.io import spectrum as published
 
     magnitude = np.abs(np.random.default_rng(0).normal(size=(3, 16, 9))).astype(np.float32) + 0.1
     buffer = io.BytesIO()

@@ -48,7 +48,7 @@ def _stand_in_layout(part: Part) -> dict | None:
         timing.update(stand_in_seconds=time.perf_counter() - began, vectors=len(vectors))
         return result
 
-    atlas_module.umap_layout, atlas_module._umap = layout, lambda: None
+    atlas_module.umap_layout, atlas_module.require_umap = layout, lambda: None
     part.record(layout="stand-in (principal components): umap-learn is not installed here")
     measured = json.loads(CPU_LAYOUTS.read_text()) if CPU_LAYOUTS.is_file() else {}
     return {

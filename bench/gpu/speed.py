@@ -47,7 +47,7 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
     from ascent_bench import make_loop
     from filterviz.core.checks import default_batch_size
     from filterviz.core.methods import notebook_method
-    from filterviz.sweeps.sharding import ShardedAscent
+    from filterviz.sweeps.filter_chunks import ShardedAscent
     from flops import ascent_step_flops
     from measures import displacement_correlation, time_interleaved
     from parity import live_filters

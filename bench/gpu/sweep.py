@@ -97,7 +97,7 @@ def device_atlas(config: Config, params, precision: str, peaks: dict[str, float]
 
     import filterviz
     from filterviz.core.methods import notebook_method
-    from filterviz.sweeps.sharding import ShardedAscent
+    from filterviz.sweeps.filter_chunks import ShardedAscent
     from flops import ascent_step_flops
 
     vgg16 = filterviz.network("vgg16")

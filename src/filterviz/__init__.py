@@ -16,10 +16,16 @@ models and weights, ``draw/`` the functions users call on arrays, ``io/`` photos
 >>> network, params = filterviz.from_torch(torchvision.models.resnet50())  # or PyTorch's  # doctest: +SKIP
 """
 
+import importlib
+import warnings
+from typing import Any
+
+from filterviz.activation_atlases.atlas import activation_atlas
 from filterviz.core.methods import get_method
 from filterviz.core.network import Network
 from filterviz.core.objectives import channel, deepdream, direction, diversity, neuron, objective
 from filterviz.core.pictures import as_image, random_image
+from filterviz.dataset_examples.examples import examples
 from filterviz.draw.notebook import achieved, activations, ascend, layer_image, show_filters
 from filterviz.draw.rendering import render
 from filterviz.errors import (
@@ -40,20 +46,22 @@ from filterviz.networks.external import from_flax, from_keras
 from filterviz.networks.pytorch import from_torch
 from filterviz.networks.weights import load_weights
 from filterviz.runtime import enable_compilation_cache
-from filterviz.sweeps.activation_atlas import activation_atlas
 from filterviz.sweeps.atlas import top_filters, write_atlas
-from filterviz.sweeps.examples import examples
-from filterviz.sweeps.manifest import read_manifest
 from filterviz.sweeps.sweep import sweep
 
+_MOVED = {
+    "summary": ("filterviz.networks", "summary", "filterviz.network(name).summary(height, width)"),
+    "read_manifest": ("filterviz.sweeps.manifest", "read_manifest", "filterviz.top_filters(out)"),
+}
+"""Names that left the top level, still reached there for one release with a DeprecationWarning."""
 
-def summary(height: int | None = None, width: int | None = None, *, model: str | Network = "vgg16") -> str:
-    """The Keras-style table of a network's layers (VGG16's by default), as the notebook prints it.
 
-    >>> print(summary(224, 224).splitlines()[6])
-    block1_conv1 (Conv2D)        (None, 224, 224, 64)      1792
-    """
-    return network(model).summary(height, width)
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module 'filterviz' has no attribute {name!r}")
+    module, attribute, instead = _MOVED[name]
+    warnings.warn(f"filterviz.{name} is deprecated; use {instead}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), attribute)
 
 
 __all__ = [
@@ -95,13 +103,11 @@ __all__ = [
     "neuron",
     "objective",
     "random_image",
-    "read_manifest",
     "render",
     "save_figure",
     "save_gif",
     "save_picture",
     "show_filters",
-    "summary",
     "sweep",
     "top_filters",
     "write_atlas",

@@ -49,3 +49,22 @@ def add_model(parser: argparse.ArgumentParser) -> None:
         help="vgg16 (default), vgg19, resnet50, a Keras model file (PATH.keras) of your own, or a PyTorch "
         "model: torchvision:NAME, timm:NAME or package.module:factory (with the torch extra)",
     )
+
+
+class Renamed(argparse.Action):
+    """An option's old spelling, kept for one release: it sets the new option's value and says, in one
+    line on standard error, what it is called now."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: object) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        import sys
+
+        print(
+            f"filterviz: {option_string} is now {self.new}; the old name goes in the next release",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from filterviz.cli import commands, volume
-from filterviz.cli.arguments import COUNT, SEED, add_model, number, whole
+from filterviz.cli.arguments import COUNT, SEED, Renamed, add_model, number, whole
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
 from filterviz.core.transforms import TRANSFORM_SETS
@@ -325,13 +325,20 @@ def _add_examples(subcommands: Any) -> None:
     examples.add_argument(
         "--layers", default="all", help="comma-separated layer names, or all conv layers (default all)"
     )
-    examples.add_argument("--k", type=COUNT, default=9, help="hits kept per filter (default 9)")
-    examples.add_argument("--size", type=COUNT, default=224, help="images fitted to SIZExSIZE (default 224)")
+    examples.add_argument("--count", type=COUNT, default=9, help="hits kept per filter (default 9)")
+    examples.add_argument("--k", type=COUNT, dest="count", action=Renamed, new="--count")
+    examples.add_argument(
+        "--image-size", type=COUNT, default=224, help="images fitted to SIZExSIZE (default 224)"
+    )
+    examples.add_argument("--size", type=COUNT, dest="image_size", action=Renamed, new="--image-size")
     examples.add_argument("--fit", choices=FITS, default="crop", help="crop the middle (default) or resize")
     examples.add_argument(
         "--ranking", choices=RANKINGS, default="max", help="score a hit by the max (default) or mean"
     )
-    examples.add_argument("--batch-size", type=COUNT, default=32, help="images per batch (default 32)")
+    examples.add_argument("--image-batch-size", type=COUNT, default=32, help="images per batch (default 32)")
+    examples.add_argument(
+        "--batch-size", type=COUNT, dest="image_batch_size", action=Renamed, new="--image-batch-size"
+    )
     add_model(examples)
     examples.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
     examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -357,12 +364,16 @@ def _add_activation_atlas(subcommands: Any) -> None:
     )
     atlas.add_argument("--method", choices=("notebook", "lucid", "maco", "octaves"), default="lucid")
     atlas.add_argument("--steps", type=whole(0), default=None, help="steps per icon (default: the method's)")
-    atlas.add_argument("--icon-size", type=COUNT, default=64, help="icon side in pixels (default 64)")
+    atlas.add_argument("--size", type=COUNT, default=64, help="icon side in pixels (default 64)")
+    atlas.add_argument("--icon-size", type=COUNT, dest="size", action=Renamed, new="--size")
     atlas.add_argument("--positions", type=COUNT, default=4, help="vectors per photo (default 4)")
-    atlas.add_argument("--size", type=COUNT, default=224, help="photos fitted to SIZExSIZE (default 224)")
+    atlas.add_argument(
+        "--image-size", type=COUNT, default=224, help="photos fitted to SIZExSIZE (default 224)"
+    )
     atlas.add_argument("--min-count", type=COUNT, default=3, help="vectors a cell needs (default 3)")
     atlas.add_argument("--seed", type=SEED, default=0, help="positions, layout and icons (default 0)")
-    atlas.add_argument("--batch-size", type=COUNT, default=32, help="photos per batch (default 32)")
+    atlas.add_argument("--image-batch-size", type=COUNT, default=32, help="photos per batch (default 32)")
+    atlas.add_argument("--batch-size", type=COUNT, default=16, help="icons per compiled call (default 16)")
     atlas.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     atlas.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
     add_model(atlas)

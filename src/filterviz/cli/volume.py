@@ -143,7 +143,7 @@ def top(args: argparse.Namespace) -> None:
 def examples(args: argparse.Namespace) -> None:
     import jax
 
-    from filterviz.sweeps.examples import examples as find_examples
+    from filterviz.dataset_examples.examples import examples as find_examples
 
     join_cluster(args)
     layers = parse_layers(args.layers, load_network(args, weights=False)[0])  # checked before any loading
@@ -154,11 +154,11 @@ def examples(args: argparse.Namespace) -> None:
         layers,
         out=args.out,
         network=network,
-        k=args.k,
-        size=args.size,
+        count=args.count,
+        image_size=args.image_size,
         fit=args.fit,
         ranking=args.ranking,
-        batch_size=args.batch_size,
+        image_batch_size=args.image_batch_size,
         progress=False if args.quiet else None,
     )
     if jax.process_index() != 0:
@@ -169,7 +169,7 @@ def examples(args: argparse.Namespace) -> None:
         read = len(found.images) - len(found.skipped)
         print(
             f"wrote {Path(args.out) / 'examples.jsonl'}: {count_of(len(found.records), 'filter')}, the best "
-            f"{args.k} of {count_of(read, 'image')} each",
+            f"{args.count} of {count_of(read, 'image')} each",
             file=sys.stderr,
         )
 
@@ -177,7 +177,7 @@ def examples(args: argparse.Namespace) -> None:
 def activation_atlas(args: argparse.Namespace) -> None:
     import jax
 
-    from filterviz.sweeps.activation_atlas import activation_atlas as draw_atlas
+    from filterviz.activation_atlases.atlas import activation_atlas as draw_atlas
 
     join_cluster(args)
     zoom = None
@@ -189,9 +189,10 @@ def activation_atlas(args: argparse.Namespace) -> None:
     network, params = load_network(args)
     drawn = draw_atlas(
         params, args.images, args.layer, out=args.out, network=network, grid=args.grid, zoom=zoom,
-        method=args.method, steps=args.steps, icon_size=args.icon_size, positions=args.positions,
-        image_size=args.size, min_count=args.min_count, seed=args.seed, batch_size=args.batch_size,
-        progress=False if args.quiet else None,
+        method=args.method, size=args.size, positions=args.positions, image_size=args.image_size,
+        min_count=args.min_count, seed=args.seed, image_batch_size=args.image_batch_size,
+        batch_size=args.batch_size, progress=False if args.quiet else None,
+        **({} if args.steps is None else {"steps": args.steps}),
     )  # fmt: skip
     if not args.quiet and jax.process_index() == 0:  # process 0 reports for every process
         cells = ", ".join(f"{len(c.counts)} of {g}x{g}" for g, c in drawn.levels.items())

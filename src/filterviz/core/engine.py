@@ -43,7 +43,7 @@ from filterviz.core.checks import (
 )
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params, preprocess
-from filterviz.core.objectives import Objective, channel
+from filterviz.core.objectives import Objective
 from filterviz.core.pictures import alpha_map, check_finite
 from filterviz.core.transforms import compose, with_view
 from filterviz.errors import ImageError, SettingError
@@ -322,26 +322,9 @@ def measure_batch(
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, pixels)
 
 
-def render_filters(
-    ascent: Ascent,
-    params: Params,
-    layer: str,
-    filter_indices: jax.Array,
-    start: jax.Array | None,
-    seed: int,
-) -> tuple[jax.Array, jax.Array]:
-    """Each filter of ``filter_indices int32[B]`` of ``layer``, keyed by its own index
-    (:func:`filter_keys`), so a filter's picture does not depend on which chunk or device computed it.
-    Not jitted: sweeps wrap it. Returns ``(pixels float32[B, H, W, 3] (the first of K), activations [B],
-    alpha float32[B, H, W] or None)``."""
-    objective = channel(layer, filter_indices)
-    keys = filter_keys(seed, filter_indices)
-    drawn = render_and_measure(ascent, params, objective, start, keys)
-    return drawn.pixels[:, 0], drawn.activations, None if drawn.alpha is None else drawn.alpha[:, 0]
-
-
 def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray) -> jax.Array:
-    """The PRNG keys :func:`render_filters` gives these filters: ``fold_in(key(seed), index)``."""
+    """The PRNG key of each filter index, as sweeps give them: ``fold_in(key(seed), index)``, so a filter's
+    picture does not depend on which chunk or device drew it."""
     base = jax.random.key(seed)
     return jax.vmap(lambda index: jax.random.fold_in(base, index))(jnp.asarray(filter_indices, jnp.int32))
 

@@ -360,19 +360,31 @@ METHODS: dict[str, Method] = {
 
 
 def get_method(method: str | Method = "lucid", **settings: Any) -> Method:
-    """A preset by name (or a :class:`Method`) with ``settings`` replaced, checked.
+    """A preset by name (or a :class:`Method`) with ``settings`` replaced, checked: the one way every
+    entry point takes method settings. ``settings`` are :class:`Method` fields, plus ``step_size``: the
+    learning rate of the method's :class:`Optimizer`.
 
     >>> get_method("lucid", steps=64).steps
     64
+    >>> get_method("notebook", step_size=2.0).optimizer.learning_rate
+    2.0
     """
     if isinstance(method, str):
         if method not in METHODS:
             raise SettingError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         method = METHODS[method]
+    step_size = settings.pop("step_size", None)
     try:
-        return dataclasses.replace(method, **settings).check()
+        method = dataclasses.replace(method, **settings)
     except TypeError as error:
         raise SettingError(f"bad method setting: {error}") from None
+    if step_size is not None:
+        if not isinstance(method.optimizer, Optimizer):
+            raise SettingError("step_size sets an Optimizer's learning rate; this method has an optax one")
+        rate = check_step_size(step_size)
+        optimizer = dataclasses.replace(method.optimizer, learning_rate=rate)
+        method = dataclasses.replace(method, optimizer=optimizer)
+    return method.check()
 
 
 def notebook_method(

@@ -114,8 +114,7 @@ class Spectrum:
     """A natural-image magnitude spectrum: ``float32[3, S, S // 2 + 1]``, the mean ``|rfft2|`` of each
     decorrelated colour channel of ``S x S`` photos (see :func:`decorrelate_colors`), finite and not
     negative. Equal (and hashed, so static under ``jit``) by content; ``source`` says where it came
-    from. Read at the edges by :mod:`filterviz.networks.spectrum`; computed from photos by
-    :mod:`filterviz.io.spectrum`."""
+    from. Read, fetched and computed from photos at the edges by :mod:`filterviz.io.spectrum`."""
 
     magnitude: np.ndarray
     source: str = "array"
@@ -185,7 +184,7 @@ class Maco:
     into 0-255 instead, the same filters reach about half the activation (BENCHMARKS.md, "Fidelity").
 
     ``spectrum`` is the magnitude: a :class:`Spectrum`; ``"imagenet"`` or a path to a ``.npy`` file,
-    both read at the edges before any program runs (:func:`filterviz.networks.spectrum.resolve_spectrum`,
+    both read at the edges before any program runs (:func:`filterviz.io.spectrum.resolve_spectrum`,
     which :func:`filterviz.render` and sweeps call); or None for the ``1/f^magnitude_power`` law that
     natural images' amplitude spectra follow (Field, 1987), needing no file.
     """
@@ -212,7 +211,7 @@ class Maco:
         if self.spectrum is not None:
             raise SettingError(
                 f"MaCo's spectrum {self.spectrum!r} is not loaded: pass the method through "
-                "filterviz.networks.spectrum.resolve_spectrum (filterviz.render does), or give a Spectrum"
+                "filterviz.io.spectrum.resolve_spectrum (filterviz.render does), or give a Spectrum"
             )
         frequencies = np.maximum(frequency_magnitudes(height, width), 1.0 / max(height, width))
         magnitude = frequencies**-self.magnitude_power

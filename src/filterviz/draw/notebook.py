@@ -11,45 +11,46 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 
 from filterviz.core.checks import (
     check_count,
     check_filters,
     check_image_size,
     check_precision,
-    check_step_size,
     compute_dtype,
     default_batch_size,
     matmul_precision,
     padded_chunks,
 )
 from filterviz.core.engine import check_start, measure_batch
-from filterviz.core.methods import NOTEBOOK_STEP_SIZE, NOTEBOOK_STEPS, notebook_method
+from filterviz.core.methods import get_method, notebook_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import channel
 from filterviz.core.pictures import as_image
+from filterviz.deprecation import renamed
 from filterviz.draw.rendering import render_pixels
 from filterviz.errors import ImageError
 from filterviz.io.plots import filter_grid, filter_labels
 from filterviz.networks import get_network
 
 
+@renamed(image="start")
 def ascend(
     params: Params,
     layer: str,
     filters: int | Sequence[int] | np.ndarray | jax.Array,
-    image: jax.Array | np.ndarray,
+    start: jax.Array | np.ndarray,
     *,
-    steps: int = NOTEBOOK_STEPS,
-    step_size: float = NOTEBOOK_STEP_SIZE,
     batch_size: int | None = None,
-    precision: str = "float32",
     progress: bool | None = None,
     network: Network | str = "vgg16",
+    **settings: Any,
 ) -> jax.Array:
     """Gradient ascent that makes each filter of ``filters`` fire as strongly as possible.
 
@@ -62,15 +63,15 @@ def ascend(
       params: the network's parameters from :func:`filterviz.load_weights`.
       layer: a layer name, e.g. ``"block4_conv1"`` (pool layers have filters too).
       filters: one filter index or a sequence of them, ``N`` in all.
-      image: the start, ``float32[H, W, 3]`` shared by all filters or ``float32[N, H, W, 3]``.
-      steps: ascent steps per filter.
-      step_size: pixels moved per step, in units of the normalised gradient.
+      start: the start image, ``float32[H, W, 3]`` shared by all filters or ``float32[N, H, W, 3]``.
       batch_size: filters per device per compiled chunk; default from the device's memory (the
         filters are split over every device of the process).
-      precision: ``"float32"``, ``"tf32"`` or ``"bfloat16"`` (see :mod:`filterviz.core.checks`).
       progress: show a bar of the steps done, rate and time left (default: on a terminal or in a
         notebook, not in CI; see :mod:`filterviz.progress`).
       network: ``"vgg16"`` (default) or any other network (see :func:`filterviz.core.network`).
+      **settings: the ``notebook`` method's settings (:func:`filterviz.get_method`): ``steps`` (20),
+        ``step_size`` (1.0: pixels moved per step, in units of the normalised gradient), ``precision``
+        (``"float32"``, ``"tf32"`` or ``"bfloat16"``, see :mod:`filterviz.core.checks`).
 
     Returns:
       ``float32[N, H, W, 3]``: the ascended images, in the order of ``filters``.
@@ -88,15 +89,12 @@ def ascend(
     network = get_network(network)
     layer = network.layer(layer).name
     indices = check_filters(network, layer, filters)
-    check_precision(precision)
-    steps = check_count(steps, "steps", minimum=0)
-    step_size = check_step_size(step_size)
+    method = get_method("notebook", **settings)
     if batch_size is not None:
         check_count(batch_size, "batch_size")
-    start = check_start(image, len(indices))
+    start = check_start(start, len(indices))
     if not len(indices):
         return jnp.zeros((0, *start.shape[-3:]), jnp.float32)
-    method = notebook_method(steps, step_size, precision)
     pixels = render_pixels(
         params,
         channel(layer, indices),
@@ -180,66 +178,49 @@ def achieved(
     return np.asarray(jnp.concatenate(values)) if values else np.zeros(0, np.float32)
 
 
+@renamed(image="start")
 def layer_image(
     params: Params,
     layer: str,
     filter_index: int,
-    image: jax.Array | np.ndarray,
+    start: jax.Array | np.ndarray,
     *,
-    steps: int = NOTEBOOK_STEPS,
-    step_size: float = NOTEBOOK_STEP_SIZE,
-    precision: str = "float32",
     network: Network | str = "vgg16",
+    **settings: Any,
 ) -> np.ndarray:
-    """The notebook's function: one filter's picture ``uint8[H, W, 3]``, ascended from ``image [H, W, 3]``."""
-    ascended = ascend(
-        params,
-        layer,
-        [filter_index],
-        image,
-        steps=steps,
-        step_size=step_size,
-        precision=precision,
-        network=network,
-    )
-    return as_image(ascended[0])
+    """The notebook's function: one filter's picture ``uint8[H, W, 3]``, ascended from ``start [H, W, 3]``
+    with :func:`ascend`'s ``settings``."""
+    return as_image(ascend(params, layer, [filter_index], start, network=network, **settings)[0])
 
 
+@renamed(image="start", n="count")
 def show_filters(
     params: Params,
     layer: str,
-    image: jax.Array | np.ndarray,
-    n: int = 20,
+    start: jax.Array | np.ndarray,
+    count: int = 20,
     *,
     filters: Sequence[int] | None = None,
-    steps: int = NOTEBOOK_STEPS,
-    step_size: float = NOTEBOOK_STEP_SIZE,
     columns: int = 10,
     batch_size: int | None = None,
     progress: bool | None = None,
     network: Network | str = "vgg16",
-):
-    """The notebook's picture: ``n`` filters of ``layer`` (the first ``n``, or ``filters``) in a grid.
+    **settings: Any,
+) -> Figure:
+    """The notebook's picture: ``count`` filters of ``layer`` (the first ``count``, or ``filters``) in a
+    grid.
 
-    One vmapped :func:`filterviz.ascend` call computes every picture from the start ``image``
-    (``float32[H, W, 3]``), with a progress bar in a notebook or on a terminal. Each picture is labelled
-    with its filter and the mean activation it reached (0: the filter never fired). Returns a matplotlib
-    Figure (2 rows of 10 for the default ``n=20``).
+    One vmapped :func:`filterviz.ascend` call (with its ``settings``: ``steps``, ``step_size`` ...)
+    computes every picture from ``start`` (``float32[H, W, 3]``), with a progress bar in a notebook or on
+    a terminal. Each picture is labelled with its filter and the mean activation it reached (0: the
+    filter never fired). Returns a matplotlib Figure (2 rows of 10 for the default ``count=20``).
     """
     network = get_network(network)
     layer = network.layer(layer).name
     channels = network.layer(layer).channels
-    chosen = check_filters(network, layer, filters if filters is not None else range(min(n, channels)))
+    chosen = check_filters(network, layer, filters if filters is not None else range(min(count, channels)))
     images = ascend(
-        params,
-        layer,
-        chosen,
-        image,
-        steps=steps,
-        step_size=step_size,
-        batch_size=batch_size,
-        progress=progress,
-        network=network,
+        params, layer, chosen, start, batch_size=batch_size, progress=progress, network=network, **settings
     )
     reached = achieved(params, layer, chosen, images, network=network)
     labels = filter_labels(chosen, reached)

@@ -1,7 +1,7 @@
 """Rendering as users call it: :func:`render` checks every setting before any work, splits the
 objectives into chunks sized from the device's memory, runs each through the engine's one compiled
 program (:func:`filterviz.core.engine.render_batch`, or over every device of this process:
-:mod:`filterviz.draw.devices`) and shows progress; :func:`render_pixels` is the same
+:mod:`filterviz.sharding`) and shows progress; :func:`render_pixels` is the same
 without measuring or making pictures (the path of :func:`filterviz.ascend`).
 """
 
@@ -31,11 +31,11 @@ from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
 from filterviz.core.parameterizations import Pixels
-from filterviz.draw.devices import chunk_size, objective_mesh, render_on_devices
 from filterviz.errors import SettingError
+from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
-from filterviz.networks.spectrum import resolve_spectrum
 from filterviz.progress import Progress, count_of, wanted
+from filterviz.sharding import chunk_size, local_mesh, render_sharded
 
 
 class Rendering(NamedTuple):
@@ -127,8 +127,9 @@ def _plan(
     deepest = network.sorted(objective.layers)[-1]
     check_method_size(network, method, deepest, height, width)
     objective.check_positions(network, height, width)
-    mesh = objective_mesh(count)
-    chunk = chunk_size(batch_size or default_chunk(network, method, deepest, height, width), count, mesh)
+    mesh = local_mesh(count)
+    per_device = batch_size or default_chunk(network, method, deepest, height, width)
+    chunk = chunk_size(per_device, count, 1 if mesh is None else mesh.size)
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
     ascent = Ascent(network, program_method, (height, width), frame_every, measure)
     return _Plan(ascent, objective, count, start, keys, chunk, learning_rate, wanted(progress), mesh)
@@ -185,7 +186,7 @@ def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> tuple[jax.Arra
     start = plan.start[padded] if plan.start is not None and plan.start.ndim == 4 else plan.start
     keys, tunables = plan.keys[padded], Tunables(plan.learning_rate)
     if plan.mesh is not None:
-        return render_on_devices(plan.ascent, params, part, start, keys, tunables, mesh=plan.mesh)
+        return render_sharded(plan.ascent, params, part, start, keys, tunables, mesh=plan.mesh)
     return render_batch(plan.ascent, params, part, start, keys, tunables)
 
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from filterviz.core.network import Network, Params
 from filterviz.errors import WeightsError
+from filterviz.io.download import download_file
 from filterviz.networks import get_network
-from filterviz.networks.download import download_file
 from filterviz.networks.h5 import match_weights, read_keras_h5
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,3 @@
-"""Work at volume, into a folder: :mod:`~filterviz.sweeps.sweep` (every filter of many layers),
-:mod:`~filterviz.sweeps.examples` (dataset examples), :mod:`~filterviz.sweeps.atlas` (the page), over
-:mod:`~filterviz.sweeps.sharding` and :mod:`~filterviz.sweeps.multihost` (devices and hosts), with
-:mod:`~filterviz.sweeps.folder` saying what a folder may hold."""
+"""Sweeps: every filter of many layers into a folder (:mod:`~filterviz.sweeps.sweep`, its compute in
+:mod:`~filterviz.sweeps.filter_chunks`), the manifest, the folder's layout and ownership, and the page
+that shows it (:mod:`~filterviz.sweeps.atlas`)."""

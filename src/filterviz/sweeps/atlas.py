@@ -27,21 +27,21 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from filterviz.core.hits import HISTOGRAM_EDGES
+from filterviz.deprecation import renamed
 from filterviz.errors import SettingError, SweepError, UnknownLayerError
 from filterviz.io.files import atomic_write, encode_png, written_by_filterviz
-from filterviz.sweeps.folder import (
+from filterviz.jobs.folder import (
+    DATA_MARK,
+    PAGE_MARK,
     FolderLock,
     data_written_by_filterviz,
-    layer_folder_problem,
     page_written_by_filterviz,
-    read_settings_record,
 )
+from filterviz.sweeps.folder import layer_folder_problem, read_settings_record
 from filterviz.sweeps.layout import (
     DATA_FOLDER,
-    DATA_MARK,
     OTHER_PAGE,
     PAGE,
-    PAGE_MARK,
     SETTINGS_FILE,
     SHEETS_FOLDER,
 )
@@ -76,21 +76,34 @@ def _entries(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return scan.entries, scan.problems
 
 
-def top_filters(folder: str | os.PathLike[str], layer: str, count: int | None = None) -> list[dict[str, Any]]:
-    """The manifest entries of ``layer``, strongest achieved activation first (``count`` of them).
+@renamed(folder="out")
+def top_filters(
+    out: str | os.PathLike[str], layer: str | None = None, count: int | None = None
+) -> list[dict[str, Any]]:
+    """The finished filters of the sweep folder ``out`` (its manifest entries, each a filter whose picture
+    is whole), strongest achieved activation first: of ``layer``, or of every layer in the network's
+    order; ``count`` of them per layer.
 
-    Raises :class:`SweepError` if ``folder`` holds no sweep, :class:`UnknownLayerError` for a bad name.
+    Raises :class:`SweepError` if ``out`` holds no sweep, :class:`UnknownLayerError` for a bad name.
     """
-    table = layer_table(Path(folder))
-    if layer not in table:
+    folder = Path(out)
+    table = layer_table(folder)
+    if layer is not None and layer not in table:
         raise UnknownLayerError(layer, list(table))
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise SettingError(f"count must be a whole number of at least 1, got {count!r}")
-    entries = [entry for entry in _entries(Path(folder))[0] if entry["layer"] == layer]
-    entries.sort(
-        key=lambda e: (-e["activation"] if math.isfinite(e["activation"]) else math.inf, e["filter"])
-    )
-    return entries if count is None else entries[:count]
+    entries = _entries(folder)[0]
+    chosen = []
+    for name in [layer] if layer is not None else table:
+        found = [entry for entry in entries if entry["layer"] == name]
+        found.sort(key=_strongest_first)
+        chosen += found if count is None else found[:count]
+    return chosen
+
+
+def _strongest_first(entry: dict[str, Any]) -> tuple[float, int]:
+    activation = entry["activation"]
+    return (-activation if math.isfinite(activation) else math.inf, entry["filter"])
 
 
 def load_pictures(folder: str | os.PathLike[str], entries: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -230,18 +243,20 @@ def _write_layer_data(folder: Path, summary: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def write_atlas(folder: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
-    """Write ``sheets/<layer>.png`` for each swept layer and the atlas page; returns an :class:`Atlas`.
+@renamed(folder="out")
+def write_atlas(out: str | os.PathLike[str], *, tile: int = 64) -> Atlas:
+    """Write ``sheets/<layer>.png`` for each swept layer of the sweep folder ``out`` and the atlas page;
+    returns an :class:`Atlas`.
 
     Manifest lines or pictures that fail the folder's checks are left out and listed in
     ``Atlas.problems``; so are contact sheets the folder already holds under filterviz's names but that
     filterviz did not write (they are kept). The page is ``index.html``, or ``atlas.html`` where the
     folder has an ``index.html`` of its own.
 
-    Raises :class:`SweepError` if ``folder`` holds no sweep or another process is writing it,
+    Raises :class:`SweepError` if ``out`` holds no sweep or another process is writing it,
     :class:`OutputError` if it is not writable.
     """
-    folder = Path(folder)
+    folder = Path(out)
     with FolderLock(folder, "atlas"):
         entries, problems = _entries(folder)
         table = layer_table(folder)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -28,13 +27,12 @@ import numpy as np
 from filterviz.core.network import Network
 from filterviz.errors import FilterVizError, OutputError, SweepError
 from filterviz.io.files import TEMPORARY_SUFFIX, atomic_write, check_no_links, read_json, written_by_filterviz
+from filterviz.jobs.folder import LOCK_FILE, FolderLock, data_written_by_filterviz, page_written_by_filterviz
+from filterviz.jobs.multihost import barrier, together
 from filterviz.sweeps.layout import (
     DATA_FOLDER,
-    DATA_MARK,
-    LOCK_FILE,
     OTHER_PAGE,
     PAGE,
-    PAGE_MARK,
     PICTURE_NAME,
     SETTINGS_FILE,
     SHEETS_FOLDER,
@@ -42,7 +40,6 @@ from filterviz.sweeps.layout import (
     picture_path,
 )
 from filterviz.sweeps.manifest import layer_table, regular_inside, scan_manifest
-from filterviz.sweeps.multihost import barrier, together
 from filterviz.sweeps.plan import SweepSettings
 
 SETTINGS_FORMAT = 2
@@ -50,65 +47,6 @@ SETTINGS_FORMAT = 2
 
 # ----------------------------------------------------------------------------------------------------
 # Reading and checking the manifest.
-
-
-# ----------------------------------------------------------------------------------------------------
-# One writer at a time.
-
-
-class FolderLock:
-    """An exclusive OS lock (``flock``) on the folder's lock file, held while a process writes the folder.
-
-    A second sweep (or atlas) into the same folder is refused with :class:`SweepError` rather than
-    computing everything again beside the first. The lock is the kernel's: it goes with the process, so
-    a killed sweep leaves nothing to clean up. Where ``fcntl`` is missing (Windows), no lock is taken.
-    """
-
-    def __init__(self, folder: Path, doing: str = "sweep", *, active: bool = True):
-        self.path = folder / LOCK_FILE
-        self.doing = doing
-        self.active = active  # the other processes of one jax.distributed run share process 0's lock
-        self._descriptor: int | None = None
-
-    def __enter__(self) -> FolderLock:
-        if not self.active or self._descriptor is not None:
-            return self  # inactive, or already held (entering again is a no-op)
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no flock on this system
-            return self
-        try:
-            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        except OSError as error:
-            raise OutputError(self.path, f"cannot create the lock file ({error.strerror or error})") from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            holder = _read_holder(descriptor)
-            os.close(descriptor)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SweepError(
-                    f"{self.path.parent} is being written by another filterviz process{holder}; wait for "
-                    f"it to finish, or use another folder"
-                ) from None
-            raise OutputError(self.path, f"cannot lock ({error.strerror or error})") from None
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f"{os.getpid()} {self.doing}\n".encode())
-        self._descriptor = descriptor
-        return self
-
-    def __exit__(self, *exception: Any) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing releases the lock
-            self._descriptor = None
-
-
-def _read_holder(descriptor: int) -> str:
-    try:
-        text = os.pread(descriptor, 100, 0).decode(errors="replace").split()
-    except OSError:
-        return ""
-    return f" (pid {text[0]}, {text[1]})" if len(text) >= 2 and text[0].isdigit() else ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -144,27 +82,6 @@ def _all_finite(value: object) -> bool:
     if isinstance(value, list):
         return all(_all_finite(item) for item in value)
     return True
-
-
-def _head(path: Path, size: int) -> bytes:
-    # The first `size` bytes of a regular file (a link is not followed); empty for anything else.
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return b""
-        with open(path, "rb") as file:
-            return file.read(size)
-    except OSError:
-        return b""
-
-
-def page_written_by_filterviz(path: Path) -> bool:
-    """Whether ``path`` is a regular file holding an atlas page filterviz wrote."""
-    return PAGE_MARK.encode() in _head(path, 4096)
-
-
-def data_written_by_filterviz(path: Path) -> bool:
-    """Whether ``path`` is a regular file holding one layer's atlas data that filterviz wrote."""
-    return _head(path, len(DATA_MARK)) == DATA_MARK.encode()
 
 
 def clear_sweep(folder: Path) -> list[str]:

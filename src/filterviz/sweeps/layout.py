@@ -22,9 +22,6 @@ from filterviz.errors import SettingError
 SETTINGS_FILE = "sweep.json"
 
 
-LOCK_FILE = ".filterviz.lock"
-
-
 SHEETS_FOLDER = "sheets"
 
 
@@ -35,15 +32,8 @@ OTHER_PAGE = "atlas.html"
 """Where the atlas page goes when the folder holds an ``index.html`` filterviz did not write."""
 
 
-PAGE_MARK = '<meta name="generator" content="filterviz">'
-
-
 DATA_FOLDER = "atlas"
 """Where the atlas page's per-layer data files go: ``atlas/<layer>.js``."""
-
-
-DATA_MARK = "/* filterviz atlas data */"
-"""The first bytes of every atlas data file filterviz writes."""
 
 
 _MANIFEST_NAME = re.compile(r"manifest(\.p\d+)?\.jsonl")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from filterviz.core.checks import LARGEST_COUNT
+from filterviz.deprecation import renamed
 from filterviz.errors import OutputError
 from filterviz.io.files import read_json
 from filterviz.sweeps.layout import SETTINGS_FILE, folder_safe, manifest_files, picture_path
@@ -188,13 +189,14 @@ def scan_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
     return ManifestScan(ordered, problems, named)
 
 
-def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The finished filters of a sweep folder: one entry per filter whose picture is whole.
+@renamed(folder="out")
+def read_manifest(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The finished filters of the sweep folder ``out``: one entry per filter whose picture is whole.
 
     Lines cut short by a kill, hand-edited lines and entries whose picture is missing, cut, replaced
     or outside the folder are left out (:func:`scan_manifest` says why): those filters are not done.
     """
-    return scan_manifest(folder).entries
+    return scan_manifest(out).entries
 
 
 class ManifestWriter:

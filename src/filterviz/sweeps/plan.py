@@ -11,18 +11,15 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from filterviz.core.checks import (
-    check_count,
     check_filters,
     check_params,
-    check_precision,
     check_seed,
-    check_step_size,
 )
 from filterviz.core.engine import check_method_size, check_size, check_start
 from filterviz.core.methods import (
@@ -31,14 +28,13 @@ from filterviz.core.methods import (
     Method,
     Optimizer,
     get_method,
-    notebook_method,
 )
 from filterviz.core.network import Network, Params
 from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import random_image
 from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import read_json
-from filterviz.networks.spectrum import resolve_spectrum
+from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks.weights import content_digest
 from filterviz.sweeps.layout import select_layers
 
@@ -60,21 +56,19 @@ def plan_sweep(
     *,
     layers: Iterable[str] | None,
     filters: Sequence[int] | Mapping[str, Sequence[int]] | None,
-    size: tuple[int, int],
-    steps: int | None,
-    step_size: float | None,
+    size: int | tuple[int, int],
     seed: int,
     start: np.ndarray | None,
-    precision: str,
     method: str | Method,
     raw: bool,
+    settings: dict[str, Any],
 ) -> SweepPlan:
     """Every check of :func:`filterviz.sweep`'s arguments, before anything is allocated or written."""
     plan = plan_filters(network, layers, filters)
     check_params(network, params)
-    check_precision(precision)
     seed = check_seed(seed)
-    chosen = _sweep_method(method, steps, step_size, precision, network)
+    chosen = _sweep_method(method, settings, network)
+    precision = chosen.precision
     notebook = chosen.name == "notebook"
     if start is not None and not isinstance(chosen.parameterization, Pixels):
         raise SettingError(f"a start image needs a pixel method; {chosen.name} optimises a spectrum")
@@ -181,28 +175,14 @@ def _start_digest(image: np.ndarray) -> str:
     return "image sha256:" + hashlib.sha256(np.ascontiguousarray(image, "<f4").tobytes()).hexdigest()
 
 
-def _sweep_method(
-    method: str | Method, steps: int | None, step_size: float | None, precision: str, network: Network
-) -> Method:
+def _sweep_method(method: str | Method, settings: dict[str, Any], network: Network) -> Method:
     """The method a sweep runs, with these settings, its preprocessing resolved for ``network``."""
-    notebook = method == "notebook" or (isinstance(method, Method) and method.name == "notebook")
-    if notebook and (not isinstance(method, Method) or method == get_method("notebook")):
-        return notebook_method(
-            NOTEBOOK_STEPS if steps is None else check_count(steps, "steps", minimum=0),
-            NOTEBOOK_STEP_SIZE if step_size is None else check_step_size(step_size),
-            precision,
-        )
-    chosen = get_method(method, precision=precision)
+    chosen = get_method(method, **settings)
     if not isinstance(chosen.optimizer, Optimizer):
         # An optax object has no stable description for sweep.json, so a resume could not be checked.
         raise SettingError(
             "a sweep records its settings: give the optimizer as filterviz.core.methods.Optimizer(name, rate)"
         )
-    if steps is not None:
-        chosen = get_method(chosen, steps=steps)
-    if step_size is not None:
-        optimizer = dataclasses.replace(chosen.optimizer, learning_rate=check_step_size(step_size))
-        chosen = get_method(chosen, optimizer=optimizer)
     if chosen.images_per_filter != 1:
         raise SettingError("a sweep draws one picture per filter: images_per_filter must be 1")
     return resolve_spectrum(chosen).resolved(network)

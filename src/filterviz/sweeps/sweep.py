@@ -43,16 +43,18 @@ from jax.sharding import Mesh
 from filterviz.core.checks import check_count
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
+from filterviz.deprecation import renamed
 from filterviz.errors import SweepError
 from filterviz.io.files import atomic_write, encode_npy, encode_png, output_path
+from filterviz.jobs.folder import FolderLock
+from filterviz.jobs.multihost import agree, barrier
 from filterviz.networks import get_network
 from filterviz.progress import Progress, wanted
-from filterviz.sweeps.folder import FolderLock, check_targets, prepare_folder
+from filterviz.sweeps.filter_chunks import ShardedAscent
+from filterviz.sweeps.folder import check_targets, prepare_folder
 from filterviz.sweeps.layout import picture_path
 from filterviz.sweeps.manifest import ManifestScan, ManifestWriter, digest, finite_or_text, scan_manifest
-from filterviz.sweeps.multihost import agree, barrier
 from filterviz.sweeps.plan import SweepPlan, plan_sweep
-from filterviz.sweeps.sharding import ShardedAscent
 
 # Chunks dispatched ahead of the one being written: enough that the device always has queued work
 # while the host encodes PNGs, few enough to bound the host memory held by finished images.
@@ -71,65 +73,64 @@ class SweepResult(NamedTuple):
     problems: tuple[str, ...] = ()  # damaged manifest lines or pictures found, whose filters were redone
 
 
+@renamed(folder="out")
 def sweep(
     params: Params,
-    folder: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     *,
     layers: Iterable[str] | None = None,
     filters: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
-    size: tuple[int, int] = (128, 128),
-    steps: int | None = None,
-    step_size: float | None = None,
+    network: Network | str = "vgg16",
+    method: str | Method = "notebook",
+    size: int | tuple[int, int] = (128, 128),
     seed: int = 0,
     start: np.ndarray | None = None,
-    precision: str = "float32",
-    method: str | Method = "notebook",
     raw: bool = False,
     batch_size: int | None = None,
     overwrite: bool = False,
     mesh: Mesh | None = None,
     progress: bool | None = None,
     writer_threads: int = 4,
-    network: Network | str = "vgg16",
+    **settings: Any,
 ) -> SweepResult:
     """Ascend and save every planned filter, sharded over ``mesh``; resumes what a folder already holds.
 
     Args:
       params: the network's parameters from :func:`filterviz.load_weights`.
-      folder: output folder (created if needed); see the module docstring for its layout.
+      out: the sweep's folder (created if needed); see the module docstring for its layout.
       layers, filters: what to draw; see :func:`filterviz.sweeps.plan.plan_filters` (default: the
         network's visual layers, for VGG16 all 4,224 conv filters).
-      size: ``(height, width)`` of the pictures; ignored when ``start`` is given.
-      steps, step_size, precision: as :func:`filterviz.ascend` (default 20 and 1.0); with another
-        method, its steps and learning rate (default the method's own).
+      network: ``"vgg16"`` (default), another built-in, or a network of your own; recorded with its
+        weights' digest, so a resume with another is refused.
+      method: ``"notebook"`` (the default), ``"lucid"``, ``"maco"``, ``"octaves"`` or a
+        :class:`filterviz.core.methods.Method`.
+      size: ``H`` or ``(H, W)`` of the pictures; ignored when ``start`` is given.
       seed: seed of the noise start, shared by every filter as in the notebook; with another method,
         filter ``i`` uses ``fold_in(key(seed), i)`` for its start and transforms.
       start: a start image ``float32[H, W, 3]`` (0-255, e.g. a photo) instead of noise (pixel methods).
-      method: ``"notebook"`` (the default), ``"lucid"``, ``"maco"``, ``"octaves"`` or a
-        :class:`filterviz.core.methods.Method`.
       raw: also save each ascended float32 image as ``.npy``.
       batch_size: filters per device per compiled chunk (default from the device's memory).
       overwrite: clear a previous sweep with other settings from ``folder`` instead of refusing.
       mesh: devices to shard over (default every device of every process).
       progress: show a progress bar (default: on a terminal or in a notebook, and not in CI).
       writer_threads: host threads encoding and writing PNGs while the devices compute.
-      network: ``"vgg16"`` (default), another built-in, or a network of your own; recorded with its
-        weights' digest, so a resume with another is refused.
+      **settings: the method's settings (:func:`filterviz.get_method`), e.g. ``steps``, ``step_size``,
+        ``precision``; the notebook's default to 20 steps of 1.0, as :func:`filterviz.ascend`.
 
     Returns:
       A :class:`SweepResult` for this process.
 
     Raises:
       UnknownLayerError, FilterIndexError, SettingError, ImageError: bad arguments, before any work.
-      SweepError: ``folder`` holds a sweep with other settings.
+      SweepError: ``out`` holds a sweep with other settings.
       OutputError: the folder or a file cannot be written; everything finished before stays.
     """
     began = time.perf_counter()
-    folder = output_path(folder)
+    folder = output_path(out)
     network = get_network(network)
     plan = plan_sweep(
-        params, network, layers=layers, filters=filters, size=size, steps=steps, step_size=step_size,
-        seed=seed, start=start, precision=precision, method=method, raw=raw,
+        params, network, layers=layers, filters=filters, size=size, seed=seed, start=start, method=method,
+        raw=raw, settings=settings,
     )  # fmt: skip
     if batch_size is not None:
         check_count(batch_size, "batch_size")

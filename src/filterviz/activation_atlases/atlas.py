@@ -7,13 +7,13 @@ Four stages, each resumable in the output folder:
    (``vectors.npz``); the class of a vector is its image's first subfolder;
 2. **lay out** the vectors in 2-D with UMAP (cosine metric, seeded; the ``atlas`` extra), saved
    (``layout.npy``);
-3. **grid** the layout at each zoom level (:mod:`filterviz.core.cells`): cells with enough vectors keep
-   their mean, count, class mix and nearest dataset patches (``patches/<vector>.png``);
+3. **grid** the layout at each zoom level (:mod:`~filterviz.activation_atlases.cells`): cells with
+   enough vectors keep their mean, count, class mix and nearest dataset patches (``patches/<vector>.png``);
 4. **render** every kept cell's mean as a :func:`~filterviz.core.objectives.direction` objective, chunks of
    cells through one compiled program, each icon saved as it is drawn (``icons/g<grid>/<row>_<col>.png``),
    and keyed by its level and place, so a killed run resumes to the same pictures.
 
-The page is ``atlas.html`` (:mod:`filterviz.sweeps.activation_page`); ``activation-atlas.json`` records
+The page is ``atlas.html`` (:mod:`filterviz.activation_atlases.page`); ``activation-atlas.json`` records
 the settings and the cells.
 """
 
@@ -22,21 +22,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.core.cells import Cells, check_grid, class_mix, grid_cells, nearest_members
+from filterviz.activation_atlases.cells import Cells, check_grid, class_mix, grid_cells, nearest_members
+from filterviz.activation_atlases.layout import UMAP_SETTINGS, check_layout_size, require_umap, umap_layout
+from filterviz.activation_atlases.page import write_page
+from filterviz.activation_atlases.vectors import collect
 from filterviz.core.checks import check_count, check_params, check_seed
 from filterviz.core.hits import field_at, receptive_field
 from filterviz.core.methods import Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import direction
+from filterviz.deprecation import renamed
 from filterviz.draw.rendering import render
 from filterviz.errors import ImageError, OutputError, SettingError
 from filterviz.io.files import (
@@ -48,22 +51,18 @@ from filterviz.io.files import (
     written_by_filterviz,
 )
 from filterviz.io.photos import IMAGE_SUFFIXES, find_images, load_fitted
+from filterviz.io.spectrum import resolve_spectrum
+from filterviz.jobs.folder import FolderLock
+from filterviz.jobs.multihost import from_first, gather, on_first, together
+from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
-from filterviz.networks.spectrum import resolve_spectrum
 from filterviz.networks.weights import content_digest
 from filterviz.progress import Progress, wanted
-from filterviz.sweeps.activation_page import write_page
-from filterviz.sweeps.activation_vectors import collect
-from filterviz.sweeps.folder import FolderLock
-from filterviz.sweeps.multihost import from_first, gather, on_first, together
-from filterviz.sweeps.streaming import Reading
 
 RECORD = "activation-atlas.json"
 VECTORS = "vectors.npz"
 LAYOUT = "layout.npy"
 PATCHES_PER_CELL = 4
-UMAP_SETTINGS = {"metric": "cosine", "neighbors": 15, "min_dist": 0.1}
-"""How vectors are laid out (recorded with each atlas)."""
 
 
 class ActivationAtlas(NamedTuple):
@@ -74,7 +73,7 @@ class ActivationAtlas(NamedTuple):
         ``paths``); positions: ``int[N, 2]`` their place (y, x) in the layer's map; labels: ``int[N]``
         their class (index into ``classes``).
       layout: ``float32[N, 2]``, the 2-D UMAP layout.
-      levels: the :class:`~filterviz.core.cells.Cells` of each grid, by cells per side.
+      levels: the :class:`~filterviz.activation_atlases.cells.Cells` of each grid, by cells per side.
       activations: per grid, ``float32[M]`` each icon's achieved direction objective.
       page: the ``atlas.html`` written.
     """
@@ -89,46 +88,6 @@ class ActivationAtlas(NamedTuple):
     levels: dict[int, Cells]
     activations: dict[int, np.ndarray]
     page: Path
-
-
-def umap_layout(
-    vectors: np.ndarray,
-    *,
-    seed: int,
-    neighbors: int = UMAP_SETTINGS["neighbors"],
-    min_dist: float = UMAP_SETTINGS["min_dist"],
-    metric: str = UMAP_SETTINGS["metric"],
-) -> np.ndarray:
-    """``float32[N, 2]``: UMAP of ``vectors`` (McInnes et al. 2018), seeded, so a run is reproducible."""
-    umap = _umap()
-    _check_layout_size(len(vectors))
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=min(neighbors, len(vectors) - 1),
-        min_dist=min_dist,
-        metric=metric,
-        random_state=seed,
-        init="random" if len(vectors) < 64 else "spectral",
-    )
-    with warnings.catch_warnings():  # a seed makes UMAP run on one thread, and it says so each time
-        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-        return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float32)
-
-
-def _umap():
-    # umap-learn, or what to install: asked before the collect pass, not after it.
-    try:
-        import umap
-    except ImportError:
-        raise SettingError(
-            "the activation atlas lays vectors out with UMAP: pip install 'filterviz[atlas]'"
-        ) from None
-    return umap
-
-
-def _check_layout_size(count: int) -> None:
-    if count < 4:
-        raise SettingError(f"UMAP needs at least 4 vectors, got {count}: use more images or positions")
 
 
 def icon_path(grid: int, row: int, column: int) -> str:
@@ -266,7 +225,7 @@ def _make_folder(folder: Path) -> None:
 def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
     # The UMAP layout, or the one an earlier run of this atlas saved (its record was checked); made by
     # process 0 and shared, so every process grids the same cells.
-    _check_layout_size(len(vectors))  # on every process: process 0 alone makes the layout
+    check_layout_size(len(vectors))  # on every process: process 0 alone makes the layout
 
     def made() -> list:
         saved = folder / LAYOUT
@@ -309,6 +268,7 @@ def _check_folder(folder: Path, settings: dict) -> None:
         raise OutputError(folder, "holds an activation atlas with other settings; use another --out")
 
 
+@renamed(icon_size="size", chunk="batch_size")
 def activation_atlas(
     params: Params,
     images: str | os.PathLike[str],
@@ -316,20 +276,20 @@ def activation_atlas(
     *,
     out: str | os.PathLike[str],
     network: str | Network = "vgg16",
+    method: str | Method = "lucid",
+    size: int = 64,
     grid: int = 20,
     zoom: Sequence[int] | None = None,
-    method: str | Method = "lucid",
-    steps: int | None = None,
-    icon_size: int = 64,
     positions: int = 4,
     image_size: int = 224,
+    fit: str = "crop",
     min_count: int = 3,
     seed: int = 0,
-    batch_size: int = 32,
-    chunk: int = 16,
-    fit: str = "crop",
+    image_batch_size: int = 32,
+    batch_size: int = 16,
     progress: bool | None = None,
     save_seconds: float = 30.0,
+    **settings: Any,
 ) -> ActivationAtlas:
     """The activation atlas of ``layer`` over the photos of ``images``, written into the folder ``out``.
 
@@ -341,11 +301,13 @@ def activation_atlas(
       grid: cells per side of the main grid; ``zoom`` the grids of every level (default
         ``(grid // 2, grid, 2 * grid)``), all from the same layout; a zoom level where no cell holds
         ``min_count`` vectors is left out (the main grid is then an error).
-      method, steps, icon_size: how each cell is drawn (default the ``lucid`` preset, 64x64 icons).
+      method, size, **settings: how each cell is drawn: the method (default ``lucid``) with its settings
+        (:func:`filterviz.get_method`, e.g. ``steps``), as icons of ``size x size`` pixels (default 64).
       positions: vectors per photo (random positions, seeded); image_size and fit: how photos are fed.
       min_count: a cell needs this many vectors to be drawn.
       seed: the positions, the layout and the icons.
-      batch_size: photos per batch of the collect pass; chunk: cells per compiled render call.
+      image_batch_size: photos per batch of the collect pass; batch_size: cells per compiled render
+        call.
 
     With several processes joined by ``jax.distributed`` (call it with the same arguments in each,
     ``out`` a folder they share), each batch of photos is split over every device of every process,
@@ -364,13 +326,14 @@ def activation_atlas(
         ("positions", positions, 1),
         ("image_size", image_size, net.minimum_size(spec.name)),
         ("min_count", min_count, 1),
+        ("image_batch_size", image_batch_size, 1),
         ("batch_size", batch_size, 1),
-        ("chunk", chunk, 1),
-        ("icon_size", icon_size, 1),
+        ("size", size, 1),
     ):
         check_count(value, label, minimum=low)
-    _umap()
-    chosen = resolve_spectrum(get_method(method, **({} if steps is None else {"steps": steps})))
+    require_umap()
+    chosen = resolve_spectrum(get_method(method, **settings))
+    icon_size, chunk = size, batch_size
     root, folder = Path(images), output_path(out)
     paths = find_images(root, leave_out=folder)
     if not paths:
@@ -397,7 +360,7 @@ def activation_atlas(
             _make_folder(folder)
             _check_folder(folder, settings)
             stack.enter_context(FolderLock(folder, "activation-atlas", active=first))
-        reading = Reading(batch_size, image_size, fit, os.cpu_count() or 1)
+        reading = Reading(image_batch_size, image_size, fit, os.cpu_count() or 1)
         vectors, image_of, places = collect(
             net,
             params,

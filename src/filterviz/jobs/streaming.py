@@ -23,8 +23,9 @@ import numpy as np
 from filterviz.core.hits import EMPTY
 from filterviz.errors import ImageError
 from filterviz.io.photos import load_fitted
+from filterviz.jobs.multihost import agree
 from filterviz.progress import Progress
-from filterviz.sweeps.multihost import agree, batch_sharding
+from filterviz.sharding import batch_sharding
 
 
 class Reading(NamedTuple):

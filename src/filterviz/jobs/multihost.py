@@ -15,15 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.errors import FilterVizError, OutputError, SweepError
-
-
-def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
-    """A global array of a host value every process holds; each places the parts its devices hold."""
-    host = np.asarray(value)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def host_copy(tree: Any) -> Any:
@@ -98,16 +91,3 @@ def on_first(folder: Path, write: Callable[[], Any]) -> Any:
         if jax.process_index() == 0:
             result = write()
     return from_first(result)
-
-
-def batch_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]:
-    """How a global batch is split over every device of every process, in process order (each process's
-    rows are one contiguous run): ``(split, replicated, images per global batch)``."""
-    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
-    mesh = Mesh(np.asarray(devices), ("images",))
-    per_device = -(-batch_size // len(devices))  # a whole share for every device
-    return (
-        NamedSharding(mesh, PartitionSpec("images")),
-        NamedSharding(mesh, PartitionSpec()),
-        per_device * len(devices),
-    )

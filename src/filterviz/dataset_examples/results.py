@@ -3,7 +3,6 @@ results (each hit's crop, then ``examples.jsonl``), never over a file filterviz 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -12,9 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
-import numpy as np
-
 from filterviz.core.hits import EMPTY, Statistics, field_at, receptive_field
 from filterviz.core.network import Network, Params
 from filterviz.errors import OutputError
@@ -22,34 +18,6 @@ from filterviz.io.files import atomic_write, check_no_links, encode_png, read_js
 from filterviz.io.photos import load_fitted
 from filterviz.progress import Progress
 from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER
-
-
-def save_progress(path: Path, settings: dict, state, done: int, skipped: list) -> None:
-    leaves = jax.tree.leaves(state)
-    buffer = io.BytesIO()
-    record = json.dumps({"settings": settings, "done": done, "skipped": skipped})
-    np.savez(buffer, record=np.asarray(record), **{f"leaf{i}": leaf for i, leaf in enumerate(leaves)})
-    atomic_write(path, buffer.getvalue())
-
-
-def load_progress(path: Path, settings: dict, empty):
-    # The state a killed run saved, if it is one of these settings over these images.
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            record = read_json(str(saved["record"]))
-            leaves = [saved[f"leaf{i}"] for i in range(len(jax.tree.leaves(empty)))]
-    except (OSError, ValueError, KeyError) as error:
-        raise OutputError(
-            path, f"is not progress filterviz can read ({error}); remove it to start over"
-        ) from None
-    if record.get("settings") != settings:
-        raise OutputError(
-            path,
-            "holds the progress of other settings, weights or images; use another --out, or remove it to "
-            "start over",
-        )
-    state = jax.tree.unflatten(jax.tree.structure(empty), leaves)
-    return state, int(record["done"]), [tuple(item) for item in record["skipped"]]
 
 
 def hit_records(chosen: ExamplesPass, params: Params, paths: list[str], state) -> tuple[list[dict], dict]:

@@ -15,9 +15,8 @@ from typing import Any
 
 from filterviz.errors import OutputError
 from filterviz.io.files import atomic_write
+from filterviz.jobs.folder import PAGE_MARK, page_written_by_filterviz
 from filterviz.sweeps.atlas import inline_json
-from filterviz.sweeps.folder import page_written_by_filterviz
-from filterviz.sweeps.layout import PAGE_MARK
 
 PAGE = "atlas.html"
 OTHER_PAGE = "activation-atlas.html"

@@ -1,7 +1,7 @@
 """The collect stage of an activation atlas: a few activation vectors per image of a folder, at random
 positions seeded by the image's index, streamed as the examples pass streams its folder
-(:mod:`filterviz.sweeps.streaming`) and saved every so often, so a killed run goes on from its last save
-(:mod:`filterviz.sweeps.activation_atlas`)."""
+(:mod:`filterviz.jobs.streaming`) and saved every so often, so a killed run goes on from its last save
+(:mod:`filterviz.activation_atlases.atlas`)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from filterviz.core.hits import EMPTY
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError
 from filterviz.io.photos import IMAGE_SUFFIXES
-from filterviz.sweeps.example_files import load_progress, save_progress
-from filterviz.sweeps.multihost import batch_sharding, check_same_progress, global_array, host_copy
-from filterviz.sweeps.streaming import Reading, stream
+from filterviz.jobs.folder import load_progress, save_progress
+from filterviz.jobs.multihost import check_same_progress, host_copy
+from filterviz.jobs.streaming import Reading, stream
+from filterviz.sharding import batch_sharding, global_array
 
 
 @partial(jax.jit, static_argnames=("network", "layer", "count", "replicated"))

@@ -44,33 +44,26 @@ from filterviz.core.hits import (
     update_statistics,
 )
 from filterviz.core.network import Network, Params, preprocess
-from filterviz.errors import ImageError, SettingError, SweepError
-from filterviz.io.files import output_path
-from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images
-from filterviz.networks import get_network
-from filterviz.networks.weights import content_digest
-from filterviz.progress import count_of, wanted
-from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
-from filterviz.sweeps.example_files import (
+from filterviz.dataset_examples.results import (
     ExamplesPass,
     check_output,
     hit_records,
-    load_progress,
-    save_progress,
     write_results,
 )
-from filterviz.sweeps.folder import FolderLock, read_settings_record
+from filterviz.deprecation import renamed
+from filterviz.errors import ImageError, SettingError, SweepError
+from filterviz.io.files import output_path
+from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images
+from filterviz.jobs.folder import FolderLock, load_progress, save_progress
+from filterviz.jobs.multihost import barrier, check_same_progress, gather, host_copy, together
+from filterviz.jobs.streaming import Reading, stream
+from filterviz.networks import get_network
+from filterviz.networks.weights import content_digest
+from filterviz.progress import count_of, wanted
+from filterviz.sharding import batch_sharding, global_array
+from filterviz.sweeps.atlas import EXAMPLES_FILE, EXAMPLES_FOLDER, write_atlas
+from filterviz.sweeps.folder import read_settings_record
 from filterviz.sweeps.layout import select_layers
-from filterviz.sweeps.multihost import (
-    barrier,
-    batch_sharding,
-    check_same_progress,
-    gather,
-    global_array,
-    host_copy,
-    together,
-)
-from filterviz.sweeps.streaming import Reading, stream
 
 PROGRESS_NAME = "examples.progress.npz"
 
@@ -110,35 +103,36 @@ def _scan(
     return jax.lax.with_sharding_constraint(updated, replicated)
 
 
+@renamed(folder="images", k="count", size="image_size", batch_size="image_batch_size")
 def examples(
     params: Params,
-    folder: str | os.PathLike[str],
+    images: str | os.PathLike[str],
     layers: Sequence[str] | str | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     network: str | Network = "vgg16",
-    k: int = 9,
-    size: int = 224,
+    count: int = 9,
+    image_size: int = 224,
     fit: str = "crop",
     ranking: str = "max",
-    batch_size: int = 32,
+    image_batch_size: int = 32,
     workers: int | None = None,
     progress: bool | None = None,
     save_seconds: float = 30.0,
 ) -> Examples:
-    """The ``k`` image patches of ``folder`` that excite each filter of ``layers`` most.
+    """The ``count`` image patches of ``images`` that excite each filter of ``layers`` most.
 
     Args:
       params: the network's parameters (:func:`filterviz.load_weights`).
-      folder: a folder of JPEG/PNG images, searched recursively.
+      images: a folder of JPEG/PNG images, searched recursively.
       layers: layer names (default: every layer a sweep draws, e.g. VGG16's 13 conv layers).
       out: a folder to write ``examples.jsonl`` and the crops (``examples/<layer>/<filter>_<rank>.png``)
         to; None writes nothing.
       network: a built-in network's name or a :class:`~filterviz.core.network.Network`.
-      k: hits kept per filter.
-      size: images are fitted to ``size x size`` (``fit``: ``crop`` or ``resize``).
+      count: hits kept per filter.
+      image_size: images are fitted to ``image_size x image_size`` (``fit``: ``crop`` or ``resize``).
       ranking: ``max`` (a filter's maximum over positions) or ``mean`` (its spatial mean).
-      batch_size: images per compiled call; workers: decoding threads (default: the CPU count).
+      image_batch_size: images per compiled call; workers: decoding threads (default: the CPU count).
       progress: show a bar of the images done (default: on a terminal or in a notebook).
       save_seconds: with ``out``, how often the running state is saved there (``examples.progress.npz``):
         run the same call again after a kill and it goes on from the last save, losing nothing.
@@ -152,10 +146,11 @@ def examples(
     net = get_network(network)
     names = net.sorted(select_layers(net, layers))
     check_params(net, params)
+    folder, k, size, batch_size = images, count, image_size, image_batch_size  # the pass's own names
     for label, value, low in (
-        ("k", k, 1),
-        ("size", size, net.minimum_size(names[-1])),
-        ("batch_size", batch_size, 1),
+        ("count", k, 1),
+        ("image_size", size, net.minimum_size(names[-1])),
+        ("image_batch_size", batch_size, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SettingError(f"{label} must be a whole number of at least {low}, got {value!r}")
@@ -200,7 +195,7 @@ def _check_memory(net: Network, names: tuple[str, ...], size: int, batch_size: i
     per_image = net.activation_elements(names[-1], size, size) * 4
     if per_image * batch_size > available:
         raise SettingError(
-            f"batch_size {batch_size:,} of {size}x{size} images needs about "
+            f"image_batch_size {batch_size:,} of {size}x{size} images needs about "
             f"{per_image * batch_size / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB here; "
             f"the largest that fits is about {max(1, available // per_image):,}"
         )
@@ -208,7 +203,7 @@ def _check_memory(net: Network, names: tuple[str, ...], size: int, batch_size: i
     if per_hit * k > available // 4:
         largest = max(1, available // 4 // per_hit)
         raise SettingError(
-            f"k {k:,} keeps about {per_hit * k / 2**30:,.1f} GiB of hits, more than a quarter of the "
+            f"count {k:,} keeps about {per_hit * k / 2**30:,.1f} GiB of hits, more than a quarter of the "
             f"{available / 2**30:,.1f} GiB here; the largest that fits is about {largest:,}"
         )
 

@@ -1,6 +1,6 @@
 """Downloading a published file: streamed beside its target, checked against its digest, renamed into
 place only when complete, so no partial or corrupt file is ever left under the final name (the network
-weights, :mod:`filterviz.networks.weights`; MaCo's spectrum, :mod:`filterviz.networks.spectrum`)."""
+weights, :mod:`filterviz.networks.weights`; MaCo's spectrum, :mod:`filterviz.io.spectrum`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""A sweep's compute: the filters of a layer split over every device of every process.
+"""A sweep's compute: the filters of a layer split over every device of every process, chunk by chunk.
 
-The filters form one axis of a :class:`jax.sharding.Mesh` (``jax.distributed.initialize`` joins hosts
-into one runtime); a ``shard_map`` runs the engine's vmapped render on each device's share with no
-collectives, and each process reads back the shards its own devices hold. So every filter is computed
-exactly once, whatever the number of devices or processes, and a filter's picture does not depend on
-which device computed it (its PRNG key comes from its own index).
+The filters are split along :data:`filterviz.sharding.AXIS` of a mesh (``jax.distributed.initialize``
+joins hosts into one runtime); :func:`filterviz.sharding.shard_render` runs the engine's vmapped render
+on each device's share with no collectives, and each process reads back the shards its own devices hold.
+So every filter is computed exactly once, whatever the number of devices or processes, and a filter's
+picture does not depend on which device computed it (its PRNG key comes from its own index).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -21,22 +21,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from filterviz.core.checks import padded_chunks
-from filterviz.core.engine import Ascent, default_chunk, render_filters
+from filterviz.core.engine import Ascent, Tunables, default_chunk, filter_keys
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
-from filterviz.sweeps.multihost import global_array
-
-FILTER_AXIS = "filters"
-"""Name of the mesh axis the filters are split over."""
-
-
-def filter_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh named ``"filters"`` over ``devices`` (default: every device of every process)."""
-    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (FILTER_AXIS,))
+from filterviz.core.objectives import channel
+from filterviz.sharding import AXIS, chunk_size, device_mesh, global_array, shard_render
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "ascent", "layer", "seed"))
-def _render_sharded(
+def _render_filters(
     params: Params,
     filter_indices: jax.Array,
     start: jax.Array | None,
@@ -46,24 +39,16 @@ def _render_sharded(
     layer: str,
     seed: int,
 ) -> tuple[jax.Array, jax.Array]:
-    # One program per (mesh, ascent, layer, seed, chunk size). shard_map makes each device render its own
-    # filters: no collectives, no resharding decisions left to the compiler.
-    #
-    # A start image comes as one copy per device, split like the filters, not replicated: inside
-    # shard_map a replicated input is typed device-invariant, and the gradient of a device-varying loss
-    # with respect to it is summed over devices, which would mix every filter's gradient into each.
-    def render_shard(params: Params, filter_indices: jax.Array, *start: jax.Array):
-        first = start[0][0] if start else None
-        pixels, achieved, alpha = render_filters(ascent, params, layer, filter_indices, first, seed)
-        if alpha is not None:  # the transparency travels as a fourth channel, in [0, 1]
-            pixels = jnp.concatenate([pixels, alpha[..., None]], axis=-1)
-        return pixels, achieved
-
-    split, whole = PartitionSpec(FILTER_AXIS), PartitionSpec()
-    starts = () if start is None else (start,)
-    in_specs = (whole, split, *(split for _ in starts))
-    sharded = jax.shard_map(render_shard, mesh=mesh, in_specs=in_specs, out_specs=(split, split))
-    return sharded(params, filter_indices, *starts)
+    # One program per (mesh, ascent, layer, seed, chunk size). Each filter is keyed by its own index, so
+    # its picture does not depend on the chunk or the device that drew it.
+    drawn = shard_render(
+        ascent, params, channel(layer, filter_indices), start, filter_keys(seed, filter_indices), Tunables(),
+        mesh,
+    )  # fmt: skip
+    pixels = drawn.pixels[:, 0]
+    if drawn.alpha is not None:  # the transparency travels as a fourth channel, in [0, 1]
+        pixels = jnp.concatenate([pixels, drawn.alpha[:, 0, ..., None]], axis=-1)
+    return pixels, drawn.activations
 
 
 class Chunk(NamedTuple):
@@ -97,7 +82,7 @@ class ShardedAscent:
     are placed on the devices once; :meth:`run` then dispatches one compiled call per chunk of a layer's
     filters, each device rendering ``batch_size`` of them (vmapped) with no communication. Works the
     same with one device, several, or the devices of several processes joined by ``jax.distributed``.
-    Each filter is rendered by :func:`filterviz.core.engine.render_filters`, keyed by ``seed`` and its index.
+    Each filter is keyed by ``seed`` and its index (:func:`filterviz.core.engine.filter_keys`).
     """
 
     def __init__(
@@ -114,16 +99,15 @@ class ShardedAscent:
     ):
         self.network, self.method, self.seed = network, method, seed
         self.ascent = Ascent(network, method, size)
-        self.mesh = mesh or filter_mesh()
+        self.mesh = mesh or device_mesh()
         self.batch_size = batch_size
         self.height, self.width = size
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        self._split = NamedSharding(self.mesh, PartitionSpec(FILTER_AXIS))
+        self._split = NamedSharding(self.mesh, PartitionSpec(AXIS))
         self._params = jax.tree.map(lambda array: global_array(array, replicated), params)
         self._start = None
         if start is not None:
-            copies = np.broadcast_to(np.asarray(start, np.float32), (self.mesh.size, *np.shape(start)))
-            self._start = global_array(copies, self._split)
+            self._start = global_array(np.asarray(start, np.float32), replicated)
         self._programs: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
         self._programs_lock = threading.Lock()
 
@@ -133,13 +117,11 @@ class ShardedAscent:
 
     def chunk_size(self, layer: str, count: int) -> int:
         """Filters per compiled call for ``count`` filters of ``layer``: a multiple of the device count."""
-        devices = self.mesh.size
         device = self.mesh.devices.flat[0]
         per_device = self.batch_size or default_chunk(
             self.network, self.method, layer, self.height, self.width, device
         )
-        # No more per device than the layer needs: a few filters on many devices are not padded to 256 each.
-        return min(per_device, -(-count // devices)) * devices
+        return chunk_size(per_device, count, self.mesh.size)
 
     def my_count(self, layer: str, count: int) -> int:
         """How many of ``count`` filters of ``layer`` this process's devices compute."""
@@ -168,7 +150,7 @@ class ShardedAscent:
         if owner:
             try:
                 indices = global_array(np.zeros(size, np.int32), self._split)
-                lowered = _render_sharded.lower(
+                lowered = _render_filters.lower(
                     self._params, indices, self._start, mesh=self.mesh, ascent=self.ascent, layer=key[0],
                     seed=self.seed,
                 )  # fmt: skip
