@@ -193,9 +193,15 @@ def test_a_hint_when_most_filters_stayed_dead(weights_path, tmp_path, capsys):
 # The README's code runs, at tiny sizes.
 
 
+GUIDES = ("getting-started", "models", "command-line", "methods", "sweeps", "activation-atlases", "examples")
+GUIDES += ("devices", "performance")
+"""The guides whose Python blocks run after the README's, in this order (later blocks use earlier names)."""
+
+
 def readme_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    pages = [ROOT / "README.md", *(ROOT / "docs" / f"{guide}.md" for guide in GUIDES)]
+    found = (re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S) for page in pages)
+    return [block for blocks in found for block in blocks]
 
 
 TINY = [
@@ -203,7 +209,7 @@ TINY = [
     (r"range\((64|16|8)\)", "range(2)"),
     (r"steps=\d+", "steps=2"),
     (r"frame_every=\d+", "frame_every=1"),
-    (r"n=20", "n=2"),
+    (r"count=20", "count=2"),
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
     (r"size=224", "size=32"),
     (r"size=512", "size=48"),
@@ -232,15 +238,13 @@ def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
             tmp_path / "photos" / "cats" / f"{index}.jpg"
         )
     shutil.copy(os.environ["FILTERVIZ_SPECTRUM"], tmp_path / "spectrum.npy")  # a reader's own spectrum
-    # Tiny sizes where the README relies on defaults: every preset's steps, render's size, a sweep's
-    # filters, show_filters' and layer_image's steps.
+    # Tiny sizes where the README relies on defaults: every preset's steps (show_filters' and
+    # layer_image's too), render's size, a sweep's filters.
     for name, preset in METHODS.items():
         monkeypatch.setitem(METHODS, name, filterviz.get_method(preset, steps=2))
     monkeypatch.setattr(rendering, "DEFAULT_SIZE", 32)
-    monkeypatch.setitem(filterviz.sweep.__kwdefaults__, "filters", [0, 1])
-    monkeypatch.setitem(filterviz.sweep.__kwdefaults__, "size", (32, 32))
-    for function in (filterviz.show_filters, filterviz.layer_image):
-        monkeypatch.setitem(function.__kwdefaults__, "steps", 2)
+    monkeypatch.setitem(filterviz.sweep.__wrapped__.__kwdefaults__, "filters", [0, 1])
+    monkeypatch.setitem(filterviz.sweep.__wrapped__.__kwdefaults__, "size", (32, 32))
     # What the README's readers have of their own: ResNet50's weights (random here; the real ones are not
     # on this machine), a Keras classifier file, a Flax module and its variables.
     import flax.linen as nn
@@ -278,11 +282,11 @@ def test_every_python_block_of_the_readme_runs(params, tmp_path, monkeypatch):
 
 
 def test_the_readme_names_only_functions_that_exist():
-    text = (ROOT / "README.md").read_text()
+    text = "".join(path.read_text() for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
     for name in set(re.findall(r"`filterviz\.([a-z_]+(?:\.[a-z_]+)*)\(", text)):
         target = filterviz
         for part in name.split("."):
-            assert hasattr(target, part), f"filterviz.{name} in README.md does not exist"
+            assert hasattr(target, part), f"filterviz.{name} in the README or the guides does not exist"
             target = getattr(target, part)
         assert callable(target), name
 

@@ -294,20 +294,26 @@ def activation_atlas(
     """The activation atlas of ``layer`` over the photos of ``images``, written into the folder ``out``.
 
     Args:
-      params, network: the network and its parameters (any network: built in, Keras, Flax, PyTorch).
+      params: the network's parameters.
+      network: any network: built in, Keras, Flax, PyTorch.
       images: a folder of JPEG/PNG photos, searched recursively; a photo's first subfolder is its class.
       layer: the layer whose activation vectors are mapped.
       out: the output folder: ``atlas.html``, the icons, the patches, the record; run again to resume.
       grid: cells per side of the main grid; ``zoom`` the grids of every level (default
         ``(grid // 2, grid, 2 * grid)``), all from the same layout; a zoom level where no cell holds
         ``min_count`` vectors is left out (the main grid is then an error).
-      method, size, **settings: how each cell is drawn: the method (default ``lucid``) with its settings
-        (:func:`filterviz.get_method`, e.g. ``steps``), as icons of ``size x size`` pixels (default 64).
-      positions: vectors per photo (random positions, seeded); image_size and fit: how photos are fed.
+      method: how each cell is drawn (default ``lucid``).
+      size: the icons' side in pixels (default 64).
+      positions: vectors per photo (random positions, seeded).
+      image_size: the side photos are fitted to.
+      fit: how photos are fitted: ``crop`` or ``resize``.
       min_count: a cell needs this many vectors to be drawn.
       seed: the positions, the layout and the icons.
-      image_batch_size: photos per batch of the collect pass; batch_size: cells per compiled render
-        call.
+      image_batch_size: photos per batch of the collect pass.
+      batch_size: cells per compiled render call.
+      progress: show a progress bar.
+      save_seconds: how often the collect pass saves its progress into ``out``.
+      **settings: the method's settings (:func:`filterviz.get_method`, e.g. ``steps``).
 
     With several processes joined by ``jax.distributed`` (call it with the same arguments in each,
     ``out`` a folder they share), each batch of photos is split over every device of every process,

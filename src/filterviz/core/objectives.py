@@ -391,13 +391,14 @@ def objective(
     With ``each`` (an array ``[N, ...]``), it is N objectives batched into one program, as
     ``channel(layer, range(N))`` is: objective ``n`` is ``function(activations, each[n])``.
 
-    >>> mean_of_two = objective(lambda acts: acts["block1_conv1"][..., :2].mean(), "block1_conv1")
-    >>> mean_of_two.layers
-    ('block1_conv1',)
-    >>> pairs = objective(lambda acts, ab: acts["block1_conv1"][..., ab].mean(), "block1_conv1",
-    ...                   each=[[0, 1], [2, 3], [4, 5]])
-    >>> pairs.batch_size()
-    3
+    Examples:
+        >>> mean_of_two = objective(lambda acts: acts["block1_conv1"][..., :2].mean(), "block1_conv1")
+        >>> mean_of_two.layers
+        ('block1_conv1',)
+        >>> pairs = objective(lambda acts, ab: acts["block1_conv1"][..., ab].mean(), "block1_conv1",
+        ...                   each=[[0, 1], [2, 3], [4, 5]])
+        >>> pairs.batch_size()
+        3
     """
     if not callable(function):
         raise SettingError(f"an objective's function must be callable, got {function!r}")

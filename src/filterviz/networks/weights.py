@@ -143,7 +143,8 @@ def load_weights(
         ``~/.keras/models/`` that exists; failing all, a download from the official Keras URL.
       network: ``"vgg16"``, ``"vgg19"``, ``"resnet50"`` or a :class:`~filterviz.core.network.Network`.
       download: allow that download.
-      url, md5: where to download from and the checksum to demand (default: the official file's).
+      url: where to download from (default: the official file's address).
+      md5: the checksum to demand of what arrives (default: the official file's).
 
     Returns:
       ``{layer: {name: float32 array}}``; for VGG16 ``{"block1_conv1": {"kernel": [3, 3, 3, 64],

@@ -98,8 +98,9 @@ def sweep(
     Args:
       params: the network's parameters from :func:`filterviz.load_weights`.
       out: the sweep's folder (created if needed); see the module docstring for its layout.
-      layers, filters: what to draw; see :func:`filterviz.sweeps.plan.plan_filters` (default: the
-        network's visual layers, for VGG16 all 4,224 conv filters).
+      layers: the layers to draw (default: the network's visual layers, for VGG16 all 13 conv layers).
+      filters: the filters of each (default all: for VGG16 4,224); one sequence for every layer, or a
+        ``{layer: sequence}`` mapping (see :func:`filterviz.sweeps.plan.plan_filters`).
       network: ``"vgg16"`` (default), another built-in, or a network of your own; recorded with its
         weights' digest, so a resume with another is refused.
       method: ``"notebook"`` (the default), ``"lucid"``, ``"maco"``, ``"octaves"`` or a
