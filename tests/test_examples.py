@@ -194,8 +194,8 @@ def test_examples_refuse_bad_settings_and_folders(params, photo_folder, tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match="holds no images"):
         filterviz.examples(params, tmp_path / "empty", ["block1_conv1"])
-    with pytest.raises(SettingError, match="k must be"):
-        filterviz.examples(params, photo_folder, ["block1_conv1"], k=0)
+    with pytest.raises(SettingError, match="count must be"):
+        filterviz.examples(params, photo_folder, ["block1_conv1"], count=0)
     with pytest.raises(SettingError, match="unknown ranking"):
         filterviz.examples(params, photo_folder, ["block1_conv1"], ranking="median")
     theirs = tmp_path / "theirs"

@@ -224,10 +224,10 @@ def test_bad_api_arguments_are_typed_errors_naming_them(random_params, call, mes
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"size": 100_000}, "largest that fits"),
-        ({"size": 20_000}, "largest that fits"),
-        ({"batch_size": 10**9}, "batch_size .* the largest that fits"),
-        ({"k": 10**9}, "k .* the largest that fits"),
+        ({"image_size": 100_000}, "largest that fits"),
+        ({"image_size": 20_000}, "largest that fits"),
+        ({"image_batch_size": 10**9}, "image_batch_size .* the largest that fits"),
+        ({"count": 10**9}, "count .* the largest that fits"),
         ({"workers": -1}, "workers"),
         ({"workers": 0}, "workers"),
     ],

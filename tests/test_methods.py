@@ -278,7 +278,8 @@ def test_sweep_with_a_method_matches_render_and_resumes(random_params, tmp_path)
         filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": "maco"})
     other = get_method("lucid", steps=3, transforms=())
     with pytest.raises(filterviz.SweepError, match="lucid transforms"):
-        filterviz.sweep(random_params, folder, progress=False, **{**settings, "method": other, "steps": None})
+        without_steps = {key: value for key, value in settings.items() if key != "steps"}
+        filterviz.sweep(random_params, folder, progress=False, **{**without_steps, "method": other})
     with pytest.raises(filterviz.SettingError, match="pixel method"):
         filterviz.sweep(random_params, tmp_path / "x", progress=False, **settings, start=np.zeros((8, 8, 3)))
     with pytest.raises(filterviz.SettingError, match=r"filterviz.core.methods.Optimizer\(name, rate\)"):

@@ -232,7 +232,7 @@ def render_one(
     start: jax.Array | None,
     key: jax.Array,
     tunables: Tunables = _FIXED,
-) -> tuple[jax.Array, jax.Array | None]:
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """Optimise the K images of one (unbatched) ``objective``; the pure core, vmapped by :func:`render`.
 
     Args:
