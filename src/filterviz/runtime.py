@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,9 +23,10 @@ def split_cpu_into_devices(count: int | None = None) -> int:
     already sets the count is kept. Returns the count asked for.
     """
     count = count or os.cpu_count() or 1
-    flags = os.environ.get("XLA_FLAGS", "")
-    if CPU_DEVICES_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={count}".strip()
+    if CPU_DEVICES_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return count  # the count XLA_FLAGS sets stands
+    with contextlib.suppress(RuntimeError):  # JAX's backends already started: too late, as documented
+        jax.config.update("jax_num_cpu_devices", count)
     return count
 
 
