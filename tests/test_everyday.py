@@ -206,6 +206,7 @@ def readme_blocks() -> list[str]:
 
 
 TINY = [
+    (r'"block4_conv1", range\(8\)\), method="lucid"', '"block2_conv1", range(2)), method="lucid"'),
     (r"\b128, 128\b", "32, 32"),
     (r"range\((64|16|8)\)", "range(2)"),
     (r"steps=\d+", "steps=2"),
