@@ -16,7 +16,6 @@ models and weights, ``draw/`` the functions users call on arrays, ``io/`` photos
 >>> network, params = filterviz.from_torch(torchvision.models.resnet50())  # or PyTorch's  # doctest: +SKIP
 """
 
-import importlib
 import warnings
 from typing import Any
 
@@ -47,11 +46,18 @@ from filterviz.networks.pytorch import from_torch
 from filterviz.networks.weights import load_weights
 from filterviz.runtime import enable_compilation_cache
 from filterviz.sweeps.atlas import top_filters, write_atlas
+from filterviz.sweeps.manifest import read_manifest as _read_manifest
 from filterviz.sweeps.sweep import sweep
 
-_MOVED = {
-    "summary": ("filterviz.networks", "summary", "filterviz.network(name).summary(height, width)"),
-    "read_manifest": ("filterviz.sweeps.manifest", "read_manifest", "filterviz.top_filters(out)"),
+
+def _summary(height: int | None = None, width: int | None = None, *, model: str | Network = "vgg16") -> str:
+    # The retired top-level summary, as it was: the Keras-style table of a network's layers.
+    return network(model).summary(height, width)
+
+
+_MOVED: dict[str, tuple[Any, str]] = {
+    "summary": (_summary, "filterviz.network(name).summary(height, width)"),
+    "read_manifest": (_read_manifest, "filterviz.top_filters(out)"),
 }
 """Names that left the top level, still reached there for one release with a DeprecationWarning."""
 
@@ -59,9 +65,9 @@ _MOVED = {
 def __getattr__(name: str) -> Any:
     if name not in _MOVED:
         raise AttributeError(f"module 'filterviz' has no attribute {name!r}")
-    module, attribute, instead = _MOVED[name]
+    value, instead = _MOVED[name]
     warnings.warn(f"filterviz.{name} is deprecated; use {instead}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), attribute)
+    return value
 
 
 __all__ = [

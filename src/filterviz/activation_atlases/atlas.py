@@ -339,7 +339,6 @@ def activation_atlas(
         check_count(value, label, minimum=low)
     require_umap()
     chosen = resolve_spectrum(get_method(method, **settings))
-    icon_size, chunk = size, batch_size
     root, folder = Path(images), output_path(out)
     paths = find_images(root, leave_out=folder)
     if not paths:
@@ -355,7 +354,7 @@ def activation_atlas(
         "seed": check_seed(seed),
         "levels": levels,
         "min_count": min_count,
-        "icon_size": icon_size,
+        "icon_size": size,  # the record's key, as atlases written before name it
         "method": json.dumps(chosen.describe(), sort_keys=True),
         "umap": UMAP_SETTINGS,
     }
@@ -401,7 +400,7 @@ def activation_atlas(
         activations, record["levels"] = {}, {}
         for g in levels:
             activations[g] = render_icons(
-                params, net, spec.name, cells[g], chosen, folder, size=icon_size, seed=seed, chunk=chunk,
+                params, net, spec.name, cells[g], chosen, folder, size=size, seed=seed, chunk=batch_size,
                 shown=shown,
             )  # fmt: skip
             mix = class_mix(labels, cells[g], len(classes))

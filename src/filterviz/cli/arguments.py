@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 
 
@@ -61,8 +62,6 @@ class Renamed(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:  # fmt: skip
-        import sys
-
         print(
             f"filterviz: {option_string} is now {self.new}; the old name goes in the next release",
             file=sys.stderr,

@@ -146,27 +146,26 @@ def examples(
     net = get_network(network)
     names = net.sorted(select_layers(net, layers))
     check_params(net, params)
-    folder, k, size, batch_size = images, count, image_size, image_batch_size  # the pass's own names
     for label, value, low in (
-        ("count", k, 1),
-        ("image_size", size, net.minimum_size(names[-1])),
-        ("image_batch_size", batch_size, 1),
+        ("count", count, 1),
+        ("image_size", image_size, net.minimum_size(names[-1])),
+        ("image_batch_size", image_batch_size, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SettingError(f"{label} must be a whole number of at least {low}, got {value!r}")
-    _check_memory(net, names, size, batch_size, k)
+    _check_memory(net, names, image_size, image_batch_size, count)
     if fit not in FITS:
         raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
     if ranking not in RANKINGS:
         raise SettingError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
-    root = Path(folder)
+    root = Path(images)
     out_folder = output_path(out) if out is not None else None
     paths = find_images(root, leave_out=out_folder / EXAMPLES_FOLDER if out_folder is not None else None)
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
     workers = (os.cpu_count() or 1) if workers is None else check_count(workers, "workers", maximum=1024)
     weights = content_digest(params, net) if out_folder is not None else ""
-    chosen = ExamplesPass(net, names, k, size, fit, ranking, batch_size, workers, weights)
+    chosen = ExamplesPass(net, names, count, image_size, fit, ranking, image_batch_size, workers, weights)
     first = jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         # Every process checks the folder; process 0 holds the lock and writes. All stop if one must.

@@ -8,12 +8,11 @@ Each module here builds :class:`filterviz.core.network.Network` values; the type
 from __future__ import annotations
 
 from filterviz.core.network import Network
-from filterviz.deprecation import renamed
 from filterviz.errors import SettingError
 from filterviz.networks.resnet import RESNET50
 from filterviz.networks.vgg import VGG16, VGG19
 
-__all__ = ["BUILTIN", "RESNET50", "VGG16", "VGG19", "get_network", "summary"]
+__all__ = ["BUILTIN", "RESNET50", "VGG16", "VGG19", "get_network"]
 
 BUILTIN: dict[str, Network] = {"vgg16": VGG16, "vgg19": VGG19, "resnet50": RESNET50}
 """The built-in networks by name; each is one value, so its compiled programs are shared."""
@@ -30,13 +29,3 @@ def get_network(name: str | Network = "vgg16") -> Network:
     if not isinstance(name, str) or name not in BUILTIN:
         raise SettingError(f"unknown network {name!r}; built in: {', '.join(sorted(BUILTIN))}")
     return BUILTIN[name]
-
-
-@renamed(model="network")
-def summary(height: int | None = None, width: int | None = None, *, network: str | Network = "vgg16") -> str:
-    """The Keras-style table of a network's layers (VGG16's by default): ``get_network(network).summary``.
-
-    >>> print(summary(224, 224).splitlines()[6])
-    block1_conv1 (Conv2D)        (None, 224, 224, 64)      1792
-    """
-    return get_network(network).summary(height, width)
