@@ -3,10 +3,8 @@
 For the ``notebook`` method (the notebook's ascent: raw pixels, normalised gradient steps):
 
   engine     filterviz.ascend: a batch of filters through one jitted, vmapped lax.fori_loop
-  progress   the same with its progress bar: the loop in 10 segments, each reporting to the host
   floor      the bare XLA floor: the same math hand-written in plain JAX (VGG only): a fori_loop of
              jax.grad of the one-channel head, vmapped, with none of the engine's layers around it
-  baseline   filterviz.ascend of an earlier checkout (``--baseline-src``), in a process of its own
   full       the engine without the one-channel fast path (every channel of the target layer)
   default    the engine with JAX's own convolution gradient instead of conv2d's
   loop       one filter at a time, one jitted step per call, the loop in Python (the notebook's structure)
@@ -21,7 +19,6 @@ filter-steps/s, ratios, and the engine's achieved FLOP/s against the device's me
 
     PYTHONPATH=src python bench/ascent_bench.py                                  # VGG16, notebook
     PYTHONPATH=src python bench/ascent_bench.py --network resnet50 --methods notebook,lucid
-    PYTHONPATH=src python bench/ascent_bench.py --baseline-src /path/to/earlier/src   # regression check
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -45,14 +41,14 @@ from jax import lax
 
 import filterviz
 from filterviz.core.checks import compute_dtype, default_batch_size, matmul_precision
-from filterviz.core.methods import notebook_method
 from filterviz.core.network import Network
 from filterviz.draw.rendering import render_pixels
 from filterviz.networks import resnet, vgg
-from flops import ascent_step_flops, compiled_flops, is_plain_vgg
-from measures import displacement_correlation, measure_peak_flops, time_interleaved
+from flops import is_plain_vgg, step_flops
+from measures import measure_peak_flops, time_interleaved
+from parity import displacement_correlation
 
-CONTENDERS = ("engine", "progress", "floor", "baseline", "full", "default", "loop", "torch", "torch-1")
+CONTENDERS = ("engine", "floor", "full", "default", "loop", "torch", "torch-1")
 LUCID_CONTENDERS = ("engine", "full", "torch")
 DEFAULT_LAYERS = {
     "vgg16": "block1_conv2,block3_conv1,block4_conv1,block5_conv3",
@@ -70,7 +66,7 @@ def quietly(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-def run_engine(network, params, layer, filters, start, steps, batch_size, progress=False):
+def run_engine(network, params, layer, filters, start, steps, batch_size):
     images = quietly(
         filterviz.ascend,
         params,
@@ -79,7 +75,7 @@ def run_engine(network, params, layer, filters, start, steps, batch_size, progre
         start,
         steps=steps,
         batch_size=batch_size,
-        progress=progress,
+        progress=False,
         network=network,
     )
     return np.asarray(images)
@@ -167,59 +163,8 @@ def make_loop(network: Network, params, layer: str, precision: str = "float32"):
     return run
 
 
-def _baseline_worker(src: str, weights: str | None, connection) -> None:
-    # An earlier checkout's filterviz, imported in this process only; it answers timing requests.
-    sys.path.insert(0, src)
-    import filterviz as earlier
-
-    params = earlier.load_weights(weights) if weights else None
-    while True:
-        request = connection.recv()
-        if request is None:
-            return
-        layer, filters, start, steps, batch_size = request
-        images = np.asarray(earlier.ascend(params, layer, filters, start, steps=steps, batch_size=batch_size))
-        connection.send(images)
-
-
-class Baseline:
-    """filterviz.ascend of another source tree (e.g. the previous release), in a process of its own,
-    timed from here like every other contender (the pipe's cost is a few milliseconds)."""
-
-    def __init__(self, src: str, weights: str | None):
-        context = multiprocessing.get_context("spawn")
-        self.connection, theirs = context.Pipe()
-        self.process = context.Process(target=_baseline_worker, args=(src, weights, theirs), daemon=True)
-        self.process.start()
-
-    def __call__(self, layer, filters, start, steps, batch_size) -> np.ndarray:
-        self.connection.send((layer, filters, start, steps, batch_size))
-        return self.connection.recv()
-
-    def close(self) -> None:
-        self.connection.send(None)
-        self.process.join(timeout=30)
-
-
 # ----------------------------------------------------------------------------------------------------
-# FLOPs and the table.
-
-
-def step_flops(network: Network, params, layer: str, size: int, method: str) -> float:
-    """FLOPs of one filter-step: by hand for a VGG's notebook step, else XLA's count of one step."""
-    if method == "notebook" and is_plain_vgg(network):
-        return float(ascent_step_flops(network, layer, size, size))
-    chosen = notebook_method(1) if method == "notebook" else filterviz.get_method("lucid", steps=1)
-    from filterviz.core.engine import Ascent, render_batch
-
-    lowered = render_batch.lower(
-        Ascent(network, chosen.resolved(network), (size, size), measure=False),
-        params,
-        filterviz.channel(layer, jnp.zeros(1, jnp.int32)),
-        None if method == "lucid" else jnp.zeros((size, size, 3)),
-        jax.random.split(jax.random.key(0), 1),
-    )
-    return compiled_flops(lowered.compile())
+# The table.
 
 
 def format_row(row) -> str:
@@ -273,7 +218,6 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--weights", default=None, help="VGG16's weights (default: found as load_weights finds them)"
     )
-    parser.add_argument("--baseline-src", default=None, help="an earlier checkout's src folder to time too")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -287,8 +231,6 @@ def main(argv=None) -> int:
         weights = "random weights"
     if not is_plain_vgg(network):
         skip.add("floor")
-    if args.baseline_src is None or network.name != "vgg16":
-        skip.add("baseline")
     device = jax.devices()[0]
     peaks = [measure_peak_flops()]
     torch_label = "PyTorch (not run)"
@@ -313,20 +255,13 @@ def main(argv=None) -> int:
         f"{args.filters} filters per layer\n"
     )
 
-    baseline = (
-        Baseline(args.baseline_src, args.weights or str(find_vgg16())) if "baseline" not in skip else None
-    )
     start = np.asarray(filterviz.random_image(jax.random.key(0), args.size, args.size))
     rows = []
     layers = (args.layers or DEFAULT_LAYERS.get(network.name, network.visual_layers[-1])).split(",")
-    try:
-        for method in args.methods.split(","):
-            for layer in layers:
-                rows.append(measure(network, params, layer, method, start, args, skip, peaks, baseline))
-                print(format_row(rows[-1]), flush=True)
-    finally:
-        if baseline is not None:
-            baseline.close()
+    for method in args.methods.split(","):
+        for layer in layers:
+            rows.append(measure(network, params, layer, method, start, args, skip, peaks))
+            print(format_row(rows[-1]), flush=True)
 
     print()
     print(f"measured float32 matmul peak, best over the run: {max(peaks) / 1e9:.1f} GFLOP/s\n")
@@ -347,13 +282,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def find_vgg16() -> Path:
-    from filterviz.networks.weights import find_weights
-
-    return find_weights("vgg16")
-
-
-def measure(network, params, layer, method, start, args, skip, peaks, baseline) -> dict:
+def measure(network, params, layer, method, start, args, skip, peaks) -> dict:
     """One row: every contender on ``layer`` with ``method``, interleaved."""
     filters = list(range(args.filters))
     size = args.size
@@ -374,15 +303,9 @@ def measure(network, params, layer, method, start, args, skip, peaks, baseline) 
     runners = {}
     if method == "notebook":
         runners["engine"] = lambda: run_engine(network, params, layer, filters, start, steps, batch_size)
-        if "progress" not in skip:
-            runners["progress"] = lambda: run_engine(
-                network, params, layer, filters, start, steps, batch_size, progress=True
-            )
         if "floor" not in skip:
             floor = make_floor(network, params, layer, batch_size)
             runners["floor"] = lambda: floor(filters, start, steps)
-        if baseline is not None:
-            runners["baseline"] = lambda: baseline(layer, filters, start, steps, batch_size)
         if "full" not in skip and layer in network.channel_layers:
             plain = without_fast_path(network)
             runners["full"] = lambda: run_engine(plain, params, layer, filters, start, steps, batch_size)

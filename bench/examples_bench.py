@@ -34,7 +34,7 @@ import filterviz
 from filterviz.core.network import preprocess
 from filterviz.io.photos import find_images, load_fitted
 from filterviz.jobs.streaming import Reading, host_batches
-from flops import conv_flops
+from flops import forward_flops
 from measures import measure_peak_flops, time_interleaved
 
 
@@ -50,18 +50,6 @@ def make_photos(folder: Path, count: int, height: int = 300, width: int = 400, f
         noisy = np.asarray(picture, np.float32) + rng.normal(0, 8, (height, width, 3))
         Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(folder / f"{index:05d}.jpg", quality=90)
     return folder
-
-
-def forward_flops(network, layers: list[str], size: int) -> float:
-    """FLOPs of one image's forward pass to the deepest of ``layers`` (a VGG's convolutions)."""
-    total = 0
-    previous = 3
-    for spec in network.layers[: network.order(network.sorted(layers)[-1]) + 1]:
-        if spec.kind == "Conv2D":
-            height, width = network.output_size(spec.name, size, size)
-            total += conv_flops(height, width, previous, spec.channels)
-            previous = spec.channels
-    return float(total)
 
 
 def decode_only(network, folder: Path, paths: list[str], size: int, batch_size: int, workers: int):
@@ -171,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds, results = time_interleaved(runners, args.repeats)
 
     rates = {name: args.images / value for name, value in seconds.items()}
-    flops = forward_flops(network, layers, args.size)
+    flops = float(forward_flops(network, network.sorted(layers)[-1], args.size, args.size))
     row = {
         "images": args.images,
         "size": args.size,

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scoring import COPIES, score, torch_layer
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 FILTERS = (
@@ -49,44 +51,6 @@ BETWEEN = ("filterviz-lucid-176",)
 transforms (its random scale widened to 0.73-1.27), so each step sees the picture at 1.0-1.75 times its
 own scale (128 to 224)."""
 VIEWS = (128, 224)
-COPIES = 32
-
-
-def _torch_layer(layer: str) -> int:
-    from torch_reference import TORCHVISION_VGG16_INDEX
-
-    return TORCHVISION_VGG16_INDEX[layer] + 1  # the ReLU after the conv: Keras' layer output
-
-
-def random_copies(pictures, count: int, seed: int):
-    """``count`` shifted (up to 8%), scaled (0.9-1.1) and rotated (-10..10 degrees) copies of each
-    ``[N, 3, H, W]`` picture, grey where uncovered; the same draws for every tool."""
-    import torch
-    import torchvision.transforms.v2.functional as F
-
-    generator = np.random.default_rng(seed)
-    side = pictures.shape[-1]
-    copies = []
-    for _ in range(count):
-        angle, scale = float(generator.uniform(-10, 10)), float(generator.uniform(0.9, 1.1))
-        shift = [int(v) for v in generator.integers(-side // 12, side // 12 + 1, 2)]
-        copies.append(F.affine(pictures, angle=angle, translate=shift, scale=scale, shear=[0.0], fill=0.5))
-    return torch.stack(copies, 1)  # [N, count, 3, H, W]
-
-
-def score(module, layer: str, channel: int, picture: np.ndarray, view: int, transformed: bool) -> float:
-    """The mean activation of ``channel`` of ``layer`` on ``picture`` (``[H, W, 3]``, 0-1) resized to
-    ``view`` (bilinear), as is or averaged over :data:`COPIES` random copies."""
-    import torch
-    import torch.nn.functional as F
-
-    rgb = torch.from_numpy(np.ascontiguousarray(picture[..., :3], np.float32)).permute(2, 0, 1)[None]
-    rgb = F.interpolate(rgb, size=(view, view), mode="bilinear", align_corners=True, antialias=True)
-    batch = random_copies(rgb, COPIES, seed=view)[0] if transformed else rgb
-    index = _torch_layer(layer)
-    with torch.no_grad():
-        out = module.features[: index + 1]((batch * 255.0).flip(1) - module.caffe_mean)
-    return float(out[:, channel].mean())
 
 
 def run_lucent(module, layer: str, channel: int, steps: int) -> np.ndarray:
@@ -94,7 +58,7 @@ def run_lucent(module, layer: str, channel: int, steps: int) -> np.ndarray:
     from lucent.optvis import objectives, param, render
 
     torch.manual_seed(0)
-    objective = objectives.channel(f"features_{_torch_layer(layer)}", channel)
+    objective = objectives.channel(f"features_{torch_layer(layer)}", channel)
     images = render.render_vis(
         module, objective, param_f=lambda: param.image(128), thresholds=(steps,), show_image=False,
         progress=False,
@@ -109,7 +73,7 @@ def run_horama(module, layer: str, channel: int, steps: int) -> np.ndarray:
     from filterviz.core.network import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
     torch.manual_seed(0)
-    index = _torch_layer(layer)
+    index = torch_layer(layer)
 
     def objective(images):  # Horama feeds images in the normalised input space, as the module takes
         rgb = (images * module.std + module.mean) * 255.0

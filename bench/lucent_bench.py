@@ -37,37 +37,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flops import ascent_step_flops
+from scoring import scores, torch_layer
 
 LAYERS = ("block3_conv3", "block4_conv3", "block5_conv3")
 TRANSFORMED_MARGIN = 12  # pad 12 on each side, less the jitters' crops of 8 and 4
-VGG16_CLASSIFIER_FLOPS = 2 * (25088 * 4096 + 4096 * 4096 + 4096 * 1000)
-
-
-def step_flops(network, layer: str, side: int, tool: str) -> int:
-    """FLOPs of one filter-step on a ``side``-square view: the forward and the input gradient.
-
-    ``"filterviz"``: forward to ``layer`` and back. ``"lucent"``: the whole model forward (all of
-    VGG16's convs and its classifier, as ``model(image)`` runs it), the gradient back from ``layer``.
-    """
-    from flops import ascent_step_flops
-
-    to_target = ascent_step_flops(network, layer, side, side, full_target=True)
-    if tool == "filterviz":
-        return to_target
-    last_conv = [spec.name for spec in network.layers if spec.kind == "Conv2D"][-1]
-    whole_forward = ascent_step_flops(network, last_conv, side, side, full_target=True) // 2
-    return to_target // 2 + whole_forward + VGG16_CLASSIFIER_FLOPS
-
-
-def score(module, layer_index: int, pictures: np.ndarray, channels: list[int]) -> np.ndarray:
-    """Mean activation of ``channels[i]`` on ``pictures[i]`` (``[B, H, W, 3]`` in 0-1), by torch."""
-    import torch
-
-    rgb = torch.from_numpy(np.ascontiguousarray(pictures, np.float32)).permute(0, 3, 1, 2) * 255.0
-    rgb = rgb.to(module.caffe_mean.device)
-    with torch.no_grad():  # the module's own conversion, from 0-255 RGB on: caffe's BGR minus the mean
-        out = module.features[: layer_index + 1](rgb.flip(1) - module.caffe_mean)
-    return np.array([float(out[i, c].mean()) for i, c in enumerate(channels)])
 
 
 def lucent_run(
@@ -117,9 +91,8 @@ def compare_layer(
     ``network, torch_params`` its :func:`filterviz.from_torch`; filterviz in ``precision``): one row of
     the report."""
     from filterviz.networks import VGG16
-    from torch_reference import TORCHVISION_VGG16_INDEX
 
-    index = TORCHVISION_VGG16_INDEX[layer] + 1  # the ReLU after the conv: Keras' layer output
+    index = torch_layer(layer)
     run = (network, torch_params, index, channels, size, steps)
     first_pictures, first = filterviz_run(*run, seed=0, precision=precision)
     _, steady = filterviz_run(*run, seed=1, precision=precision)
@@ -133,11 +106,11 @@ def compare_layer(
         "speedup": lucent_seconds / steady,
         "filterviz_compile_s": max(first - steady, 0.0),
         "filterviz_first_call_s": first,
-        "filterviz_activation": score(module, index, first_pictures, channels).tolist(),
-        "lucent_activation": score(module, index, lucent_pictures, channels).tolist(),
+        "filterviz_activation": scores(module, layer, channels, first_pictures),
+        "lucent_activation": scores(module, layer, channels, lucent_pictures),
     }
     for tool in ("filterviz", "lucent"):
-        flops = step_flops(VGG16, layer, size + TRANSFORMED_MARGIN, tool)
+        flops = ascent_step_flops(VGG16, layer, size + TRANSFORMED_MARGIN, tool=tool)
         row[f"{tool}_step_gflops"] = flops / 1e9
         row[f"{tool}_gflops_per_s"] = flops * row[f"{tool}_filter_steps_per_s"] / 1e9
         row[f"{tool}_of_peak"] = row[f"{tool}_gflops_per_s"] * 1e9 / peak

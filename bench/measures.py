@@ -1,16 +1,20 @@
-"""Measures shared by the benchmarks and the tests: the device's measured matmul peak, interleaved
-best-of-N timing (every contender sees the same background noise of a shared machine), and agreement of
-results (relative error, displacement correlation)."""
+"""Measures shared by the benchmarks: the device's measured matmul peak, interleaved best-of-N timing
+(every contender sees the same background noise of a shared machine) and the presets as benchmarked.
+Agreement of results (relative error, displacement correlation) is the oracles' (``tests/parity.py``)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+# The measures the tests' oracles use (tests/parity.py) are the benchmarks' too.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def measure_peak_flops(size: int = 2048, repeats: int = 10, precision: str = "float32") -> float:
@@ -44,19 +48,6 @@ def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int) -> tup
             run()
             best[name] = min(best[name], time.perf_counter() - began)
     return best, results
-
-
-def displacement_correlation(a: np.ndarray, b: np.ndarray, start: np.ndarray | float) -> float:
-    """Correlation of two results' displacements from their common start (1.0: the same ascent)."""
-    a, b = (np.asarray(a, np.float64) - start).ravel(), (np.asarray(b, np.float64) - start).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
-
-def relative_error(ours, theirs) -> float:
-    """``|ours - theirs| / |theirs|`` over every value (Frobenius norms), in float64."""
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
 
 
 def preset(name: str, **settings: Any):

@@ -1,21 +1,20 @@
-"""Measured quality of each method: pictures side by side, a robustness score, time per filter.
+"""Measured quality of each method: pictures side by side, the activation each reached, time per filter.
 
 For a fixed set of filters across layers, every method of filterviz.core.methods.METHODS draws each filter
-from its own seeded start (filterviz.core.engine.filter_keys, as a sweep does). Then, for each final image:
+from its own seeded start (filterviz.core.engine.filter_keys, as a sweep does). For each final picture:
 
-  robustness  the target filter's mean activation on R randomly padded, jittered, scaled and rotated
-              copies of the image, every image first brought to the same pixel mean and spread
-              (ImageNet's: mean 114.8, std 58.4), fed with the method's own preprocessing. The same R
-              transforms (same keys) for every method. Reported per layer, and relative to the
-              notebook method (a ratio above 1: the picture holds up better under transformation).
+  achieved    the objective on the final picture as the method feeds it (no transforms);
   seconds     per filter, warm, from a timing pass of its own (--timing-only, run alone on the machine):
               each method's compiled program for one filter of the layer, run for --timing-steps steps
               after a compiling call, scaled to the preset's steps (time is linear in the steps).
 
+How strongly the pictures drive their filters under transformation is scored by the one scorer
+(bench/scoring.py) in bench/fidelity.py, beside the peers' pictures.
+
 Writes QUALITY.md (tables), docs/quality/methods.jpg (rows: filters, columns: methods),
 docs/quality/notebook_vs_lucid.jpg (the README's grid) and the figures as JSON (quality.json, timing.json).
 
-    PYTHONPATH=src python bench/quality.py                 # pictures and robustness (CPU: ~45 min)
+    PYTHONPATH=src python bench/quality.py                 # pictures (CPU: ~45 min)
     PYTHONPATH=src python bench/quality.py --timing-only   # time per filter (CPU: a few minutes)
     PYTHONPATH=src python bench/quality.py --report        # QUALITY.md from the two JSON files
     PYTHONPATH=src python bench/quality.py --quick --out /tmp/q   # toy sizes, a smoke test
@@ -31,13 +30,10 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import filterviz
-from filterviz.core import transforms
 from filterviz.core.engine import Ascent, default_chunk, filter_keys, render_batch
-from filterviz.core.network import preprocess
 from filterviz.core.objectives import channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,35 +50,9 @@ FILTERS = {
     "block4_conv3": (61, 400),
     "block5_conv3": (13, 245),
 }
-PIXEL_MEAN, PIXEL_STD = 114.8, 58.4
-# Not the Lucid method's own set: wider jitter, scale and rotation than any method trains with.
-ROBUSTNESS_TRANSFORMS = (
-    transforms.Pad(16),
-    transforms.Jitter(24),
-    transforms.RandomScale(tuple(0.85 + 0.03 * i for i in range(11))),
-    transforms.RandomRotate(tuple(float(a) for a in range(-15, 16, 3))),
-)
 
 
-def standardized(pixels: jax.Array) -> jax.Array:
-    """Each image ``[..., H, W, 3]`` moved to ImageNet's pixel mean and spread."""
-    axes = (-3, -2, -1)
-    centred = pixels - pixels.mean(axis=axes, keepdims=True)
-    return PIXEL_MEAN + PIXEL_STD * centred / (centred.std(axis=axes, keepdims=True) + 1e-6)
-
-
-def robustness(params, method, layer, index, pixels, repeats, seed=1234):
-    """Mean activation of filter ``index`` over ``repeats`` transformed copies of ``pixels [H, W, 3]``."""
-    keys = jax.random.split(jax.random.key(seed), repeats)
-    copies = jax.vmap(transforms.compose(ROBUSTNESS_TRANSFORMS), in_axes=(0, None))(
-        keys, standardized(pixels)
-    )
-    inputs = preprocess(copies, method.resolved(VGG16).preprocessing)
-    activation = VGG16.apply(params, inputs, [layer])[layer][..., index]
-    return float(jnp.mean(activation))
-
-
-def run(params, names, filters, size, steps_scale, repeats, method_steps, saved):
+def run(params, names, filters, size, steps_scale, method_steps, saved):
     """Yields a row per method and filter; ``saved`` holds rows of an earlier, interrupted run (reused)."""
     rows = []
     for name in names:
@@ -110,7 +80,6 @@ def run(params, names, filters, size, steps_scale, repeats, method_steps, saved)
                         "layer": layer,
                         "filter": index,
                         "achieved": float(np.asarray(achieved)[0]),
-                        "robustness": robustness(params, method, layer, index, pixels, repeats),
                         "seconds": seconds,
                         "warm": position > 0,
                         "steps": method.steps,
@@ -120,7 +89,7 @@ def run(params, names, filters, size, steps_scale, repeats, method_steps, saved)
                 yield rows[-1]
 
                 print(
-                    f"{name:9s} {layer:13s} {index:4d}  robustness {rows[-1]['robustness']:10.2f}"
+                    f"{name:9s} {layer:13s} {index:4d}  achieved {rows[-1]['achieved']:10.2f}"
                     f"  {seconds:7.1f} s{'' if position else ' (with compile)'}",
                     flush=True,
                 )
@@ -191,20 +160,7 @@ def atlas_estimate(params, name, size, steps, precision, layers=None):
     }
 
 
-def tables(rows, names, layers, seconds):
-    def scores(method, layer):
-        return [r["robustness"] for r in rows if r["method"] == method and r["layer"] == layer]
-
-    header = " | ".join(names) + " | " + " | ".join(f"{n} / notebook" for n in names[1:])
-    robust = [f"| layer | {header} |", "|---" * (2 * len(names)) + "|"]
-    for layer in layers:
-        means = {n: float(np.mean(scores(n, layer))) for n in names}
-        base = means["notebook"]
-        # Where the notebook's pictures barely excite their filter at all, a ratio means little.
-        ratios = [f"{means[n] / base:.2f}x" if means[n] < 100 * base else ">100x" for n in names[1:]]
-        robust.append(
-            f"| {layer} | " + " | ".join(f"{means[n]:.2f}" for n in names) + " | " + " | ".join(ratios) + " |"
-        )
+def timing_table(names, layers, seconds) -> str:
     table = [
         "| layer | " + " | ".join(f"{n} s/filter" for n in names) + " |",
         "|---" * (len(names) + 1) + "|",
@@ -214,7 +170,7 @@ def tables(rows, names, layers, seconds):
             table.append(f"| {layer} | " + " | ".join(f"{seconds[n][layer]:.2f}" for n in names) + " |")
         mean = {n: sum(seconds[n][layer] for layer in layers) / len(layers) for n in names}
         table.append("| mean | " + " | ".join(f"{mean[n]:.2f}" for n in names) + " |")
-    return "\n".join(robust), "\n".join(table)
+    return "\n".join(table)
 
 
 def picture_grid(rows, names, filters, out: Path) -> None:
@@ -236,8 +192,8 @@ def picture_grid(rows, names, filters, out: Path) -> None:
 
 
 def write_report(out: Path, record: dict, seconds: dict | None) -> str:
-    names, filters, rows = record["names"], record["filters"], record["rows"]
-    robust, timing_table = tables(rows, names, list(filters), seconds)
+    names, filters = record["names"], record["filters"]
+    table = timing_table(names, list(filters), seconds)
     ran = {n: record.get("method_steps", {}).get(n) for n in names}
     settings = ", ".join(
         f"{n}: {ran[n]} of its {filterviz.get_method(n).steps} steps"
@@ -275,38 +231,24 @@ Columns: {", ".join(names)}.
 
 ![every method on the same filters](docs/quality/methods.jpg)
 
-## Robustness
+## How strongly the pictures drive their filters
 
-The target filter's mean activation on {record["repeats"]} random copies of the final picture (pad 16,
-jitter 24, scale 0.85-1.15, rotate -15..15 degrees; the same copies for every method), each image first
-brought to ImageNet's pixel mean and spread (114.8, 58.4) and fed with its method's own preprocessing.
-Mean over the layer's filters; the ratios divide by the notebook method's score.
-
-{robust}
+Scored beside Lucent's and Horama's pictures, by the one scorer of the benchmarks (`bench/scoring.py`):
+see the fidelity section below.
 
 ## Time per filter
 
 {timing_note}
 
-{timing_table}
+{table}
 
 {estimates}
 
 ## Reading the figures
 
-- The score is the filter's own activation, so its scale differs from layer to layer; compare methods
-  along a row. Each method is scored with the preprocessing it optimised for (`notebook` and `octaves`:
-  raw 0-255 RGB; `lucid` and `maco`: VGG's caffe preprocessing), after the same pixel standardisation.
-- A ratio marked >100x means the notebook's pictures hardly excite their filter at all (its noise start
-  leaves many block5 filters at zero, as the original notebook observes).
-- Methods run with fewer steps than their preset say so in the settings line above; their scores are
-  those of the shorter run.
+- Methods run with fewer steps than their preset say so in the settings line above.
 - `maco` draws for its crops, as MaCo does: 25-30% of the side, each viewed at 224, so a 128-pixel
-  picture is optimised at about 6 times its own scale, and scored here at its own scale it keeps little
-  of its filter's response; the preset is meant for `size=512` and more. The fidelity section below
-  scores it beside Horama's MaCo, which behaves alike. (Before it was made faithful, with crops of 50-90%
-  kept at the picture's size and a synthetic spectrum, it kept 0.5-0.8x the notebook's score on
-  block1-block4 here.)
+  picture is optimised at about 6 times its own scale; the preset is meant for `size=512` and more.
 """
     text += fidelity.quality_section(ROOT / "bench" / "results" / "fidelity_cpu.json")
     (out / "QUALITY.md").write_text(text)
@@ -322,7 +264,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(filterviz.core.methods.METHODS))
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=32, help="transformed copies per image")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every method's steps")
     parser.add_argument(
         "--method-steps",
@@ -347,7 +288,7 @@ def main(argv=None) -> int:
     filters = FILTERS
     if args.quick:
         filters = {k: v[:1] for k, v in list(FILTERS.items())[1:2]}
-        args.size, args.steps_scale, args.repeats, args.timing_steps = 32, 1 / 64, 4, 2
+        args.size, args.steps_scale, args.timing_steps = 32, 1 / 64, 2
     folder = args.out / "docs" / "quality"
     folder.mkdir(parents=True, exist_ok=True)
     timing_file = folder / "timing.json"
@@ -380,9 +321,7 @@ def main(argv=None) -> int:
                 saved[(row["method"], row["layer"], row["filter"])] = row
         rows = []
         with progress.open("a") as log:
-            for row in run(
-                params, names, filters, args.size, args.steps_scale, args.repeats, method_steps, saved
-            ):
+            for row in run(params, names, filters, args.size, args.steps_scale, method_steps, saved):
                 rows.append(row)
                 if saved.get((row["method"], row["layer"], row["filter"])) is not row:
                     log.write(json.dumps(row) + "\n")
@@ -393,7 +332,6 @@ def main(argv=None) -> int:
             "size": args.size,
             "steps_scale": args.steps_scale,
             "method_steps": method_steps,
-            "repeats": args.repeats,
             "machine": machine(),
             "minutes": (time.perf_counter() - began) / 60,
             "rows": [{k: v for k, v in r.items() if k != "picture"} for r in rows],

@@ -40,7 +40,8 @@ from filterviz.core.methods import notebook_method
 from filterviz.runtime import split_cpu_into_devices
 from filterviz.sweeps.filter_chunks import ShardedAscent
 from flops import ascent_step_flops
-from measures import displacement_correlation, measure_peak_flops, time_interleaved
+from measures import measure_peak_flops, time_interleaved
+from parity import displacement_correlation
 from torch_reference import notebook_ascent
 
 VGG16 = filterviz.network("vgg16")

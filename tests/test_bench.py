@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_benchmark_runs_and_reports_every_contender(weights_path, tmp_path, caps
     arguments += ["--methods", "notebook,lucid", "--weights", str(weights_path), "--json", str(out)]
     # variants, timed in the real runs; PyTorch rows where the bench extra is installed
     torch_rows = ["torch"] if torch_installed() else []
-    arguments += ["--skip", "progress,torch-1,default,loop" + ("" if torch_rows else ",torch")]
+    arguments += ["--skip", "torch-1,default,loop" + ("" if torch_rows else ",torch")]
     assert ascent_bench.main(arguments) == 0
     printed = capsys.readouterr().out
     assert "| lucid | block2_pool |" in printed and "engine / floor" in printed
@@ -112,9 +113,7 @@ def test_benchmark_runs_and_reports_every_contender(weights_path, tmp_path, caps
     arguments = ["--network", "resnet50", "--layers", "pool1_pool", "--size", "32", "--steps", "1"]
     # The notebook's method only: Lucid's path through ResNet50 is the same engine, timed in the real runs.
     arguments += ["--filters", "2", "--repeats", "1", "--methods", "notebook", "--json", str(resnet)]
-    skipped = "progress,loop,torch-1,default" + (
-        "" if torch_rows else ",torch"
-    )  # default: timed on VGG above
+    skipped = "loop,torch-1,default" + ("" if torch_rows else ",torch")  # default: timed on VGG above
     assert ascent_bench.main([*arguments, "--skip", skipped]) == 0
     (notebook,) = json.loads(resnet.read_text())["rows"]
     assert notebook["engine"] > 0 and notebook["flops_per_filter_step"] > 0 and "floor" not in notebook
@@ -130,12 +129,11 @@ def test_quality_report_runs_and_tabulates_every_method(weights_path, tmp_path):
     assert quality.main(["--quick", "--out", str(tmp_path), "--weights", str(weights_path)]) == 0
     report = (tmp_path / "QUALITY.md").read_text()
     for name in ("notebook", "lucid", "maco", "octaves"):
-        assert f"{name} / notebook" in report or name == "notebook"
         assert f"{name} s/filter" in report
     assert "| block2_conv2 |" in report
     assert (tmp_path / "docs" / "quality" / "methods.jpg").stat().st_size > 0
     record = json.loads((tmp_path / "docs" / "quality" / "quality.json").read_text())
-    assert len(record["rows"]) == 4 and all(row["robustness"] >= 0 for row in record["rows"])
+    assert len(record["rows"]) == 4 and all(math.isfinite(row["achieved"]) for row in record["rows"])
 
 
 def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
@@ -153,18 +151,6 @@ def test_atlas_estimate_adds_up_each_layers_filters(weights_path):
         64 * layers["block1_conv1"]["seconds_per_filter"] + 128 * layers["block2_conv1"]["seconds_per_filter"]
     )
     assert estimate["seconds"] == pytest.approx(expected)
-
-
-def test_host_cost_measures_every_stage_of_a_written_filter(tmp_path, capsys):
-    sys.path.insert(0, str(BENCH))
-    import host_cost
-
-    out = tmp_path / "host.json"
-    assert host_cost.main(["--size", "16", "--filters", "4", "--repeats", "1", "--json", str(out)]) == 0
-    figures = json.loads(out.read_text())
-    assert all(figures[stage] > 0 for stage in host_cost.STAGES)
-    assert figures["writer total"] == pytest.approx(sum(figures[s] for s in host_cost.STAGES if s != "sheet"))
-    assert "| pictures | png |" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -390,3 +390,20 @@ def test_the_atlas_shows_pictures_beside_their_examples_in_a_browser(random_para
     assert dom.count('alt="dataset example"') == 9 and dom.count('class="statistics">fires on ') == 3
     assert dom.count('class="histogram"') == 3 and "photos in (-Infinity, 0]" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in dom and "<script>alert(1)" not in dom
+
+
+def test_a_record_names_the_settings_that_differ_and_refuses_foreign_files(tmp_path):
+    from filterviz.jobs.folder import read_record, settings_differences
+
+    assert settings_differences({"steps": 20, "size": 64}, {"steps": 10, "size": 64}) == [
+        "steps: 20 in the folder, 10 asked"
+    ]
+    assert settings_differences([1, 2], {"steps": 10}) == ["the folder records no settings"]
+    assert read_record(tmp_path / "absent.json") is None
+    for name, content in [("list.json", "[1, 2]"), ("deep.json", "[" * 100_000), ("text.json", "not json")]:
+        (tmp_path / name).write_text(content)
+        with pytest.raises(OutputError, match="not a record filterviz wrote"):
+            read_record(tmp_path / name)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(OutputError, match="not a record filterviz wrote"):
+        read_record(tmp_path / "folder.json")

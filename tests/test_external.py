@@ -18,7 +18,7 @@ from filterviz.cli import main
 from filterviz.core.engine import filter_keys
 from filterviz.core.hits import receptive_field
 from filterviz.io.photos import load_fitted, load_image
-from measures import relative_error
+from parity import relative_error
 from support import page_data
 
 SIZE = 32

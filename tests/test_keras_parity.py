@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 import filterviz
-from measures import displacement_correlation, relative_error
-from parity import PARITY_CASES, ascent_parity, live_filters, picture_difference
+from parity import (
+    PARITY_CASES,
+    ascent_parity,
+    displacement_correlation,
+    live_filters,
+    picture_difference,
+    relative_error,
+)
 
 CONV_LAYERS = [layer.name for layer in filterviz.network("vgg16").layers if layer.kind == "Conv2D"]
 

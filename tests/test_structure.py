@@ -34,6 +34,7 @@ PURE_FEATURE_MODULES = {"filterviz.activation_atlases.cells"}
 CORE_MAY_IMPORT = {"jax", "numpy", "optax", "flax", "math", "numbers", "dataclasses", "functools", "typing"}
 CORE_MAY_IMPORT |= {"collections", "__future__", "difflib", "os"}  # os: the host's memory (checks.py)
 CORE_MAY_IMPORT |= {"hashlib"}  # a spectrum known by its content (parameterizations.py); no I/O
+CORE_MAY_IMPORT |= {"contextlib"}  # the matmul-precision context's type (checks.py); no I/O
 LONGEST_FILE = 450
 
 

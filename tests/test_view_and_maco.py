@@ -287,3 +287,15 @@ def test_scheduled_nadam_steps_as_pytorchs_nadam():
         values = optax.apply_updates(values, updates)
     np.testing.assert_allclose(values, weights.detach().numpy(), rtol=2e-5, atol=2e-5)
     assert get_method("maco").optimizer.name == "scheduled_nadam"
+
+
+def test_a_spectrum_whose_header_claims_terabytes_is_refused_unread(tmp_path):
+    # 88 bytes on disk whose .npy header claims a [3, 2**20, 2**19] float32 array (6 TiB): the size the
+    # header claims is checked before anything that size is read.
+    header = {"descr": "<f4", "fortran_order": False, "shape": (3, 2**20, 2**19 + 1)}
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+    assert path.stat().st_size < 200
+    with pytest.raises(filterviz.WeightsError):
+        load_spectrum(path)

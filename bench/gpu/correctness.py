@@ -19,7 +19,7 @@ def check_activations(config: Config, params_device, params_cpu) -> dict[str, An
     import numpy as np
 
     import filterviz
-    from measures import relative_error
+    from parity import relative_error
 
     _, cpu, _ = device_pair()
     size = config.activation_size
@@ -47,8 +47,7 @@ def check_ascent(config: Config, params_device, params_cpu) -> list[dict[str, An
     import numpy as np
 
     import filterviz
-    from measures import displacement_correlation
-    from parity import live_filters, picture_difference, sensitivity
+    from parity import displacement_correlation, live_filters, picture_difference, sensitivity
 
     _, cpu, _ = device_pair()
     cases = []

@@ -43,8 +43,9 @@ def part_examples(part: Part, config: Config, weights: str) -> None:
     import jax
 
     import filterviz
-    from examples_bench import decode_only, forward_flops
+    from examples_bench import decode_only
     from filterviz.io.photos import find_images
+    from flops import forward_flops
 
     network = filterviz.network("vgg16")
     layers = list(config.examples_layers or network.visual_layers)
@@ -70,7 +71,7 @@ def part_examples(part: Part, config: Config, weights: str) -> None:
     began = time.perf_counter()
     found = filterviz.examples(params, photos, layers, size=size, batch_size=batch, progress=False)
     seconds = time.perf_counter() - began
-    flops = forward_flops(network, layers, size) * count
+    flops = float(forward_flops(network, network.sorted(layers)[-1], size, size)) * count
     peak = load_part(part.work, "env").get("peaks", {}).get(MAIN_PRECISION)
     full = [record for record in found.records if len(record["hits"]) == 9]
     part.record(

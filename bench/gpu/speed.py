@@ -49,8 +49,8 @@ def speed_layer(config: Config, params, start, layer: str, peaks: dict[str, floa
     from filterviz.core.methods import notebook_method
     from filterviz.sweeps.filter_chunks import ShardedAscent
     from flops import ascent_step_flops
-    from measures import displacement_correlation, time_interleaved
-    from parity import live_filters
+    from measures import time_interleaved
+    from parity import displacement_correlation, live_filters
     from sweep_bench import sweep_runner
 
     vgg16 = filterviz.network("vgg16")

@@ -23,7 +23,7 @@ def part_torch(part: Part, config: Config, weights: str) -> None:
         part.record(note="PyTorch is not installed: no PyTorch figures (pip install '.[bench]')")
         return
     import filterviz
-    from measures import displacement_correlation
+    from parity import displacement_correlation
     from torch_reference import notebook_ascent
 
     cuda = torch.cuda.is_available()

@@ -111,16 +111,17 @@ class Progress:
     def waiting(self, what: str, *, after: float = 0.5) -> Iterator[None]:
         """While the block runs (e.g. XLA compiling a program), once it has taken ``after`` seconds, the bar
         says ``what`` and the seconds so far, every half second; then it says what it said before."""
-        if self._bar is None:
+        bar = self._bar
+        if bar is None:
             yield
             return
-        finished, began, before = threading.Event(), time.monotonic(), self._bar.desc
+        finished, began, before = threading.Event(), time.monotonic(), bar.desc
 
         def tick() -> None:
             while not finished.wait(0.5):
                 elapsed = time.monotonic() - began
                 if elapsed >= after:
-                    self._bar.set_description(f"{what} ({elapsed:.0f} s)", refresh=True)
+                    bar.set_description(f"{what} ({elapsed:.0f} s)", refresh=True)
 
         thread = threading.Thread(target=tick, name="filterviz-progress", daemon=True)
         thread.start()
@@ -129,7 +130,8 @@ class Progress:
         finally:
             finished.set()
             thread.join()
-            self._bar.set_description(before, refresh=True)
+            # `desc` already ends in ": ", which set_description would add again.
+            bar.set_description_str(before, refresh=True)
 
     def note(self, text: str) -> None:
         """One line above the bar (nothing when the bar is off)."""

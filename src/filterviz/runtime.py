@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -46,6 +47,7 @@ def enable_compilation_cache(directory: str | os.PathLike[str] | None = None) ->
     Takes effect for the next compilation, even in a process that has compiled before. Returns the
     directory in use.
     """
+    compilation_cache: Any
     try:
         from jax.experimental.compilation_cache import compilation_cache
     except ImportError:  # not every JAX version has the module; the config setting is enough there

@@ -92,7 +92,7 @@ def shard_render(
         is_leaf=lambda axis: axis is None,
     )  # fmt: skip
     shared_start = start is not None and start.ndim == 3
-    if shared_start:
+    if start is not None and shared_start:
         copies = jax.numpy.broadcast_to(start, (mesh.size, *start.shape))
         start = jax.lax.with_sharding_constraint(copies, NamedSharding(mesh, split))
     starts = () if start is None else (start,)

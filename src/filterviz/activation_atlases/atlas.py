@@ -52,7 +52,7 @@ from filterviz.io.files import (
 )
 from filterviz.io.photos import IMAGE_SUFFIXES, find_images, load_fitted
 from filterviz.io.spectrum import resolve_spectrum
-from filterviz.jobs.folder import FolderLock
+from filterviz.jobs.folder import FolderLock, read_record, settings_differences
 from filterviz.jobs.multihost import from_first, gather, on_first, together
 from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
@@ -257,15 +257,12 @@ def _cell_records(cells: Cells, mix: np.ndarray, classes: list[str], nearest: li
 
 def _check_folder(folder: Path, settings: dict) -> None:
     # A folder of another atlas, or one whose record filterviz did not write, is never written over.
-    record = folder / RECORD
-    if not record.exists():
-        return
-    try:
-        previous = json.loads(record.read_text())
-    except (OSError, ValueError):
-        raise OutputError(record, "is not an activation atlas record; use another --out") from None
-    if previous.get("settings") != settings:
-        raise OutputError(folder, "holds an activation atlas with other settings; use another --out")
+    previous = read_record(folder / RECORD)
+    if previous is not None and previous.get("settings") != settings:
+        differing = "; ".join(settings_differences(previous.get("settings"), settings)[:6])
+        raise OutputError(
+            folder, f"holds an activation atlas with other settings ({differing}); use another --out"
+        )
 
 
 @renamed(icon_size="size", chunk="batch_size")
@@ -386,7 +383,12 @@ def activation_atlas(
         cells = _cells_of_levels(vectors, layout, levels, grid, min_count)
         levels = sorted(cells)
         nearest = {g: nearest_members(vectors, cells[g], PATCHES_PER_CELL) for g in levels}
-        record = {"settings": settings, "folder": root.name, "vectors": len(vectors), "classes": classes}
+        record: dict[str, Any] = {
+            "settings": settings,
+            "folder": root.name,
+            "vectors": len(vectors),
+            "classes": classes,
+        }
         patched = {int(v) for g in levels for members in nearest[g] for v in members}
 
         def patches_and_record() -> None:

@@ -66,22 +66,23 @@ def collect(
     Each batch is split over every device of every process (``jax.distributed``), each process decoding
     only its own share of the images; every process returns every vector, and process 0 saves the
     progress (``progress_file``, in a folder the processes share)."""
-    empty = {
+    empty: dict[str, np.ndarray] = {
         "vectors": np.zeros((0, count, network.layer(layer).channels), np.float32),
         "images": np.zeros((0,), np.int64),
         "positions": np.zeros((0, count, 2), np.int64),
     }
-    state, done = empty, 0
+    state: dict[str, np.ndarray] = empty
+    done = 0
     if progress_file is not None and progress_file.exists():
         state, done, _ = load_progress(progress_file, settings, empty)
     check_same_progress(done, progress_file.parent if progress_file is not None else None)
-    parts = {name: [value] for name, value in state.items()}
+    parts: dict[str, list[np.ndarray]] = {name: [value] for name, value in state.items()}
     replicated, key = batch_sharding(reading.batch_size)[1], jax.random.key(seed)
     prepared = jax.tree.map(partial(global_array, sharding=replicated), network.prepared(params, jnp.float32))
     first = jax.process_index() == 0
 
     def save(done: int) -> None:
-        if first:
+        if first and progress_file is not None:
             save_progress(progress_file, settings, {k: np.concatenate(v) for k, v in parts.items()}, done, [])
 
     batches = stream(

@@ -10,10 +10,12 @@ TensorFloat-32 matrix math where the device has it: NVIDIA GPUs since Ampere; fl
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +35,7 @@ _COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bfloat16": jnp.b
 
 def check_seed(seed: object) -> int:
     """``seed`` if it is a whole number in ``0 .. 2**63 - 1``; else :class:`SettingError`."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
         raise SettingError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
     return int(seed)
 
@@ -55,10 +57,10 @@ LARGEST_COUNT = 2**31 - 1
 
 def check_count(value: object, what: str, *, minimum: int = 1, maximum: int = LARGEST_COUNT) -> int:
     """``value`` if it is a whole number from ``minimum`` to ``maximum``; else :class:`SettingError`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise SettingError(f"{what} must be a whole number of at least {minimum}, got {value!r}")
-    if value > maximum:
-        raise SettingError(f"{what} must be at most {maximum:,}, got {value:,}")
+    if int(value) > maximum:
+        raise SettingError(f"{what} must be at most {maximum:,}, got {int(value):,}")
     return int(value)
 
 
@@ -74,7 +76,7 @@ def compute_dtype(precision: str) -> jnp.dtype:
     return _COMPUTE_DTYPE[check_precision(precision)]
 
 
-def matmul_precision(precision: str) -> jax.default_matmul_precision:
+def matmul_precision(precision: str) -> contextlib.AbstractContextManager[Any]:
     """Context setting the precision of every convolution traced inside it, forward and backward."""
     return jax.default_matmul_precision(_MATMUL_PRECISION[check_precision(precision)])
 
@@ -199,8 +201,9 @@ def check_params(network: Network, params: object) -> None:
             f"got {type(params).__name__}"
         )
     for group, names in expected.items():
+        layer = params.get(group) if isinstance(params, Mapping) else None
         for name, shape in names.items():
-            value = params.get(group, {}).get(name) if isinstance(params.get(group), Mapping) else None
+            value = layer.get(name) if isinstance(layer, Mapping) else None
             found = tuple(np.shape(value)) if value is not None else None
             if found != tuple(shape):
                 what = "missing" if found is None else f"of shape {found}, not {tuple(shape)}"

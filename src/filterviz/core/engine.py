@@ -44,6 +44,7 @@ from filterviz.core.checks import (
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.core.objectives import Objective
+from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import alpha_map, check_finite
 from filterviz.core.transforms import compose, with_view
 from filterviz.errors import ImageError, SettingError
@@ -76,7 +77,7 @@ class Tunables(NamedTuple):
     """The traced inputs of an ascent program, which change without recompiling it: the optimizer's
     learning rate (``float32[]``, or None for the method's own)."""
 
-    learning_rate: jax.Array | None = None
+    learning_rate: jax.Array | float | None = None
 
 
 _FIXED = Tunables()
@@ -218,8 +219,10 @@ def _requantized_resize(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
 def _grown(method: Method, variables: jax.Array, photo: jax.Array | None, stage, following) -> jax.Array:
     # The image of one octave stage grown to the next; a deep dream adds back what shrinking the photo
     # lost between the two sizes.
-    grown = (_requantized_resize if method.octaves.requantize else resize_pixels)(variables, following)
-    if method.octaves.reinject_detail and photo is not None:
+    octaves = method.octaves
+    assert octaves is not None  # only called between octave stages
+    grown = (_requantized_resize if octaves.requantize else resize_pixels)(variables, following)
+    if octaves.reinject_detail and photo is not None:
         lost = resize_pixels(photo, following) - resize_pixels(resize_pixels(photo, stage), following)
         grown = grown + lost
     return grown
@@ -258,6 +261,8 @@ def render_one(
     else:
         photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
         first = resize_pixels(photo, stages[0]) if stages[0] != size else photo
+        if not isinstance(parameterization, Pixels):
+            raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
         variables = parameterization.from_pixels(first)
     all_frames, attribution = [], None
     with matmul_precision(method.precision):
@@ -322,7 +327,7 @@ def measure_batch(
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, pixels)
 
 
-def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray) -> jax.Array:
+def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
     """The PRNG key of each filter index, as sweeps give them: ``fold_in(key(seed), index)``, so a filter's
     picture does not depend on which chunk or device drew it."""
     base = jax.random.key(seed)
@@ -372,7 +377,7 @@ def check_start(start: object, count: int) -> jax.Array:
     """A start image, ``[H, W, 3]`` (shared) or ``[count, H, W, 3]`` (one per objective), as float32,
     finite; else :class:`ImageError`."""
     try:
-        shape = tuple(np.shape(start))
+        shape = tuple(np.shape(start))  # type: ignore[call-overload]  # any array-like; checked below
     except (TypeError, ValueError):
         shape = ()
     shared = len(shape) == 3 and shape[-1] == 3

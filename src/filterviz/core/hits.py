@@ -45,11 +45,11 @@ class TopK(NamedTuple):
 
 
 class Statistics(NamedTuple):
-    """Running sums per filter over the images seen: ``count int32[]``, ``score_sum float32[C]`` (of the
+    """Running sums per filter over the images seen: ``images_seen int32[]``, ``score_sum float32[C]`` (of the
     per-image maxima), ``mean_sum float32[C]`` (of the spatial means), ``fired int32[C]`` (images whose
     maximum is above 0), ``histogram int32[C, B]`` (per-image maxima in :data:`HISTOGRAM_EDGES`' bins)."""
 
-    count: jax.Array
+    images_seen: jax.Array
     score_sum: jax.Array
     mean_sum: jax.Array
     fired: jax.Array
@@ -136,7 +136,7 @@ def update_statistics(statistics: Statistics, responses: ImageResponses, valid: 
     bins = jnp.searchsorted(jnp.asarray(HISTOGRAM_EDGES), maxima, side="left") - 1  # (lo, hi] -> bin
     one_hot = jax.nn.one_hot(bins, len(HISTOGRAM_EDGES) - 1, dtype=jnp.int32) * valid[:, None, None]
     return Statistics(
-        statistics.count + jnp.sum(valid, dtype=jnp.int32),
+        statistics.images_seen + jnp.sum(valid, dtype=jnp.int32),
         statistics.score_sum + jnp.sum(maxima * weight, axis=0),
         statistics.mean_sum + jnp.sum(means * weight, axis=0),
         statistics.fired + jnp.sum((maxima > 0) & valid[:, None], axis=0, dtype=jnp.int32),

@@ -65,7 +65,7 @@ def normalized_gradient(step_size: float, epsilon: float = 1e-5) -> optax.Gradie
 
 
 class ScheduledNadamState(NamedTuple):
-    count: jax.Array  # steps taken
+    steps: jax.Array  # steps taken
     momentum_product: jax.Array  # the product of every step's momentum so far
     first: Any  # the gradients' moving average
     second: Any  # the squared gradients' moving average
@@ -90,7 +90,7 @@ def scheduled_nadam(
         return ScheduledNadamState(jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32), zeros, zeros)
 
     def update(gradients: Any, state: ScheduledNadamState, params: Any = None):
-        step = (state.count + 1).astype(jnp.float32)
+        step = (state.steps + 1).astype(jnp.float32)
         now, following = momentum(step), momentum(step + 1.0)
         product = state.momentum_product * now
         first = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.first, gradients)
@@ -101,7 +101,7 @@ def scheduled_nadam(
             return -learning_rate * look_ahead / (jnp.sqrt(v / (1 - b2**step)) + eps)
 
         updates = jax.tree.map(step_of, gradients, first, second)
-        return updates, ScheduledNadamState(state.count + 1, product, first, second)
+        return updates, ScheduledNadamState(state.steps + 1, product, first, second)
 
     return optax.GradientTransformation(init, update)
 
@@ -297,7 +297,7 @@ class Method:
         return dataclasses.replace(self, preprocessing=network.preprocessing)
 
     def optimizer_transformation(
-        self, learning_rate: jax.Array | None = None
+        self, learning_rate: jax.Array | float | None = None
     ) -> optax.GradientTransformation:
         """The optimizer; ``learning_rate`` replaces an :class:`Optimizer`'s own (see :meth:`split_rate`)."""
         if isinstance(self.optimizer, Optimizer):

@@ -215,7 +215,11 @@ class Network:
                 raise SettingError(f"a size must be a whole number of at least 1, got {side!r}")
         rows = [("input_1 (InputLayer)", (None, height, width, 3), 0)]
         for spec in self.layers:
-            spatial = (None, None) if height is None else self.output_size(spec.name, height, width)
+            spatial = (
+                (None, None)
+                if height is None or width is None
+                else self.output_size(spec.name, height, width)
+            )
             count = self.parameter_count(spec.name) if self.parameter_shapes else 0
             rows.append((f"{spec.name} ({spec.kind})", (None, *spatial, spec.channels), count))
         width_name = max(29, max(len(row[0]) for row in rows) + 2)

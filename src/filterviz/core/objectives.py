@@ -84,13 +84,13 @@ def _diversity(activation: jax.Array, arguments: tuple[jax.Array, ...], options:
     return -off_diagonal / count
 
 
-_TERMS = {
+# A custom term sees every layer it names, so it is called apart from these.
+_TERMS: dict[str, Callable[[jax.Array, tuple[jax.Array, ...], tuple], jax.Array]] = {
     "channel": _channel,
     "neuron": _neuron,
     "direction": _direction,
     "deepdream": _deepdream,
     "diversity": _diversity,
-    "custom": _custom,
 }
 # Rank of each argument of one (unbatched) term: a channel index is a scalar, a direction a vector.
 _ARGUMENT_RANKS = {

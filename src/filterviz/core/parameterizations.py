@@ -118,6 +118,7 @@ class Spectrum:
 
     magnitude: np.ndarray
     source: str = "array"
+    sha256: str = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         magnitude = np.asarray(self.magnitude)

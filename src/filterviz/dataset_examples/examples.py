@@ -268,18 +268,19 @@ def _scan_folder(
     }
     settings = _resume_settings(chosen, root, paths) if out_folder is not None else {}
     progress_path = out_folder / PROGRESS_NAME if out_folder is not None else None
-    state, done, earlier = jax.device_get(empty), 0, []
+    earlier: list[tuple] = []
+    state, done = jax.device_get(empty), 0
     if progress_path is not None and progress_path.exists():
         state, done, earlier = load_progress(progress_path, settings, empty)
     check_same_progress(done, out_folder)
     replicated = batch_sharding(chosen.batch_size)[1]
     state = jax.tree.map(lambda leaf: global_array(leaf, replicated), state)
     prepared = jax.tree.map(lambda leaf: global_array(leaf, replicated), net.prepared(params, jnp.float32))
-    skipped = []
+    skipped: list[tuple[str, str]] = []
 
     def save(done: int) -> None:
         every_skipped = earlier + gather(skipped)  # a collective: on every process
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and progress_path is not None:
             save_progress(progress_path, settings, host_copy(state), done, every_skipped)
 
     batches = stream(

@@ -51,7 +51,7 @@ def hit_records(chosen: ExamplesPass, params: Params, paths: list[str], state) -
 
 
 def _summary(statistics: Statistics, channel: int) -> dict[str, Any]:
-    count = int(statistics.count)
+    count = int(statistics.images_seen)
     return {
         "images": count,
         "mean": float(statistics.score_sum[channel]) / max(count, 1),

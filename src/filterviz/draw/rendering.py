@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 from filterviz.core.checks import check_count, check_params, check_seed, device_memory, padded_chunks
 from filterviz.core.engine import (
     Ascent,
+    Drawn,
     Tunables,
     check_method_size,
     check_size,
@@ -67,7 +68,7 @@ class _Plan(NamedTuple):
     # A checked rendering: the static settings of its one program, and what each chunk is fed.
     ascent: Ascent
     objective: Objective
-    count: int
+    objectives: int
     start: jax.Array | None
     keys: jax.Array
     chunk: int
@@ -150,13 +151,13 @@ def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None
 def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array], jax.Array | None]:
     # Every chunk dispatched (JAX queues them and returns), then the bar counts each one's steps as the
     # device finishes it.
-    objective, method, count = plan.objective, plan.ascent.method, plan.count
+    objective, method, count = plan.objective, plan.ascent.method, plan.objectives
     steps = method.steps * (method.octaves.stages if method.octaves else 1)  # per objective
     kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
     layers = ", ".join(objective.layers)
     with Progress(count * steps, "step", f"{method.name} on {layers}, {count_of(count, kind)}",
                   enabled=plan.shown) as bar:  # fmt: skip
-        results = []
+        results: list[tuple[int, Drawn]] = []
         for index, (rows, padded) in enumerate(padded_chunks(count, plan.chunk)):
             if index > 0:
                 results.append((len(rows), _dispatch(params, plan, padded)))
@@ -165,21 +166,20 @@ def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[ja
             with bar.waiting(f"compiling {method.name} for {layers}"):
                 results.append((len(rows), _dispatch(params, plan, padded)))
             _say_once_compiled(bar, time.monotonic() - began)
-        for rows, result in results:
+        for drawn_rows, drawn in results:
             if bar.enabled:
                 with bar.waiting(f"drawing {layers}", after=2.0):
-                    jax.block_until_ready(result)
-            bar.update(rows * steps)
-    pixels = [result[0][:rows] for rows, result in results]
-    frames = [result[2][:rows] for rows, result in results if result[2] is not None]
-    achieved = jnp.concatenate([result[1][:rows] for rows, result in results])
-    alpha = None
-    if results[0][1].alpha is not None:
-        alpha = jnp.concatenate([result.alpha[:rows] for rows, result in results])
+                    jax.block_until_ready(drawn)
+            bar.update(drawn_rows * steps)
+    pixels = [drawn.pixels[:rows] for rows, drawn in results]
+    frames = [drawn.frames[:rows] for rows, drawn in results if drawn.frames is not None]
+    achieved = jnp.concatenate([drawn.activations[:rows] for rows, drawn in results])
+    alphas = [drawn.alpha[:rows] for rows, drawn in results if drawn.alpha is not None]
+    alpha = jnp.concatenate(alphas) if alphas else None
     return (pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)), achieved, frames, alpha
 
 
-def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> tuple[jax.Array, ...]:
+def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> Drawn:
     # One chunk of objectives (rows `padded`, the last repeated to fill it) to the compiled program.
     batched = plan.objective.batch_size() is not None
     part = plan.objective.take(padded) if batched else _broadcast(plan.objective, plan.chunk)
@@ -265,9 +265,9 @@ def render(
         frames_all = plan.ascent.method.to_pictures(
             np.moveaxis(np.concatenate([np.asarray(f) for f in frames]), 1, 0)
         )
-    alpha = None if alpha is None else np.asarray(alpha)
-    pictures = plan.ascent.method.to_pictures(pixels, alpha)
-    return Rendering(pixels, pictures, np.asarray(achieved), frames_all, alpha)
+    alpha_map = None if alpha is None else np.asarray(alpha)
+    pictures = plan.ascent.method.to_pictures(pixels, alpha_map)
+    return Rendering(pixels, pictures, np.asarray(achieved), frames_all, alpha_map)
 
 
 def _check_finite(achieved: np.ndarray) -> None:

@@ -14,6 +14,7 @@ import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -69,6 +70,14 @@ def read_json(text: str | bytes) -> object:
         return json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def read_json_object(text: str | bytes) -> dict[str, Any]:
+    """:func:`read_json` for a record that must be a JSON object: :class:`ValueError` for anything else."""
+    record = read_json(text)
+    if not isinstance(record, dict):
+        raise ValueError(f"not a JSON object but {type(record).__name__}")
+    return record
 
 
 def output_path(path: str | os.PathLike[str]) -> Path:
@@ -197,7 +206,8 @@ def written_by_filterviz(path: str | os.PathLike[str]) -> bool:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return False
         with Image.open(path) as picture:
-            return picture.format == "PNG" and picture.text.get("Software") == SOFTWARE
+            text = getattr(picture, "text", {})  # a PNG's text chunks; other formats have none
+            return picture.format == "PNG" and text.get("Software") == SOFTWARE
     except (OSError, SyntaxError, ValueError):
         return False
 

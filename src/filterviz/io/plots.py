@@ -50,7 +50,9 @@ def filter_grid(
     return figure
 
 
-def filter_labels(filters: Sequence[int], activations: Sequence[float]) -> list[str]:
+def filter_labels(
+    filters: Sequence[int] | np.ndarray, activations: Sequence[float] | np.ndarray
+) -> list[str]:
     """``"filter 7: 12.3"`` per filter, with the mean activation it reached (``dead`` where it is 0)."""
 
     def shown(value: float) -> str:

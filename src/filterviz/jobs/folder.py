@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from filterviz.errors import OutputError, SweepError
-from filterviz.io.files import atomic_write, read_json
+from filterviz.io.files import atomic_write, read_json_object
 
 LOCK_FILE = ".filterviz.lock"
 """The lock file a job holds while it writes its folder."""
@@ -108,6 +108,46 @@ def data_written_by_filterviz(path: Path) -> bool:
     return _head(path, len(DATA_MARK)) == DATA_MARK.encode()
 
 
+LARGEST_RECORD_BYTES = 64 << 20
+"""A settings record or progress file larger than this is not one filterviz wrote."""
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object a job recorded at ``path``, or None where there is nothing there.
+
+    :class:`OutputError` for anything else under that name: a link, a folder, a file too large, or not
+    a JSON object (a foreign or damaged file is never read as settings, nor written over)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise OutputError(path, f"cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > LARGEST_RECORD_BYTES:
+        raise OutputError(path, "is not a record filterviz wrote; use another --out")
+    try:
+        return read_json_object(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise OutputError(path, f"is not a record filterviz wrote ({error}); use another --out") from None
+
+
+def settings_differences(recorded: object, asked: dict[str, Any]) -> list[str]:
+    """``["steps: 20 in the folder, 10 asked", ...]`` for each setting that differs; every setting when
+    ``recorded`` is not a settings mapping at all."""
+    if not isinstance(recorded, dict):
+        return ["the folder records no settings"]
+    return [
+        f"{key}: {_shown(recorded.get(key))} in the folder, {_shown(asked.get(key))} asked"
+        for key in sorted(set(recorded) | set(asked), key=str)
+        if recorded.get(key) != asked.get(key)
+    ]
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def save_progress(path: Path, settings: dict, state: Any, done: int, skipped: list) -> None:
     """Save a pass's running ``state`` (a pytree of arrays), ``settings`` and how far it got, atomically."""
     leaves = jax.tree.leaves(state)
@@ -122,17 +162,18 @@ def load_progress(path: Path, settings: dict, empty: Any) -> tuple[Any, int, lis
     file is not filterviz's progress or holds other settings. Never unpickles."""
     try:
         with np.load(path, allow_pickle=False) as saved:
-            record = read_json(str(saved["record"]))
+            record = read_json_object(str(saved["record"]))
             leaves = [saved[f"leaf{i}"] for i in range(len(jax.tree.leaves(empty)))]
     except (OSError, ValueError, KeyError) as error:
         raise OutputError(
             path, f"is not progress filterviz can read ({error}); remove it to start over"
         ) from None
     if record.get("settings") != settings:
+        differing = "; ".join(settings_differences(record.get("settings"), settings)[:6])
         raise OutputError(
             path,
-            "holds the progress of other settings, weights or images; use another --out, or remove it to "
-            "start over",
+            f"holds the progress of other settings, weights or images ({differing}); use another --out, "
+            "or remove it to start over",
         )
     state = jax.tree.unflatten(jax.tree.structure(empty), leaves)
     return state, int(record["done"]), [tuple(item) for item in record["skipped"]]

@@ -29,7 +29,7 @@ def agree(flags: np.ndarray) -> np.ndarray:
     """Element-wise OR of a boolean array over all processes (itself with one process)."""
     if jax.process_count() == 1:
         return flags
-    return np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0)
+    return np.asarray(np.asarray(multihost_utils.process_allgather(flags.astype(np.int32))).any(axis=0))
 
 
 def gather(items: list[Any]) -> list[Any]:

@@ -70,7 +70,7 @@ def stream(
             bar.update(min(done + step, len(paths)) - done)
             done = min(done + step, len(paths))
             due = save is not None and time.monotonic() - saved_at >= save_seconds and done < len(paths)
-            if agree(np.array([due]))[0]:  # a collective: every process takes part in deciding
+            if agree(np.array([due]))[0] and save is not None:  # a collective: every process decides
                 save(done)
                 saved_at = time.monotonic()
 

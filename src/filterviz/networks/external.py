@@ -310,7 +310,7 @@ def _from_nnx(
     from flax import nnx
 
     # The weights are the params; anything else the module holds (PRNG streams) stays as it is.
-    graphdef, state, rest = nnx.split(module, (nnx.Param, nnx.BatchStat), ...)
+    graphdef, state, *rest = nnx.split(module, (nnx.Param, nnx.BatchStat), ...)
     # The submodules in the order the module holds them (the order it calls them, in the usual style).
     order, kinds = [], {}
     for path, submodule in nnx.iter_graph(module):
@@ -319,7 +319,7 @@ def _from_nnx(
             kinds[_path_name(path)] = type(submodule).__name__
 
     def captured(state: Any, images: jax.Array) -> dict[str, jax.Array]:
-        model = nnx.merge(graphdef, state, rest)
+        model = nnx.merge(graphdef, state, *rest)
         _, intermediates = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(images)
         found = {}
         for path, variable in nnx.to_flat_state(intermediates):

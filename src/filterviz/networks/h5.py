@@ -177,7 +177,7 @@ def _assign(network: Network, file: FileWeights) -> tuple[dict[str, dict[str, np
                 problems.append(
                     f"{group} {name} has shape {tuple(array.shape)}, expected {tuple(shapes[group][name])}"
                 )
-        params[group] = {name: chosen[name] for name in names if chosen.get(name) is not None}
+        params[group] = {name: array for name in names if (array := chosen.get(name)) is not None}
     return params, problems
 
 

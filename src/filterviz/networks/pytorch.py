@@ -137,6 +137,7 @@ def _layers(
     """The drawable layers among ``wanted`` and each one's layout, from two probes of the module (the
     first also counts how often each submodule runs, for the trace's early stop)."""
     shapes = _probe(call, params, channels, wanted)
+    assert shapes is not None  # not quiet: a module that cannot run raised
     call.calls = dict(call.counted)
     others = _probe(call, params, channels, wanted, size=(_PROBE, _OTHER_PROBE), quiet=True)
     found, layouts = [], {}

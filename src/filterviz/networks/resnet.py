@@ -11,7 +11,7 @@ Shapes: ``float32[N, H, W, 3]`` caffe-preprocessed images -> ``{layer: float32[N
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -276,7 +276,7 @@ def parameter_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
 
 def build() -> Network:
     def forward(params: Params, images: jax.Array, outputs: tuple[str, ...], redirect_relu: bool) -> dict:
-        return ResNet50(redirect_relu).apply({"params": params}, images, outputs)
+        return cast(dict, ResNet50(redirect_relu).apply({"params": params}, images, outputs))
 
     def output_size(layer: str, height: int, width: int) -> tuple[int, int]:
         return output_sizes(height, width)[layer]

@@ -92,6 +92,7 @@ def read_state_dict(path: str) -> dict[str, Any]:
 
     if not os.path.isfile(path):
         raise WeightsError(path, "not a weights file" if os.path.exists(path) else "no such weights file")
+    state: Any
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file

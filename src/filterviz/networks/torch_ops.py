@@ -72,11 +72,12 @@ def _convolution(
         )
     from filterviz.networks.layers import conv2d
 
+    pad_y, pad_x = _pair(padding)
     out = conv2d(
         jnp.transpose(input, (0, 2, 3, 1)),
         jnp.transpose(weight, (2, 3, 1, 0)),
         stride=_pair(stride),
-        padding=tuple((side, side) for side in _pair(padding)),
+        padding=((pad_y, pad_y), (pad_x, pad_x)),
         dilation=_pair(dilation),
         groups=groups,
     )

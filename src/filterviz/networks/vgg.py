@@ -13,7 +13,7 @@ is what makes shallow-layer ascents cheap. :func:`channel_activation` computes o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -111,7 +111,11 @@ class VGG(nn.Module):
 
 
 def _conv3x3_one_channel(
-    images: jax.Array, kernel: jax.Array, bias: jax.Array, channel: jax.Array, redirect_relu: bool = False
+    images: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    channel: jax.Array | int,
+    redirect_relu: bool = False,
 ) -> jax.Array:
     # One output channel of a 3x3 'same' conv + ReLU, [N, H, W, C_in] -> [N, H, W]: one matrix product
     # gives each pixel's response to the nine taps ([N, H+2, W+2, 9]), then nine shifted slices of that
@@ -147,7 +151,7 @@ def build(name: str, widths: tuple[tuple[int, ...], ...], weights: WeightsSource
     names = [spec.name for spec in layers]
 
     def forward(params: Params, images: jax.Array, outputs: tuple[str, ...], redirect_relu: bool) -> dict:
-        return VGG(widths, redirect_relu).apply({"params": params}, images, outputs)
+        return cast(dict, VGG(widths, redirect_relu).apply({"params": params}, images, outputs))
 
     def output_size(layer: str, height: int, width: int) -> tuple[int, int]:
         for _ in range(by_name[layer].pools_before_output):

@@ -69,7 +69,7 @@ def weights_search_path(network: Network | str = "vgg16") -> list[Path]:
         _project_weights_dir() / file_name,
         keras_cache_dir() / file_name,
     ]
-    unique = []
+    unique: list[Path] = []
     for place in places:
         if place.resolve() not in {known.resolve() for known in unique}:
             unique.append(place)
@@ -116,10 +116,17 @@ def download_weights(
         f"without internet access, copy {filename} into ./weights/ or {keras_cache_dir()}, "
         f"or set {weights_variable(network)} to its path"
     )
+    official = network.weights
+    if url is None:
+        if official is None:
+            raise WeightsError(None, f"{network.name} has no official weights file to download; pass url")
+        url = official.url
+    if md5 == "official":
+        md5 = official.md5 if official is not None else None
     return download_file(
-        url or network.weights.url,
+        url,
         directory / filename,
-        digest=("md5", network.weights.md5 if md5 == "official" else md5),
+        digest=("md5", md5),
         what=f"the {network.name} weights",
         by_hand=by_hand,
         opener=opener,

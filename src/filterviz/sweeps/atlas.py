@@ -140,9 +140,9 @@ def contact_sheet(
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     height, width = pictures.shape[1:3]
-    tile_height, tile_width = tile, max(1, round(tile * width / height))
+    tile_height, tile_width = int(tile), max(1, round(tile * width / height))
     font = ImageFont.load_default()
-    caption = 0 if labels is None else font.getbbox("0123456789")[3] + 3
+    caption = 0 if labels is None else int(font.getbbox("0123456789")[3]) + 3
     cell_height = tile_height + caption
     sheet = Image.new("RGB", (columns * (tile_width + gap) + gap, rows * (cell_height + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
@@ -188,7 +188,7 @@ def _example_entry(folder: Path, line: str, table: dict[str, int]):
     hits = record.get("hits")
     if not isinstance(hits, list):
         return "no hits"
-    shown = []
+    shown: list[dict[str, Any]] = []
     for hit in hits[:_MAX_HITS]:
         crop = hit.get("crop") if isinstance(hit, dict) else None
         expected = f"{EXAMPLES_FOLDER}/{layer}/{index:04d}_{len(shown)}.png"
@@ -197,7 +197,7 @@ def _example_entry(folder: Path, line: str, table: dict[str, int]):
         shown.append(
             {"crop": crop, "image": str(hit.get("image", ""))[:200], "activation": _number(hit, "activation")}
         )
-    statistics = {key: _number(record, key) for key in ("mean", "fired") if key in record}
+    statistics: dict[str, Any] = {key: _number(record, key) for key in ("mean", "fired") if key in record}
     histogram = record.get("histogram")
     if (
         isinstance(histogram, list)

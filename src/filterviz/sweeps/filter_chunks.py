@@ -130,7 +130,7 @@ class ShardedAscent:
         for begin in range(0, count, size):
             real = min(size, count - begin)
             for index in self._split.addressable_devices_indices_map((size,)).values():
-                first, end, _ = index[0].indices(size)
+                first, end, _ = (index or (slice(None),))[0].indices(size)
                 mine += max(0, min(end, real) - first)
         return mine
 
@@ -143,10 +143,9 @@ class ShardedAscent:
         """
         key = (self.network.layer(layer).name, size)
         with self._programs_lock:
-            pending = self._programs.get(key)
-            owner = pending is None
-            if owner:
-                pending = self._programs[key] = concurrent.futures.Future()
+            found = self._programs.get(key)
+            owner = found is None
+            pending = self._programs[key] = concurrent.futures.Future() if found is None else found
         if owner:
             try:
                 indices = global_array(np.zeros(size, np.int32), self._split)

@@ -26,7 +26,13 @@ import numpy as np
 
 from filterviz.core.network import Network
 from filterviz.errors import FilterVizError, OutputError, SweepError
-from filterviz.io.files import TEMPORARY_SUFFIX, atomic_write, check_no_links, read_json, written_by_filterviz
+from filterviz.io.files import (
+    TEMPORARY_SUFFIX,
+    atomic_write,
+    check_no_links,
+    read_json_object,
+    written_by_filterviz,
+)
 from filterviz.jobs.folder import LOCK_FILE, FolderLock, data_written_by_filterviz, page_written_by_filterviz
 from filterviz.jobs.multihost import barrier, together
 from filterviz.sweeps.layout import (
@@ -63,7 +69,7 @@ def read_settings_record(folder: Path) -> dict[str, Any] | None:
             return None
         raise SweepError(f"{path} is not a filterviz sweep settings file ({info}); use another folder")
     try:
-        record = read_json(path.read_text())
+        record = read_json_object(path.read_text())
         settings = record["settings"]
         if not isinstance(settings, dict) or "format" not in record or not _all_finite(settings):
             raise TypeError

@@ -139,8 +139,8 @@ def _parse(line: str, layers: Mapping[str, int]) -> dict[str, Any] | str:
     if "raw" in entry and entry["raw"] != picture_path(layer, index, ".npy"):
         return f"raw {entry.get('raw')!r} is not {picture_path(layer, index, '.npy')!r}"
     try:
-        entry["activation"] = float(entry.get("activation"))
-    except (TypeError, ValueError):
+        entry["activation"] = float(entry["activation"])
+    except (KeyError, TypeError, ValueError):
         return f"activation {entry.get('activation')!r} is not a number"
     return entry
 

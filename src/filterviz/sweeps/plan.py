@@ -33,7 +33,7 @@ from filterviz.core.network import Network, Params
 from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import random_image
 from filterviz.errors import ImageError, SettingError
-from filterviz.io.files import read_json
+from filterviz.io.files import read_json_object
 from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks.weights import content_digest
 from filterviz.sweeps.layout import select_layers
@@ -85,7 +85,7 @@ def plan_sweep(
     start_name = "noise" if start is None else _start_digest(start)
     if start is None and notebook:  # the notebook's filters share one noise start; others draw their own
         start = np.asarray(random_image(jax.random.key(seed), height, width))
-    settings = SweepSettings(
+    recorded = SweepSettings(
         height=height,
         width=width,
         steps=chosen.steps,
@@ -100,7 +100,7 @@ def plan_sweep(
         method_settings="" if notebook else json.dumps(chosen.describe(), sort_keys=True),
         network=network.name,
     )
-    return SweepPlan(network, plan, chosen, start, settings)
+    return SweepPlan(network, plan, chosen, start, recorded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,9 @@ class SweepSettings:
         ]
         if self.method == other.method and self.method_settings != other.method_settings:
             # Name the method's settings that differ rather than print both in full.
-            mine, theirs = (read_json(text or "{}") for text in (self.method_settings, other.method_settings))
+            mine, theirs = (
+                read_json_object(text or "{}") for text in (self.method_settings, other.method_settings)
+            )
             found += [
                 f"{self.method} {key}: {mine.get(key)!r} in the folder, {theirs.get(key)!r} asked"
                 for key in sorted(set(mine) | set(theirs))

@@ -142,10 +142,10 @@ def sweep(
         scan = scan_manifest(folder)
         pending, skipped = _pending(plan, scan)
         _refuse_foreign_targets(folder, pending, raw, scan)
-        settings = plan.settings
+        recorded = plan.settings
         ascent = ShardedAscent(
-            network, params, plan.method, plan.start, size=(settings.height, settings.width),
-            seed=settings.seed, mesh=mesh, batch_size=batch_size,
+            network, params, plan.method, plan.start, size=(recorded.height, recorded.width),
+            seed=recorded.seed, mesh=mesh, batch_size=batch_size,
         )  # fmt: skip
         mine = sum(ascent.my_count(layer, len(indices)) for layer, indices in pending)
         writer = _RowWriter(folder, plan, Progress(mine, "filter", enabled=wanted(progress)))

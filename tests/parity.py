@@ -1,10 +1,12 @@
 """Agreement with Keras, measured: the notebook's ascent written in Keras, how far an ascent moves when
 its start is nudged (the self-calibrating bar of the parity tests), and Keras' own networks with random
-weights, compared layer by layer. Used by the parity tests, ``parity_report.py`` and ``gpu_check.py``.
+weights, compared layer by layer. Used by the parity tests and ``bench/``;
+``python tests/parity.py`` prints every figure.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import jax
@@ -14,7 +16,19 @@ import numpy as np
 import filterviz
 from filterviz.core.network import Network
 from filterviz.networks.weights import load_weights
-from measures import displacement_correlation, relative_error
+
+
+def displacement_correlation(a: np.ndarray, b: np.ndarray, start: np.ndarray | float) -> float:
+    """Correlation of two results' displacements from their common start (1.0: the same ascent)."""
+    a, b = (np.asarray(a, np.float64) - start).ravel(), (np.asarray(b, np.float64) - start).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def relative_error(ours, theirs) -> float:
+    """``|ours - theirs| / |theirs|`` over every value (Frobenius norms), in float64."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
 
 
 def picture_difference(a, b) -> float:
@@ -137,3 +151,45 @@ def layer_errors_against_keras(net: Network, model, files, height: int = 48, wid
         for layer, expected in zip(names, theirs, strict=True):
             worst[layer] = max(worst[layer], relative_error(ours[layer], expected))
     return worst
+
+
+def report() -> None:
+    """Print every parity figure: VGG16 on its real weights, VGG19 and ResNet50 on Keras' random ones."""
+    import keras
+
+    from filterviz.networks.weights import find_weights
+
+    vgg16 = filterviz.network("vgg16")
+    conv_layers = [layer.name for layer in vgg16.layers if layer.kind == "Conv2D"]
+    path = find_weights()
+    params = filterviz.load_weights(path)
+    base = keras.applications.VGG16(include_top=False, weights=str(path), input_shape=(None, None, 3))
+    images = np.asarray([filterviz.random_image(jax.random.key(seed), 64, 64) for seed in range(2)])
+    every_conv = keras.Model(base.inputs, [base.get_layer(name).output for name in conv_layers])
+    print("VGG16, ImageNet weights\n\n| layer | activation relative error vs Keras |\n|---|---|")
+    for layer, theirs in zip(conv_layers, every_conv(images), strict=True):
+        print(f"| {layer} | {relative_error(filterviz.activations(params, images, layer), theirs):.1e} |")
+
+    print(
+        "\n| layer | filter | corr(ours, Keras) | corr(Keras, Keras nudged) | uint8 diff ours-Keras |"
+        " uint8 diff Keras-nudged |\n|---|---|---|---|---|---|"
+    )
+    for layer, size in PARITY_CASES:
+        start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
+        for index in live_filters(params, layer, start, 2):
+            parity = ascent_parity(params, base, layer, index, start)
+            names = ("correlation", "keras_correlation", "difference", "keras_difference")
+            print(f"| {layer} | {index} | " + " | ".join(f"{parity[name]:.6f}" for name in names) + " |")
+
+    print("\n| network (Keras' random weights, both layouts) | named layers | worst relative error | at |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("vgg19", "resnet50"):
+            model, keras3, legacy = keras_random_network(name, Path(folder))
+            errors = layer_errors_against_keras(filterviz.network(name), model, (keras3, legacy))
+            worst = max(errors, key=errors.get)
+            print(f"| {name} | {len(errors)} | {errors[worst]:.1e} | {worst} |")
+
+
+if __name__ == "__main__":  # python tests/parity.py
+    report()

@@ -1,7 +1,7 @@
 """from_torch on more torchvision architectures than the tests hold: activations and the input gradient
 against torch's own (float32, random weights, small sizes), and how long the import takes.
 
-    PYTHONPATH=src:tests python bench/torch_architectures.py --json bench/results/torch_architectures_cpu.json
+    PYTHONPATH=src python tests/torch_architectures.py --json bench/results/torch_architectures_cpu.json
 """
 
 from __future__ import annotations
