@@ -44,9 +44,9 @@ def filter_grid(
         if index < count:
             axis.imshow(pictures[index], interpolation="nearest")
             if labels is not None:
-                axis.set_title(labels[index], fontsize=8)
+                axis.set_title(labels[index], fontsize=8, parse_math=False)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, parse_math=False)
     return figure
 
 

@@ -47,7 +47,6 @@ TORCH_VERSIONS = ((2, 11), (2, 12))
 EXTRA = "pip install 'filterviz[torch]'  (torch 2.11-2.12, its torchvision, torchax 0.0.13)"
 
 _PROBE = 224  # torchvision's and timm's input size: the size a fixed-size model (ViT) is probed at
-_OTHER_PROBE = 160  # a second size, to tell spatial axes (they follow the input) from channels
 _VISUAL_KINDS = ("Conv2d", "Conv2dNormActivation", "Conv2dSame")
 _MOST_PREFIX_TOKENS = 8  # class token plus registers; more would not be a prefix of a patch grid
 
@@ -116,14 +115,13 @@ def from_torch(
     wanted = _chosen(layers, submodules)
     params = _params(module, env)
     call = _Traced(torch, module, submodules, env)
-    found, layouts = _layers(call, params, channels, wanted, submodules)
-    prefix = int(getattr(module, "num_prefix_tokens", -1))
+    found, layouts, prefixes = _layers(call, params, channels, wanted, submodules, _prefix_tokens(module))
 
     def forward(params: Params, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
         height, width = images.shape[1:3]
         nchw = jnp.transpose(_to_channels(images, channels), (0, 3, 1, 2))
         outputs = call(params, nchw, names, redirect_relu)
-        return {n: _as_map(outputs[n], layouts[n], height, width, prefix) for n in names}
+        return {n: _as_map(outputs[n], layouts[n], height, width, prefixes.get(n, 0)) for n in names}
 
     network = imported_network(
         name or type(module).__name__, found, forward, params, preprocessing, size_hint=_PROBE
@@ -132,26 +130,44 @@ def from_torch(
 
 
 def _layers(
-    call: _Traced, params: Params, channels: int, wanted: list[str], submodules: Mapping[str, Any]
-) -> tuple[list[Layer], dict[str, str]]:
-    """The drawable layers among ``wanted`` and each one's layout, from two probes of the module (the
-    first also counts how often each submodule runs, for the trace's early stop)."""
+    call: _Traced,
+    params: Params,
+    channels: int,
+    wanted: list[str],
+    submodules: Mapping[str, Any],
+    prefix: int,
+) -> tuple[list[Layer], dict[str, str], dict[str, int]]:
+    """The drawable layers among ``wanted``, each one's layout and each token layer's prefix tokens, from
+    one probe of the module. Each layer is judged on its own: one whose output is no map (a pooled
+    vector, tokens that form no patch grid) is left out and the others stay."""
     shapes = _probe(call, params, channels, wanted)
-    assert shapes is not None  # not quiet: a module that cannot run raised
-    call.calls = dict(call.counted)
-    others = _probe(call, params, channels, wanted, size=(_PROBE, _OTHER_PROBE), quiet=True)
-    found, layouts = [], {}
+    found, layouts, prefixes = [], {}, {}
     for path in wanted:
-        layout = _layout(shapes.get(path), others.get(path) if others else None)
-        if layout is None:
+        shape = shapes.get(path)
+        layout = _layout(shape)
+        if shape is None or layout is None:
             continue
+        if layout == "tokens":
+            try:
+                prefixes[path] = _token_grid(shape[1], _PROBE, _PROBE, prefix)[2]
+            except SettingError:
+                continue
         layouts[path] = layout
         kind = type(submodules[path]).__name__
         visual = kind in _VISUAL_KINDS or (layout != "nchw" and _is_block(submodules[path]))
-        found.append(Layer(path, kind, int(shapes[path][-1 if layout != "nchw" else 1]), visual))
+        found.append(Layer(path, kind, int(shape[-1 if layout != "nchw" else 1]), visual))
     if not found:
         raise SettingError("the module has no submodule with a feature map [N, C, h, w] or tokens [N, T, C]")
-    return found, layouts
+    return found, layouts, prefixes
+
+
+def _prefix_tokens(module: Any) -> int:
+    # timm's count of class and register tokens before the patches; -1 (found per layer) where the
+    # module states none, or states something that is not a small whole number.
+    stated = getattr(module, "num_prefix_tokens", None)
+    if isinstance(stated, int) and not isinstance(stated, bool) and 0 <= stated <= _MOST_PREFIX_TOKENS:
+        return stated
+    return -1
 
 
 def _chosen(layers: Iterable[str] | None, submodules: Mapping[str, Any]) -> list[str]:
@@ -171,31 +187,54 @@ def _params(module: Any, env: Any) -> dict[str, jax.Array]:
     # Parameters and buffers by their state_dict names; a parameter shared by two names is kept once
     # per name, so a state_dict loads into them as torch would.
     state = {**dict(module.named_parameters(remove_duplicate=False)), **dict(module.named_buffers())}
+    empty = [path for path, tensor in state.items() if tensor.is_meta]
+    if empty:
+        raise SettingError(
+            f"the module's {empty[0]} (and {len(empty) - 1} more) holds no values: it is on the meta "
+            "device; load its weights (load_state_dict(..., assign=True)) before drawing it"
+        )
     return {path: jnp.asarray(env.t2j_copy(tensor.detach())) for path, tensor in state.items()}
 
 
 class _Traced:
     """``(params, images [N, C, H, W], names, redirect_relu) -> {name: output as JAX}``: the module's
     forward under torchax, its submodules' last outputs caught by hooks, stopped once each has run as
-    often as it did in the probe (:attr:`calls`)."""
+    often as it runs in a whole forward at that input size (a submodule may run a number of times that
+    depends on the size: counted once per size, by a shape-only forward)."""
 
     def __init__(self, torch: Any, module: Any, submodules: Mapping[str, Any], env: Any) -> None:
         self.torch, self.module, self.submodules, self.env = torch, module, submodules, env
-        self.calls: dict[str, int] = {}  # runs of each submodule in one forward; empty: never stop early
-        self.counted: dict[str, int] = {}  # the runs counted in the latest forward
+        self.calls: dict[tuple, dict[str, int]] = {}  # (input shape, names) -> runs of each in a forward
 
     def __call__(self, params: Params, images: jax.Array, names: Iterable[str], redirect_relu: bool) -> dict:
-        torch, env, names = self.torch, self.env, tuple(names)
+        names = tuple(names)
+        key = (tuple(images.shape), names)
+        if key not in self.calls:
+            counted: dict[str, int] = {}
+            shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, images))
+            jax.eval_shape(lambda p, x: self._run(p, x, names, False, None, counted), *shapes)
+            self.calls[key] = counted
+        return self._run(params, images, names, redirect_relu, self.calls[key], {})
+
+    def _run(
+        self,
+        params: Params,
+        images: jax.Array,
+        names: tuple[str, ...],
+        redirect_relu: bool,
+        stop: dict[str, int] | None,
+        counted: dict[str, int],
+    ) -> dict:
+        torch, env = self.torch, self.env
         outputs: dict[str, Any] = {}
-        counted = self.counted = dict.fromkeys(names, 0)
-        stop = {path: self.calls[path] for path in names} if self.calls else None
+        counted.update(dict.fromkeys(names, 0))
 
         def catch(path: str) -> Callable[..., None]:
             def hook(_module: Any, _inputs: Any, output: Any) -> None:
                 # Read now: an in-place operation later (ReLU(inplace=True)) would change the tensor.
                 outputs[path] = env.t2j_iso(output) if isinstance(output, torch.Tensor) else None
                 counted[path] += 1
-                if stop is not None and all(counted[p] >= stop.get(p, 1) for p in names):
+                if stop is not None and all(counted[p] >= max(stop.get(p, 1), 1) for p in names):
                     raise _Enough
 
             return hook
@@ -226,38 +265,28 @@ def _redirect(torch: Any, module: Any, env: Any) -> list[Any]:
     return relus
 
 
-def _probe(
-    call: _Traced,
-    params: Params,
-    channels: int,
-    names: list[str],
-    *,
-    size: tuple[int, int] = (_PROBE, _PROBE),
-    quiet: bool = False,
-) -> dict[str, tuple[int, ...]] | None:
-    """The shapes of the named submodules' outputs for one image of ``size``; None (``quiet``) or
-    :class:`SettingError` if the module cannot run on it."""
-    probe = jax.ShapeDtypeStruct((1, channels, *size), jnp.float32)
-    try:
-        outputs = _probed(lambda images: call(params, images, names, False), probe)
-    except SettingError:
-        if quiet:
-            return None
-        raise
+def _probe(call: _Traced, params: Params, channels: int, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """The shapes of the named submodules' outputs for one square image; :class:`SettingError` if the
+    module cannot run on it."""
+    probe = jax.ShapeDtypeStruct((1, channels, _PROBE, _PROBE), jnp.float32)
+    outputs = _probed(lambda images: call(params, images, names, False), probe)
     return {path: tuple(value.shape) for path, value in outputs.items() if value is not None}
 
 
-def _layout(shape: tuple[int, ...] | None, other: tuple[int, ...] | None) -> str | None:
-    """``"nchw"``, ``"nhwc"`` or ``"tokens"`` for a submodule's output shape at the main probe and at the
-    second (narrower) one, or None if it is neither a feature map nor tokens. The axes that follow the
-    input's size are spatial; where the second probe did not run, a map is taken as torch's NCHW."""
+def _layout(shape: tuple[int, ...] | None) -> str | None:
+    """``"nchw"``, ``"nhwc"`` or ``"tokens"`` for a submodule's output shape on the square probe, or None
+    if it is neither a feature map nor tokens. The probe is square, so a map's two spatial axes are
+    equal: ``[N, C, h, h]`` is channels-first, ``[N, h, h, C]`` channels-last (Swin's stages); where all
+    three are equal, torch's own NCHW."""
     if shape is None or len(shape) not in (3, 4) or min(shape[1:]) < 1:
         return None
     if len(shape) == 3:
         return "tokens"
-    if other is not None and len(other) == 4 and other[3] == shape[3] and other[2] != shape[2]:
-        return "nhwc"  # the second probe is narrower: the width axis shrank, the last one kept
-    return "nchw"
+    if shape[2] == shape[3]:
+        return "nchw"
+    if shape[1] == shape[2]:
+        return "nhwc"
+    return None
 
 
 def _as_map(output: jax.Array, layout: str, height: int, width: int, prefix: int) -> jax.Array:
@@ -272,8 +301,9 @@ def _as_map(output: jax.Array, layout: str, height: int, width: int, prefix: int
 
 def _token_grid(tokens: int, height: int, width: int, prefix: int) -> tuple[int, int, int]:
     """``(rows, columns, prefix)``: the patch grid of ``tokens`` for an input of ``height x width``, after
-    ``prefix`` leading tokens (the class token; -1: the fewest that leave a grid of the input's shape)."""
-    for skip in [prefix] if prefix >= 0 else range(_MOST_PREFIX_TOKENS + 1):
+    ``prefix`` leading tokens (the class token), or else after the fewest that leave a grid of the
+    input's shape (a patch embedding's output has no class token yet)."""
+    for skip in ([prefix] if prefix >= 0 else []) + list(range(_MOST_PREFIX_TOKENS + 1)):
         patches = tokens - skip
         rows = round(math.sqrt(patches * height / width)) if patches > 0 else 0
         if rows and patches % rows == 0:

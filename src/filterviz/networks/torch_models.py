@@ -45,6 +45,10 @@ def torch_model(spec: str, weights: str | None = None, *, pretrained: bool = Tru
             module = _factory(source, entry)
     except FilterVizError:
         raise
+    except SystemExit as exit_:  # the user's code called sys.exit: nothing was made, so nothing is drawn
+        raise SettingError(
+            f"{spec} exited (sys.exit({exit_.code!r})) instead of giving a torch.nn.Module"
+        ) from None
     except ImportError as error:
         raise SettingError(f"{spec}: {first_line(error)}; {EXTRA}, and timm for timm models") from None
     except Exception as error:  # unknown names, downloads offline: the library's own reason, in one line
@@ -114,6 +118,8 @@ def read_state_dict(path: str) -> dict[str, Any]:
             state = state[key]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(path, "not a state_dict (a mapping of names to tensors)")
+    if not all(isinstance(k, str) for k in state):
+        raise WeightsError(path, "not a state_dict: its keys must be parameter names (strings)")
     return dict(state)
 
 
