@@ -31,6 +31,22 @@ def relative_error(ours, theirs) -> float:
     return float(np.linalg.norm(ours - theirs) / (np.linalg.norm(theirs) + 1e-30))
 
 
+ROUNDING = 1e-6
+"""What float32 rounding moves a displacement correlation by between runs (float32's resolution, 2**-23,
+times the few roundings a step's reductions add; the order of those roundings depends on the threads)."""
+
+PIXEL_ROUNDING = 0.01
+"""What rounding moves a mean uint8 difference by between runs: one pixel value in a hundred flipped by
+one level where a float lands next to a rounding boundary."""
+
+
+def as_close(correlation: float, difference: float, bar_correlation: float, bar_difference: float) -> bool:
+    """Whether a result is as close to the reference as the bar (the reference against its nudged self),
+    up to the rounding the two measures carry between runs."""
+    closer = (1 - correlation) <= (1 - bar_correlation) + ROUNDING
+    return closer and difference <= bar_difference + PIXEL_ROUNDING
+
+
 def picture_difference(a, b) -> float:
     return float(
         np.abs(filterviz.as_image(a).astype(np.int16) - filterviz.as_image(b).astype(np.int16)).mean()

@@ -81,7 +81,8 @@ def test_photos_are_read_defensively(tmp_path):
     began = time.monotonic()
     with pytest.raises(filterviz.ImageError, match="FIFO"):
         filterviz.load_image(tmp_path / "fifo.jpg")
-    assert time.monotonic() - began < 5  # refused, not opened (which would wait for a writer)
+    # Refused, not opened: opening would wait for a writer forever; a minute only says it did not wait.
+    assert time.monotonic() - began < 60
     with pytest.raises(filterviz.ImageError, match="device"):
         filterviz.load_image("/dev/zero")
     with pytest.raises(filterviz.ImageError, match="decompression bomb"):

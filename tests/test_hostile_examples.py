@@ -4,7 +4,6 @@ result on resume or beside another sweep, no empty selection read as everything,
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -78,11 +77,10 @@ def test_a_users_file_on_a_crop_path_is_refused_before_the_pass(random_params, p
     out = tmp_path / "out"
     (out / "examples" / LAYER).mkdir(parents=True)
     (out / "examples" / LAYER / "0000_0.png").write_bytes(b"my own picture")
-    began = time.monotonic()
     with pytest.raises(OutputError, match="not written by filterviz"):
         run(random_params, photos, out)
     assert (out / "examples" / LAYER / "0000_0.png").read_bytes() == b"my own picture"
-    assert not (out / "examples.progress.npz").exists() and time.monotonic() - began < 30
+    assert not (out / "examples.progress.npz").exists()  # refused before the pass saved anything
 
 
 def test_a_rerun_with_fewer_hits_or_other_layers_leaves_no_stale_crops(random_params, photos, tmp_path):

@@ -47,7 +47,7 @@ def check_ascent(config: Config, params_device, params_cpu) -> list[dict[str, An
     import numpy as np
 
     import filterviz
-    from parity import displacement_correlation, live_filters, picture_difference, sensitivity
+    from parity import as_close, displacement_correlation, live_filters, picture_difference, sensitivity
 
     _, cpu, _ = device_pair()
     cases = []
@@ -85,12 +85,13 @@ def check_ascent(config: Config, params_device, params_cpu) -> list[dict[str, An
                 "activation_after": after,
             }
             case["passed"] = bool(
-                case["correlation"] is not None
-                and case["cpu_nudged_correlation"] is not None
-                and case["correlation"] >= case["cpu_nudged_correlation"]
-                and case["picture_difference"] <= case["cpu_nudged_picture_difference"]
+                None not in (case["correlation"], case["cpu_nudged_correlation"])
+                and as_close(
+                    case["correlation"], case["picture_difference"],
+                    case["cpu_nudged_correlation"], case["cpu_nudged_picture_difference"],
+                )
                 and after > 2 * before
-            )
+            )  # fmt: skip
             cases.append(case)
     return cases
 
