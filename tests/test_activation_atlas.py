@@ -19,7 +19,7 @@ from support import chromium
 
 LAYER = "block1_conv2"
 HOSTILE = '<img src=x onerror="document.title=1">&amp;'
-SMALL = dict(layer=LAYER, grid=4, steps=3, icon_size=16, image_size=32, positions=4, min_count=2)
+SMALL = dict(layer=LAYER, grid=4, steps=3, size=16, image_size=32, positions=4, min_count=2)
 
 
 def _two_class_folder(folder, red="red", blue="blue", count=10):
@@ -254,3 +254,89 @@ def test_cli_never_writes_through_a_link_or_over_a_file(drawn, weights_path, tmp
     assert "symbolic link" in capsys.readouterr().err and not list(elsewhere.iterdir())
     assert main(["spectrum", str(folder), "--out", str(tmp_path / "spectrum.txt")]) == 2
     assert ".npy" in capsys.readouterr().err and not (tmp_path / "spectrum.txt").exists()
+
+
+def test_a_grid_is_counted_in_memory_that_follows_the_vectors_and_zoom_keeps_the_main_grid():
+    generator = np.random.default_rng(4)
+    vectors, layout = generator.normal(size=(200, 512)), generator.normal(size=(200, 2))
+    finest = grid_cells(vectors, layout, 1024)  # 1024 x 1024 cells of 512 channels: no dense sum
+    assert finest.counts.sum() == 200 and finest.means.shape == (len(finest.counts), 512)
+    assert atlas_module._levels(1024, None) == [512, 1024]  # the default zoom stops at the largest grid
+    assert atlas_module._levels(6, []) == [6] and atlas_module._levels(6, [3]) == [3, 6]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(batch_size=10**9), "batch_size"),
+        (dict(image_batch_size=10**9), "image_batch_size"),
+        (dict(positions=10**9), "positions"),
+        (dict(fit="stretch"), "unknown fit"),
+        (dict(grid=2, zoom=[2048]), "grid must be"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_anything_is_written(
+    drawn, random_params, tmp_path, settings, message
+):
+    folder, _, _ = drawn
+    with pytest.raises(filterviz.SettingError, match=message):
+        filterviz.activation_atlas(
+            random_params, folder, out=tmp_path / "out", progress=False, **{**SMALL, **settings}
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_users_files_under_an_atlas_s_names_are_kept(drawn, random_params, tmp_path):
+    folder, _, _ = drawn
+    for name in ("layout.npy", "vectors.npz"):
+        out = tmp_path / name.split(".")[0]
+        out.mkdir()
+        np.save(out / "mine.npy", np.zeros(3))
+        (out / "mine.npy").rename(out / name)
+        before = (out / name).read_bytes()
+        with pytest.raises(filterviz.OutputError, match="not written by filterviz"):
+            filterviz.activation_atlas(random_params, folder, out=out, progress=False, **SMALL)
+        assert (out / name).read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+    icons = tmp_path / "icons-file"
+    icons.mkdir()
+    (icons / "icons").write_text("mine")
+    with pytest.raises(filterviz.OutputError, match="not a folder"):
+        filterviz.activation_atlas(random_params, folder, out=icons, progress=False, **SMALL)
+    assert (icons / "icons").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("activation-atlas.json", "[" * 100_000, "not a record"),
+        ("activation-atlas.json", "[1, 2]", "not a record"),
+        ("layout.npy", b"\x93NUMPY damaged", "damaged"),
+    ],
+)
+def test_a_damaged_atlas_folder_is_one_line_not_a_traceback(
+    drawn, random_params, tmp_path, name, content, message
+):
+    folder, out, _ = drawn
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for kept in ("activation-atlas.json", "layout.npy", "vectors.npz"):
+        (copy / kept).write_bytes((out / kept).read_bytes())
+    target = copy / name
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(filterviz.OutputError, match=message):
+        filterviz.activation_atlas(random_params, folder, out=copy, progress=False, **SMALL)
+
+
+def test_a_changed_photo_makes_a_finished_atlas_a_new_one_and_out_inside_the_photos_resumes(
+    random_params, tmp_path
+):
+    photos = _two_class_folder(tmp_path / "photos", count=4)
+    out = photos / "atlas"  # inside the photo folder: its own icons are never read as photos
+    settings = {**SMALL, "grid": 2, "min_count": 1}
+    first = filterviz.activation_atlas(random_params, photos, out=out, progress=False, **settings)
+    again = filterviz.activation_atlas(random_params, photos, out=out, progress=False, **settings)
+    assert first.paths == again.paths and not any(path.startswith("atlas/") for path in again.paths)
+    changed = photos / "red" / "0.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(changed)
+    with pytest.raises(filterviz.OutputError, match="images_digest"):
+        filterviz.activation_atlas(random_params, photos, out=out, progress=False, **settings)

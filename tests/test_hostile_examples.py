@@ -96,13 +96,13 @@ def test_a_rerun_with_fewer_hits_or_other_layers_leaves_no_stale_crops(random_pa
 def test_changed_images_are_not_resumed_and_other_weights_stay_out_of_a_sweep(
     random_params, params, photos, tmp_path
 ):
-    from filterviz.dataset_examples.examples import _images_digest
+    from filterviz.io.photos import images_digest
 
     paths = sorted(os.listdir(photos))
-    before = _images_digest(photos, paths)
+    before = images_digest(photos, paths)
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(photos / paths[0])
     os.utime(photos / paths[0], ns=(1, 1))
-    assert _images_digest(photos, paths) != before  # a saved pass over these images does not resume
+    assert images_digest(photos, paths) != before  # a saved pass over these images does not resume
     sweep_folder = tmp_path / "sweep"
     filterviz.sweep(params, sweep_folder, layers=[LAYER], filters=[0, 1], size=16, steps=1, progress=False)
     with pytest.raises(SweepError, match="other weights"):

@@ -49,22 +49,21 @@ def grid_cells(vectors: np.ndarray, layout: np.ndarray, grid: int, min_count: in
     ``vectors float[N, C]``, each with its mean. A grid where no cell holds that many is a
     :class:`SettingError` (too fine for the data)."""
     vectors = np.asarray(vectors, np.float64)
-    cells = cell_of(layout, grid)
-    counts = np.bincount(cells, minlength=grid * grid)
+    # Only the occupied cells are kept track of, so memory follows the vectors, not the grid's area.
+    occupied, inverse, counts = np.unique(cell_of(layout, grid), return_inverse=True, return_counts=True)
     kept = np.flatnonzero(counts >= min_count)
     if kept.size == 0:
         raise SettingError(
             f"a {grid}x{grid} grid is too fine for {len(vectors):,} vectors: no cell holds {min_count}; "
             "use a coarser grid, a lower minimum count or more images"
         )
-    sums = np.zeros((grid * grid, vectors.shape[1]))
-    np.add.at(sums, cells, vectors)
-    order = np.argsort(cells, kind="stable")
-    members = np.split(order, np.cumsum(counts)[:-1])
+    sums = np.zeros((len(occupied), vectors.shape[1]))
+    np.add.at(sums, inverse, vectors)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
     return Cells(
         grid,
-        kept // grid,
-        kept % grid,
+        occupied[kept] // grid,
+        occupied[kept] % grid,
         counts[kept],
         (sums[kept] / counts[kept, None]).astype(np.float32),
         [members[cell] for cell in kept],
@@ -90,8 +89,14 @@ def nearest_members(vectors: np.ndarray, cells: Cells, count: int) -> list[np.nd
     return nearest
 
 
+LARGEST_GRID = 1024
+"""Cells per side of the finest grid an atlas draws."""
+
+
 def check_grid(grid: object) -> int:
-    """``grid`` as a whole number of cells per side, 1 to 1024."""
-    if isinstance(grid, bool) or not isinstance(grid, int | np.integer) or not 1 <= grid <= 1024:
-        raise SettingError(f"grid must be a whole number of cells per side from 1 to 1024, got {grid!r}")
+    """``grid`` as a whole number of cells per side, 1 to :data:`LARGEST_GRID`."""
+    if isinstance(grid, bool) or not isinstance(grid, int | np.integer) or not 1 <= grid <= LARGEST_GRID:
+        raise SettingError(
+            f"grid must be a whole number of cells per side from 1 to {LARGEST_GRID}, got {grid!r}"
+        )
     return int(grid)

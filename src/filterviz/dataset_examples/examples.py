@@ -20,7 +20,6 @@ of the per-image spatial means, ``fired`` the fraction of images where the filte
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -53,7 +52,7 @@ from filterviz.dataset_examples.results import (
 from filterviz.deprecation import renamed
 from filterviz.errors import ImageError, SettingError, SweepError
 from filterviz.io.files import output_path
-from filterviz.io.photos import FITS, IMAGE_SUFFIXES, find_images
+from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest
 from filterviz.jobs.folder import FolderLock, load_progress, save_progress
 from filterviz.jobs.multihost import barrier, check_same_progress, gather, host_copy, together
 from filterviz.jobs.streaming import Reading, stream
@@ -154,8 +153,7 @@ def examples(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SettingError(f"{label} must be a whole number of at least {low}, got {value!r}")
     _check_memory(net, names, image_size, image_batch_size, count)
-    if fit not in FITS:
-        raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    check_fit(fit)
     if ranking not in RANKINGS:
         raise SettingError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
     root = Path(images)
@@ -217,21 +215,8 @@ def _resume_settings(chosen: ExamplesPass, root: Path, paths: list[str]) -> dict
         "size": chosen.size,
         "fit": chosen.fit,
         "ranking": chosen.ranking,
-        "images": _images_digest(root, paths),
+        "images": images_digest(root, paths),
     }
-
-
-def _images_digest(root: Path, paths: list[str]) -> str:
-    """A digest of the images' names, sizes and modification times: an image changed since a pass was
-    saved makes its progress not resume (its hits would describe the old pixels)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            info = os.stat(root / path)
-            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode(errors="surrogateescape"))
-        except OSError:
-            digest.update(f"{path}\0gone\n".encode(errors="surrogateescape"))
-    return digest.hexdigest()
 
 
 def _check_sweep_folder(out: Path, chosen: ExamplesPass) -> None:

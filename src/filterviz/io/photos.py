@@ -7,6 +7,7 @@ they are decoded, and EXIF orientation is applied.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import stat
@@ -41,6 +42,26 @@ FITS = ("crop", "resize")
 """How a photo becomes ``size x size``: scale its shorter side and crop the middle, or scale each side."""
 
 
+def check_fit(fit: object) -> str:
+    """``fit`` if it is one of :data:`FITS`; else :class:`SettingError` listing them."""
+    if not isinstance(fit, str) or fit not in FITS:
+        raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    return fit
+
+
+def images_digest(root: Path, paths: list[str]) -> str:
+    """A digest of the images' names, sizes and modification times: an image changed since a pass was
+    saved makes its saved work not resume (it would describe the old pixels)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            info = os.stat(root / path)
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode(errors="surrogateescape"))
+        except OSError:
+            digest.update(f"{path}\0gone\n".encode(errors="surrogateescape"))
+    return digest.hexdigest()
+
+
 def load_fitted(
     path: str | os.PathLike[str], size: int, fit: str = "crop", *, max_pixels: int | None = MAX_PIXELS
 ) -> np.ndarray:
@@ -53,8 +74,7 @@ def load_fitted(
     """
     from PIL import Image
 
-    if fit not in FITS:
-        raise SettingError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    check_fit(fit)
 
     def fitted(picture):
         width, height = picture.size
