@@ -144,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         paths = find_images(folder)
         runners = {
             "engine": lambda: filterviz.examples(
-                params, folder, layers, k=args.k, size=args.size, batch_size=args.batch_size, progress=False
+                params,
+                folder,
+                layers,
+                count=args.k,
+                image_size=args.size,
+                image_batch_size=args.batch_size,
+                progress=False,
             ),
             "decode": decode_only(network, folder, paths, args.size, args.batch_size, workers),
         }

@@ -14,6 +14,7 @@ import filterviz
 from filterviz.activation_atlases import atlas as atlas_module
 from filterviz.activation_atlases.atlas import umap_layout
 from filterviz.activation_atlases.cells import cell_of, class_mix, grid_cells, nearest_members
+from filterviz.activation_atlases.checks import zoom_levels
 from filterviz.cli import main
 from support import chromium
 
@@ -261,8 +262,8 @@ def test_a_grid_is_counted_in_memory_that_follows_the_vectors_and_zoom_keeps_the
     vectors, layout = generator.normal(size=(200, 512)), generator.normal(size=(200, 2))
     finest = grid_cells(vectors, layout, 1024)  # 1024 x 1024 cells of 512 channels: no dense sum
     assert finest.counts.sum() == 200 and finest.means.shape == (len(finest.counts), 512)
-    assert atlas_module._levels(1024, None) == [512, 1024]  # the default zoom stops at the largest grid
-    assert atlas_module._levels(6, []) == [6] and atlas_module._levels(6, [3]) == [3, 6]
+    assert zoom_levels(1024, None) == [512, 1024]  # the default zoom stops at the largest grid
+    assert zoom_levels(6, []) == [6] and zoom_levels(6, [3]) == [3, 6]
 
 
 @pytest.mark.parametrize(

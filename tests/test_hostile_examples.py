@@ -28,7 +28,7 @@ def photos(tmp_path):
 
 
 def run(params, photos, out, **settings):
-    settings = {"size": 16, "k": 2, "progress": False, **settings}
+    settings = {"image_size": 16, "count": 2, "progress": False, **settings}
     return filterviz.examples(params, photos, settings.pop("layers", [LAYER]), out=out, **settings)
 
 
@@ -64,7 +64,7 @@ def test_a_layer_named_dotdot_and_empty_selections_are_refused(random_params, ph
         output_size=lambda layer, height, width: (height, width),
     )
     with pytest.raises(SettingError, match="cannot name a folder"):
-        filterviz.examples({}, photos, [".."], network=network, out=tmp_path / "dots", size=16)
+        filterviz.examples({}, photos, [".."], network=network, out=tmp_path / "dots", image_size=16)
     assert not (tmp_path / "examples").exists()
     for nothing in ([], ()):
         with pytest.raises(SettingError, match="no layers chosen"):
@@ -85,9 +85,9 @@ def test_a_users_file_on_a_crop_path_is_refused_before_the_pass(random_params, p
 
 def test_a_rerun_with_fewer_hits_or_other_layers_leaves_no_stale_crops(random_params, photos, tmp_path):
     out = tmp_path / "out"
-    run(random_params, photos, out, k=3, layers=[LAYER, "block1_conv2"])
+    run(random_params, photos, out, count=3, layers=[LAYER, "block1_conv2"])
     assert (out / "examples" / "block1_conv2").is_dir()
-    again = run(random_params, photos, out, k=1)
+    again = run(random_params, photos, out, count=1)
     crops = sorted(str(p.relative_to(out)) for p in (out / "examples").rglob("*.png"))
     named = sorted(hit["crop"] for record in again.records for hit in record["hits"])
     assert crops == named and all(name.endswith("_0.png") for name in crops)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -296,3 +299,17 @@ def test_the_published_spectrum_is_fetched_checked_and_kept(serve, tmp_path, mon
     np.testing.assert_array_equal(fetched.magnitude, magnitude)
     assert fetched.source == "imagenet" and leftovers(cache) == [published.SPECTRUM_FILE]
     assert published.imagenet_spectrum(download=False) == fetched  # kept: no second download
+
+
+def test_the_clones_weights_folder_is_found_from_any_folder(tmp_path):
+    # As a new user has it: the file in the clone's weights/ (here, a link to the real one), no variable
+    # set, the command run from another folder. The README and weights/README.md name that place.
+    root = Path(__file__).resolve().parents[1]
+    expected = root / "weights" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FILTERVIZ_WEIGHTS")}
+    script = "from filterviz.networks.weights import weights_search_path; print(weights_search_path()[1])"
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert Path(done.stdout.strip()) == expected

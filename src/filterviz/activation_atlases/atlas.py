@@ -31,18 +31,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from filterviz.activation_atlases.cells import (
-    LARGEST_GRID,
     Cells,
     check_grid,
     class_mix,
     grid_cells,
     nearest_members,
 )
+from filterviz.activation_atlases.checks import (
+    LAYOUT,
+    RECORD,
+    VECTORS,
+    check_folder,
+    check_memory,
+    make_folder,
+    saved_layout,
+    zoom_levels,
+)
 from filterviz.activation_atlases.layout import UMAP_SETTINGS, check_layout_size, require_umap, umap_layout
 from filterviz.activation_atlases.page import write_page
 from filterviz.activation_atlases.vectors import collect
-from filterviz.core.checks import check_count, check_params, check_seed, device_memory
-from filterviz.core.engine import check_method_size
+from filterviz.core.checks import check_count, check_params, check_seed
 from filterviz.core.hits import field_at, receptive_field
 from filterviz.core.methods import Method, get_method
 from filterviz.core.network import Network, Params
@@ -60,16 +68,13 @@ from filterviz.io.files import (
 )
 from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
 from filterviz.io.spectrum import resolve_spectrum
-from filterviz.jobs.folder import FolderLock, read_record, settings_differences
+from filterviz.jobs.folder import FolderLock, read_record
 from filterviz.jobs.multihost import from_first, gather, on_first, together
 from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
 from filterviz.networks.weights import content_digest
 from filterviz.progress import Progress, wanted
 
-RECORD = "activation-atlas.json"
-VECTORS = "vectors.npz"
-LAYOUT = "layout.npy"
 PATCHES_PER_CELL = 4
 
 
@@ -202,42 +207,7 @@ def _classes(paths: list[str]) -> tuple[list[str], np.ndarray]:
     return classes, np.array([index[name] for name in names], np.int64)
 
 
-def _levels(grid: int, zoom: Sequence[int] | None) -> list[int]:
-    # The grids of the zoom levels: half, the grid and twice it by default (up to the largest grid),
-    # coarsest first. The main grid is always one of them: the page opens there, and an atlas whose main
-    # grid is too fine for the data is an error, never an empty success.
-    if zoom is None:
-        chosen = [max(1, grid // 2), min(grid * 2, LARGEST_GRID)]
-    elif isinstance(zoom, str) or not isinstance(zoom, Sequence):
-        raise SettingError(f"zoom must be a list of grids (cells per side), got {zoom!r}")
-    else:
-        chosen = [check_grid(g) for g in zoom]
-    return sorted({*chosen, grid})
-
-
-def _check_memory(net: Network, layer: str, chosen: Method, icons: tuple[int, int], photos: tuple) -> None:
-    # Before any work, by the memory model that sizes every chunk: one icon and a chunk of icons
-    # (``icons``: side, per call) fit the device, so does a batch of photos (``photos``: side, per batch,
-    # how many, vectors each), and every vector collected fits a quarter of the host's memory.
-    size, batch_size = icons
-    image_size, image_batch_size, images, positions = photos
-    check_method_size(net, chosen, layer, size, size)
-    available, channels = device_memory(), net.layer(layer).channels
-    per_icon = net.activation_elements(layer, *chosen.fed_size(size, size)) * 4 * chosen.images_per_objective
-    for what, each, count, share in (
-        ("batch_size", per_icon, batch_size, 1),
-        ("image_batch_size", net.activation_elements(layer, image_size, image_size) * 4, image_batch_size, 1),
-        ("positions", images * channels * 4, positions, 4),
-    ):
-        if each * count > available // share:
-            room, largest = ("the" if share == 1 else "a quarter of the"), max(1, available // share // each)
-            raise SettingError(
-                f"{what} {count:,} needs about {each * count / 2**30:,.1f} GiB, more than {room} "
-                f"{available / 2**30:,.1f} GiB here; the largest that fits is about {largest:,}"
-            )
-
-
-def _cells_of_levels(vectors, layout, levels: list[int], grid: int, min_count: int) -> dict[int, Cells]:
+def _cells_oflevels(vectors, layout, levels: list[int], grid: int, min_count: int) -> dict[int, Cells]:
     # Every level's cells; a zoom level finer than the data allow is left out, the main grid never is.
     cells = {}
     for level in levels:
@@ -249,19 +219,6 @@ def _cells_of_levels(vectors, layout, levels: list[int], grid: int, min_count: i
     return cells
 
 
-def _make_folder(folder: Path) -> None:
-    # The output folder and the folders filterviz writes in it, none of them a link out of it, nor a
-    # file where a folder goes.
-    for parts in ((), ("icons",), ("patches",)):
-        path = check_no_links(folder, *parts)
-        if os.path.lexists(path) and not path.is_dir():
-            raise OutputError(path, "is not a folder; filterviz writes a folder there: use another --out")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(folder, f"cannot be made a folder ({error.strerror or error})") from None
-
-
 def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
     # The UMAP layout, or the one an earlier run of this atlas saved (its record was checked); made by
     # process 0 and shared, so every process grids the same cells.
@@ -270,27 +227,12 @@ def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
     def made() -> list:
         saved = folder / LAYOUT  # the record beside it says it is this atlas's (see _check_folder)
         if os.path.lexists(saved):
-            return _saved_layout(saved, len(vectors)).tolist()
+            return saved_layout(saved, len(vectors)).tolist()
         layout = umap_layout(vectors, seed=seed)
         atomic_write(saved, encode_npy(layout), durable=False)
         return layout.tolist()
 
     return np.asarray(on_first(folder, made), np.float32)
-
-
-def _saved_layout(path: Path, count: int) -> np.ndarray:
-    # An earlier run's layout: a plain float array [count, 2] of finite numbers, or an error naming it.
-    try:
-        if not path.is_file() or path.stat().st_size > 64 + count * 2 * 8:
-            raise ValueError("not a layout of this atlas's size")
-        layout = np.load(path, allow_pickle=False)
-        if layout.shape != (count, 2) or not np.issubdtype(layout.dtype, np.floating):
-            raise ValueError(f"holds {layout.dtype} {list(layout.shape)}, not float [{count}, 2]")
-        if not np.isfinite(layout).all():
-            raise ValueError("holds values that are not finite")
-    except (OSError, ValueError, EOFError) as error:
-        raise OutputError(path, f"is damaged ({error}); remove it to lay the atlas out again") from None
-    return layout
 
 
 def _cell_records(cells: Cells, mix: np.ndarray, classes: list[str], nearest: list[np.ndarray]) -> list[dict]:
@@ -308,23 +250,6 @@ def _cell_records(cells: Cells, mix: np.ndarray, classes: list[str], nearest: li
             "patches": [f"patches/{int(v)}.png" for v in nearest[m]],
         })  # fmt: skip
     return records
-
-
-def _check_folder(folder: Path, settings: dict) -> None:
-    # A folder of another atlas, or one whose record filterviz did not write, is never written over.
-    previous = read_record(folder / RECORD)
-    if previous is None:  # no atlas here yet: a file under an atlas's names is the user's
-        for name in (VECTORS, LAYOUT):
-            if os.path.lexists(folder / name):
-                raise OutputError(
-                    folder / name, "was not written by filterviz (no atlas record beside it); it is kept: "
-                    "use another --out",
-                )  # fmt: skip
-    elif previous.get("settings") != settings:
-        differing = "; ".join(settings_differences(previous.get("settings"), settings)[:6])
-        raise OutputError(
-            folder, f"holds an activation atlas with other settings ({differing}); use another --out"
-        )
 
 
 @renamed(icon_size="size", chunk="batch_size")
@@ -386,7 +311,7 @@ def activation_atlas(
     net = get_network(network)
     spec = net.layer(layer)  # UnknownLayerError, naming the valid ones
     check_params(net, params)
-    levels = _levels(check_grid(grid), zoom)
+    levels = zoom_levels(check_grid(grid), zoom)
     for label, value, low in (
         ("positions", positions, 1),
         ("image_size", image_size, net.minimum_size(spec.name)),
@@ -404,7 +329,7 @@ def activation_atlas(
     if not paths:
         raise ImageError(root, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
     photos = (image_size, image_batch_size, len(paths), positions)
-    _check_memory(net, spec.name, chosen, (size, batch_size), photos)
+    check_memory(net, spec.name, chosen, (size, batch_size), photos)
     settings = {
         "layer": spec.name,
         "network": net.name,
@@ -425,8 +350,8 @@ def activation_atlas(
     shown = wanted(progress) and first
     with contextlib.ExitStack() as stack:
         with together(folder):  # every process stops if one must
-            _make_folder(folder)
-            _check_folder(folder, settings)
+            make_folder(folder)
+            check_folder(folder, settings)
             stack.enter_context(FolderLock(folder, "activation-atlas", active=first))
             if first and read_record(folder / RECORD) is None:
                 # Recorded before anything else is written, so all that follows is this atlas's own.
@@ -449,7 +374,7 @@ def activation_atlas(
         classes, label_of_image = _classes(paths)
         labels = label_of_image[image_of]
         layout = _layout(folder, vectors, seed)
-        cells = _cells_of_levels(vectors, layout, levels, grid, min_count)
+        cells = _cells_oflevels(vectors, layout, levels, grid, min_count)
         levels = sorted(cells)
         nearest = {g: nearest_members(vectors, cells[g], PATCHES_PER_CELL) for g in levels}
         record: dict[str, Any] = {

@@ -40,8 +40,9 @@ def keras_cache_dir() -> Path:
 
 
 def _project_weights_dir() -> Path:
-    # A source checkout's weights/ folder, two levels above src/filterviz/.
-    return Path(__file__).resolve().parents[2] / "weights"
+    # A source checkout's weights/ folder: the package is src/filterviz/networks/weights.py in the clone,
+    # so the clone is three folders above this file's. (Installed elsewhere, there is no such folder.)
+    return Path(__file__).resolve().parents[3] / "weights"
 
 
 def weights_variable(network: Network | str = "vgg16") -> str:

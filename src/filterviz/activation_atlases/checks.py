@@ -1,0 +1,108 @@
+"""What an activation atlas checks before it works, and what its folder may hold.
+
+Settings are checked against the memory model before anything is written. The record
+(``activation-atlas.json``) is written first, so every later file in the folder is the atlas's own; a
+file under an atlas's names with no record beside it is the user's and is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from filterviz.activation_atlases.cells import LARGEST_GRID, check_grid
+from filterviz.core.checks import device_memory
+from filterviz.core.engine import check_method_size
+from filterviz.core.methods import Method
+from filterviz.core.network import Network
+from filterviz.errors import OutputError, SettingError
+from filterviz.io.files import check_no_links
+from filterviz.jobs.folder import read_record, settings_differences
+
+RECORD = "activation-atlas.json"
+VECTORS = "vectors.npz"
+LAYOUT = "layout.npy"
+
+
+def zoom_levels(grid: int, zoom: Sequence[int] | None) -> list[int]:
+    """The grids of an atlas's zoom levels, coarsest first (see :func:`activation_atlas`)."""
+    # The grids of the zoom levels: half, the grid and twice it by default (up to the largest grid),
+    # coarsest first. The main grid is always one of them: the page opens there, and an atlas whose main
+    # grid is too fine for the data is an error, never an empty success.
+    if zoom is None:
+        chosen = [max(1, grid // 2), min(grid * 2, LARGEST_GRID)]
+    elif isinstance(zoom, str) or not isinstance(zoom, Sequence):
+        raise SettingError(f"zoom must be a list of grids (cells per side), got {zoom!r}")
+    else:
+        chosen = [check_grid(g) for g in zoom]
+    return sorted({*chosen, grid})
+
+
+def check_memory(net: Network, layer: str, chosen: Method, icons: tuple[int, int], photos: tuple) -> None:
+    """Before any work, by the memory model that sizes every chunk: one icon and a chunk of icons
+    (``icons``: side, per call) fit the device, so does a batch of photos (``photos``: side, per batch,
+    how many, vectors each), and every vector collected fits a quarter of the host's memory."""
+    size, batch_size = icons
+    image_size, image_batch_size, images, positions = photos
+    check_method_size(net, chosen, layer, size, size)
+    available, channels = device_memory(), net.layer(layer).channels
+    per_icon = net.activation_elements(layer, *chosen.fed_size(size, size)) * 4 * chosen.images_per_objective
+    for what, each, count, share in (
+        ("batch_size", per_icon, batch_size, 1),
+        ("image_batch_size", net.activation_elements(layer, image_size, image_size) * 4, image_batch_size, 1),
+        ("positions", images * channels * 4, positions, 4),
+    ):
+        if each * count > available // share:
+            room, largest = ("the" if share == 1 else "a quarter of the"), max(1, available // share // each)
+            raise SettingError(
+                f"{what} {count:,} needs about {each * count / 2**30:,.1f} GiB, more than {room} "
+                f"{available / 2**30:,.1f} GiB here; the largest that fits is about {largest:,}"
+            )
+
+
+def make_folder(folder: Path) -> None:
+    """The output folder and the folders filterviz writes in it, none of them a link out of it, nor a file
+    where a folder goes."""
+    for parts in ((), ("icons",), ("patches",)):
+        path = check_no_links(folder, *parts)
+        if os.path.lexists(path) and not path.is_dir():
+            raise OutputError(path, "is not a folder; filterviz writes a folder there: use another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(folder, f"cannot be made a folder ({error.strerror or error})") from None
+
+
+def saved_layout(path: Path, count: int) -> np.ndarray:
+    """An earlier run's layout: a plain float array [count, 2] of finite numbers, or an error naming it."""
+    try:
+        if not path.is_file() or path.stat().st_size > 64 + count * 2 * 8:
+            raise ValueError("not a layout of this atlas's size")
+        layout = np.load(path, allow_pickle=False)
+        if layout.shape != (count, 2) or not np.issubdtype(layout.dtype, np.floating):
+            raise ValueError(f"holds {layout.dtype} {list(layout.shape)}, not float [{count}, 2]")
+        if not np.isfinite(layout).all():
+            raise ValueError("holds values that are not finite")
+    except (OSError, ValueError, EOFError) as error:
+        raise OutputError(path, f"is damaged ({error}); remove it to lay the atlas out again") from None
+    return layout
+
+
+def check_folder(folder: Path, settings: dict) -> None:
+    """A folder of another atlas, or one whose record filterviz did not write, is never written over."""
+    previous = read_record(folder / RECORD)
+    if previous is None:  # no atlas here yet: a file under an atlas's names is the user's
+        for name in (VECTORS, LAYOUT):
+            if os.path.lexists(folder / name):
+                raise OutputError(
+                    folder / name, "was not written by filterviz (no atlas record beside it); it is kept: "
+                    "use another --out",
+                )  # fmt: skip
+    elif previous.get("settings") != settings:
+        differing = "; ".join(settings_differences(previous.get("settings"), settings)[:6])
+        raise OutputError(
+            folder, f"holds an activation atlas with other settings ({differing}); use another --out"
+        )
