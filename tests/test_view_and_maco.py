@@ -289,7 +289,7 @@ def test_scheduled_nadam_steps_as_pytorchs_nadam():
     assert get_method("maco").optimizer.name == "scheduled_nadam"
 
 
-def test_a_spectrum_whose_header_claims_terabytes_is_refused_unread(tmp_path):
+def test_a_spectrum_whose_header_claims_terabytes_is_refused_unread(tmp_path, monkeypatch):
     # 88 bytes on disk whose .npy header claims a [3, 2**20, 2**19] float32 array (6 TiB): the size the
     # header claims is checked before anything that size is read.
     header = {"descr": "<f4", "fortran_order": False, "shape": (3, 2**20, 2**19 + 1)}
@@ -297,5 +297,10 @@ def test_a_spectrum_whose_header_claims_terabytes_is_refused_unread(tmp_path):
     with open(path, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
     assert path.stat().st_size < 200
-    with pytest.raises(filterviz.WeightsError):
+    with pytest.raises(filterviz.WeightsError, match=r"is not a \.npy array|is over"):
         load_spectrum(path)
+    # A whole, readable array over the limit is refused as too large, not as something else.
+    monkeypatch.setattr("filterviz.io.spectrum.LARGEST_SPECTRUM_BYTES", 64)
+    np.save(tmp_path / "large.npy", np.ones((3, 8, 5), np.float32))
+    with pytest.raises(filterviz.WeightsError, match="is over"):
+        load_spectrum(tmp_path / "large.npy")

@@ -30,13 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.activation_atlases.cells import (
-    Cells,
-    check_grid,
-    class_mix,
-    grid_cells,
-    nearest_members,
-)
+from filterviz.activation_atlases.cells import Cells, check_grid, class_mix, grid_cells, nearest_members
 from filterviz.activation_atlases.checks import (
     LAYOUT,
     RECORD,
@@ -68,7 +62,7 @@ from filterviz.io.files import (
 )
 from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
 from filterviz.io.spectrum import resolve_spectrum
-from filterviz.jobs.folder import FolderLock, read_record
+from filterviz.jobs.folder import FolderLock
 from filterviz.jobs.multihost import from_first, gather, on_first, together
 from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
@@ -207,7 +201,7 @@ def _classes(paths: list[str]) -> tuple[list[str], np.ndarray]:
     return classes, np.array([index[name] for name in names], np.int64)
 
 
-def _cells_oflevels(vectors, layout, levels: list[int], grid: int, min_count: int) -> dict[int, Cells]:
+def _cells_of_levels(vectors, layout, levels: list[int], grid: int, min_count: int) -> dict[int, Cells]:
     # Every level's cells; a zoom level finer than the data allow is left out, the main grid never is.
     cells = {}
     for level in levels:
@@ -351,9 +345,9 @@ def activation_atlas(
     with contextlib.ExitStack() as stack:
         with together(folder):  # every process stops if one must
             make_folder(folder)
-            check_folder(folder, settings)
+            recorded = check_folder(folder, settings)
             stack.enter_context(FolderLock(folder, "activation-atlas", active=first))
-            if first and read_record(folder / RECORD) is None:
+            if first and not recorded:
                 # Recorded before anything else is written, so all that follows is this atlas's own.
                 atomic_write(folder / RECORD, json.dumps({"settings": settings, "levels": {}}).encode())
         reading = Reading(image_batch_size, image_size, fit, os.cpu_count() or 1)
@@ -374,7 +368,7 @@ def activation_atlas(
         classes, label_of_image = _classes(paths)
         labels = label_of_image[image_of]
         layout = _layout(folder, vectors, seed)
-        cells = _cells_oflevels(vectors, layout, levels, grid, min_count)
+        cells = _cells_of_levels(vectors, layout, levels, grid, min_count)
         levels = sorted(cells)
         nearest = {g: nearest_members(vectors, cells[g], PATCHES_PER_CELL) for g in levels}
         record: dict[str, Any] = {

@@ -25,13 +25,14 @@ from filterviz.jobs.folder import read_record, settings_differences
 RECORD = "activation-atlas.json"
 VECTORS = "vectors.npz"
 LAYOUT = "layout.npy"
+_NPY_HEADER_ROOM = 4096  # a .npy header is a few hundred bytes at most
 
 
 def zoom_levels(grid: int, zoom: Sequence[int] | None) -> list[int]:
-    """The grids of an atlas's zoom levels, coarsest first (see :func:`activation_atlas`)."""
-    # The grids of the zoom levels: half, the grid and twice it by default (up to the largest grid),
-    # coarsest first. The main grid is always one of them: the page opens there, and an atlas whose main
-    # grid is too fine for the data is an error, never an empty success.
+    """The grids of an atlas's zoom levels, coarsest first: ``zoom``, or half the grid and twice it (up to
+    :data:`LARGEST_GRID`), and always the main ``grid`` itself."""
+    # The main grid is always drawn: the page opens there, and an atlas whose main grid is too fine for
+    # the data is an error, never an empty success.
     if zoom is None:
         chosen = [max(1, grid // 2), min(grid * 2, LARGEST_GRID)]
     elif isinstance(zoom, str) or not isinstance(zoom, Sequence):
@@ -44,7 +45,7 @@ def zoom_levels(grid: int, zoom: Sequence[int] | None) -> list[int]:
 def check_memory(net: Network, layer: str, chosen: Method, icons: tuple[int, int], photos: tuple) -> None:
     """Before any work, by the memory model that sizes every chunk: one icon and a chunk of icons
     (``icons``: side, per call) fit the device, so does a batch of photos (``photos``: side, per batch,
-    how many, vectors each), and every vector collected fits a quarter of the host's memory."""
+    how many, vectors each), and every vector collected fits a quarter of the memory."""
     size, batch_size = icons
     image_size, image_batch_size, images, positions = photos
     check_method_size(net, chosen, layer, size, size)
@@ -79,7 +80,7 @@ def make_folder(folder: Path) -> None:
 def saved_layout(path: Path, count: int) -> np.ndarray:
     """An earlier run's layout: a plain float array [count, 2] of finite numbers, or an error naming it."""
     try:
-        if not path.is_file() or path.stat().st_size > 64 + count * 2 * 8:
+        if not path.is_file() or path.stat().st_size > _NPY_HEADER_ROOM + count * 2 * 8:
             raise ValueError("not a layout of this atlas's size")
         layout = np.load(path, allow_pickle=False)
         if layout.shape != (count, 2) or not np.issubdtype(layout.dtype, np.floating):
@@ -91,8 +92,9 @@ def saved_layout(path: Path, count: int) -> np.ndarray:
     return layout
 
 
-def check_folder(folder: Path, settings: dict) -> None:
-    """A folder of another atlas, or one whose record filterviz did not write, is never written over."""
+def check_folder(folder: Path, settings: dict) -> bool:
+    """Whether ``folder`` already holds this atlas's record. A folder of another atlas, or one whose
+    record filterviz did not write, is never written over: :class:`OutputError`."""
     previous = read_record(folder / RECORD)
     if previous is None:  # no atlas here yet: a file under an atlas's names is the user's
         for name in (VECTORS, LAYOUT):
@@ -106,3 +108,4 @@ def check_folder(folder: Path, settings: dict) -> None:
         raise OutputError(
             folder, f"holds an activation atlas with other settings ({differing}); use another --out"
         )
+    return previous is not None

@@ -261,9 +261,7 @@ def render_one(
     else:
         photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
         first = resize_pixels(photo, stages[0]) if stages[0] != size else photo
-        if not isinstance(parameterization, Pixels):
-            raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
-        variables = parameterization.from_pixels(first)
+        variables = start_parameterization(method).from_pixels(first)
     all_frames, attribution = [], None
     with matmul_precision(method.precision):
         for index, stage in enumerate(stages):
@@ -371,6 +369,14 @@ def check_method_size(network: Network, method: Method, layer: str, height: int,
                 f"{smallest[0]}x{smallest[1]}, too small for {layer} (at least {minimum}x{minimum}); use "
                 "fewer stages, a smaller scale or a larger image"
             )
+
+
+def start_parameterization(method: Method) -> Pixels:
+    """The parameterization a start image goes into: ``method``'s, if it optimises pixels; else
+    :class:`SettingError` (a spectrum method has no pixels to start from)."""
+    if not isinstance(method.parameterization, Pixels):
+        raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
+    return method.parameterization
 
 
 def check_start(start: object, count: int) -> jax.Array:

@@ -27,11 +27,11 @@ from filterviz.core.engine import (
     filter_keys,
     render_batch,
     resize_pixels,
+    start_parameterization,
 )
 from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
-from filterviz.core.parameterizations import Pixels
 from filterviz.errors import SettingError
 from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
@@ -104,8 +104,7 @@ def _plan(
     check_params(network, params)
     count = objective.batch_size() or 1
     if start is not None:
-        if not isinstance(method.parameterization, Pixels):
-            raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
+        start_parameterization(method)
         start = check_start(start, count)
     if size is None:
         height, width = start.shape[-3:-1] if start is not None else (DEFAULT_SIZE, DEFAULT_SIZE)

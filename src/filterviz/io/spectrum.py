@@ -48,17 +48,17 @@ def load_spectrum(path: str | os.PathLike[str]) -> Spectrum:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(path, "no such spectrum file")
-    too_large = WeightsError(path, f"is over {LARGEST_SPECTRUM_BYTES >> 20} MiB: not a spectrum")
     try:
-        if path.stat().st_size > LARGEST_SPECTRUM_BYTES:
-            raise too_large
         # Mapped first, so the size its header claims is checked before anything that size is read.
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-        if not isinstance(mapped, np.ndarray) or mapped.nbytes > LARGEST_SPECTRUM_BYTES:
-            raise too_large
-        magnitude = np.array(mapped)
+        if not isinstance(mapped, np.ndarray):
+            raise ValueError(f"holds a {type(mapped).__name__}, not one array")
+        too_large = max(path.stat().st_size, mapped.nbytes) > LARGEST_SPECTRUM_BYTES
+        magnitude = None if too_large else np.array(mapped)
     except (OSError, ValueError, EOFError) as error:
         raise WeightsError(path, f"is not a .npy array of numbers ({error})") from None
+    if magnitude is None:
+        raise WeightsError(path, f"is over {LARGEST_SPECTRUM_BYTES >> 20} MiB: not a spectrum")
     try:
         return Spectrum(magnitude, source=path.name)
     except SettingError as error:

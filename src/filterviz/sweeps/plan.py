@@ -21,7 +21,7 @@ from filterviz.core.checks import (
     check_params,
     check_seed,
 )
-from filterviz.core.engine import check_method_size, check_size, check_start
+from filterviz.core.engine import check_method_size, check_size, check_start, start_parameterization
 from filterviz.core.methods import (
     NOTEBOOK_STEP_SIZE,
     NOTEBOOK_STEPS,
@@ -30,7 +30,6 @@ from filterviz.core.methods import (
     get_method,
 )
 from filterviz.core.network import Network, Params
-from filterviz.core.parameterizations import Pixels
 from filterviz.core.pictures import random_image
 from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import read_json_object
@@ -70,8 +69,8 @@ def plan_sweep(
     chosen = _sweep_method(method, settings, network)
     precision = chosen.precision
     notebook = chosen.name == "notebook"
-    if start is not None and not isinstance(chosen.parameterization, Pixels):
-        raise SettingError(f"a start image needs a pixel method; {chosen.name} optimises a spectrum")
+    if start is not None:
+        start_parameterization(chosen)
     if start is None:
         height, width = check_size(size)
     else:
