@@ -3,7 +3,9 @@ page in headless Chromium and the command line's errors."""
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -65,6 +67,23 @@ def test_cell_means_counts_and_neighbours_match_a_brute_force_count():
     assert list(nearest) == list(members[np.argsort(-similarity)[:2]])
     with pytest.raises(filterviz.SettingError, match="too fine"):
         grid_cells(vectors, layout, 200, min_count=5)
+
+
+def test_the_exact_neighbours_are_scikit_learns_and_zero_vectors_follow_umaps_rule():
+    from sklearn.neighbors import NearestNeighbors
+
+    from filterviz.activation_atlases.layout import cosine_neighbours
+
+    vectors = np.random.default_rng(4).normal(size=(700, 12)).astype(np.float32)
+    indices, distances = cosine_neighbours(vectors, 9, block=256)  # blocks that do not divide N
+    oracle = NearestNeighbors(n_neighbors=9, metric="cosine", algorithm="brute").fit(vectors)
+    expected_distances, expected_indices = oracle.kneighbors(vectors)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, atol=1e-6)
+    vectors[[3, 5]] = 0.0  # two dead positions: each other's nearest, at distance 0
+    indices, distances = cosine_neighbours(vectors, 3)
+    assert indices[3, :2].tolist() == [3, 5] and distances[3, :2].tolist() == [0.0, 0.0]
+    assert distances[3, 2] == 1.0
 
 
 def test_a_seeded_layout_is_reproducible():
@@ -295,8 +314,11 @@ def test_the_users_files_under_an_atlas_s_names_are_kept(drawn, random_params, t
         np.save(out / "mine.npy", np.zeros(3))
         (out / "mine.npy").rename(out / name)
         before = (out / name).read_bytes()
-        with pytest.raises(filterviz.OutputError, match="not written by filterviz"):
-            filterviz.activation_atlas(random_params, folder, out=out, progress=False, **SMALL)
+        for overwrite in (False, True):  # overwrite clears an atlas, never files with no record beside them
+            with pytest.raises(filterviz.OutputError, match="not written by filterviz"):
+                filterviz.activation_atlas(
+                    random_params, folder, out=out, progress=False, overwrite=overwrite, **SMALL
+                )
         assert (out / name).read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
     icons = tmp_path / "icons-file"
     icons.mkdir()
@@ -341,3 +363,31 @@ def test_a_changed_photo_makes_a_finished_atlas_a_new_one_and_out_inside_the_pho
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(changed)
     with pytest.raises(filterviz.OutputError, match="images_digest"):
         filterviz.activation_atlas(random_params, photos, out=out, progress=False, **settings)
+
+
+def test_overwrite_starts_again_and_deletes_only_the_atlas_s_own_files(drawn, random_params, tmp_path):
+    folder, out, _ = drawn
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    mine = {"notes.txt": b"mine", "icons/g4/mine.png": _png_bytes(), "patches/extra/keep.txt": b"kept"}
+    for name, data in mine.items():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes(data)
+    other = {**SMALL, "seed": 1}
+    with pytest.raises(filterviz.OutputError, match=r"seed: 0 in the folder, 1 asked.*--overwrite"):
+        filterviz.activation_atlas(random_params, folder, out=copy, progress=False, **other)
+    redrawn = filterviz.activation_atlas(
+        random_params, folder, out=copy, progress=False, overwrite=True, **other
+    )
+    assert {name: (copy / name).read_bytes() for name in mine} == mine
+    record = json.loads((copy / "activation-atlas.json").read_text())
+    assert record["settings"]["seed"] == 1 and redrawn.page == copy / "atlas.html"
+    drawn_icons = {str(path.relative_to(copy)) for path in copy.glob("icons/*/*.png")} - {"icons/g4/mine.png"}
+    wanted_icons = {cell["icon"] for cells in record["levels"].values() for cell in cells}
+    assert drawn_icons == wanted_icons  # no icon of the earlier atlas is left behind
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

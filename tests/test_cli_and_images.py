@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.cli.commands import parse_filters
+from filterviz.cli.parser import build_parser
 from filterviz.io import photos
 
 VGG16 = filterviz.network("vgg16")
@@ -65,6 +67,24 @@ def test_layers_and_summary(capsys):
     assert main(["summary", "--size", "224"]) == 0
     out = capsys.readouterr().out
     assert "(None, 7, 7, 512)" in out and "Total params: 14,714,688" in out
+
+
+def test_version_and_every_option_s_help_states_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"filterviz {filterviz.__version__}\n"
+    assert filterviz.__version__[0].isdigit()  # the installed package's, not "unknown"
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [
+        f"{name} {action.option_strings[0]}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if action.option_strings
+        and action.help != argparse.SUPPRESS  # an old spelling, hidden
+        and not (action.required or action.nargs == 0)  # a flag or a required option has no default
+        and "default" not in (action.help or "")
+    ]
+    assert silent == []
 
 
 def test_filters_writes_a_grid_with_the_real_weights(weights_path, tmp_path, capsys):

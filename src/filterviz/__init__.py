@@ -3,7 +3,8 @@
 The package's folders show its shape: ``core/`` is the pure numerical core (network type, objectives,
 parameterizations, transforms, methods, the engine), ``networks/`` the built-in networks, imported
 models and weights, ``draw/`` the functions users call on arrays, ``io/`` photos in and files out,
-``sweeps/`` work at volume into a folder (sweeps, dataset examples, the atlas, activation atlases),
+``jobs/`` what every long job's folder shares, and above them one folder per feature: ``sweeps/`` (every
+filter of a network into a folder, with its atlas page), ``dataset_examples/``, ``activation_atlases/``;
 ``cli/`` the command line. The names below are the public API; everything else is reached through its module
 (``filterviz.core.methods.Fourier``, ``filterviz.core.engine.render_one``).
 
@@ -44,10 +45,12 @@ from filterviz.networks import get_network as network
 from filterviz.networks.external import from_flax, from_keras
 from filterviz.networks.pytorch import from_torch
 from filterviz.networks.weights import load_weights
-from filterviz.runtime import enable_compilation_cache
+from filterviz.runtime import VERSION, enable_compilation_cache
 from filterviz.sweeps.atlas import top_filters, write_atlas
 from filterviz.sweeps.manifest import read_manifest as _read_manifest
 from filterviz.sweeps.sweep import sweep
+
+__version__ = VERSION
 
 
 def _summary(height: int | None = None, width: int | None = None, *, model: str | Network = "vgg16") -> str:

@@ -1,15 +1,22 @@
-"""The runtime around a run: CPU cores as devices, and the persistent compilation cache."""
+"""The runtime around a run: the installed version, CPU cores as devices, and the persistent
+compilation cache."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jax
 
 from filterviz.errors import OutputError
+
+try:
+    VERSION = metadata.version("filterviz")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    VERSION = "unknown"
 
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 

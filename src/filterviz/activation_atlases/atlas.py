@@ -37,6 +37,7 @@ from filterviz.activation_atlases.checks import (
     VECTORS,
     check_folder,
     check_memory,
+    clear_atlas,
     make_folder,
     saved_layout,
     zoom_levels,
@@ -219,7 +220,7 @@ def _layout(folder: Path, vectors: np.ndarray, seed: int) -> np.ndarray:
     check_layout_size(len(vectors))  # on every process: process 0 alone makes the layout
 
     def made() -> list:
-        saved = folder / LAYOUT  # the record beside it says it is this atlas's (see _check_folder)
+        saved = folder / LAYOUT  # the record beside it says it is this atlas's (see check_folder)
         if os.path.lexists(saved):
             return saved_layout(saved, len(vectors)).tolist()
         layout = umap_layout(vectors, seed=seed)
@@ -267,6 +268,7 @@ def activation_atlas(
     batch_size: int = 16,
     progress: bool | None = None,
     save_seconds: float = 30.0,
+    overwrite: bool = False,
     **settings: Any,
 ) -> ActivationAtlas:
     """The activation atlas of ``layer`` over the photos of ``images``, written into the folder ``out``.
@@ -291,6 +293,8 @@ def activation_atlas(
       batch_size: cells per compiled render call.
       progress: show a progress bar.
       save_seconds: how often the collect pass saves its progress into ``out``.
+      overwrite: clear an atlas made with other settings from ``out`` and start again (only files the
+        atlas wrote are deleted).
       **settings: the method's settings (:func:`filterviz.get_method`, e.g. ``steps``).
 
     With several processes joined by ``jax.distributed`` (call it with the same arguments in each,
@@ -345,8 +349,11 @@ def activation_atlas(
     with contextlib.ExitStack() as stack:
         with together(folder):  # every process stops if one must
             make_folder(folder)
-            recorded = check_folder(folder, settings)
+            recorded = check_folder(folder, settings, overwrite)
             stack.enter_context(FolderLock(folder, "activation-atlas", active=first))
+            if first and overwrite and recorded:
+                clear_atlas(folder)
+                recorded = False
             if first and not recorded:
                 # Recorded before anything else is written, so all that follows is this atlas's own.
                 atomic_write(folder / RECORD, json.dumps({"settings": settings, "levels": {}}).encode())

@@ -7,6 +7,7 @@ file under an atlas's names with no record beside it is the user's and is kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,17 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from filterviz.activation_atlases.cells import LARGEST_GRID, check_grid
+from filterviz.activation_atlases.page import OTHER_PAGE, PAGE
 from filterviz.core.checks import device_memory
 from filterviz.core.engine import check_method_size
 from filterviz.core.methods import Method
 from filterviz.core.network import Network
 from filterviz.errors import OutputError, SettingError
-from filterviz.io.files import check_no_links
-from filterviz.jobs.folder import read_record, settings_differences
+from filterviz.io.files import check_no_links, written_by_filterviz
+from filterviz.jobs.folder import page_written_by_filterviz, read_record, settings_differences
 
 RECORD = "activation-atlas.json"
 VECTORS = "vectors.npz"
 LAYOUT = "layout.npy"
+PICTURE_FOLDERS = ("icons", "patches")
 _NPY_HEADER_ROOM = 4096  # a .npy header is a few hundred bytes at most
 
 
@@ -67,7 +70,7 @@ def check_memory(net: Network, layer: str, chosen: Method, icons: tuple[int, int
 def make_folder(folder: Path) -> None:
     """The output folder and the folders filterviz writes in it, none of them a link out of it, nor a file
     where a folder goes."""
-    for parts in ((), ("icons",), ("patches",)):
+    for parts in ((), *((name,) for name in PICTURE_FOLDERS)):
         path = check_no_links(folder, *parts)
         if os.path.lexists(path) and not path.is_dir():
             raise OutputError(path, "is not a folder; filterviz writes a folder there: use another --out")
@@ -92,9 +95,10 @@ def saved_layout(path: Path, count: int) -> np.ndarray:
     return layout
 
 
-def check_folder(folder: Path, settings: dict) -> bool:
-    """Whether ``folder`` already holds this atlas's record. A folder of another atlas, or one whose
-    record filterviz did not write, is never written over: :class:`OutputError`."""
+def check_folder(folder: Path, settings: dict, overwrite: bool = False) -> bool:
+    """Whether ``folder`` already holds an atlas record. A folder of another atlas (unless ``overwrite``
+    is to clear it), or one whose record filterviz did not write, is never written over:
+    :class:`OutputError`."""
     previous = read_record(folder / RECORD)
     if previous is None:  # no atlas here yet: a file under an atlas's names is the user's
         for name in (VECTORS, LAYOUT):
@@ -103,9 +107,36 @@ def check_folder(folder: Path, settings: dict) -> bool:
                     folder / name, "was not written by filterviz (no atlas record beside it); it is kept: "
                     "use another --out",
                 )  # fmt: skip
-    elif previous.get("settings") != settings:
+    elif previous.get("settings") != settings and not overwrite:
         differing = "; ".join(settings_differences(previous.get("settings"), settings)[:6])
         raise OutputError(
-            folder, f"holds an activation atlas with other settings ({differing}); use another --out"
-        )
+            folder, f"holds an activation atlas with other settings ({differing}); use another --out, "
+            "or start it again with --overwrite (overwrite=True)",
+        )  # fmt: skip
     return previous is not None
+
+
+def clear_atlas(folder: Path) -> list[str]:
+    """Delete the activation atlas in ``folder`` and nothing else: its record, vectors and layout (the
+    record is written before them, so beside it they are the atlas's own), the icons and patches that
+    carry filterviz's mark, its page; then the picture folders this leaves empty. A folder with no
+    atlas record is left as it is. Returns the paths deleted (relative)."""
+    if read_record(folder / RECORD) is None:
+        return []
+    doomed = [name for name in (VECTORS, LAYOUT) if (folder / name).is_file()]
+    doomed += [page for page in (PAGE, OTHER_PAGE) if page_written_by_filterviz(folder / page)]
+    inner: list[str] = []  # the picture folders, deepest first
+    for top in PICTURE_FOLDERS:
+        if (folder / top).is_symlink():
+            continue  # never reach out of the folder
+        for parent, folders, names in os.walk(folder / top):  # os.walk does not follow links
+            relative = Path(parent).relative_to(folder)
+            inner.insert(0, str(relative))
+            folders[:] = [name for name in folders if not (Path(parent) / name).is_symlink()]
+            doomed += [str(relative / name) for name in names if written_by_filterviz(Path(parent) / name)]
+    for name in [*doomed, RECORD]:  # the record last: a kill midway leaves a folder it still covers
+        (folder / name).unlink(missing_ok=True)
+    for emptied in inner:
+        with contextlib.suppress(OSError):
+            (folder / emptied).rmdir()  # only if empty: the user's files keep their folder
+    return [*doomed, RECORD]

@@ -52,6 +52,35 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels: the largest photo read."""
+    from filterviz.io.photos import MAX_PIXELS  # imported late: the parser loads fast
+
+    parser.add_argument(
+        "--max-pixels",
+        type=COUNT,
+        default=MAX_PIXELS,
+        help=f"refuse photos larger than this many pixels (default {MAX_PIXELS:,})",
+    )
+
+
+FOUND = "(default: what --distributed finds)"
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Joining several hosts into one run."""
+    # The same command started on every host joins them into one run (each takes a share of the work).
+    cluster = parser.add_argument_group("several hosts (jax.distributed)")
+    cluster.add_argument(
+        "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
+    )
+    cluster.add_argument("--coordinator", default=None, help=f"address:port of process 0 {FOUND}")
+    cluster.add_argument("--num-processes", type=COUNT, default=None, help=f"number of processes {FOUND}")
+    cluster.add_argument(
+        "--process-id", type=whole(0), default=None, help=f"this process's index from 0 {FOUND}"
+    )
+
+
 class Renamed(argparse.Action):
     """An option's old spelling, kept for one release: it sets the new option's value and says, in one
     line on standard error, what it is called now."""

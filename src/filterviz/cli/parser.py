@@ -11,14 +11,25 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from filterviz.cli import commands, volume
-from filterviz.cli.arguments import COUNT, SEED, Renamed, add_model, number, whole
+from filterviz.cli.arguments import (
+    COUNT,
+    SEED,
+    Renamed,
+    add_cluster_options,
+    add_max_pixels,
+    add_model,
+    number,
+    whole,
+)
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
 from filterviz.core.transforms import TRANSFORM_SETS
 from filterviz.errors import FilterVizError, printable
 from filterviz.io.photos import FITS
+from filterviz.runtime import VERSION
 
 EXIT_USER_ERROR = 2
+WEIGHTS_AS_FOR_FILTERS = "the network's weights file (default and forms as for filters)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,12 +97,13 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     group.add_argument(
         "--transforms",
         choices=tuple(TRANSFORM_SETS),
-        help="random transforms each step: Lucid's standard ones, or with the scale widened to 0.73-1.27",
+        help="random transforms each step: Lucid's standard ones, or with the scale widened to 0.73-1.27 "
+        "(default: the method's; lucid: standard, notebook: none)",
     )
     group.add_argument(
         "--optimizer",
         help="normalized (the notebook's), scheduled_nadam (Keras' and PyTorch's NAdam) or an optax "
-        "optimizer: adam, nadam, sgd...",
+        "optimizer: adam, nadam, sgd... (default: the method's; notebook: normalized, lucid: adam)",
     )
     group.add_argument(
         "--view",
@@ -104,17 +116,21 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
         help="maco's magnitude spectrum: imagenet (the published one, fetched on first use; the "
         "default), 1/f (no file), or a .npy from 'filterviz spectrum'",
     )
-    group.add_argument("--octaves", type=whole(0), help="octave stages (0: none; the octaves method: 9)")
+    group.add_argument(
+        "--octaves", type=whole(0), help="octave stages (default: the method's; none, or 9 for octaves)"
+    )
     group.add_argument(
         "--octave-scale", type=number(above=1), default=1.2, help="growth between octaves (default 1.2)"
     )
     if not sweep:
-        group.add_argument("--images-per-filter", type=COUNT, help="images optimised together per filter")
+        group.add_argument(
+            "--images-per-filter", type=COUNT, help="images optimised together per filter (default 1)"
+        )
         group.add_argument(
             "--diversity",
             type=number(above=-math.inf),
             default=0.0,
-            help="weight of a diversity term (Lucid: 100)",
+            help="weight of a diversity term (default 0; Lucid uses 100)",
         )
         group.add_argument(
             "--objective",
@@ -135,17 +151,6 @@ def _add_ascent_options(parser: argparse.ArgumentParser, *, steps: int | None) -
     )
 
 
-def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
-    from filterviz.io.photos import MAX_PIXELS
-
-    parser.add_argument(
-        "--max-pixels",
-        type=COUNT,
-        default=MAX_PIXELS,
-        help=f"refuse photos larger than this many pixels (default {MAX_PIXELS:,})",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each parsed namespace carries its command as ``run``."""
     parser = _Parser(
@@ -153,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See what the filters of a convolutional network respond to, by gradient ascent on the "
         "input (VGG16 unless --model names another).",
     )
+    parser.add_argument("--version", action="version", version=f"filterviz {VERSION}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_layers,
@@ -203,9 +209,9 @@ def _add_filters(subcommands: Any) -> None:
     )
     filters.add_argument("--columns", type=COUNT, default=10, help="grid columns (default 10)")
     filters.add_argument(
-        "--top", type=COUNT, default=None, help="draw only the N filters that reached the highest activation"
+        "--top", type=COUNT, default=None, help="draw only the N filters that fired most (default: all)"
     )
-    filters.add_argument("--gif", default=None, help="also write an animated GIF of the ascent here")
+    filters.add_argument("--gif", default=None, help="also write a GIF of the ascent here (default none)")
     filters.add_argument("--frame-every", type=COUNT, default=8, help="steps between GIF frames (default 8)")
     _add_ascent_options(filters, steps=None)
     _add_method_options(filters)
@@ -240,7 +246,7 @@ def _add_dream(subcommands: Any) -> None:
     dream.add_argument(
         "--octave-scale", type=number(above=1), default=1.4, help="size ratio between octaves (default 1.4)"
     )
-    _add_max_pixels(dream)
+    add_max_pixels(dream)
     _add_ascent_options(dream, steps=100)
     dream.set_defaults(run=commands.dream)
 
@@ -258,14 +264,18 @@ def _add_sweep(subcommands: Any) -> None:
     sweep.add_argument(
         "--layers", default="all", help="comma-separated layer names, or all conv layers (default all)"
     )
-    sweep.add_argument("--filters", default="all", help="filters of each layer: 0-15, 3,7,10-12 or all")
+    sweep.add_argument(
+        "--filters", default="all", help="filters of each layer: 0-15, 3,7,10-12 (default all)"
+    )
     sweep.add_argument("--size", default=None, help="image size, 128 or HxW (default 128)")
     sweep.add_argument("--seed", type=SEED, default=0, help="seed of the noise start image (default 0)")
     sweep.add_argument(
-        "--start", default=None, help="start from this photo instead of noise (resized to --size if given)"
+        "--start",
+        default=None,
+        help="start from this photo instead of noise, resized to --size if given (default: noise)",
     )
     sweep.add_argument("--raw", action="store_true", help="also save each float32 image as .npy")
-    _add_max_pixels(sweep)
+    add_max_pixels(sweep)
     sweep.add_argument(
         "--batch-size",
         type=COUNT,
@@ -287,7 +297,7 @@ def _add_sweep(subcommands: Any) -> None:
     )
     _add_compute_options(sweep, steps=None)
     _add_method_options(sweep, sweep=True)
-    _add_cluster_options(sweep)
+    add_cluster_options(sweep)
     sweep.set_defaults(run=volume.sweep)
 
 
@@ -340,9 +350,9 @@ def _add_examples(subcommands: Any) -> None:
         "--batch-size", type=COUNT, dest="image_batch_size", action=Renamed, new="--image-batch-size"
     )
     add_model(examples)
-    examples.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
+    examples.add_argument("--weights", default=None, help=WEIGHTS_AS_FOR_FILTERS)
     examples.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
-    _add_cluster_options(examples)
+    add_cluster_options(examples)
     examples.set_defaults(run=volume.examples)
 
 
@@ -362,7 +372,12 @@ def _add_activation_atlas(subcommands: Any) -> None:
         default=None,
         help="the grids of the zoom levels, e.g. 10,20,40 (default: half, grid, twice)",
     )
-    atlas.add_argument("--method", choices=("notebook", "lucid", "maco", "octaves"), default="lucid")
+    atlas.add_argument(
+        "--method",
+        choices=("notebook", "lucid", "maco", "octaves"),
+        default="lucid",
+        help="how each cell's icon is drawn (default lucid; see 'filterviz filters --help')",
+    )
     atlas.add_argument("--steps", type=whole(0), default=None, help="steps per icon (default: the method's)")
     atlas.add_argument("--size", type=COUNT, default=64, help="icon side in pixels (default 64)")
     atlas.add_argument("--icon-size", type=COUNT, dest="size", action=Renamed, new="--size")
@@ -374,10 +389,15 @@ def _add_activation_atlas(subcommands: Any) -> None:
     atlas.add_argument("--seed", type=SEED, default=0, help="positions, layout and icons (default 0)")
     atlas.add_argument("--image-batch-size", type=COUNT, default=32, help="photos per batch (default 32)")
     atlas.add_argument("--batch-size", type=COUNT, default=16, help="icons per compiled call (default 16)")
+    atlas.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="clear an atlas with other settings from --out and start again (only its own files)",
+    )
     atlas.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
-    atlas.add_argument("--weights", default=None, help="the network's weights file (as for filters)")
+    atlas.add_argument("--weights", default=None, help=WEIGHTS_AS_FOR_FILTERS)
     add_model(atlas)
-    _add_cluster_options(atlas)
+    add_cluster_options(atlas)
     atlas.set_defaults(run=volume.activation_atlas)
 
 
@@ -396,17 +416,6 @@ def _add_spectrum(subcommands: Any) -> None:
     )
     spectrum.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     spectrum.set_defaults(run=commands.spectrum)
-
-
-def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    # The same command started on every host joins them into one run (each takes a share of the work).
-    cluster = parser.add_argument_group("several hosts (jax.distributed)")
-    cluster.add_argument(
-        "--distributed", action="store_true", help="join a cluster JAX detects itself (SLURM, MPI, TPU pods)"
-    )
-    cluster.add_argument("--coordinator", default=None, help="address:port of process 0")
-    cluster.add_argument("--num-processes", type=COUNT, default=None, help="number of processes")
-    cluster.add_argument("--process-id", type=whole(0), default=None, help="this process's index, from 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

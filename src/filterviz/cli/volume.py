@@ -191,7 +191,7 @@ def activation_atlas(args: argparse.Namespace) -> None:
         params, args.images, args.layer, out=args.out, network=network, grid=args.grid, zoom=zoom,
         method=args.method, size=args.size, positions=args.positions, image_size=args.image_size,
         min_count=args.min_count, seed=args.seed, image_batch_size=args.image_batch_size,
-        batch_size=args.batch_size, progress=False if args.quiet else None,
+        batch_size=args.batch_size, progress=False if args.quiet else None, overwrite=args.overwrite,
         **({} if args.steps is None else {"steps": args.steps}),
     )  # fmt: skip
     if not args.quiet and jax.process_index() == 0:  # process 0 reports for every process

@@ -117,7 +117,9 @@ def _keras() -> Any:
     try:
         import keras
     except ImportError:
-        raise SettingError("a Keras model needs keras: pip install 'filterviz[keras]'") from None
+        raise SettingError(
+            "a Keras model needs keras: pip install -e '.[keras]' in filterviz's clone"
+        ) from None
     if keras.backend.backend() != "jax":
         raise SettingError(
             f"Keras runs on {keras.backend.backend()}; filterviz needs KERAS_BACKEND=jax, set before "

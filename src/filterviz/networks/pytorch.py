@@ -17,7 +17,7 @@ Conventions:
   left out of the map;
 - the module is put in eval mode: batch norm uses its running statistics, dropout is off.
 
-torch, torchvision and torchax are an optional extra (``pip install 'filterviz[torch]'``), imported only
+torch, torchvision and torchax are an optional extra (``pip install -e '.[torch]'`` in a clone), imported only
 here; torchax supports a narrow range of torch versions, checked before use.
 """
 
@@ -44,7 +44,7 @@ from filterviz.networks.torch_ops import channels_last_environment
 
 TORCH_VERSIONS = ((2, 11), (2, 12))
 """The torch releases (major, minor) torchax 0.0.13 is tested with here: 2.11.x and 2.12.x."""
-EXTRA = "pip install 'filterviz[torch]'  (torch 2.11-2.12, its torchvision, torchax 0.0.13)"
+EXTRA = "pip install -e '.[torch]' in filterviz's clone (torch 2.11-2.12, its torchvision, torchax 0.0.13)"
 
 _PROBE = 224  # torchvision's and timm's input size: the size a fixed-size model (ViT) is probed at
 _VISUAL_KINDS = ("Conv2d", "Conv2dNormActivation", "Conv2dSame")
