@@ -1,10 +1,11 @@
 """Helpers for the tests: the reference digest, the atlas page's data, a writer of Keras legacy-layout
-H5 files (measures and Keras parity helpers are in ``bench/measures.py`` and ``bench/parity.py``)."""
+H5 files, a new user's clone (Keras parity helpers are in ``tests/parity.py``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,31 @@ from filterviz.networks import get_network as network
 
 CONTENT_SHA256 = "d9a27cc1fc7f975ef8cff49180e794ccd7c4bc868ebb49740803b3bbaa8dbefd"
 """Digest of the ImageNet VGG16 tensors (every kernel then bias, float32 LE, in layer order)."""
+
+
+def a_new_users_clone(folder: Path, weights: Path) -> Path:
+    """A clone as a new user has it after reading the README: this checkout's ``src/`` and ``notebooks/``,
+    not installed, and the weights file in its ``weights/`` folder (linked where the file system allows).
+    Run with ``PYTHONPATH=<clone>/src`` and no ``FILTERVIZ_WEIGHTS``."""
+    root = Path(__file__).resolve().parents[1]
+    skipped = shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints")
+    for part in ("src", "notebooks"):
+        shutil.copytree(root / part, folder / part, ignore=skipped)
+    (folder / "weights").mkdir()
+    placed = folder / "weights" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    try:
+        os.link(weights, placed)
+    except OSError:
+        shutil.copyfile(weights, placed)
+    return folder
+
+
+def as_a_new_user(clone: Path) -> dict[str, str]:
+    """The environment of a new user's process: the clone's package first, no weights variable."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("FILTERVIZ_WEIGHTS")}
+    paths = [str(clone / "src"), os.environ.get("PYTHONPATH")]
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    return environment
 
 
 def write_legacy_h5(path: Path, flat: dict, layers=None, *, kernel_shapes=None) -> Path:

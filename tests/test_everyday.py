@@ -215,7 +215,7 @@ TINY = [
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
     (r"size=224", "size=32"),
     (r"size=512", "size=48"),
-    (r"grid=20", "grid=2"),
+    (r"grid=20\)", "grid=2, zoom=[2], size=16)"),  # one level of small icons
     (r"levels\[20\]", "levels[2]"),
     (r'weights="DEFAULT"', "weights=None"),  # torchvision's published weights: no download in the suite
     (r'"layer3\.5"', '"layer1.0"'),  # a shallower layer of the torchvision ResNet50: less to compile

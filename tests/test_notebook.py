@@ -1,30 +1,33 @@
-"""The notebook runs end to end (in quick mode: small images, few steps), so it cannot rot."""
+"""The notebook runs end to end (in quick mode: small images, few steps), so it cannot rot; it runs as a new
+user runs it, from its own folder in a clone whose weights/ holds the file, with no variable set."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "visualizing_conv_layers.ipynb"
+from support import a_new_users_clone, as_a_new_user
+
+NOTEBOOK = Path("notebooks") / "visualizing_conv_layers.ipynb"
 
 
 @pytest.mark.slow
-def test_notebook_runs_end_to_end(weights_path, monkeypatch):
+def test_notebook_runs_end_to_end(weights_path, tmp_path, monkeypatch):
+    clone = a_new_users_clone(tmp_path, weights_path)
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, value in as_a_new_user(clone).items():  # the kernel inherits this environment
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("FILTERVIZ_QUICK", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline, as for a user
-    monkeypatch.setenv("FILTERVIZ_WEIGHTS", str(weights_path))
-    source = Path(__file__).resolve().parents[1] / "src"
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))
-    )
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    ).execute()
+    notebook = nbformat.read(clone / NOTEBOOK, as_version=4)
+    folder = {"metadata": {"path": str(clone / "notebooks")}}  # the kernel starts in the notebook's folder
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources=folder).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
@@ -35,3 +38,6 @@ def test_notebook_runs_end_to_end(weights_path, monkeypatch):
     assert any("{'conv1': 8, 'conv2': 16}" in output.get("text", "") for output in outputs)
     assert any("frames recorded: (2, 1, 3," in output.get("text", "") for output in outputs)
     assert any("Total params: 14,714,688" in output.get("text", "") for output in outputs)
+    # The dream changes the photo: its filter fires on it.
+    change = [re.search(r"mean change ([0-9.]+) of 255", output.get("text", "")) for output in outputs]
+    assert next(float(found.group(1)) for found in change if found) > 0
