@@ -221,11 +221,11 @@ def test_missing_or_unsupported_torch_is_one_line_naming_the_extra(monkeypatch):
     from filterviz.networks import pytorch
 
     monkeypatch.setattr(torch, "__version__", "2.14.0")
-    with pytest.raises(filterviz.SettingError, match=r"torch 2.14.0 is outside .*filterviz\[torch\]"):
+    with pytest.raises(filterviz.SettingError, match=r"torch 2.14.0 is outside .*-e '\.\[torch\]'"):
         pytorch.torch_modules()
     monkeypatch.setattr(torch, "__version__", "2.12.1")
     monkeypatch.setitem(sys.modules, "torchax", None)
-    with pytest.raises(filterviz.SettingError, match=r"needs torchax: pip install 'filterviz\[torch\]'"):
+    with pytest.raises(filterviz.SettingError, match=r"needs torchax: pip install -e '\.\[torch\]'"):
         pytorch.torch_modules()
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(filterviz.SettingError, match=r"needs torch and torchax"):
