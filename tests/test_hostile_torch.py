@@ -173,3 +173,16 @@ def test_a_layer_name_is_shown_as_text_not_mathtext():
     pictures = np.zeros((2, 8, 8, 3), np.uint8)
     figure = filter_grid(pictures, ["$\\frac{$", "a_b^c"], title="blocks.$\\undefined$", columns=2)
     figure.savefig(io.BytesIO(), format="png")  # mathtext would fail here on the unbalanced commands
+
+
+def test_layer_names_with_terminal_escapes_are_listed_as_text(monkeypatch, capsys):
+    from filterviz.cli import commands, main
+
+    module = nn.Sequential()
+    module.add_module("\x1b[2Jred\nline", nn.Conv2d(3, 4, 3))
+    network, _ = filterviz.from_torch(module.eval())
+    monkeypatch.setattr(commands, "load_network", lambda args, weights=True: (network, None))
+    for command in ("layers", "summary"):
+        assert main([command]) == 0
+        shown = capsys.readouterr().out
+        assert "\x1b" not in shown and "\\x1b[2Jred\\nline" in shown, command

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from filterviz.core.network import Network
-from filterviz.errors import FilterIndexError, SettingError
+from filterviz.errors import FilterIndexError, SettingError, printable
 from filterviz.progress import count_of
 
 
@@ -214,14 +214,16 @@ def stall_hint(layer: str, activations: Sequence[float], method: str) -> str | N
 
 def layers(args: argparse.Namespace) -> None:
     network, _ = load_network(args, weights=False)
-    width = max(len(layer.name) for layer in network.layers) + 2
+    # A model's own layer names may hold terminal escapes or newlines: each is shown as one line of text.
+    width = max(len(printable(layer.name)) for layer in network.layers) + 2
     for layer in network.layers:
         try:
             network.minimum_size(layer.name)
             drawn = "" if layer.visual else "  (not swept by default)"
         except SettingError:
             drawn = "  (cannot be drawn: no output at any input size)"
-        print(f"{layer.name:<{width}}{layer.kind:<20}{count_of(layer.channels, 'filter'):>13}{drawn}")
+        filters = count_of(layer.channels, "filter")
+        print(f"{printable(layer.name):<{width}}{layer.kind:<20}{filters:>13}{drawn}")
 
 
 def summary(args: argparse.Namespace) -> None:

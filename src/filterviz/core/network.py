@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from filterviz.errors import SettingError, UnknownLayerError
+from filterviz.errors import SettingError, UnknownLayerError, printable
 
 LARGEST_SIDE = 8192
 """The largest input side :meth:`Network.minimum_size` tries: a layer with no output up to it has none."""
@@ -221,10 +221,12 @@ class Network:
                 else self.output_size(spec.name, height, width)
             )
             count = self.parameter_count(spec.name) if self.parameter_shapes else 0
-            rows.append((f"{spec.name} ({spec.kind})", (None, *spatial, spec.channels), count))
+            # A model's own names may hold newlines or terminal escapes: the table shows them as text.
+            rows.append((f"{printable(spec.name)} ({spec.kind})", (None, *spatial, spec.channels), count))
         width_name = max(29, max(len(row[0]) for row in rows) + 2)
         rule = "_" * (width_name + 36)
-        lines = [f'Model: "{self.name}"', rule, f"{'Layer (type)':<{width_name}}{'Output Shape':<26}Param #"]
+        header = f"{'Layer (type)':<{width_name}}{'Output Shape':<26}Param #"
+        lines = [f'Model: "{printable(self.name)}"', rule, header]
         lines.append("=" * len(rule))
         for index, (name, shape, count) in enumerate(rows):
             lines.append(f"{name:<{width_name}}{shape!s:<26}{count}")
