@@ -156,6 +156,24 @@ def test_a_state_dict_whose_keys_are_not_names_is_refused(tmp_path):
         read_state_dict(str(path))
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.complex64])
+def test_a_quantized_or_complex_checkpoint_is_refused_not_cast(tmp_path, dtype):
+    from filterviz.networks.torch_models import _load_into
+
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    state = {
+        name: tensor.to(dtype) if name == "0.weight" else tensor
+        for name, tensor in module.state_dict().items()
+    }
+    before = module[0].weight.detach().clone()
+    with pytest.raises(
+        WeightsError, match=f"holds {str(dtype)[6:]} values for 0.weight, a float32 parameter"
+    ):
+        _load_into(module, state, "cast.pt")
+    assert torch.equal(module[0].weight, before)  # nothing loaded
+    _load_into(module, module.state_dict(), "same.pt")  # float weights, int64 batch counts: loaded
+
+
 @pytest.mark.parametrize("spec", ["sys:exit", "quits:make"])
 def test_a_factory_that_exits_is_an_error_not_a_silent_success(tmp_path, spec):
     (tmp_path / "quits.py").write_text("import sys\n\n\ndef make():\n    sys.exit(0)\n")

@@ -124,6 +124,19 @@ def read_state_dict(path: str) -> dict[str, Any]:
 
 
 def _load_into(module: Any, state: Mapping[str, Any], path: str) -> None:
+    # torch copies int8 into a float parameter, and drops a complex tensor's imaginary part, without a
+    # word: a quantized or complex checkpoint would load as wrong weights.
+    own = module.state_dict()
+    for name, tensor in state.items():
+        target = own.get(name)
+        if target is not None and (
+            tensor.is_complex() or (target.is_floating_point() and not tensor.is_floating_point())
+        ):
+            given, wanted = (str(t.dtype).removeprefix("torch.") for t in (tensor, target))
+            raise WeightsError(
+                path, f"holds {given} values for {name}, a {wanted} parameter: only floating-point "
+                "weights are read (a quantized or complex checkpoint is refused)",
+            )  # fmt: skip
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # torch lists every mismatched tensor on its own line: give the first
