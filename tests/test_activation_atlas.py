@@ -174,6 +174,8 @@ def test_the_page_shows_hostile_class_names_as_text(drawn):
     [
         (["--layer", "block9_conv9"], "block9_conv9"),
         (["--layer", LAYER, "--grid", "1024", "--min-count", "50"], "too fine"),
+        (["--layer", LAYER, "--spectrum", "1/f"], "use it with --method maco"),  # filters' method options
+        (["--layer", LAYER, "--method", "maco", "--spectrum", "missing.npy"], "missing.npy"),
     ],
 )
 def test_cli_errors_are_one_line(drawn, weights_path, tmp_path, capsys, extra, message):

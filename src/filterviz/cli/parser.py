@@ -71,7 +71,9 @@ def _add_compute_options(parser: argparse.ArgumentParser, *, steps: int | None) 
     )
 
 
-def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+def _add_method_options(
+    parser: argparse.ArgumentParser, *, sweep: bool = False, default: str = "notebook"
+) -> None:
     """The method and its main knobs (every other one is reachable from Python: filterviz.Method)."""
     from filterviz.core.methods import METHODS
     from filterviz.core.network import PREPROCESSINGS
@@ -81,9 +83,9 @@ def _add_method_options(parser: argparse.ArgumentParser, *, sweep: bool = False)
     group.add_argument(
         "--method",
         choices=tuple(METHODS),
-        default="notebook",
-        help="notebook: plain pixel ascent (default); lucid: Fourier image, decorrelated colour, "
-        "random transforms, Adam; maco: phase-only Fourier; octaves: growing image (Keras example)",
+        default=default,
+        help=f"notebook: plain pixel ascent; lucid: Fourier image, decorrelated colour, random transforms, "
+        f"Adam; maco: phase-only Fourier; octaves: growing image, as the Keras example (default {default})",
     )
     group.add_argument(
         "--param", choices=tuple(PARAMETERIZATIONS), help="parameterization (default: the method's)"
@@ -372,13 +374,6 @@ def _add_activation_atlas(subcommands: Any) -> None:
         default=None,
         help="the grids of the zoom levels, e.g. 10,20,40 (default: half, grid, twice)",
     )
-    atlas.add_argument(
-        "--method",
-        choices=("notebook", "lucid", "maco", "octaves"),
-        default="lucid",
-        help="how each cell's icon is drawn (default lucid; see 'filterviz filters --help')",
-    )
-    atlas.add_argument("--steps", type=whole(0), default=None, help="steps per icon (default: the method's)")
     atlas.add_argument("--size", type=COUNT, default=64, help="icon side in pixels (default 64)")
     atlas.add_argument("--icon-size", type=COUNT, dest="size", action=Renamed, new="--size")
     atlas.add_argument("--positions", type=COUNT, default=4, help="vectors per photo (default 4)")
@@ -395,8 +390,8 @@ def _add_activation_atlas(subcommands: Any) -> None:
         help="clear an atlas with other settings from --out and start again (only its own files)",
     )
     atlas.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
-    atlas.add_argument("--weights", default=None, help=WEIGHTS_AS_FOR_FILTERS)
-    add_model(atlas)
+    _add_compute_options(atlas, steps=None)
+    _add_method_options(atlas, sweep=True, default="lucid")  # how each cell's icon is drawn
     add_cluster_options(atlas)
     atlas.set_defaults(run=volume.activation_atlas)
 

@@ -187,12 +187,13 @@ def activation_atlas(args: argparse.Namespace) -> None:
         except ValueError:
             raise SettingError(f"--zoom takes grids like 10,20,40, got {args.zoom!r}") from None
     network, params = load_network(args)
+    method = method_from_arguments(args)
+    use_compilation_cache(args)
     drawn = draw_atlas(
         params, args.images, args.layer, out=args.out, network=network, grid=args.grid, zoom=zoom,
-        method=args.method, size=args.size, positions=args.positions, image_size=args.image_size,
+        method=method, size=args.size, positions=args.positions, image_size=args.image_size,
         min_count=args.min_count, seed=args.seed, image_batch_size=args.image_batch_size,
         batch_size=args.batch_size, progress=False if args.quiet else None, overwrite=args.overwrite,
-        **({} if args.steps is None else {"steps": args.steps}),
     )  # fmt: skip
     if not args.quiet and jax.process_index() == 0:  # process 0 reports for every process
         cells = ", ".join(f"{len(c.counts)} of {g}x{g}" for g, c in drawn.levels.items())
