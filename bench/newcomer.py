@@ -33,7 +33,8 @@ def _timed(command: list[str], environment: dict[str, str], folder: Path) -> dic
     seconds = time.perf_counter() - began
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return {"seconds": round(seconds, 1), "load_before": round(load, 2), "load_after": os.getloadavg()[0]}
+    after = os.getloadavg()[0]
+    return {"seconds": round(seconds, 1), "load_before": round(load, 2), "load_after": round(after, 2)}
 
 
 def main() -> None:
