@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -204,3 +205,77 @@ def test_layer_names_with_terminal_escapes_are_listed_as_text(monkeypatch, capsy
         assert main([command]) == 0
         shown = capsys.readouterr().out
         assert "\x1b" not in shown and "\\x1b[2Jred\\nline" in shown, command
+
+
+def test_a_timm_vit_with_dynamic_image_size_runs_and_matches_torch_off_its_own_size():
+    # Off its own grid, timm resamples the position embeddings with antialiased bicubic interpolation.
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    module = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, dynamic_img_size=True, img_size=32, patch_size=8, depth=2
+    ).eval()
+    network, params = filterviz.from_torch(module)
+    images = np.random.default_rng(0).normal(size=(1, 48, 40, 3)).astype(np.float32)
+    found = network.apply(params, jnp.asarray(images), ["blocks.1"])["blocks.1"]
+    tokens = torch_last_output(module, "blocks.1", images)[:, 1:]  # the class token left out
+    assert relative(found, tokens.reshape(1, 6, 5, 192)) < 1e-4
+
+    def strength(pixels):
+        return network.apply(params, pixels, ["blocks.1"])["blocks.1"][..., 3].mean()
+
+    gradient = np.asarray(jax.grad(strength)(jnp.asarray(images)))
+    fed = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_()
+    captured = {}
+    hook = module.blocks[1].register_forward_hook(lambda _m, _i, output: captured.__setitem__("out", output))
+    try:
+        module(fed)
+    finally:
+        hook.remove()
+    captured["out"][:, 1:, 3].mean().backward()
+    assert relative(gradient, fed.grad.permute(0, 2, 3, 1).numpy()) < 1e-4
+
+
+def test_a_torch_op_that_torchax_cannot_run_is_named_in_the_one_line():
+    from filterviz.networks.external import _probed
+
+    def _aten_upsample_made_up(images):
+        raise TypeError("'tuple' object is not callable")
+
+    probe = jax.ShapeDtypeStruct((1, 3, 8, 8), jnp.float32)
+    with pytest.raises(SettingError, match=r"shape \[1, 3, 8, 8\], in torch op upsample_made_up \(TypeError"):
+        _probed(_aten_upsample_made_up, probe)
+
+
+GRAYSCALE_FACTORY = """import os
+import torch
+from torch import nn
+
+
+def make():
+    with open("calls.txt", "a") as calls:
+        calls.write("made\\n")
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1)).eval()
+"""
+
+
+def _filterviz(folder, *arguments):
+    return subprocess.run(
+        [sys.executable, "-m", "filterviz", *arguments], cwd=folder, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_a_grayscale_factory_runs_once_drawn_with_channels_1_and_named_without(tmp_path):
+    (tmp_path / "gray.py").write_text(GRAYSCALE_FACTORY)
+    drawing = ("filters", "2", "--model", "gray:make", "--out", "g.png", "--steps", "2", "--size", "24")
+    done = _filterviz(tmp_path, *drawing, "--channels", "1", "--filters", "0-1", "--no-compile-cache")
+    assert done.returncode == 0 and (tmp_path / "g.png").exists(), done.stderr
+    assert (tmp_path / "calls.txt").read_text() == "made\n"  # the user's factory ran once
+    (tmp_path / "g.png").unlink()
+    refused = _filterviz(tmp_path, *drawing)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1 and "--channels 1" in lines[0], refused.stderr
+    assert not (tmp_path / "g.png").exists()
+    builtin = _filterviz(tmp_path, "layers", "--channels", "1")
+    assert builtin.returncode == 2 and "--channels is for a PyTorch model" in builtin.stderr

@@ -50,6 +50,14 @@ def add_model(parser: argparse.ArgumentParser) -> None:
         help="vgg16 (default), vgg19, resnet50, a Keras model file (PATH.keras) of your own, or a PyTorch "
         "model: torchvision:NAME, timm:NAME or package.module:factory (with the torch extra)",
     )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="a PyTorch model's input channels: 3 (default), or 1 for a grayscale model, fed the pictures' "
+        "mean (a Keras model's own input says it)",
+    )
 
 
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:

@@ -82,22 +82,37 @@ def is_model_file(model: str) -> bool:
 
 
 def load_network(args: argparse.Namespace, *, weights: bool = True) -> tuple[Network, Any]:
-    """The network ``--model`` names and, with ``weights``, its params (``--weights`` for a built-in)."""
+    """The network ``--model`` names and, with ``weights``, its params (``--weights`` for a built-in).
+
+    A command asks first for the network alone, to check its settings. A factory's or Keras model is made
+    once, weights and all, and kept on ``args``: a factory is the user's code, and runs once.
+    """
     from filterviz.networks import get_network
     from filterviz.networks.torch_models import is_torch_spec
 
-    if is_torch_spec(args.model) and not is_model_file(args.model):
+    if getattr(args, "loaded_model", None) is not None:
+        return args.loaded_model
+    torch_spec = is_torch_spec(args.model) and not is_model_file(args.model)
+    if getattr(args, "channels", 3) != 3 and not torch_spec:
+        raise UsageError(
+            "--channels is for a PyTorch model: a Keras model's input and the built-ins' say theirs"
+        )
+    if torch_spec:
         from filterviz.networks.pytorch import from_torch
         from filterviz.networks.torch_models import torch_model
 
         module = torch_model(args.model, getattr(args, "weights", None), pretrained=weights)
-        return from_torch(module, name=args.model)
+        loaded = from_torch(module, name=args.model, channels=getattr(args, "channels", 3))
+        if weights or args.model.partition(":")[0] not in ("torchvision", "timm"):
+            args.loaded_model = loaded  # torchvision's and timm's published weights only when asked for
+        return loaded
     if is_model_file(args.model):
         from filterviz.networks.external import from_keras
 
         if getattr(args, "weights", None):
             raise UsageError("a .keras model file carries its own weights: drop --weights")
-        return from_keras(args.model)
+        args.loaded_model = from_keras(args.model)
+        return args.loaded_model
     chosen = get_network(args.model)
     if not weights:
         return chosen, None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -352,8 +353,19 @@ def _probed(function: Callable[[jax.Array], Any], probe: Any) -> Any:
         raise
     except Exception as error:  # Flax, JAX and torchax raise many kinds; the user's module is at fault
         raise SettingError(
-            f"the module cannot run on images of shape {list(probe.shape)} ({first_line(error)})"
+            f"the module cannot run on images of shape {list(probe.shape)}{_failing_op(error)} "
+            f"({first_line(error)})"
         ) from error
+
+
+def _failing_op(error: BaseException) -> str:
+    # torchax runs each torch op as a function named _aten_<op>: name the deepest one in the traceback, so
+    # that an op torchax cannot run is told apart from a fault of the module's own.
+    found = ""
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_name.startswith("_aten_"):
+            found = frame.f_code.co_name[len("_aten_") :]
+    return f", in torch op {found}" if found else ""
 
 
 def _flax_layers(order: list[str], kinds: dict[str, str], shapes: dict[str, Any]) -> list[Layer]:

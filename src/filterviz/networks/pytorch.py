@@ -268,9 +268,26 @@ def _redirect(torch: Any, module: Any, env: Any) -> list[Any]:
 def _probe(call: _Traced, params: Params, channels: int, names: list[str]) -> dict[str, tuple[int, ...]]:
     """The shapes of the named submodules' outputs for one square image; :class:`SettingError` if the
     module cannot run on it."""
-    probe = jax.ShapeDtypeStruct((1, channels, _PROBE, _PROBE), jnp.float32)
-    outputs = _probed(lambda images: call(params, images, names, False), probe)
+    def shapes(channels: int) -> Any:
+        probe = jax.ShapeDtypeStruct((1, channels, _PROBE, _PROBE), jnp.float32)
+        return _probed(lambda images: call(params, images, names, False), probe)
+
+    try:
+        outputs = shapes(channels)
+    except SettingError as error:
+        if channels == 3 and _runs(shapes, 1):
+            raise SettingError(f"{error}: it takes 1 input channel, so pass channels=1 (--channels 1)") from None
+        raise
     return {path: tuple(value.shape) for path, value in outputs.items() if value is not None}
+
+
+def _runs(shapes: Callable[[int], Any], channels: int) -> bool:
+    # Whether the module runs on images of `channels` channels: the grayscale model told apart.
+    try:
+        shapes(channels)
+    except SettingError:
+        return False
+    return True
 
 
 def _layout(shape: tuple[int, ...] | None) -> str | None:

@@ -1,8 +1,10 @@
 """The torchax environment PyTorch modules run in here: torchax's own, with 2-D convolutions and max
-pooling computed channels-last for XLA (see :func:`channels_last_environment`)."""
+pooling computed channels-last for XLA (see :func:`channels_last_environment`), and antialiased
+resampling that torchax cannot run (timm's ``dynamic_img_size`` position embeddings)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -39,6 +41,15 @@ def channels_last_environment(torch: Any, torchax: Any) -> Any:
     for op in (torch.ops.aten.convolution.default, torch.ops.aten.conv2d.default):
         env.override_op_definition(op, convolution)
     env.override_op_definition(torch.ops.aten.max_pool2d_with_indices.default, max_pool)
+    # torchax's own antialiased resampling fails on current JAX ("'tuple' object is not callable"); timm's
+    # ViTs with dynamic_img_size resample their position embeddings with it at every size but their own.
+    for op, method in (
+        (torch.ops.aten._upsample_bicubic2d_aa, "cubic"),
+        (torch.ops.aten._upsample_bilinear2d_aa, "linear"),
+    ):
+        env.override_op_definition(
+            op, functools.partial(interop.call_jax, functools.partial(_resample, method))
+        )
     _ENVIRONMENT.append(env)
     return env
 
@@ -115,3 +126,31 @@ def _max_pool(
         window_dilation=(1, *_pair(dilation), 1),
     )
     return jnp.transpose(out, (0, 3, 1, 2)), torchax_own[1]
+
+
+def _resample(
+    method: str,
+    images: jax.Array,
+    size: Any,
+    align_corners: bool,
+    *scales: Any,
+) -> jax.Array:
+    """``images [N, C, H, W]`` resampled antialiased to ``size`` as torch's ``F.interpolate(...,
+    antialias=True)`` does: its bicubic kernel is Keys' with a = -0.5 (Pillow's), which is JAX's cubic."""
+    height, width = images.shape[-2:]
+    if size is None:  # the .vec overload may give scale factors instead of a size
+        factors = scales[0]
+        size = (int(height * factors[0]), int(width * factors[-1]))
+    if align_corners:
+        raise NotImplementedError("antialiased resampling with align_corners=True")
+    out_height, out_width = (int(side) for side in size)
+    scale = jnp.array([out_height / height, out_width / width], images.dtype)
+    return jax.image.scale_and_translate(
+        images,
+        (*images.shape[:2], out_height, out_width),
+        (2, 3),
+        scale,
+        jnp.zeros(2, images.dtype),
+        method=method,
+        antialias=True,
+    )
