@@ -11,39 +11,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
 
 from filterviz.core.hits import EMPTY
-from filterviz.core.network import Network, Params, preprocess
+from filterviz.core.network import Network, Params
 from filterviz.errors import ImageError
 from filterviz.io.photos import IMAGE_SUFFIXES
 from filterviz.jobs.folder import load_progress, save_progress
 from filterviz.jobs.multihost import check_same_progress, host_copy
-from filterviz.jobs.streaming import Reading, stream
+from filterviz.jobs.streaming import Reading, layer_vectors, stream
 from filterviz.sharding import batch_sharding, global_array
-
-
-@partial(jax.jit, static_argnames=("network", "layer", "count", "replicated"))
-def _sample(
-    network: Network, params: Params, pixels, indices, key, layer: str, count: int, replicated: NamedSharding
-):
-    # `count` activation vectors per image at positions drawn from fold_in(key, image index), gathered
-    # whole onto every device (`replicated`): (vectors [B, count, C], positions [B, count, 2], indices [B]).
-    activations = network.apply(
-        params, preprocess(pixels.astype(jnp.float32), network.preprocessing), [layer]
-    )
-    maps = activations[layer]
-    batch, height, width, channels = maps.shape
-
-    def draw(index):
-        return jax.random.choice(
-            jax.random.fold_in(key, index), height * width, (count,), height * width < count
-        )
-
-    places = jax.vmap(draw)(jnp.where(indices == EMPTY, 0, indices))
-    vectors = jnp.take_along_axis(maps.reshape(batch, height * width, channels), places[..., None], axis=1)
-    positions = jnp.stack([places // width, places % width], axis=-1)
-    return jax.lax.with_sharding_constraint((vectors, positions, indices), replicated)
 
 
 def collect(
@@ -91,7 +67,7 @@ def collect(
     )  # fmt: skip
     for pixels, indices, _ in batches:
         vectors, positions, indices = host_copy(
-            _sample(network, prepared, pixels, indices, key, layer, count, replicated)
+            layer_vectors(network, prepared, pixels, indices, key, layer, count, replicated)
         )
         real = indices != EMPTY  # padding, and images that could not be read
         parts["vectors"].append(vectors[real])

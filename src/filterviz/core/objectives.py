@@ -55,6 +55,11 @@ def _direction(activation: jax.Array, arguments: tuple[jax.Array, ...], options:
     return jnp.mean(activation @ vector.astype(activation.dtype))
 
 
+def _concept(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    vector, bias = arguments
+    return jnp.mean(jax.nn.relu(activation @ vector.astype(activation.dtype) + bias))
+
+
 def _deepdream(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
     return jnp.mean(jnp.square(activation))
 
@@ -89,6 +94,7 @@ _TERMS: dict[str, Callable[[jax.Array, tuple[jax.Array, ...], tuple], jax.Array]
     "channel": _channel,
     "neuron": _neuron,
     "direction": _direction,
+    "concept": _concept,
     "deepdream": _deepdream,
     "diversity": _diversity,
 }
@@ -97,6 +103,7 @@ _ARGUMENT_RANKS = {
     "channel": (0,),
     "neuron": (0,),
     "direction": (1,),
+    "concept": (1, 0),
     "deepdream": (),
     "diversity": (),
     "custom": (),
@@ -192,7 +199,7 @@ class Objective:
                 for value in values:
                     if not 0 <= value < spec.channels:
                         raise FilterIndexError(spec.name, int(value), spec.channels)
-            if term.kind == "direction":
+            if term.kind in ("direction", "concept"):
                 spec = network.layer(term.layer)
                 width = np.shape(term.arguments[0])[-1]
                 if width != spec.channels:
@@ -361,6 +368,29 @@ def direction(layer: str, vector: Sequence[float] | np.ndarray | jax.Array) -> O
     if not bool(jnp.any(vector != 0, axis=-1).all()):
         raise SettingError(f"a direction in {layer} is all zeros: it points nowhere")
     return Objective((Term("direction", _layer(layer), 1.0, (vector,)),))
+
+
+def concept(
+    layer: str,
+    vector: Sequence[float] | np.ndarray | jax.Array,
+    bias: float | Sequence[float] | np.ndarray | jax.Array = 0.0,
+) -> Objective:
+    """A concept's code at ``layer``, ``relu(activation @ vector + bias)``, mean over positions: what a
+    dictionary's encoder gives (``vector float32[C]`` and ``bias``, or ``[N, C]`` and ``[N]`` for N
+    concepts, batched as ``channel`` is). :func:`filterviz.concepts` returns them for its dictionary."""
+    term = direction(layer, vector).terms[0]
+    try:
+        biases = jnp.asarray(bias, jnp.float32)
+    except (TypeError, ValueError):
+        raise SettingError(
+            f"a concept's bias is a number or [N] numbers, got {type(bias).__name__}"
+        ) from None
+    vectors = term.arguments[0]
+    if biases.shape not in ((), vectors.shape[:-1]) or not bool(jnp.isfinite(biases).all()):
+        raise SettingError(f"a concept's bias is a finite number or one per vector {vectors.shape[:-1]}")
+    if vectors.ndim == 2 and biases.ndim == 0:
+        biases = jnp.broadcast_to(biases, vectors.shape[:1])
+    return Objective((Term("concept", term.layer, 1.0, (vectors, biases)),))
 
 
 def deepdream(layer: str) -> Objective:

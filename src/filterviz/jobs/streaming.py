@@ -1,5 +1,6 @@
 """A folder of photos streamed through every device of every process, for the passes that read one (the
-dataset examples and the activation atlas's collect pass).
+dataset examples, and the collect passes of activation atlases and concepts), and the layer vectors
+those collect passes take.
 
 Images are decoded on host threads a batch ahead of the device (Pillow releases the GIL while it
 decodes) and fitted to the input size. Each global batch is split over every device of every process in
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from filterviz.core.hits import EMPTY
+from filterviz.core.network import Network, Params, preprocess
 from filterviz.errors import ImageError
 from filterviz.io.photos import load_fitted
 from filterviz.jobs.multihost import agree
@@ -81,6 +85,37 @@ def _decoded(root: Path, relative: str, size: int, fit: str) -> np.ndarray | str
         return load_fitted(root / relative, size, fit)
     except ImageError as error:
         return error.reason
+
+
+@partial(jax.jit, static_argnames=("network", "layer", "count", "replicated"))
+def layer_vectors(
+    network: Network,
+    params: Params,
+    pixels: jax.Array,
+    indices: jax.Array,
+    key: jax.Array,
+    layer: str,
+    count: int | None,
+    replicated: NamedSharding,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``layer``'s activation vectors of a batch of ``pixels uint8[B, S, S, 3]``, gathered whole onto every
+    device (``replicated``): ``(vectors [B, P, C], positions int[B, P, 2] (y, x), indices [B])``. ``P`` is
+    every position of the map, or ``count`` positions drawn from ``fold_in(key, image index)``, so an
+    image gives the same vectors in any batch, process or run."""
+    fed = preprocess(pixels.astype(jnp.float32), network.preprocessing)
+    maps = network.apply(params, fed, [layer])[layer]
+    batch, height, width, channels = maps.shape
+
+    def draw(index: jax.Array) -> jax.Array:
+        if count is None:
+            return jnp.arange(height * width)
+        seeded = jax.random.fold_in(key, index)
+        return jax.random.choice(seeded, height * width, (count,), height * width < count)
+
+    places = jax.vmap(draw)(jnp.where(indices == EMPTY, 0, indices))
+    vectors = jnp.take_along_axis(maps.reshape(batch, height * width, channels), places[..., None], axis=1)
+    positions = jnp.stack([places // width, places % width], axis=-1)
+    return jax.lax.with_sharding_constraint((vectors, positions, indices), replicated)
 
 
 def host_batches(

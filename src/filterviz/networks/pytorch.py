@@ -268,6 +268,7 @@ def _redirect(torch: Any, module: Any, env: Any) -> list[Any]:
 def _probe(call: _Traced, params: Params, channels: int, names: list[str]) -> dict[str, tuple[int, ...]]:
     """The shapes of the named submodules' outputs for one square image; :class:`SettingError` if the
     module cannot run on it."""
+
     def shapes(channels: int) -> Any:
         probe = jax.ShapeDtypeStruct((1, channels, _PROBE, _PROBE), jnp.float32)
         return _probed(lambda images: call(params, images, names, False), probe)
@@ -276,7 +277,8 @@ def _probe(call: _Traced, params: Params, channels: int, names: list[str]) -> di
         outputs = shapes(channels)
     except SettingError as error:
         if channels == 3 and _runs(shapes, 1):
-            raise SettingError(f"{error}: it takes 1 input channel, so pass channels=1 (--channels 1)") from None
+            hint = "it takes 1 input channel, so pass channels=1 (--channels 1)"
+            raise SettingError(f"{error}: {hint}") from None
         raise
     return {path: tuple(value.shape) for path, value in outputs.items() if value is not None}
 

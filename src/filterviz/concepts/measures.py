@@ -1,0 +1,119 @@
+"""What a fitted dictionary is worth and what each concept is, read from the vectors in blocks (memory
+flat in the dataset's size): held-out measures, each concept's importance, its strongest vectors and the
+classes it fires on."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from filterviz.concepts.shards import InMemory
+from filterviz.core import dictionaries as dl
+
+BLOCK = 8192
+"""Vectors encoded per call."""
+
+
+def held_out_images(images: int, seed: int) -> np.ndarray:
+    """The images (indices) whose vectors are held out of the fit to measure it: a seeded eighth, at least
+    one when there are two or more images, none of a single image."""
+    count = 0 if images < 2 else max(1, images // 8)
+    return np.sort(np.random.default_rng([seed, 8]).choice(images, count, replace=False))
+
+
+def split_rows(source: InMemory, images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(training rows, held-out rows)`` of ``source``: a vector is held out when its image is."""
+    held = np.zeros(images, bool)
+    held[held_out_images(images, seed)] = True
+    image_of = [source.places(np.arange(f, f + len(b)))[:, 0] for f, b in source.blocks(BLOCK)]
+    out = held[np.concatenate(image_of)] if image_of else np.zeros(0, bool)
+    rows = np.arange(source.count)
+    return rows[~out], rows[out]
+
+
+def _encoded(dictionary: dl.Dictionary, weights: dl.Weights, vectors: np.ndarray) -> np.ndarray:
+    return np.asarray(_encode(dictionary, weights, vectors))
+
+
+_encode = jax.jit(dl.encode, static_argnums=0, static_argnames=("training",))
+_decode = jax.jit(dl.decode, static_argnums=0)
+
+
+def held_out_measures(
+    dictionary: dl.Dictionary, weights: dl.Weights, source: InMemory, rows: np.ndarray
+) -> dict:
+    """Unexplained variance (1 - R²), mean L0 and the fraction of dead concepts on the vectors ``rows``."""
+    squared, total, active, fired = 0.0, 0.0, 0.0, np.zeros(dictionary.concepts, bool)
+    mean = np.zeros(source.channels)
+    blocks = [rows[f : f + BLOCK] for f in range(0, len(rows), BLOCK)]
+    for block in blocks:  # the mean first, then the variances about it
+        vectors = source.rows(block).astype(np.float64)
+        mean = mean + vectors.sum(0)
+    mean = mean / max(len(rows), 1)
+    for block in blocks:
+        vectors = source.rows(block)
+        codes = _encoded(dictionary, weights, vectors)
+        rebuilt = np.asarray(_decode(dictionary, weights, codes), np.float64)
+        squared += float(np.sum(np.square(vectors - rebuilt)))
+        total += float(np.sum(np.square(vectors - mean)))
+        active += float(np.sum(codes > 0))
+        fired |= np.any(codes > 0, axis=0)
+    return {
+        "unexplained_variance": squared / max(total, 1e-30),
+        "mean_l0": active / max(len(rows), 1),
+        "dead_fraction": float(np.mean(~fired)),
+        "held_out_vectors": len(rows),
+    }
+
+
+class Usage(NamedTuple):
+    """How each concept is used over every vector: ``frequency [K]`` (share of vectors it fires on),
+    ``mean_code [K]`` (its mean code: the importance, how often times how strongly), ``top [K, n]`` its
+    strongest vectors (-1 where it fired on fewer), ``top_codes [K, n]``, ``classes [K, L]`` vectors of
+    each class it fires on."""
+
+    frequency: np.ndarray
+    mean_code: np.ndarray
+    top: np.ndarray
+    top_codes: np.ndarray
+    classes: np.ndarray
+
+
+def usage(
+    dictionary: dl.Dictionary,
+    weights: dl.Weights,
+    source: InMemory,
+    labels: np.ndarray,
+    classes: int,
+    top: int,
+) -> Usage:
+    """Each concept's :class:`Usage`, exact over every vector of ``source`` (``labels``: each image's
+    class)."""
+    concepts = dictionary.concepts
+    fired, summed = np.zeros(concepts), np.zeros(concepts)
+    best, best_codes = np.full((concepts, top), -1, np.int64), np.full((concepts, top), -np.inf)
+    mix = np.zeros((concepts, classes), np.int64)
+    for first, vectors in source.blocks(BLOCK):
+        codes = _encoded(dictionary, weights, vectors)
+        on = codes > 0
+        fired += on.sum(0)
+        summed += codes.sum(0)
+        kinds = labels[source.places(np.arange(first, first + len(vectors)))[:, 0]]
+        mix += (on.T.astype(np.float32) @ np.eye(classes, dtype=np.float32)[kinds]).astype(np.int64)
+        joined = np.concatenate([best_codes, codes.T], axis=1)
+        here = np.broadcast_to(first + np.arange(len(vectors)), (concepts, len(vectors)))
+        indices = np.concatenate([best, here], axis=1)
+        order = np.argsort(-joined, axis=1, kind="stable")[:, :top]
+        best_codes, best = np.take_along_axis(joined, order, 1), np.take_along_axis(indices, order, 1)
+    best[best_codes <= 0] = -1
+    count = max(source.count, 1)
+    return Usage(fired / count, summed / count, best, np.maximum(best_codes, 0), mix)
+
+
+def nearest_concepts(directions: np.ndarray, count: int) -> np.ndarray:
+    """``[K, count]``: each concept's most similar others by the cosine of their directions."""
+    cosines = directions @ directions.T
+    np.fill_diagonal(cosines, -np.inf)
+    return np.argsort(-cosines, axis=1, kind="stable")[:, :count]
