@@ -225,7 +225,7 @@ def test_an_unusable_compilation_cache_only_warns(weights_path, tmp_path):
         lambda p, s: filterviz.sweep(p, "/tmp/never", layers=["block1_conv1"], size="big"),
         lambda p, s: filterviz.sweep(p, "/tmp/never", layers=["block5_conv3"], size=(8, 8)),
         lambda p, s: filterviz.top_filters("/tmp/never-a-sweep", "block1_conv1"),
-        lambda p, s: filterviz.save_gif(np.zeros((1, 4, 4, 3), np.uint8), "/tmp/never.gif", frame_ms=0),
+        lambda p, s: filterviz.save_picture(np.zeros((1, 4, 4, 3), np.uint8), "/tmp/never.gif", frame_ms=0),
     ],
 )
 def test_bad_api_arguments_raise_filterviz_errors(random_params, call):

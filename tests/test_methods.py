@@ -187,7 +187,7 @@ def test_frames_and_gif(random_params, tmp_path):
     assert result.frames.shape == (3, 2, 1, SIZE, SIZE, 3) and result.frames.dtype == np.uint8
     final = render(random_params, channel("block1_conv2", [0, 1]), size=SIZE, steps=9)
     np.testing.assert_array_equal(result.frames[-1], final.pictures)  # frame 3 is after step 9
-    path = filterviz.save_gif(result.frames[:, 0, 0], tmp_path / "ascent.gif")
+    path = filterviz.save_picture(result.frames[:, 0, 0], tmp_path / "ascent.gif")
     with Image.open(path) as gif:
         assert gif.n_frames == 3 and gif.size == (SIZE, SIZE)
     two_stages = get_method("octaves", octaves=Octaves(2))

@@ -269,7 +269,7 @@ def test_outputs_get_the_usual_mode_and_the_type_their_extension_names(tmp_path)
         with pytest.raises(filterviz.OutputError, match="extension"):
             filterviz.save_picture(picture, tmp_path / name)
     with pytest.raises(filterviz.OutputError, match="extension"):
-        filterviz.save_gif(picture[None], tmp_path / "movie.png")
+        filterviz.save_picture(picture[None], tmp_path / "movie.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg", "c.JPEG", "d.gif", "e.png"]
 
 

@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 from filterviz.activation_atlases.atlas import activation_atlas
+from filterviz.concepts.concepts import concepts
 from filterviz.core.methods import get_method
 from filterviz.core.network import Network
 from filterviz.core.objectives import channel, deepdream, direction, diversity, neuron, objective
@@ -38,7 +39,8 @@ from filterviz.errors import (
     UnknownLayerError,
     WeightsError,
 )
-from filterviz.io.files import save_gif, save_picture
+from filterviz.io.files import save_gif as _save_gif
+from filterviz.io.files import save_picture
 from filterviz.io.photos import load_image
 from filterviz.io.plots import filter_grid, save_figure
 from filterviz.networks import get_network as network
@@ -61,6 +63,7 @@ def _summary(height: int | None = None, width: int | None = None, *, model: str 
 _MOVED: dict[str, tuple[Any, str]] = {
     "summary": (_summary, "filterviz.network(name).summary(height, width)"),
     "read_manifest": (_read_manifest, "filterviz.top_filters(out)"),
+    "save_gif": (_save_gif, "filterviz.save_picture(frames, path, frame_ms=...)"),
 }
 """Names that left the top level, still reached there for one release with a DeprecationWarning."""
 
@@ -94,6 +97,7 @@ __all__ = [
     "ascend",
     # Objectives
     "channel",
+    "concepts",
     "deepdream",
     "direction",
     "diversity",
@@ -114,7 +118,6 @@ __all__ = [
     "random_image",
     "render",
     "save_figure",
-    "save_gif",
     "save_picture",
     "show_filters",
     "sweep",

@@ -217,7 +217,7 @@ def concepts(
     network: str | Network = "vgg16",
     kind: str = "topk",
     concepts: int = 64,
-    k: int = 8,
+    active: int = 8,
     fit_steps: int = 2000,
     fit_batch_size: int = 4096,
     positions: int | None = None,
@@ -242,7 +242,8 @@ def concepts(
       out: the output folder (``concepts.html``, ``dictionary.safetensors``, the pictures, patches and
         vector shards); run again with the same settings to resume.
       kind: ``topk``, ``batchtopk`` or ``archetypal`` (sparse autoencoders), or ``nmf``.
-      concepts: the dictionary's size K; k: concepts active per vector (the autoencoders).
+      concepts: the dictionary's size K; active: concepts active per vector (the autoencoders; for
+        BatchTopK on average over a minibatch).
       fit_steps: minibatches of ``fit_batch_size`` vectors the fit takes.
       positions: vectors per photo at seeded positions; None (default) takes every position.
       image_size, fit: the side photos are fed at, and how they are fitted (``crop`` or ``resize``).
@@ -252,14 +253,14 @@ def concepts(
       stability: fit a second dictionary (seed + 1) and record the matched cosine between the two.
       image_batch_size: photos per batch of the collect pass; batch_size: concepts per compiled call.
 
-    Returns :class:`Concepts`. Raises :class:`SettingError` for settings that cannot work (``k`` above
-    ``concepts``, more concepts than vectors), :class:`ImageError` for a folder with no readable photo,
+    Returns :class:`Concepts`. Raises :class:`SettingError` for settings that cannot work (``active``
+    above ``concepts``, more concepts than vectors), :class:`ImageError` for a folder with no readable photo,
     :class:`OutputError` for an ``out`` that holds other concepts or files filterviz did not write.
     """
     net = get_network(network)
     spec = net.layer(layer)
     check_params(net, params)
-    dictionary = dl.Dictionary(kind, concepts, k).check()
+    dictionary = dl.Dictionary(kind, concepts, active).check()
     for label, value, low in (
         ("fit_steps", fit_steps, 1),
         ("fit_batch_size", fit_batch_size, 1),

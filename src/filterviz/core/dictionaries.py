@@ -29,14 +29,14 @@ the archetypal anchors, BatchTopK's inference threshold)."""
 
 @dataclasses.dataclass(frozen=True)
 class Dictionary:
-    """How a dictionary is made: ``kind`` (one of :data:`KINDS`), ``concepts`` (K), ``k`` (concepts
+    """How a dictionary is made: ``kind`` (one of :data:`KINDS`), ``concepts`` (K), ``active`` (concepts
     active per vector, for the autoencoders), the archetypal ``anchors`` (data points whose convex hull
     holds every atom) and ``relaxation`` (how far, relative to the anchors' norm, an atom may leave it),
     and the optimiser's ``learning_rate``. Static: it keys the compiled programs."""
 
     kind: str = "topk"
     concepts: int = 64
-    k: int = 8
+    active: int = 8
     anchors: int = 1024
     relaxation: float = 0.01
     learning_rate: float = 1e-3
@@ -46,13 +46,13 @@ class Dictionary:
         :class:`SettingError` in one line."""
         if self.kind not in KINDS:
             raise SettingError(f"no dictionary kind {self.kind!r}: choose from {', '.join(KINDS)}")
-        for name in ("concepts", "k", "anchors"):
+        for name in ("concepts", "active", "anchors"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingError(f"a dictionary's {name} is a whole number from 1, got {value!r}")
-        if self.kind != "nmf" and self.k > self.concepts:
+        if self.kind != "nmf" and self.active > self.concepts:
             raise SettingError(
-                f"k = {self.k} concepts active per vector exceeds the {self.concepts} concepts"
+                f"{self.active} concepts active per vector exceeds the {self.concepts} concepts"
             )
         if not 0 <= self.relaxation < 1 or not 0 < self.learning_rate < 1:
             raise SettingError("a dictionary's relaxation lies in [0, 1) and its learning rate in (0, 1)")
@@ -81,15 +81,12 @@ def initial_weights(dictionary: Dictionary, key: jax.Array, sample: jax.Array | 
     atoms = _unit(jax.random.normal(mixing_key, (concepts, channels)))
     trained = {"encoder": atoms.T, "encoder_bias": jnp.zeros(concepts), "decoder_bias": jnp.zeros(channels)}
     if dictionary.kind == "archetypal":
-        # The anchors hold the atoms' starting vectors; each atom starts on its own anchor.
-        others = jax.random.choice(
-            anchors_key, len(scaled), (max(0, min(dictionary.anchors, len(scaled)) - concepts),), False
-        )
-        fixed["anchors"] = jnp.concatenate([scaled[rows], scaled[others]])
-        own = jnp.eye(concepts, len(fixed["anchors"]))
-        trained["mixing"] = 8.0 * own + 0.01 * jax.random.normal(mixing_key, own.shape)
+        # Seeded vectors of the sample as anchors; each atom starts as a random soft mixture of a few.
+        chosen = jax.random.choice(anchors_key, len(scaled), (min(dictionary.anchors, len(scaled)),), False)
+        fixed["anchors"] = scaled[chosen]
+        trained["mixing"] = 0.1 * jax.random.normal(mixing_key, (concepts, len(chosen)))
         trained["relaxation"] = jnp.zeros((concepts, channels))
-        trained["encoder"] = _unit(scaled[rows]).T
+        trained["encoder"] = _unit(atoms_of_mixing(trained["mixing"], fixed["anchors"])).T
     else:
         trained["atoms"] = atoms
     fixed["idle"] = jnp.zeros(concepts, jnp.int32)
@@ -109,7 +106,17 @@ def atoms(dictionary: Dictionary, weights: Weights) -> jax.Array:
     if dictionary.kind != "archetypal":
         return trained["atoms"]
     anchors = weights["fixed"]["anchors"]
-    return jax.nn.softmax(trained["mixing"], axis=-1) @ anchors + trained["relaxation"]
+    return atoms_of_mixing(trained["mixing"], anchors) + trained["relaxation"]
+
+
+MIXING_SHARPNESS = 30.0
+"""The archetypal mixing logits are this times the trained values: Adam's steps move them that much
+faster, so an atom can travel across the hull within a fit."""
+
+
+def atoms_of_mixing(mixing: jax.Array, anchors: jax.Array) -> jax.Array:
+    """Convex mixtures ``[K, C]`` of the ``anchors [m, C]``, with weights ``softmax(sharpness * mixing)``."""
+    return jax.nn.softmax(MIXING_SHARPNESS * mixing, axis=-1) @ anchors
 
 
 def directions(dictionary: Dictionary, weights: Weights) -> jax.Array:
@@ -157,9 +164,9 @@ def encode(
         return nmf_codes(atoms(dictionary, weights), vectors / weights["fixed"]["scale"])
     rectified = jax.nn.relu(preactivations(dictionary, weights, vectors))
     if dictionary.kind != "batchtopk":
-        return _top_k(rectified, dictionary.k)
+        return _top_k(rectified, dictionary.active)
     if training:
-        kept = jax.lax.top_k(rectified.reshape(-1), dictionary.k * len(rectified))[0][-1]
+        kept = jax.lax.top_k(rectified.reshape(-1), dictionary.active * len(rectified))[0][-1]
         return jnp.where(rectified >= kept, rectified, 0.0)
     return jnp.where(rectified > weights["fixed"]["threshold"], rectified, 0.0)
 
@@ -185,7 +192,7 @@ def _loss(trained: dict, fixed: dict, dictionary: Dictionary, vectors: jax.Array
     squared = jnp.mean(jnp.sum(jnp.square(error), axis=-1))
     dead = fixed["idle"] >= IDLE_STEPS
     revived = jnp.where(dead, jax.nn.relu(preactivations(dictionary, weights, vectors)), 0.0)
-    revived = _top_k(revived, min(2 * dictionary.k, dictionary.concepts))
+    revived = _top_k(revived, min(2 * dictionary.active, dictionary.concepts))
     residual = revived @ atoms(dictionary, weights) + jax.lax.stop_gradient(error)
     auxiliary = jnp.mean(jnp.sum(jnp.square(residual), axis=-1)) / 32
     return squared + jnp.where(jnp.any(dead), auxiliary, 0.0), (squared, codes)
@@ -234,6 +241,7 @@ def autoencoder_step(
 
 def nmf_codes(atoms: jax.Array, vectors: jax.Array, sweeps: int = 50) -> jax.Array:
     """Non-negative least squares codes ``[N, K]`` of ``vectors [N, C] >= 0`` against ``atoms [K, C]``."""
+    atoms, vectors = jnp.asarray(atoms), jnp.asarray(vectors)
     gram, projections = atoms @ atoms.T, vectors @ atoms.T
     codes = jax.nn.relu(projections) / (jnp.diag(gram) + 1e-12)
 

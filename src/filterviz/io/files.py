@@ -219,9 +219,13 @@ def encode_npy(array: np.ndarray | jax.Array) -> bytes:
     return buffer.getvalue()
 
 
-def save_picture(picture: np.ndarray, path: str | os.PathLike[str]) -> Path:
+def save_picture(picture: np.ndarray, path: str | os.PathLike[str], *, frame_ms: int = 100) -> Path:
     """Save ``uint8[H, W, 3]`` atomically (see :func:`atomic_write`) as the type its extension names:
-    ``.png``, ``.jpg``/``.jpeg`` or ``.gif``; any other extension is an :class:`OutputError`."""
+    ``.png``, ``.jpg``/``.jpeg`` or ``.gif``; any other extension is an :class:`OutputError`. Frames
+    ``uint8[F, H, W, 3]`` (an ascent's ``frames``) go to a ``.gif`` as a looping animation, ``frame_ms``
+    per frame."""
+    if np.ndim(picture) == 4:
+        return save_gif(picture, path, frame_ms)
     return atomic_write(path, encode_picture(picture, output_format(path, PICTURE_FORMATS)))
 
 
