@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -72,10 +73,12 @@ def test_nmf_reaches_scikit_learns_objective():
     generator = np.random.default_rng(0)
     matrix = generator.uniform(size=(300, 6)) @ generator.uniform(size=(6, 40))
     matrix = (matrix + 0.1 * generator.uniform(size=(300, 40))).astype(np.float32)
-    oracle = NMF(6, init="nndsvda", max_iter=2000, tol=1e-8, random_state=0).fit(matrix)
+    with warnings.catch_warnings():  # it stops at max_iter still improving in the eighth digit
+        warnings.simplefilter("ignore")
+        oracle = NMF(6, init="nndsvda", max_iter=2000, tol=1e-8, random_state=0).fit(matrix)
     theirs = np.sum(np.square(matrix - oracle.transform(matrix) @ oracle.components_))
     dictionary = dl.Dictionary("nmf", 6)
-    weights = fit(dictionary, InMemory(matrix), np.arange(300), steps=3000, batch_size=300, seed=1)
+    weights = fit(dictionary, InMemory(matrix), np.arange(300), steps=600, batch_size=300, seed=1)
     codes = dl.encode(dictionary, weights, matrix)
     assert (np.asarray(codes) >= 0).all() and (np.asarray(dl.atoms(dictionary, weights)) >= 0).all()
     ours = np.sum(np.square(matrix - np.asarray(dl.decode(dictionary, weights, codes))))
@@ -185,13 +188,14 @@ def test_the_concept_objective_is_the_rectified_code():
 SMALL = dict(
     layer="block1_conv2", concepts=6, active=2, fit_steps=20, fit_batch_size=256, image_size=32, size=16
 )
+DRAWN_BY = dict(method="notebook", steps=2)  # the cheapest program: the pictures' method is not tested here
 
 
 @pytest.fixture(scope="module")
 def drawn(random_params, tmp_path_factory):
     folder = _two_class_folder(tmp_path_factory.mktemp("photos"), blue=HOSTILE, count=4)
     out = tmp_path_factory.mktemp("concepts")
-    return folder, out, concepts(random_params, folder, out=out, steps=2, progress=False, **SMALL)
+    return folder, out, concepts(random_params, folder, out=out, progress=False, **DRAWN_BY, **SMALL)
 
 
 def test_a_concept_pass_draws_every_concept_and_resumes(drawn, random_params):
@@ -203,10 +207,10 @@ def test_a_concept_pass_draws_every_concept_and_resumes(drawn, random_params):
     assert [card["index"] for card in record["concepts"]] == [int(k) for k in found.order]
     tensors, metadata = decode_safetensors((out / "dictionary.safetensors").read_bytes())
     assert tensors["directions"].shape == (6, 64) and "stability" in metadata["filterviz"]
-    again = concepts(random_params, folder, out=out, steps=2, progress=False, **SMALL)
+    again = concepts(random_params, folder, out=out, progress=False, **DRAWN_BY, **SMALL)
     np.testing.assert_array_equal(again.directions, found.directions)
     with pytest.raises(filterviz.OutputError, match="other settings"):
-        concepts(random_params, folder, out=out, steps=2, progress=False, **{**SMALL, "active": 1})
+        concepts(random_params, folder, out=out, progress=False, **DRAWN_BY, **{**SMALL, "active": 1})
 
 
 def test_the_concept_page_shows_hostile_class_names_as_text(drawn):
@@ -227,3 +231,85 @@ def test_concepts_refuse_an_empty_folder_and_too_many_concepts(random_params, tm
     photos = _two_class_folder(tmp_path / "photos", count=1)
     with pytest.raises(filterviz.SettingError, match="at least as many vectors"):
         concepts(random_params, photos, out=tmp_path / "out", progress=False, positions=1, **SMALL)
+
+
+def test_the_command_line_learns_and_draws_concepts_and_refuses_bad_settings(
+    drawn, weights_path, tmp_path, capsys
+):
+    from filterviz.cli import main
+
+    folder, _, _ = drawn
+    common = ["concepts", str(folder), "--layer", "block1_conv2", "--weights", str(weights_path), "--quiet"]
+    small = [
+        "--concepts",
+        "4",
+        "--active",
+        "2",
+        "--fit-steps",
+        "5",
+        "--fit-batch-size",
+        "128",
+        "--image-size",
+        "32",
+    ]
+    assert (
+        main(
+            [
+                *common,
+                *small,
+                "--out",
+                str(tmp_path / "c"),
+                "--size",
+                "16",
+                "--method",
+                "notebook",
+                "--steps",
+                "1",
+                "--no-stability",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "c" / "concepts.html").exists() and (
+        tmp_path / "c" / "dictionary.safetensors"
+    ).exists()
+    capsys.readouterr()
+    for extra, message in (
+        (["--active", "9", "--concepts", "4"], "exceeds the 4 concepts"),
+        (["--layer", "block9_conv9"], "block9_conv9"),
+    ):
+        assert main([*common, "--out", str(tmp_path / "d"), *extra]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0], error
+
+
+def test_neuron_groups_split_a_two_part_photo_and_factorise_as_scikit_learn_does(random_params, vgg16):
+    from sklearn.decomposition import NMF
+
+    from filterviz.concepts.groups import neuron_groups
+
+    photo = np.zeros((32, 32, 3), np.uint8)
+    photo[:, :16] = (200, 40, 40)  # the planted truth: two parts, two groups
+    photo[:, 16:] = (30, 160, 220)
+    photo[::4] = 255  # stripes on both halves, so neither is a flat colour
+    found = neuron_groups(random_params, photo, "block2_conv1", groups=2, **DRAWN_BY, size=16)
+    assert found.maps.shape == (2, 16, 16) and found.pictures.shape == (2, 16, 16, 3)
+    assert found.overlay.shape == photo.shape and found.overlay.dtype == np.uint8
+    strongest = found.maps.argmax(0)[:, 2:-2]  # away from the edges, where padding mixes the parts
+    assert strongest[:, :4].std() == 0 and strongest[:, -4:].std() == 0  # three columns from the boundary
+    assert strongest[0, 0] != strongest[0, -1]
+    fed = filterviz.core.network.preprocess(jnp.asarray(photo[None], jnp.float32), vgg16.preprocessing)
+    vectors = np.asarray(vgg16.apply(random_params, fed, ["block2_conv1"])["block2_conv1"][0]).reshape(
+        256, -1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        oracle = NMF(2, init="nndsvda", max_iter=2000, tol=1e-8, random_state=0).fit(vectors)
+    theirs = np.sum(np.square(vectors - oracle.transform(vectors) @ oracle.components_))
+    ours = np.sum(np.square(vectors - found.maps.reshape(2, -1).T @ _unscaled_atoms(found, vectors)))
+    assert ours <= 1.01 * theirs, (ours, theirs)
+
+
+def _unscaled_atoms(found, vectors):
+    # The atoms in the layer's units: least squares of the vectors on the found codes.
+    return np.linalg.lstsq(found.maps.reshape(len(found.maps), -1).T, vectors, rcond=None)[0]

@@ -21,6 +21,7 @@ from filterviz.cli.arguments import (
     number,
     whole,
 )
+from filterviz.cli.concepts import add_concepts
 from filterviz.core.checks import PRECISIONS
 from filterviz.core.hits import RANKINGS
 from filterviz.core.transforms import TRANSFORM_SETS
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_activation_atlas,
     ):
         add(subcommands)
+    add_concepts(subcommands, _add_compute_options, _add_method_options)
     return parser
 
 

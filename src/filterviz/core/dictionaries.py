@@ -239,6 +239,10 @@ def autoencoder_step(
 # alternating least squares), minibatch by minibatch with the sufficient statistics of Mairal et al.
 
 
+ATOM_SWEEPS = 4
+"""HALS sweeps over the atoms per minibatch."""
+
+
 def nmf_codes(atoms: jax.Array, vectors: jax.Array, sweeps: int = 50) -> jax.Array:
     """Non-negative least squares codes ``[N, K]`` of ``vectors [N, C] >= 0`` against ``atoms [K, C]``."""
     atoms, vectors = jnp.asarray(atoms), jnp.asarray(vectors)
@@ -273,7 +277,12 @@ def nmf_step(
         step = (cross[k] - gram[k] @ atoms) / (gram[k, k] + 1e-12)
         return atoms.at[k].set(jax.nn.relu(atoms[k] + step))
 
-    atoms = jax.lax.fori_loop(0, len(atoms), one, atoms)
+    def sweep(_: int, atoms: jax.Array) -> jax.Array:
+        return jax.lax.fori_loop(0, len(atoms), one, atoms)
+
+    atoms = jax.lax.fori_loop(
+        0, ATOM_SWEEPS, sweep, atoms
+    )  # the statistics are fixed: sweep them a few times
     loss = jnp.mean(jnp.sum(jnp.square(codes @ atoms - scaled), axis=-1))
     return {"trained": {"atoms": atoms}, "fixed": weights["fixed"]}, (gram, cross), loss
 
