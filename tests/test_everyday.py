@@ -195,7 +195,7 @@ def test_a_hint_when_most_filters_stayed_dead(weights_path, tmp_path, capsys):
 
 
 GUIDES = ("getting-started", "models", "command-line", "methods", "sweeps", "activation-atlases", "examples")
-GUIDES += ("devices", "performance")
+GUIDES += ("devices", "performance", "concepts")
 """The guides whose Python blocks run after the README's, in this order (later blocks use earlier names)."""
 
 
@@ -220,6 +220,11 @@ TINY = [
     (r'weights="DEFAULT"', "weights=None"),  # torchvision's published weights: no download in the suite
     (r'"layer3\.5"', '"layer1.0"'),  # a shallower layer of the torchvision ResNet50: less to compile
     (r"Octaves\(3,", "Octaves(2,"),  # one octave fewer to compile
+    (
+        r'"block4_conv3", out="concepts", concepts=128, active=8, fit_steps=2000',
+        '"block1_conv2", out="concepts", concepts=4, active=2, fit_steps=5, fit_batch_size=64, '
+        "image_size=32, size=16, stability=False",
+    ),  # a dictionary of four concepts on the shallowest layer
 ]
 
 

@@ -117,10 +117,10 @@ def _overlay(photo: np.ndarray, maps: np.ndarray, colours: np.ndarray) -> np.nda
     strength = maps.max(0) / max(float(maps.max()), 1e-12)
     layer = colours[strongest] * strength[..., None]
     grown = np.asarray(
-        Image.fromarray(layer.astype(np.uint8)).resize((width, height), Image.NEAREST), np.float32
+        Image.fromarray(layer.astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST), np.float32
     )
     alpha = np.asarray(
-        Image.fromarray((255 * strength).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+        Image.fromarray((255 * strength).astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
     )
     alpha = 0.6 * alpha[..., None].astype(np.float32) / 255
     return np.clip((1 - alpha) * photo + alpha * grown, 0, 255).astype(np.uint8)

@@ -124,10 +124,10 @@ def directions(dictionary: Dictionary, weights: Weights) -> jax.Array:
     return _unit(atoms(dictionary, weights))
 
 
-def preactivations(dictionary: Dictionary, weights: Weights, vectors: jax.Array) -> jax.Array:
+def preactivations(dictionary: Dictionary, weights: Weights, vectors: jax.Array | np.ndarray) -> jax.Array:
     """The encoder's linear part ``[N, K]`` for ``vectors [N, C]`` in the layer's units (NMF: the
     projections on the unit atoms)."""
-    scaled = vectors / weights["fixed"]["scale"]
+    scaled = jnp.asarray(vectors) / weights["fixed"]["scale"]
     trained = weights["trained"]
     if dictionary.kind == "nmf":
         return scaled @ directions(dictionary, weights).T
@@ -153,7 +153,7 @@ def _top_k(values: jax.Array, k: int) -> jax.Array:
 
 
 def encode(
-    dictionary: Dictionary, weights: Weights, vectors: jax.Array, *, training: bool = False
+    dictionary: Dictionary, weights: Weights, vectors: jax.Array | np.ndarray, *, training: bool = False
 ) -> jax.Array:
     """The codes ``[N, K] >= 0`` of ``vectors [N, C]`` (the layer's units).
 
@@ -243,7 +243,7 @@ ATOM_SWEEPS = 4
 """HALS sweeps over the atoms per minibatch."""
 
 
-def nmf_codes(atoms: jax.Array, vectors: jax.Array, sweeps: int = 50) -> jax.Array:
+def nmf_codes(atoms: jax.Array, vectors: jax.Array | np.ndarray, sweeps: int = 50) -> jax.Array:
     """Non-negative least squares codes ``[N, K]`` of ``vectors [N, C] >= 0`` against ``atoms [K, C]``."""
     atoms, vectors = jnp.asarray(atoms), jnp.asarray(vectors)
     gram, projections = atoms @ atoms.T, vectors @ atoms.T
