@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import filterviz
-from filterviz.concepts import fit as fit_module
-from filterviz.concepts.concepts import concepts
-from filterviz.concepts.fit import fit
-from filterviz.concepts.shards import InMemory, Shards, write_shard
+from filterviz.concept_atlases import fit as fit_module
+from filterviz.concept_atlases.concepts import concepts
+from filterviz.concept_atlases.fit import fit
+from filterviz.concept_atlases.shards import InMemory, Shards, write_shard
 from filterviz.core import dictionaries as dl
 from filterviz.io.tensors import decode_safetensors, encode_safetensors
 from support import chromium
@@ -286,7 +286,7 @@ def test_the_command_line_learns_and_draws_concepts_and_refuses_bad_settings(
 def test_neuron_groups_split_a_two_part_photo_and_factorise_as_scikit_learn_does(random_params, vgg16):
     from sklearn.decomposition import NMF
 
-    from filterviz.concepts.groups import neuron_groups
+    from filterviz.concept_atlases.groups import neuron_groups
 
     photo = np.zeros((32, 32, 3), np.uint8)
     photo[:, :16] = (200, 40, 40)  # the planted truth: two parts, two groups

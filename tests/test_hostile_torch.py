@@ -259,23 +259,21 @@ def make():
 """
 
 
-def _filterviz(folder, *arguments):
-    return subprocess.run(
-        [sys.executable, "-m", "filterviz", *arguments], cwd=folder, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
+def test_a_grayscale_factory_runs_once_drawn_with_channels_1_and_named_without(tmp_path, monkeypatch, capsys):
+    from filterviz.cli import main
 
-
-def test_a_grayscale_factory_runs_once_drawn_with_channels_1_and_named_without(tmp_path):
     (tmp_path / "gray.py").write_text(GRAYSCALE_FACTORY)
-    drawing = ("filters", "2", "--model", "gray:make", "--out", "g.png", "--steps", "2", "--size", "24")
-    done = _filterviz(tmp_path, *drawing, "--channels", "1", "--filters", "0-1", "--no-compile-cache")
-    assert done.returncode == 0 and (tmp_path / "g.png").exists(), done.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    drawing = ["filters", "2", "--model", "gray:make", "--out", "g.png", "--steps", "2", "--size", "24"]
+    assert main([*drawing, "--channels", "1", "--filters", "0-1", "--no-compile-cache", "--quiet"]) == 0
+    assert (tmp_path / "g.png").exists()
     assert (tmp_path / "calls.txt").read_text() == "made\n"  # the user's factory ran once
     (tmp_path / "g.png").unlink()
-    refused = _filterviz(tmp_path, *drawing)
-    lines = refused.stderr.strip().splitlines()
-    assert refused.returncode == 2 and len(lines) == 1 and "--channels 1" in lines[0], refused.stderr
+    capsys.readouterr()
+    assert main(drawing) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--channels 1" in lines[0], lines
     assert not (tmp_path / "g.png").exists()
-    builtin = _filterviz(tmp_path, "layers", "--channels", "1")
-    assert builtin.returncode == 2 and "--channels is for a PyTorch model" in builtin.stderr
+    assert main(["layers", "--channels", "1"]) == 2
+    assert "--channels is for a PyTorch model" in capsys.readouterr().err

@@ -22,15 +22,15 @@ LAYERS = {
     "sweeps": 6,
     "dataset_examples": 7,
     "activation_atlases": 7,
-    "concepts": 7,
+    "concept_atlases": 7,
     "cli": 8,
     "__init__": 9,
     "__main__": 9,
 }
 """Each folder (or top-level module) may import only folders of a lower layer, and itself. Above the core
 and the edges (``io``, ``networks``), each feature has a folder of its own: ``draw``, ``sweeps``,
-``dataset_examples``, ``activation_atlases``, ``concepts``; ``jobs`` is what the folder-writing features
-share."""
+``dataset_examples``, ``activation_atlases``, ``concept_atlases``; ``jobs`` is what the folder-writing
+features share."""
 PURE_FEATURE_MODULES = {"filterviz.activation_atlases.cells"}
 """Modules of a feature folder that belong to the numerical core's rules: arrays in, arrays out."""
 CORE_MAY_IMPORT = {"jax", "numpy", "optax", "flax", "math", "numbers", "dataclasses", "functools", "typing"}

@@ -4,9 +4,10 @@ The package's folders show its shape: ``core/`` is the pure numerical core (netw
 parameterizations, transforms, methods, the engine), ``networks/`` the built-in networks, imported
 models and weights, ``draw/`` the functions users call on arrays, ``io/`` photos in and files out,
 ``jobs/`` what every long job's folder shares, and above them one folder per feature: ``sweeps/`` (every
-filter of a network into a folder, with its atlas page), ``dataset_examples/``, ``activation_atlases/``;
-``cli/`` the command line. The names below are the public API; everything else is reached through its module
-(``filterviz.core.methods.Fourier``, ``filterviz.core.engine.render_one``).
+filter of a network into a folder, with its atlas page), ``dataset_examples/``, ``activation_atlases/``,
+``concept_atlases/`` (:func:`filterviz.concepts`); ``cli/`` the command line. The names below are the
+public API; everything else is reached through its module (``filterviz.core.methods.Fourier``,
+``filterviz.core.engine.render_one``).
 
 >>> import filterviz  # doctest: +SKIP
 >>> params = filterviz.load_weights()  # VGG16's ImageNet weights  # doctest: +SKIP
@@ -21,7 +22,7 @@ import warnings
 from typing import Any
 
 from filterviz.activation_atlases.atlas import activation_atlas
-from filterviz.concepts.concepts import concepts
+from filterviz.concept_atlases.concepts import concepts
 from filterviz.core.methods import get_method
 from filterviz.core.network import Network
 from filterviz.core.objectives import channel, deepdream, direction, diversity, neuron, objective

@@ -65,7 +65,7 @@ def run_concepts(args: argparse.Namespace) -> None:
     import jax
 
     from filterviz.cli.volume import join_cluster
-    from filterviz.concepts.concepts import concepts
+    from filterviz.concept_atlases.concepts import concepts
 
     join_cluster(args)
     network, params = load_network(args)

@@ -1,6 +1,6 @@
 """Dictionaries of concepts over a layer's activation vectors: sparse autoencoders (TopK, BatchTopK, and
 the Archetypal SAE of Fel et al. 2025) and non-negative matrix factorisation. Pure JAX; the fitting loop
-that streams minibatches from disk is :mod:`filterviz.concepts.fit`.
+that streams minibatches from disk is :mod:`filterviz.concept_atlases.fit`.
 
 Shapes: ``vectors [N, C]`` (a layer's activations, one per position), ``codes [N, K]`` (how strongly each
 of the K concepts is present), ``atoms [K, C]`` (each concept's direction). Vectors are divided by

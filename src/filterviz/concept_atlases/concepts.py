@@ -4,11 +4,11 @@ drawn by feature visualization beside its strongest dataset patches.
 Four stages, each resumable in the output folder:
 
 1. **collect** the layer's vectors at every position of every photo (or ``positions`` per photo), in
-   shards on disk (:mod:`filterviz.concepts.collect`);
+   shards on disk (:mod:`filterviz.concept_atlases.collect`);
 2. **fit** the dictionary on minibatches streamed from the shards, an eighth of the images held out to
-   measure it, and a second seed to measure its stability (:mod:`filterviz.concepts.fit`);
+   measure it, and a second seed to measure its stability (:mod:`filterviz.concept_atlases.fit`);
 3. **read** every vector once more: each concept's frequency, importance, class mix and strongest
-   vectors, exact over the folder (:mod:`filterviz.concepts.measures`);
+   vectors, exact over the folder (:mod:`filterviz.concept_atlases.measures`);
 4. **draw** every concept through the ``concept`` objective, chunks of concepts through one compiled
    program, and crop its strongest vectors' patches from their photos.
 
@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from filterviz.concepts.collect import collect_vectors
-from filterviz.concepts.fit import fit as fit_dictionary
-from filterviz.concepts.measures import Usage, held_out_measures, nearest_concepts, split_rows, usage
-from filterviz.concepts.page import write_page
+from filterviz.concept_atlases.collect import collect_vectors
+from filterviz.concept_atlases.fit import fit as fit_dictionary
+from filterviz.concept_atlases.measures import Usage, held_out_measures, nearest_concepts, split_rows, usage
+from filterviz.concept_atlases.page import write_page
 from filterviz.core import dictionaries as dl
 from filterviz.core.checks import check_count, check_params, check_seed
 from filterviz.core.hits import field_at, receptive_field

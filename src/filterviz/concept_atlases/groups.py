@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.concepts.fit import fit
-from filterviz.concepts.shards import InMemory
+from filterviz.concept_atlases.fit import fit
+from filterviz.concept_atlases.shards import InMemory
 from filterviz.core import dictionaries as dl
 from filterviz.core.checks import check_count, check_params
 from filterviz.core.methods import Method

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from filterviz.concepts.shards import InMemory
+from filterviz.concept_atlases.shards import InMemory
 from filterviz.core import dictionaries as dl
 
 BLOCK = 8192

@@ -1,5 +1,5 @@
 """The collect pass of concepts: a layer's activation vectors over a folder of photos, at every position or
-a seeded sample of them, written to disk shard by shard (:mod:`filterviz.concepts.shards`).
+a seeded sample of them, written to disk shard by shard (:mod:`filterviz.concept_atlases.shards`).
 
 It streams the folder as the dataset examples do (:mod:`filterviz.jobs.streaming`), each batch split
 over every device of every process. After each shard the record ``vectors/progress.json`` says how many
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from filterviz.concepts.shards import FOLDER, Shards, write_shard
+from filterviz.concept_atlases.shards import FOLDER, Shards, write_shard
 from filterviz.core.hits import EMPTY
 from filterviz.core.network import Network, Params
 from filterviz.errors import ImageError, OutputError

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from filterviz.concepts.shards import InMemory
+from filterviz.concept_atlases.shards import InMemory
 from filterviz.core import dictionaries as dl
 from filterviz.errors import OutputError
 from filterviz.io.files import atomic_write
