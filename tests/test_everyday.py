@@ -223,8 +223,8 @@ TINY = [
     (
         r'"block4_conv3", out="concepts", concepts=128, active=8, fit_steps=2000',
         '"block1_conv2", out="concepts", concepts=4, active=2, fit_steps=5, fit_batch_size=64, '
-        "image_size=32, size=16, stability=False",
-    ),  # a dictionary of four concepts on the shallowest layer
+        'image_size=32, size=16, stability=False, method="notebook"',
+    ),  # four concepts on the shallowest layer, drawn by the cheapest program
 ]
 
 
