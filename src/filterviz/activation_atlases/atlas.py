@@ -52,7 +52,7 @@ from filterviz.core.network import Network, Params
 from filterviz.core.objectives import direction
 from filterviz.deprecation import renamed
 from filterviz.draw.rendering import render
-from filterviz.errors import ImageError, OutputError, SettingError
+from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import (
     atomic_write,
     check_no_links,
@@ -63,7 +63,7 @@ from filterviz.io.files import (
 )
 from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
 from filterviz.io.spectrum import resolve_spectrum
-from filterviz.jobs.folder import FolderLock
+from filterviz.jobs.folder import FolderLock, write_ours
 from filterviz.jobs.multihost import from_first, gather, on_first, together
 from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
@@ -153,7 +153,7 @@ def render_icons(
             )
             for offset, m in enumerate(rows):
                 target = folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
-                _write_ours(target, encode_png(drawn.pictures[offset, 0]))
+                write_ours(target, encode_png(drawn.pictures[offset, 0]))
                 drawn_values.append([m, float(drawn.activations[offset])])
             bar.update(len(rows))
     for m, value in gather(drawn_values):
@@ -184,14 +184,7 @@ def save_patches(
         y, x = (int(v) for v in positions[vector])
         photo = load_fitted(root / paths[images[vector]], size, fit)
         top, left, bottom, right = field_at(box, stride, y, x, size)
-        _write_ours(target, encode_png(photo[top:bottom, left:right]))
-
-
-def _write_ours(target: Path, data: bytes) -> None:
-    # Written where nothing is, or over a picture filterviz wrote: never over someone else's file.
-    if target.exists() and target.suffix == ".png" and not written_by_filterviz(target):
-        raise OutputError(target, "is a file filterviz did not write; it is kept: use another --out")
-    atomic_write(target, data, durable=False)
+        write_ours(target, encode_png(photo[top:bottom, left:right]))
 
 
 def _classes(paths: list[str]) -> tuple[list[str], np.ndarray]:

@@ -43,7 +43,7 @@ from filterviz.errors import ImageError, OutputError
 from filterviz.io.files import atomic_write, check_no_links, encode_png, output_path, written_by_filterviz
 from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
 from filterviz.io.tensors import encode_safetensors
-from filterviz.jobs.folder import FolderLock, read_record, settings_differences
+from filterviz.jobs.folder import FolderLock, read_record, settings_differences, write_ours
 from filterviz.jobs.multihost import on_first, together
 from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
@@ -154,9 +154,7 @@ def _draw(
             progress=False,
         )
         for offset, k in enumerate(rows):
-            atomic_write(
-                folder / f"pictures/concept-{k}.png", encode_png(drawn.pictures[offset, 0]), durable=False
-            )
+            write_ours(folder / f"pictures/concept-{k}.png", encode_png(drawn.pictures[offset, 0]))
             achieved[k] = float(drawn.activations[offset])
     return achieved
 
@@ -181,7 +179,7 @@ def _patches(
         if not written_by_filterviz(target):
             photo = load_fitted(root / paths[image], size, fit)
             top, left, bottom, right = field_at(box, stride, int(y), int(x), size)
-            atomic_write(target, encode_png(photo[top:bottom, left:right]), durable=False)
+            write_ours(target, encode_png(photo[top:bottom, left:right]))
 
 
 def _card(index: int, used: Usage, classes: list[str], nearest: np.ndarray, activation: float) -> dict:

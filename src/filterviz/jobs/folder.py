@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from filterviz.errors import OutputError, SweepError
-from filterviz.io.files import atomic_write, read_json_object
+from filterviz.io.files import atomic_write, read_json_object, written_by_filterviz
 
 LOCK_FILE = ".filterviz.lock"
 """The lock file a job holds while it writes its folder."""
@@ -177,3 +177,11 @@ def load_progress(path: Path, settings: dict, empty: Any) -> tuple[Any, int, lis
         )
     state = jax.tree.unflatten(jax.tree.structure(empty), leaves)
     return state, int(record["done"]), [tuple(item) for item in record["skipped"]]
+
+
+def write_ours(target: Path, data: bytes) -> None:
+    """Write a picture where nothing is, or over a picture filterviz wrote: never over someone else's
+    file (:class:`OutputError`, the file kept)."""
+    if target.exists() and target.suffix == ".png" and not written_by_filterviz(target):
+        raise OutputError(target, "is a file filterviz did not write; it is kept: use another --out")
+    atomic_write(target, data, durable=False)
