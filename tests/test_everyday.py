@@ -209,7 +209,7 @@ TINY = [
     (r'"block4_conv1", range\(8\)\), method="lucid"', '"block2_conv1", range(2)), method="lucid"'),
     (r"\b128, 128\b", "32, 32"),
     (r"range\((64|16|8)\)", "range(2)"),
-    (r"steps=\d+", "steps=2"),
+    (r"\bsteps=\d+", "steps=2"),  # not fit_steps=, which the concepts line below sets
     (r"frame_every=\d+", "frame_every=1"),
     (r"count=20", "count=2"),
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
