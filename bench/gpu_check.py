@@ -62,7 +62,7 @@ from gpu.harness import FULL, GRACE_SECONDS, PARTS, REPORT_NAME, SHARES, SMOKE, 
 from gpu.latency import part_latency
 from gpu.lucent import part_lucent
 from gpu.lucid import part_lucid
-from gpu.report import markdown, merge_runs, write_report
+from gpu.report import markdown, write_report
 from gpu.speed import part_speed
 from gpu.sweep import part_sweep
 from gpu.torch_ascent import part_torch
@@ -143,15 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", help="layers the speed and torch parts time (default: one per block)")
     parser.add_argument("--precisions", help="precisions of the sweep part (default tf32,bfloat16)")
     parser.add_argument("--lucid-precisions", help="precisions of the lucid part (default tf32,bfloat16)")
-    parser.add_argument("--merge", nargs="+", metavar="JSON", help="merge these runs' JSON into one report")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # run one part in this process
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.merge:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        print(markdown(merge_runs(args.merge, Path(args.out))), end="")
-        return 0
     if args.weights is None:
         parser.error("--weights is needed to run the parts")
     config = SMOKE if args.smoke else FULL

@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gpu.harness import (
-    FULL,
     MAIN_PRECISION,
-    PRECISIONS,
     REPORT_NAME,
-    SMOKE,
     load_part,
     plain,
 )
@@ -196,170 +193,46 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def run_label(failure: dict[str, Any]) -> str:
-    return f" (run {failure['run']})" if "run" in failure else ""
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> list[str]:
+    # Any part's rows (dicts, nested one level) as one Markdown table: a column per key seen.
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(_cell(row.get(key)) for key in columns) + " |" for row in rows]
 
 
 def markdown(report: dict[str, Any]) -> str:
-    def number(value: Any, form: str = "{:.2f}") -> str:
-        return "-" if value is None else form.format(value)
-
-    details = report["details"]
-    env = details.get("env", {})
+    """The report as Markdown: the device, the targets, then every part's rows and figures as recorded
+    (the JSON holds the same figures; the tables only lay them out)."""
+    details, env = report["details"], report["details"].get("env", {})
     lines = [f"## filterviz on {report['device']}" + (" (smoke run)" if report["smoke"] else ""), ""]
     lines += [f"- {note}" for note in report["notes"]]
-    versions_text = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
-    lines.append(f"- {versions_text}; {env.get('host', {}).get('cpus')} host CPUs")
-    if env.get("memory_bytes"):
-        lines.append(f"- device memory available to JAX: {env['memory_bytes'] / 2**30:.1f} GiB")
-    peaks = report["peaks"]
+    lines.append("- " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v))
     lines.append(
-        "- measured matmul peak: "
-        + ", ".join(f"{p} {v / 1e12:.3g} TFLOP/s" for p, v in peaks.items())
-        + f" ({FULL.peak_size if not report['smoke'] else SMOKE.peak_size}-square)"
+        "- measured matmul peak: " + _cell({p: v / 1e12 for p, v in report["peaks"].items()}) + " TFLOP/s"
     )
-    lines += ["", "| target | goal | measured | met | measured vs goal |", "|---|---|---|---|---|"]
-    for target in report["targets"]:
-        lines.append(
-            f"| {target['target']} | {target['goal']:g} | {number(target['measured'], '{:.3g}')} | "
-            f"{'-' if target['met'] is None else ('yes' if target['met'] else 'no')} | "
-            f"{number(target.get('ratio_to_goal'), '{:.2f}x')} |"
-        )
-    rows = details.get("speed", {}).get("rows", [])
-    torch_rows = {row["layer"]: row for row in details.get("torch", {}).get("rows", [])}
-    if rows:
-        lines += [
-            "",
-            f"Speed per layer, {details['speed'].get('size')}x{details['speed'].get('size')}, "
-            f"{details['speed'].get('steps')} steps, the sweep's compiled chunk (filter-steps/s):",
-            "",
-            "| layer | chunk | float32 | tf32 | bfloat16 | tf32, other chunks | loop (tf32) | sweep / loop | "
-            "torch float32 | torch tf32 | torch bf16 | tf32 / torch tf32 | MFU f32 | MFU tf32 | MFU bf16 | "
-            "tf32 vs f32 (corr.) | bf16 vs f32 (corr.) | compile (s) |",
-            "|" + "---|" * 18,
-        ]
-        for row in rows:
-            rates = row["filter_steps_per_second"]
-            others = ", ".join(
-                f"{name.split('@')[1]}: {value:.0f}" for name, value in rates.items() if "@" in name
-            )
-            theirs = torch_rows.get(row["layer"], {})
-            their_rates = theirs.get("rates", {})
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        row["layer"],
-                        str(row["default_chunk"]),
-                        *(number(rates.get(p), "{:.0f}") for p in PRECISIONS),
-                        others or "-",
-                        number(rates.get("loop"), "{:.1f}"),
-                        number(row["speedup_vs_loop"], "{:.1f}x"),
-                        *(number(their_rates.get(p), "{:.0f}") for p in PRECISIONS),
-                        number(theirs.get("speedup", {}).get(MAIN_PRECISION), "{:.2f}x"),
-                        *(number(row["mfu"].get(p), "{:.0%}") for p in PRECISIONS),
-                        number(row["agreement_with_float32"].get("tf32"), "{:.4f}"),
-                        number(row["agreement_with_float32"].get("bfloat16"), "{:.4f}"),
-                        number(row["compile_wall_seconds"], "{:.1f}"),
-                    ]
-                )
-                + " |"
-            )
-    sweeps = details.get("sweep", {}).get("runs", {})
-    if sweeps:
-        lines += [
-            "",
-            "The real job, `filterviz sweep` of the atlas, end to end (PNGs and the atlas page):",
-            "",
-            "| precision | run | cache | wall (s) | device busy (s) | pictures | atlas page | exit |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for precision, run in sweeps.items():
-            for index, one in enumerate(run.get("runs", []), start=1):
-                lines.append(
-                    f"| {precision} | {index} | {one['cache']} | {one['wall_seconds']:.1f} | "
-                    f"{number(one['busy_seconds'], '{:.1f}')} | {one['pictures']} | "
-                    f"{'yes' if one['atlas_page'] else 'no'} | {one['returncode']} |"
-                )
-        device_layers = {p: run.get("device", {}).get("layers", {}) for p, run in sweeps.items()}
-        layers = list(dict.fromkeys(layer for figures in device_layers.values() for layer in figures))
-        if layers:
-            precisions = list(device_layers)
-            lines += [
-                "",
-                "The atlas's device time, layer by layer (every filter, programs from the cache):",
-                "",
-                "| layer | " + " | ".join(f"{p} s | {p} filter-steps/s | {p} MFU" for p in precisions) + " |",
-                "|---|" + "---|---|---|" * len(precisions),
-            ]
-            for layer in layers:
-                cells = []
-                for p in precisions:
-                    figures = device_layers[p].get(layer, {})
-                    cells += [
-                        number(figures.get("seconds"), "{:.2f}"),
-                        number(figures.get("filter_steps_per_second"), "{:.0f}"),
-                        number(figures.get("mfu"), "{:.0%}"),
-                    ]
-                lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-            totals = [number(report["notebook_atlas_seconds"].get(p), "{:.2f}") for p in precisions]
-            lines.append("| all | " + " | ".join(f"{t} | | " for t in totals) + "|")
-    lucid = report["lucid_atlas_seconds"]
-    if lucid:
-        lines += [
-            "",
-            "Lucid-method atlas (512 steps), estimated from one timed chunk of one layer per block ",
-        ]
-        lines[-1] += "(the block's other layers scaled by their FLOPs): "
-        lines[-1] += ", ".join(f"{p} {number(v, '{:.0f}')} s" for p, v in lucid.items())
-    examples = details.get("examples", {})
-    if examples.get("seconds") is not None:
-        lines += [
-            "",
-            f"Dataset examples: {examples['images']} {examples['photo']}s at {examples['size']}x"
-            f"{examples['size']} through {examples['layers']} layers, top-9 of {examples['filters']} "
-            "filters, "
-            f"batches of {examples['batch']}: {examples['seconds']:.1f} s, "
-            f"{examples['images_per_second']:.0f} images/s ({number(examples.get('mfu'), '{:.0%}')} of the "
-            f"TF32 peak); decoding alone {number(examples.get('decode_images_per_second'), '{:.0f}')} "
-            f"images/s on {examples['threads']} threads; one batch {examples['one_batch_seconds']:.2f} s",
-        ]
-    latency_rows = details.get("latency", {}).get("latency", [])
-    if latency_rows:
-        from latency import table
-
-        lines += ["", "Time to the first picture, each case a fresh process with no cache (seconds):", ""]
-        lines.append(table(latency_rows))
-    correctness = details.get("correctness", {})
-    if correctness:
-        lines += ["", "Correctness against the CPU backend:", ""]
-        activations = correctness.get("activations")
-        if activations:
-            errors = ", ".join(f"{k} {number(v, '{:.1e}')}" for k, v in activations["relative_error"].items())
-            lines.append(f"- activations, relative error (bar {activations['bar']:g}): {errors}")
-        for case in correctness.get("ascent", []) or []:
-            lines.append(
-                f"- 20-step ascent {case['layer']} filter {case['filter']}: correlation with the CPU "
-                f"{number(case['correlation'], '{:.6f}')} (CPU vs nudged CPU "
-                f"{number(case['cpu_nudged_correlation'], '{:.6f}')}), uint8 difference "
-                f"{number(case['picture_difference'], '{:.3f}')} (bar "
-                f"{number(case['cpu_nudged_picture_difference'], '{:.3f}')}): "
-                + ("passed" if case["passed"] else "FAILED")
-            )
-        for name, check in correctness.get("methods", {}).items():
-            lines.append(
-                f"- method {name}, {check['steps']} steps: " + ("finite" if check["passed"] else "NOT FINITE")
-            )
+    lines += ["", *_rows_table(report["targets"])]
+    for name, part in details.items():
+        rows = [row for key in ("rows", "latency", "ascent") for row in part.get(key) or []]
+        flat = {k: v for k, v in part.items() if not isinstance(v, list) and k not in ("runs",)}
+        lines += ["", f"### {name}", "", *(_rows_table(rows) if rows else [])]
+        for precision, run in part.get("runs", {}).items():  # the sweep part: each precision's runs
+            lines += ["", f"{precision}:", "", *_rows_table(run.get("runs", []))]
+        lines += [f"- {key}: {_cell(value)}" for key, value in flat.items()]
     lines += [
         "",
         "Parts: "
         + ", ".join(f"{k} {v['status']} ({v['seconds']:.0f} s)" for k, v in report["parts"].items()),
     ]
-    if report["failures"]:
-        lines += ["", "Failures:", ""] + [
-            f"- {f['part']}{run_label(f)}: {f.get('item', '')} {f['error']}"[:500] for f in report["failures"]
-        ]
-    return "\n".join(lines) + "\n"
+    failures = [f"- {f['part']}: {f.get('item', '')} {f['error']}"[:500] for f in report["failures"]]
+    return "\n".join(lines + (["", "Failures:", "", *failures] if failures else [])) + "\n"
 
 
 def write_report(out: Path, work: Path, status: dict[str, Any], smoke: bool) -> dict[str, Any]:
@@ -370,46 +243,4 @@ def write_report(out: Path, work: Path, status: dict[str, Any], smoke: bool) -> 
     for precision, run in parts.get("sweep", {}).get("runs", {}).items():
         if run.get("sheet") and Path(run["sheet"]).is_file():
             shutil.copyfile(run["sheet"], out / f"sheet_{precision}.png")
-    return report
-
-
-def merge_runs(paths: list[str], out: Path) -> dict[str, Any]:
-    """One report from the JSON of several runs on the same device (say, a second run that measured
-    what the first had no time for). Per part, a later run's figures for a layer or precision replace
-    an earlier run's; every run's failures are kept, each marked with its run."""
-    reports = [json.loads(Path(path).read_text()) for path in paths]
-    devices = {report["device"] for report in reports}
-    if len(devices) != 1:
-        raise SystemExit(f"gpu_check: runs on different devices cannot be merged: {sorted(devices)}")
-    keyed = {"speed": ("rows", "layer"), "torch": ("rows", "layer")}
-    parts: dict[str, dict[str, Any]] = {}
-    status: dict[str, Any] = {}
-    for run, report in enumerate(reports, start=1):
-        for name, data in report["details"].items():
-            merged = parts.setdefault(name, {"failures": [], "skipped": []})
-            for key, value in data.items():
-                if key in ("failures", "skipped"):
-                    merged[key] += [
-                        {**f, "run": run} if isinstance(f, dict) else f"run {run}: {f}" for f in value
-                    ]
-                elif name in keyed and key == keyed[name][0]:
-                    by_key = {row[keyed[name][1]]: row for row in merged.get(key, [])}
-                    by_key.update({row[keyed[name][1]]: row for row in value})
-                    merged[key] = list(by_key.values())
-                elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-                    merged[key] = {**merged[key], **value}  # sweep runs, Lucid estimates: per precision
-                else:
-                    merged[key] = value
-        for name, state in report["parts"].items():
-            before = status.get(name, {"status": "", "seconds": 0.0})
-            text = f"run {run}: {state['status']}"
-            status[name] = {
-                "status": f"{before['status']}; {text}" if before["status"] else text,
-                "seconds": before["seconds"] + state["seconds"],
-                "ok": before.get("ok", True) and state["status"] == "ok",
-            }
-    report = summarize(parts, status, smoke=False)
-    report["notes"].append(f"merged from {len(paths)} runs: {', '.join(Path(p).name for p in paths)}")
-    (out / f"{REPORT_NAME}.json").write_text(json.dumps(report, indent=2, default=plain))
-    (out / f"{REPORT_NAME}.md").write_text(markdown(report))
     return report
