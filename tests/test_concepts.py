@@ -17,6 +17,8 @@ import filterviz
 from filterviz.concept_atlases import fit as fit_module
 from filterviz.concept_atlases.concepts import concepts
 from filterviz.concept_atlases.fit import fit
+from filterviz.concept_atlases.heatmaps import concept_maps
+from filterviz.concept_atlases.measures import usage
 from filterviz.concept_atlases.shards import InMemory, Shards, write_shard
 from filterviz.core import dictionaries as dl
 from filterviz.io.tensors import decode_safetensors, encode_safetensors
@@ -185,6 +187,26 @@ def test_the_concept_objective_is_the_rectified_code():
         filterviz.core.objectives.concept("x", np.stack([vector, -vector]), [0.0, 1.0, 2.0])
 
 
+def test_a_heatmap_is_the_concepts_code_at_every_position_of_its_strongest_photo():
+    # Two photos of a 3x4 map; one strong planted vector at photo 1, row 2, column 1.
+    places = np.array([(i, y, x) for i in range(2) for y in range(3) for x in range(4)], np.int32)
+    vectors = np.random.default_rng(0).uniform(0, 0.1, (24, 8)).astype(np.float32)
+    vectors[12 + 2 * 4 + 1, 3] += 5
+    source = InMemory(vectors, places)
+    dictionary = dl.Dictionary("nmf", 3)
+    weights = fit(dictionary, source, np.arange(24), steps=30, batch_size=24, seed=0)
+    used = usage(dictionary, weights, source, np.zeros(2, np.int64), 1, 2)
+    maps = concept_maps(dictionary, weights, source, used.top)
+    codes = np.asarray(dl.encode(dictionary, weights, vectors))
+    assert maps and set(maps) == {k for k in range(3) if used.top[k, 0] >= 0}
+    for k, (image, grid) in maps.items():
+        assert image == places[used.top[k, 0], 0]
+        np.testing.assert_allclose(grid, codes[places[:, 0] == image, k].reshape(3, 4), rtol=1e-5, atol=1e-6)
+    planted_concept = int(codes[12 + 9].argmax())
+    image, grid = maps[planted_concept]
+    assert image == 1 and np.unravel_index(grid.argmax(), grid.shape) == (2, 1)
+
+
 SMALL = dict(
     layer="block1_conv2", concepts=6, active=2, fit_steps=20, fit_batch_size=256, image_size=32, size=16
 )
@@ -222,6 +244,9 @@ def test_the_concept_page_shows_hostile_class_names_as_text(drawn):
     assert "&lt;img src=x onerror=" in dom and "<img src=x" not in dom and '<img src="x"' not in dom
     assert "<title>concepts</title>" in dom
     assert dom.count('class="card"') == 6 and dom.count('alt="dataset patch"') >= 6
+    heatmaps = [card["heatmap"] for card in json.loads((out / "concepts.json").read_text())["concepts"]]
+    assert dom.count('alt="where concept ') == sum(path is not None for path in heatmaps) > 0
+    assert all((out / path).is_file() for path in heatmaps if path)
 
 
 def test_concepts_refuse_an_empty_folder_and_too_many_concepts(random_params, tmp_path):

@@ -30,6 +30,7 @@ import numpy as np
 
 from filterviz.concept_atlases.collect import collect_vectors
 from filterviz.concept_atlases.fit import fit as fit_dictionary
+from filterviz.concept_atlases.heatmaps import concept_maps, heatmap, heatmap_path
 from filterviz.concept_atlases.measures import Usage, held_out_measures, nearest_concepts, split_rows, usage
 from filterviz.concept_atlases.page import write_page
 from filterviz.core import dictionaries as dl
@@ -95,7 +96,7 @@ def _classes(paths: list[str]) -> tuple[list[str], np.ndarray]:
 
 def _check_folder(folder: Path, settings: dict) -> None:
     # A folder of other concepts, or one whose record filterviz did not write, is never written over.
-    for parts in ((), ("pictures",), ("patches",), ("vectors",)):
+    for parts in ((), ("pictures",), ("patches",), ("heatmaps",), ("vectors",)):
         path = check_no_links(folder, *parts)
         if os.path.lexists(path) and not path.is_dir():
             raise OutputError(path, "is not a folder; filterviz writes a folder there: use another --out")
@@ -182,12 +183,22 @@ def _patches(
             write_ours(target, encode_png(photo[top:bottom, left:right]))
 
 
+def _heatmaps(root: Path, paths: list[str], folder: Path, maps: dict, size: int, fit: str) -> None:
+    # Each concept's codes over the photo of its strongest vector, laid over that photo.
+    (folder / "heatmaps").mkdir(exist_ok=True)
+    for index, (image, grid) in maps.items():
+        target = folder / heatmap_path(index)
+        if not written_by_filterviz(target):
+            write_ours(target, encode_png(heatmap(load_fitted(root / paths[image], size, fit), grid)))
+
+
 def _card(index: int, used: Usage, classes: list[str], nearest: np.ndarray, activation: float) -> dict:
     # What the record and the page say of one concept.
     mix = sorted(enumerate(used.classes[index]), key=lambda pair: -pair[1])
     return {
         "index": index,
         "picture": f"pictures/concept-{index}.png",
+        "heatmap": str(heatmap_path(index)) if used.top[index, 0] >= 0 else None,
         "frequency": float(used.frequency[index]),
         "importance": float(used.mean_code[index]),
         "patches": [f"patches/{v}.png" for v in used.top[index] if v >= 0],
@@ -358,6 +369,8 @@ def concepts(
                 image_size,
                 fit,
             )
+            maps = concept_maps(dictionary, weights, source, used.top)
+            _heatmaps(root, paths, folder, maps, image_size, fit)
 
         on_first(folder, write_files)
         activations = _draw(params, net, result, chosen, folder, size, seed, batch_size)

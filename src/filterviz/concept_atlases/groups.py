@@ -103,13 +103,14 @@ def neuron_groups(
         np.asarray(dl.directions(dictionary, weights)),
         drawn.pictures[:, 0],
         np.asarray(drawn.activations),
-        _overlay(photo, maps, colours),
+        overlay(photo, maps, colours),
         colours.astype(np.uint8),
     )
 
 
-def _overlay(photo: np.ndarray, maps: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    # Each position takes the colour of its strongest group, as strong as that group is there.
+def overlay(photo: np.ndarray, maps: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """``uint8[H, W, 3]``: the ``photo`` with ``maps [G, h, w]`` laid over it, each position in the
+    colour (``colours [G, 3]``) of its strongest map, as strong as that map is there."""
     from PIL import Image
 
     height, width = photo.shape[:2]

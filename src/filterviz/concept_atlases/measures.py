@@ -33,7 +33,8 @@ def split_rows(source: InMemory, images: int, seed: int) -> tuple[np.ndarray, np
     return rows[~out], rows[out]
 
 
-def _encoded(dictionary: dl.Dictionary, weights: dl.Weights, vectors: np.ndarray) -> np.ndarray:
+def encoded(dictionary: dl.Dictionary, weights: dl.Weights, vectors: np.ndarray) -> np.ndarray:
+    """The codes ``float32[N, K]`` of ``vectors [N, C]``, by one compiled program per shape."""
     return np.asarray(_encode(dictionary, weights, vectors))
 
 
@@ -54,7 +55,7 @@ def held_out_measures(
     mean = mean / max(len(rows), 1)
     for block in blocks:
         vectors = source.rows(block)
-        codes = _encoded(dictionary, weights, vectors)
+        codes = encoded(dictionary, weights, vectors)
         rebuilt = np.asarray(_decode(dictionary, weights, codes), np.float64)
         squared += float(np.sum(np.square(vectors - rebuilt)))
         total += float(np.sum(np.square(vectors - mean)))
@@ -96,7 +97,7 @@ def usage(
     best, best_codes = np.full((concepts, top), -1, np.int64), np.full((concepts, top), -np.inf)
     mix = np.zeros((concepts, classes), np.int64)
     for first, vectors in source.blocks(BLOCK):
-        codes = _encoded(dictionary, weights, vectors)
+        codes = encoded(dictionary, weights, vectors)
         on = codes > 0
         fired += on.sum(0)
         summed += codes.sum(0)

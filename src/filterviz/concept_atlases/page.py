@@ -1,9 +1,11 @@
 """The concept atlas page: one card per concept, most important first, with its picture, its strongest
-dataset patches, how often it fires, its class mix and its nearest concepts (links to their cards).
+dataset patches, where it fires on the photo of the strongest (a heatmap), how often it fires, its class
+mix and its nearest concepts (links to their cards).
 
 Like the other pages it opens from disk with no server and trusts nothing from the record: the data are
 JSON with ``<``, ``>`` and ``&`` escaped, shown as text (``textContent``), and the only pictures it loads
-are paths of the forms ``pictures/concept-<N>.png`` and ``patches/<N>.png``. A ``concepts.html`` that
+are paths of the forms ``pictures/concept-<N>.png``, ``heatmaps/concept-<N>.png`` and
+``patches/<N>.png``. A ``concepts.html`` that
 filterviz did not write is kept, and the page is not written.
 """
 
@@ -39,6 +41,7 @@ body { font: 14px system-ui, sans-serif; margin: 1em; background: #fafafa; }
 <script>
 const DATA = __DATA__;
 const PICTURE = /^pictures\\/concept-[0-9]+\\.png$/, PATCH = /^patches\\/[0-9]+\\.png$/;
+const HEATMAP = /^heatmaps\\/concept-[0-9]+\\.png$/;
 document.getElementById("title").textContent = "Concepts of " + DATA.layer;
 document.getElementById("about").textContent = DATA.concepts.length + " concepts (" + DATA.kind +
   ") learned over " + DATA.vectors + " activation vectors of " + DATA.images + " images of " + DATA.folder +
@@ -54,6 +57,10 @@ for (const concept of DATA.concepts) {
   if (PICTURE.test(concept.picture)) {
     const picture = element("img"); picture.className = "picture"; picture.src = concept.picture;
     picture.alt = "concept " + concept.index + " drawn"; card.appendChild(picture);
+  }
+  if (typeof concept.heatmap === "string" && HEATMAP.test(concept.heatmap)) {
+    const heat = element("img"); heat.className = "picture"; heat.src = concept.heatmap;
+    heat.alt = "where concept " + concept.index + " fires on its strongest photo"; card.appendChild(heat);
   }
   card.appendChild(element("p", "fires on " + (100 * concept.frequency).toFixed(2) +
     "% of positions; importance " + concept.importance.toPrecision(3)));
