@@ -5,6 +5,7 @@ and the whole pass over a folder writes a page that stays text in Chromium."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import warnings
 
@@ -18,7 +19,7 @@ from filterviz.concept_atlases import fit as fit_module
 from filterviz.concept_atlases.concepts import concepts
 from filterviz.concept_atlases.fit import fit
 from filterviz.concept_atlases.heatmaps import concept_maps
-from filterviz.concept_atlases.measures import usage
+from filterviz.concept_atlases.measures import concept_map, usage
 from filterviz.concept_atlases.shards import InMemory, Shards, write_shard
 from filterviz.core import dictionaries as dl
 from filterviz.io.tensors import decode_safetensors, encode_safetensors
@@ -207,6 +208,22 @@ def test_a_heatmap_is_the_concepts_code_at_every_position_of_its_strongest_photo
     assert image == 1 and np.unravel_index(grid.argmax(), grid.shape) == (2, 1)
 
 
+def test_the_concept_map_is_the_first_two_principal_components_and_keeps_clusters_apart():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(16)[[0, 8]] * 4  # two clusters of directions, far apart
+    directions = np.concatenate([centre + rng.normal(0, 0.3, (6, 16)) for centre in centres])
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    place = concept_map(directions)
+    assert place.shape == (12, 2) and place.min() == 0 and place.max() == 1
+    theirs = PCA(2).fit_transform(directions)
+    for axis in range(2):
+        assert abs(np.corrcoef(place[:, axis], theirs[:, axis])[0, 1]) > 1 - 1e-6
+    within = max(np.ptp(place[:6, 0]), np.ptp(place[6:, 0]))
+    assert abs(place[:6, 0].mean() - place[6:, 0].mean()) > 3 * within
+
+
 SMALL = dict(
     layer="block1_conv2", concepts=6, active=2, fit_steps=20, fit_batch_size=256, image_size=32, size=16
 )
@@ -247,6 +264,8 @@ def test_the_concept_page_shows_hostile_class_names_as_text(drawn):
     heatmaps = [card["heatmap"] for card in json.loads((out / "concepts.json").read_text())["concepts"]]
     assert dom.count('alt="where concept ') == sum(path is not None for path in heatmaps) > 0
     assert all((out / path).is_file() for path in heatmaps if path)
+    on_the_map = re.findall(r'alt="concept \d+ on the map"', dom)  # the 2-D map links to each card
+    assert dom.count('href="#concept-') >= 6 and len(on_the_map) == 6
 
 
 def test_concepts_refuse_an_empty_folder_and_too_many_concepts(random_params, tmp_path):

@@ -31,7 +31,14 @@ import numpy as np
 from filterviz.concept_atlases.collect import collect_vectors
 from filterviz.concept_atlases.fit import fit as fit_dictionary
 from filterviz.concept_atlases.heatmaps import concept_maps, heatmap, heatmap_path
-from filterviz.concept_atlases.measures import Usage, held_out_measures, nearest_concepts, split_rows, usage
+from filterviz.concept_atlases.measures import (
+    Usage,
+    concept_map,
+    held_out_measures,
+    nearest_concepts,
+    split_rows,
+    usage,
+)
 from filterviz.concept_atlases.page import write_page
 from filterviz.core import dictionaries as dl
 from filterviz.core.checks import check_count, check_params, check_seed
@@ -192,7 +199,9 @@ def _heatmaps(root: Path, paths: list[str], folder: Path, maps: dict, size: int,
             write_ours(target, encode_png(heatmap(load_fitted(root / paths[image], size, fit), grid)))
 
 
-def _card(index: int, used: Usage, classes: list[str], nearest: np.ndarray, activation: float) -> dict:
+def _card(
+    index: int, used: Usage, classes: list[str], nearest: np.ndarray, activation: float, place: np.ndarray
+) -> dict:
     # What the record and the page say of one concept.
     mix = sorted(enumerate(used.classes[index]), key=lambda pair: -pair[1])
     return {
@@ -204,6 +213,7 @@ def _card(index: int, used: Usage, classes: list[str], nearest: np.ndarray, acti
         "patches": [f"patches/{v}.png" for v in used.top[index] if v >= 0],
         "classes": [[classes[j], int(n)] for j, n in mix if n],
         "nearest": [int(other) for other in nearest],
+        "map": [float(place[0]), float(place[1])],
         "activation": None if np.isnan(activation) else float(activation),
     }
 
@@ -375,7 +385,8 @@ def concepts(
         on_first(folder, write_files)
         activations = _draw(params, net, result, chosen, folder, size, seed, batch_size)
         nearest = nearest_concepts(found["directions"], 3)
-        cards = [_card(int(c), used, classes, nearest[c], activations[c]) for c in order]
+        places = concept_map(found["directions"])
+        cards = [_card(int(c), used, classes, nearest[c], activations[c], places[c]) for c in order]
         data = {**about, "kind": kind, "folder": root.name, "images": len(paths), "concepts": cards}
 
         def record_and_page() -> str:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from filterviz.concept_atlases.groups import overlay
 from filterviz.concept_atlases.measures import BLOCK, encoded
 from filterviz.concept_atlases.shards import InMemory
 from filterviz.core import dictionaries as dl
 
-HEAT_COLOUR = np.array([[255, 40, 0]], np.float32)
-"""The colour of a concept's map over its photo: one hue, as strong as the code is there."""
+DIM = 0.2
+"""How bright the photo stays where the concept does not fire: a spotlight reads on any photo, where a
+coloured layer is lost on photos of that colour."""
 
 
 def concept_maps(
@@ -49,8 +49,14 @@ def concept_maps(
 
 
 def heatmap(photo: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """``uint8[H, W, 3]``: the ``photo`` with the concept's codes ``grid [h, w]`` laid over it."""
-    return overlay(photo, grid[None], HEAT_COLOUR)
+    """``uint8[H, W, 3]``: the ``photo`` lit by the concept's codes ``grid [h, w]``: full brightness where
+    the code is highest, :data:`DIM` where it is zero, smoothly between (bilinear)."""
+    from PIL import Image
+
+    height, width = photo.shape[:2]
+    strength = (grid / max(float(grid.max()), 1e-12)).astype(np.float32)
+    light = np.asarray(Image.fromarray(strength).resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(photo * (DIM + (1 - DIM) * light[..., None]), 0, 255).astype(np.uint8)
 
 
 def heatmap_path(concept: int) -> Path:

@@ -118,3 +118,17 @@ def nearest_concepts(directions: np.ndarray, count: int) -> np.ndarray:
     cosines = directions @ directions.T
     np.fill_diagonal(cosines, -np.inf)
     return np.argsort(-cosines, axis=1, kind="stable")[:, :count]
+
+
+def concept_map(directions: np.ndarray) -> np.ndarray:
+    """``float32[K, 2]`` in ``[0, 1]``: each concept's place on a 2-D map of all of them, the first two
+    principal components of the unit ``directions [K, C]`` (similar concepts land close), each axis
+    scaled to the unit interval. Deterministic: each component's sign is fixed by its largest entry."""
+    centred = directions - directions.mean(0)
+    top = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    top = top * np.sign(top[np.arange(len(top)), np.abs(top).argmax(1)])[:, None]
+    place = centred @ top.T
+    if place.shape[1] < 2:  # one channel: the second axis is flat
+        place = np.pad(place, ((0, 0), (0, 2 - place.shape[1])))
+    span = np.maximum(place.max(0) - place.min(0), 1e-12)
+    return ((place - place.min(0)) / span).astype(np.float32)

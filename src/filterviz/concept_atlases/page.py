@@ -1,6 +1,7 @@
 """The concept atlas page: one card per concept, most important first, with its picture, its strongest
 dataset patches, where it fires on the photo of the strongest (a heatmap), how often it fires, its class
-mix and its nearest concepts (links to their cards).
+mix and its nearest concepts (links to their cards); above the cards, a 2-D map of all concepts, each a
+link to its card.
 
 Like the other pages it opens from disk with no server and trusts nothing from the record: the data are
 JSON with ``<``, ``>`` and ``&`` escaped, shown as text (``textContent``), and the only pictures it loads
@@ -33,10 +34,16 @@ body { font: 14px system-ui, sans-serif; margin: 1em; background: #fafafa; }
 .card img.picture { width: 128px; height: 128px; }
 .card img.patch { width: 56px; height: 56px; margin: 1px; }
 .card:target { outline: 3px solid #36c; }
+#map { position: relative; width: 480px; height: 480px; margin: 6px; background: #fff;
+  border: 1px solid #ccc; }
+#map a { position: absolute; width: 32px; height: 32px; margin: -16px 0 0 -16px; }
+#map img { width: 32px; height: 32px; }
 </style></head>
 <body>
 <h1 id="title"></h1>
 <p id="about"></p>
+<div id="map" title="every concept, similar ones close (the first two principal components of their
+directions); each links to its card"></div>
 <div id="cards"></div>
 <script>
 const DATA = __DATA__;
@@ -49,6 +56,18 @@ document.getElementById("about").textContent = DATA.concepts.length + " concepts
   DATA.measures.mean_l0.toFixed(1) + ", most important first.";
 function element(kind, text) {
   const made = document.createElement(kind); if (text !== undefined) made.textContent = text; return made;
+}
+const map = document.getElementById("map");
+for (const concept of DATA.concepts) {
+  const x = Number(concept.map[0]), y = Number(concept.map[1]);
+  if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) continue;
+  const link = element("a"); link.href = "#concept-" + Number(concept.index);
+  link.style.left = (16 + 448 * x) + "px"; link.style.top = (16 + 448 * y) + "px";
+  if (PICTURE.test(concept.picture)) {
+    const thumbnail = element("img"); thumbnail.src = concept.picture;
+    thumbnail.alt = "concept " + concept.index + " on the map"; link.appendChild(thumbnail);
+  }
+  map.appendChild(link);
 }
 const cards = document.getElementById("cards");
 for (const concept of DATA.concepts) {
