@@ -30,11 +30,11 @@ def main(request: dict) -> None:
     decode = streaming._decoded
     streaming._decoded = lambda root, path, **fit: decoded.append(path) or decode(root, path, **fit)
     if "activation_atlas" in request:
-        from filterviz.activation_atlases import atlas as atlas_module
+        from filterviz.jobs import drawing  # where the atlas renders its icons
 
         drawn = []  # the chunks of cells this process drew
-        render = atlas_module.render
-        atlas_module.render = lambda *args, **kwargs: drawn.append(1) or render(*args, **kwargs)
+        render = drawing.render
+        drawing.render = lambda *args, **kwargs: drawn.append(1) or render(*args, **kwargs)
         settings = request["activation_atlas"]
         atlas = filterviz.activation_atlas(params, request["folder"], progress=False, **settings)
         report = {

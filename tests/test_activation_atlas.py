@@ -18,6 +18,7 @@ from filterviz.activation_atlases.atlas import umap_layout
 from filterviz.activation_atlases.cells import cell_of, class_mix, grid_cells, nearest_members
 from filterviz.activation_atlases.checks import zoom_levels
 from filterviz.cli import main
+from filterviz.jobs import drawing
 from support import chromium
 
 LAYER = "block1_conv2"
@@ -128,7 +129,7 @@ def test_the_record_and_files_hold_every_level(drawn):
 def test_a_killed_run_resumes_to_the_same_atlas(drawn, random_params, tmp_path, monkeypatch):
     folder, out, _ = drawn
     calls = []
-    real = atlas_module.render
+    real = drawing.render
 
     def dies_after_one(*arguments, **settings):
         if calls:
@@ -136,12 +137,12 @@ def test_a_killed_run_resumes_to_the_same_atlas(drawn, random_params, tmp_path, 
         calls.append(1)
         return real(*arguments, **settings)
 
-    monkeypatch.setattr(atlas_module, "render", dies_after_one)
+    monkeypatch.setattr(drawing, "render", dies_after_one)
     settings = SMALL  # the first level's icons are drawn, the run dies drawing the second's
     with pytest.raises(KeyboardInterrupt):
         filterviz.activation_atlas(random_params, folder, out=tmp_path, progress=False, **settings)
     assert list(tmp_path.glob("icons/g2/*.png")) and not list(tmp_path.glob("icons/g4/*.png"))
-    monkeypatch.setattr(atlas_module, "render", real)
+    monkeypatch.setattr(drawing, "render", real)
     resumed = filterviz.activation_atlas(random_params, folder, out=tmp_path, progress=False, **settings)
     icons = sorted(path.relative_to(tmp_path) for path in tmp_path.glob("icons/*/*.png"))
     assert icons == sorted(path.relative_to(out) for path in out.glob("icons/*/*.png"))

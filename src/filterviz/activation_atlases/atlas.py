@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from filterviz.activation_atlases.cells import Cells, check_grid, class_mix, grid_cells, nearest_members
@@ -51,7 +50,6 @@ from filterviz.core.methods import Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import direction
 from filterviz.deprecation import renamed
-from filterviz.draw.rendering import render
 from filterviz.errors import ImageError, SettingError
 from filterviz.io.files import (
     atomic_write,
@@ -63,12 +61,13 @@ from filterviz.io.files import (
 )
 from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
 from filterviz.io.spectrum import resolve_spectrum
+from filterviz.jobs.drawing import draw_pictures
 from filterviz.jobs.folder import FolderLock, write_ours
-from filterviz.jobs.multihost import from_first, gather, on_first, together
+from filterviz.jobs.multihost import on_first, together
 from filterviz.jobs.streaming import Reading
 from filterviz.networks import get_network
 from filterviz.networks.weights import content_digest
-from filterviz.progress import Progress, wanted
+from filterviz.progress import wanted
 
 PATCHES_PER_CELL = 4
 
@@ -120,45 +119,26 @@ def render_icons(
     last chunk padded); icons already in ``folder`` are kept. With several processes each draws every
     so-many-th chunk. Returns ``float32[M]`` achieved objectives (NaN where an icon was kept from an
     earlier run and its value was recorded there)."""
-    achieved = np.full(len(cells.counts), np.nan, np.float32)
-    todo = from_first([  # what process 0 finds missing, before any process writes
-        m
-        for m in range(len(cells.counts))
-        if not written_by_filterviz(folder / icon_path(cells.grid, cells.rows[m], cells.columns[m]))
-    ])  # fmt: skip
-    chunks = [todo[begin : begin + chunk] for begin in range(0, len(todo), chunk)]
-    mine = chunks[jax.process_index() :: jax.process_count()]
-    base = jax.random.key(seed)
     level_folder = check_no_links(folder, "icons", f"g{cells.grid}")  # where every icon of the level goes
     level_folder.mkdir(parents=True, exist_ok=True)
-    drawn_values = []
-    title = f"drawing the {cells.grid}x{cells.grid} atlas"
-    with together(folder), Progress(sum(map(len, mine)), "icon", title, enabled=shown) as bar:
-        for rows in mine:
-            padded = rows + rows[-1:] * (chunk - len(rows))
-            # A cell's key is its level and place: the same icon whichever chunk, process or run draws it.
-            places = np.array(
-                [cells.grid * 1_000_000 + cells.rows[m] * cells.grid + cells.columns[m] for m in padded]
-            )
-            keys = jax.vmap(lambda place: jax.random.fold_in(base, place))(jnp.asarray(places, jnp.int32))
-            drawn = render(
-                params,
-                direction(layer, cells.means[padded]),
-                network=network,
-                method=method,
-                size=size,
-                keys=keys,
-                batch_size=chunk,
-                progress=False,
-            )
-            for offset, m in enumerate(rows):
-                target = folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
-                write_ours(target, encode_png(drawn.pictures[offset, 0]))
-                drawn_values.append([m, float(drawn.activations[offset])])
-            bar.update(len(rows))
-    for m, value in gather(drawn_values):
-        achieved[m] = value
-    return achieved
+    return draw_pictures(
+        params,
+        network,
+        lambda rows: direction(layer, cells.means[rows]),
+        range(len(cells.counts)),
+        len(cells.counts),
+        lambda m: folder / icon_path(cells.grid, cells.rows[m], cells.columns[m]),
+        # A cell's key is its level and place.
+        lambda m: cells.grid * 1_000_000 + cells.rows[m] * cells.grid + cells.columns[m],
+        method,
+        folder,
+        size=size,
+        seed=seed,
+        chunk=chunk,
+        shown=shown,
+        noun="icon",
+        title=f"drawing the {cells.grid}x{cells.grid} atlas",
+    )
 
 
 def save_patches(

@@ -46,11 +46,11 @@ from filterviz.core.hits import field_at, receptive_field
 from filterviz.core.methods import Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective, concept
-from filterviz.draw.rendering import render
 from filterviz.errors import ImageError, OutputError
 from filterviz.io.files import atomic_write, check_no_links, encode_png, output_path, written_by_filterviz
 from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
 from filterviz.io.tensors import encode_safetensors
+from filterviz.jobs.drawing import draw_pictures
 from filterviz.jobs.folder import FolderLock, read_record, settings_differences, write_ours
 from filterviz.jobs.multihost import on_first, together
 from filterviz.jobs.streaming import Reading
@@ -143,28 +143,27 @@ def _draw(
     size: int,
     seed: int,
     batch_size: int,
+    shown: bool,
 ) -> np.ndarray:
     # Every concept's picture, a chunk of concepts per call of one compiled program; kept if drawn before.
-    achieved = np.full(len(found.order), np.nan, np.float32)
-    todo = [int(k) for k in found.order if not written_by_filterviz(folder / f"pictures/concept-{k}.png")]
     (folder / "pictures").mkdir(exist_ok=True)
-    for begin in range(0, len(todo), batch_size):
-        rows = todo[begin : begin + batch_size]
-        keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.key(seed), k))(np.asarray(rows))
-        drawn = render(
-            params,
-            found.objective(rows),
-            network=net,
-            method=method,
-            size=size,
-            keys=keys,
-            batch_size=batch_size,
-            progress=False,
-        )
-        for offset, k in enumerate(rows):
-            write_ours(folder / f"pictures/concept-{k}.png", encode_png(drawn.pictures[offset, 0]))
-            achieved[k] = float(drawn.activations[offset])
-    return achieved
+    return draw_pictures(
+        params,
+        net,
+        found.objective,
+        [int(k) for k in found.order],
+        len(found.order),
+        lambda k: folder / f"pictures/concept-{k}.png",
+        lambda k: k,  # a concept's key is its index
+        method,
+        folder,
+        size=size,
+        seed=seed,
+        chunk=batch_size,
+        shown=shown,
+        noun="concept",
+        title="drawing the concepts",
+    )
 
 
 def _patches(
@@ -383,7 +382,7 @@ def concepts(
             _heatmaps(root, paths, folder, maps, image_size, fit)
 
         on_first(folder, write_files)
-        activations = _draw(params, net, result, chosen, folder, size, seed, batch_size)
+        activations = _draw(params, net, result, chosen, folder, size, seed, batch_size, shown)
         nearest = nearest_concepts(found["directions"], 3)
         places = concept_map(found["directions"])
         cards = [_card(int(c), used, classes, nearest[c], activations[c], places[c]) for c in order]

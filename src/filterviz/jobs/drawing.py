@@ -1,0 +1,75 @@
+"""Drawing many objectives into a job folder's PNGs: chunks through one compiled program, split over
+processes, each picture kept if filterviz drew it before."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from filterviz.core.methods import Method
+from filterviz.core.network import Network, Params
+from filterviz.core.objectives import Objective
+from filterviz.draw.rendering import render
+from filterviz.io.files import encode_png, written_by_filterviz
+from filterviz.jobs.folder import write_ours
+from filterviz.jobs.multihost import from_first, gather, together
+from filterviz.progress import Progress
+
+
+def draw_pictures(
+    params: Params,
+    network: Network,
+    objective_of: Callable[[list[int]], Objective],
+    items: Sequence[int],
+    count: int,
+    target_of: Callable[[int], Path],
+    key_of: Callable[[int], int],
+    method: Method,
+    folder: Path,
+    *,
+    size: int,
+    seed: int,
+    chunk: int,
+    shown: bool,
+    noun: str,
+    title: str,
+) -> np.ndarray:
+    """Draw item ``i`` of ``items`` (ints below ``count``) through ``objective_of(rows)``, ``chunk`` items per
+    call of one compiled program (the last chunk padded), into ``target_of(i)``; pictures filterviz
+    already wrote are kept. Item ``i``'s key is ``fold_in(key(seed), key_of(i))``: the same picture
+    whichever chunk, process or run draws it. With several processes each draws every so-many-th chunk.
+
+    Returns ``float32[count]``: each item's achieved objective, NaN where its picture was kept or it is
+    not among ``items``."""
+    achieved = np.full(count, np.nan, np.float32)
+    todo = from_first([i for i in items if not written_by_filterviz(target_of(i))])  # before any writes
+    chunks = [todo[begin : begin + chunk] for begin in range(0, len(todo), chunk)]
+    mine = chunks[jax.process_index() :: jax.process_count()]
+    base = jax.random.key(seed)
+    drawn_values = []
+    with together(folder), Progress(sum(map(len, mine)), noun, title, enabled=shown) as bar:
+        for rows in mine:
+            padded = rows + rows[-1:] * (chunk - len(rows))
+            places = jnp.asarray([key_of(i) for i in padded], jnp.int32)
+            keys = jax.vmap(lambda place: jax.random.fold_in(base, place))(places)
+            drawn = render(
+                params,
+                objective_of(padded),
+                network=network,
+                method=method,
+                size=size,
+                keys=keys,
+                batch_size=chunk,
+                progress=False,
+            )
+            for offset, i in enumerate(rows):
+                write_ours(target_of(i), encode_png(drawn.pictures[offset, 0]))
+                drawn_values.append([i, float(drawn.activations[offset])])
+            bar.update(len(rows))
+    for i, value in gather(drawn_values):
+        achieved[int(i)] = value
+    return achieved
