@@ -60,6 +60,14 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_photo_job(parser: argparse.ArgumentParser, layer_help: str) -> None:
+    """``IMAGES --layer L --out F``: what every command that reads a photo folder into a resumable
+    output folder takes first."""
+    parser.add_argument("images", metavar="IMAGES", help="a folder of photos; a first subfolder is a class")
+    parser.add_argument("--layer", required=True, help=layer_help)
+    parser.add_argument("--out", required=True, help="output folder (created if needed; run again to resume)")
+
+
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     """--max-pixels: the largest photo read."""
     from filterviz.io.photos import MAX_PIXELS  # imported late: the parser loads fast

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from filterviz.cli.arguments import COUNT, SEED, add_cluster_options
+from filterviz.cli.arguments import COUNT, SEED, add_cluster_options, add_photo_job
 from filterviz.cli.commands import load_network, method_from_arguments, use_compilation_cache
 
 
@@ -21,11 +21,7 @@ def add_concepts(subcommands: Any, add_compute_options: Callable, add_method_opt
         help="a dictionary of concepts (sparse autoencoder or NMF) learned over a layer's activations on a "
         "folder of photos, each concept drawn beside its strongest dataset patches",
     )
-    command.add_argument("images", metavar="IMAGES", help="a folder of photos; a first subfolder is a class")
-    command.add_argument("--layer", required=True, help="the layer whose activations are factorised")
-    command.add_argument(
-        "--out", required=True, help="output folder (created if needed; run again to resume)"
-    )
+    add_photo_job(command, "the layer whose activations are factorised")
     command.add_argument("--kind", choices=KINDS, default="topk", help="the dictionary (default topk)")
     command.add_argument("--concepts", type=COUNT, default=64, help="concepts in the dictionary (default 64)")
     command.add_argument("--active", type=COUNT, default=8, help="concepts active per vector (default 8)")

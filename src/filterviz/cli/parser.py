@@ -18,6 +18,7 @@ from filterviz.cli.arguments import (
     add_cluster_options,
     add_max_pixels,
     add_model,
+    add_photo_job,
     number,
     whole,
 )
@@ -367,9 +368,7 @@ def _add_activation_atlas(subcommands: Any) -> None:
         help="the map of what a layer represents: activation vectors of a folder laid out by UMAP, each "
         "cell of a grid drawn (needs the atlas extra)",
     )
-    atlas.add_argument("images", metavar="IMAGES", help="a folder of photos; a first subfolder is a class")
-    atlas.add_argument("--layer", required=True, help="the layer to map")
-    atlas.add_argument("--out", required=True, help="output folder (created if needed; run again to resume)")
+    add_photo_job(atlas, "the layer to map")
     atlas.add_argument("--grid", type=whole(1, 1024), default=20, help="cells per side (default 20)")
     atlas.add_argument(
         "--zoom",
