@@ -87,8 +87,9 @@ def run_part(name: str, work: Path, seconds: float, weights: str, config: Config
     os.environ["GPU_CHECK_WORK"] = str(work)
     part = Part(name, work, seconds)
     part.save()
-    # Programs of this part are kept on disk too, so a part can compile ahead on threads and reuse.
-    filterviz.enable_compilation_cache(work / "cache-parts")
+    # Programs of this part are kept on disk too, so a part can compile ahead on threads and reuse
+    # (in one process, a smoke run's parts keep them wherever that process keeps its own).
+    filterviz.enable_compilation_cache(None if config.one_process else work / "cache-parts")
     try:
         PART_FUNCTIONS[name](part, config, weights)
     except Exception as error:
@@ -179,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds = max(10.0, remaining * SHARES[name] / later)
             print(f"[{time.monotonic() - began:5.0f} s] {name}: up to {seconds:.0f} s", flush=True)
             part_began = time.monotonic()
-            state = start_part(name, work, seconds, log, argv if argv is not None else sys.argv[1:])
+            if config.one_process:
+                failed = run_part(name, work, seconds, args.weights, config)
+                state = "failed: its error is in the report" if failed else "ok"
+            else:
+                state = start_part(name, work, seconds, log, argv if argv is not None else sys.argv[1:])
             status[name] = {"status": state, "seconds": time.monotonic() - part_began}
             write_report(out, work, status, args.smoke)
             print(f"[{time.monotonic() - began:5.0f} s] {name}: {state}", flush=True)

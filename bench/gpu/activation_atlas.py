@@ -28,17 +28,18 @@ def _principal_layout(vectors):
     return (centred @ axes[:2].T).astype(np.float32)
 
 
-def _stand_in_layout(part: Part) -> dict | None:
-    """Where UMAP is missing, put the stand-in layout in its place; returns ``{"timing": the stand-in's
-    seconds and vector count, once it ran, "cpu": UMAP's CPU seconds by vector count}``, or None where
-    UMAP is here."""
+def _stand_in_layout(part: Part, forced: bool) -> dict | None:
+    """Where UMAP is missing (or ``forced``), put the stand-in layout in its place; returns ``{"timing":
+    the stand-in's seconds and vector count, once it ran, "cpu": UMAP's CPU seconds by vector count}``,
+    or None where UMAP is used."""
     try:
         import umap  # noqa: F401
     except ImportError:
         pass
     else:
-        return None
-    from filterviz.sweeps import activation_atlas as atlas_module
+        if not forced:
+            return None
+    from filterviz.activation_atlases import atlas as atlas_module
 
     timing: dict = {}
 
@@ -49,7 +50,7 @@ def _stand_in_layout(part: Part) -> dict | None:
         return result
 
     atlas_module.umap_layout, atlas_module.require_umap = layout, lambda: None
-    part.record(layout="stand-in (principal components): umap-learn is not installed here")
+    part.record(layout="stand-in (principal components): umap-learn is not installed here, or a smoke run")
     measured = json.loads(CPU_LAYOUTS.read_text()) if CPU_LAYOUTS.is_file() else {}
     return {
         "timing": timing,
@@ -71,7 +72,7 @@ def part_activation_atlas(part: Part, config: Config, weights: str) -> None:
     part.record(images=count, layer=layer, grid=grid, size=config.activation_atlas_size)
     part.record(photo_seconds=make_photo_folder(photos, count, 375, 500))
     params = filterviz.load_weights(weights)
-    stand_in = _stand_in_layout(part)
+    stand_in = _stand_in_layout(part, config.stand_in_layout)
     settings = dict(
         layer=layer,
         grid=grid,

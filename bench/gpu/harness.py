@@ -111,6 +111,11 @@ class Config:
     lucent_batch: int = 16
     lucent_steps: int = 64
     lucent_size: int = 128
+    # The activation atlas's layout from principal components even where umap-learn is here: the GPU
+    # machine's path (it has no umap-learn), and no numba compile in a smoke run.
+    stand_in_layout: bool = False
+    # Every part in this process rather than one process each: a smoke run is a check, not a timing.
+    one_process: bool = False
 
 
 FULL = Config()
@@ -153,6 +158,8 @@ SMOKE = Config(
     lucent_batch=2,
     lucent_steps=2,
     lucent_size=32,
+    stand_in_layout=True,
+    one_process=True,
 )
 
 
