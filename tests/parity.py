@@ -112,7 +112,7 @@ def ascent_parity(params, keras_vgg16, layer: str, filter_index: int, start) -> 
     }
 
 
-PARITY_CASES = [("block1_conv1", 64), ("block2_conv2", 64), ("block4_conv1", 64), ("block5_conv3", 64)]
+PARITY_CASES = [("block1_conv1", 64), ("block2_conv2", 64), ("block5_conv3", 64)]  # shallow, middle, deepest
 
 
 KERAS_APPLICATIONS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50"}

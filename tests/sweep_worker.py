@@ -35,6 +35,13 @@ def main(request: dict) -> None:
         drawn = []  # the chunks of cells this process drew
         render = drawing.render
         drawing.render = lambda *args, **kwargs: drawn.append(1) or render(*args, **kwargs)
+        if request.get("principal_layout"):
+            # UMAP's numba compile costs about 10 s in every fresh process; the layout's own checks run
+            # in one process, so where the shared pass is the point, the first two principal
+            # components lay the vectors out instead.
+            from filterviz.activation_atlases import atlas as atlas_module
+
+            atlas_module.umap_layout = principal_layout
         settings = request["activation_atlas"]
         atlas = filterviz.activation_atlas(params, request["folder"], progress=False, **settings)
         report = {
@@ -59,6 +66,16 @@ def main(request: dict) -> None:
         return
     result = filterviz.sweep(params, request["folder"], progress=False, **request["sweep"])
     print(json.dumps({"written": result.written, "skipped": result.skipped, "devices": jax.device_count()}))
+
+
+def principal_layout(vectors, *, seed: int):
+    """``float32[N, D] -> float32[N, 2]``: the vectors' first two principal components (the same in
+    every process)."""
+    import numpy as np
+
+    centred = np.asarray(vectors, np.float64) - np.mean(vectors, axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ axes[:2].T).astype(np.float32)
 
 
 def render_both_ways(params, layer: str, filters: list[int], size: int, steps: int) -> dict:

@@ -241,7 +241,11 @@ def test_two_processes_share_the_collect_pass_and_the_icons(drawn, tmp_path):
     folder, _, alone = drawn
     out = tmp_path / "atlas"
     reports = run_two_processes(
-        {"folder": str(folder), "activation_atlas": {**SMALL, "out": str(out), "chunk": 2}}
+        {
+            "folder": str(folder),
+            "activation_atlas": {**SMALL, "out": str(out), "chunk": 2},
+            "principal_layout": True,
+        }
     )
     assert [report["devices"] for report in reports] == [4, 4]
     # Each process decoded only its share of the photos, and each drew its share of the cells.

@@ -294,7 +294,8 @@ def start_worker(folder: Path, plan: dict) -> subprocess.Popen:
     environment = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        # The suite's own flags kept (and so its compiled programs): one CPU device whatever else is set.
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=1".strip(),
     }
     return subprocess.Popen(
         [sys.executable, str(WORKER), json.dumps(request)],

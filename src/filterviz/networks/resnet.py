@@ -293,6 +293,7 @@ def build() -> Network:
                 prepared[name] = {key: jnp.asarray(value).astype(dtype) for key, value in arrays.items()}
         return prepared
 
+    @jax.jit  # one program (its forward pass unused, so dropped), not one eager op per parameter
     def init(key: jax.Array) -> Params:
         return ResNet50().init(key, jnp.zeros((1, 64, 64, 3), jnp.float32), _NAMES)["params"]
 

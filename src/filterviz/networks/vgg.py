@@ -177,6 +177,7 @@ def build(name: str, widths: tuple[tuple[int, ...], ...], weights: WeightsSource
     def prepare(params: Params, dtype: Any) -> Params:
         return jax.tree.map(lambda array: jnp.asarray(array).astype(dtype), with_flipped_kernels(params))
 
+    @jax.jit  # one program (its forward pass unused, so dropped), not one eager op per parameter
     def init(key: jax.Array) -> Params:
         return VGG(widths).init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), names)["params"]
 
