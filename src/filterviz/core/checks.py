@@ -191,6 +191,11 @@ def padded_chunks(count: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarra
         yield rows, np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
 
 
+@jax.jit  # one program for the whole tree, not one per tensor shape
+def _all_finite(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(array)) for array in arrays]))
+
+
 def check_params(network: Network, params: object) -> None:
     """Raise :class:`SettingError` before any work if ``params`` cannot be ``network``'s: not a mapping, a
     tensor missing or of another shape (another network's weights), or a value that is not finite."""
@@ -213,9 +218,9 @@ def check_params(network: Network, params: object) -> None:
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise SettingError(f"params of {network.name} hold no arrays")
-    try:  # one reduction, read once
-        finite = bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(jnp.asarray(leaf))) for leaf in leaves])))
+    try:
+        arrays = [jnp.asarray(leaf) for leaf in leaves]
     except (TypeError, ValueError):
         raise SettingError(f"params of {network.name} must hold arrays of numbers") from None
-    if not finite:
+    if not bool(_all_finite(arrays)):
         raise SettingError(f"params of {network.name} hold NaN or infinite values; load the weights again")

@@ -328,8 +328,23 @@ def measure_batch(
 def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
     """The PRNG key of each filter index, as sweeps give them: ``fold_in(key(seed), index)``, so a filter's
     picture does not depend on which chunk or device drew it."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda index: jax.random.fold_in(base, index))(jnp.asarray(filter_indices, jnp.int32))
+    if isinstance(filter_indices, jax.core.Tracer):  # inside a sweep's compiled chunk
+        return _fold_in_each(seed_key(seed), filter_indices.astype(jnp.int32))
+    indices = np.asarray(filter_indices, np.int64).astype(np.int32)  # cast on the host: no program for it
+    return _fold_in_each(seed_key(seed), jax.device_put(indices))
+
+
+def seed_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)``, made on the host where JAX would compile two small programs for it: with
+    threefry and 32-bit integers, the key is ``[0, seed mod 2**32]``."""
+    if jax.config.jax_default_prng_impl != "threefry2x32" or jax.config.jax_enable_x64:
+        return jax.random.key(seed)
+    return jax.random.wrap_key_data(np.array([0, seed % 2**32], np.uint32), impl="threefry2x32")
+
+
+@jax.jit  # one program for every key, not an eager op (and its casts) each
+def _fold_in_each(base: jax.Array, indices: jax.Array) -> jax.Array:
+    return jax.vmap(lambda index: jax.random.fold_in(base, index))(indices)
 
 
 # ----------------------------------------------------------------------------------------------------

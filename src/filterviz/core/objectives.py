@@ -251,7 +251,7 @@ class Objective:
             dataclasses.replace(
                 term,
                 arguments=tuple(
-                    argument[rows] if np.ndim(argument) == rank + 1 else argument
+                    _rows_of(argument, rows) if np.ndim(argument) == rank + 1 else argument
                     for argument, rank in zip(term.arguments, term.ranks(), strict=False)
                 ),
             )
@@ -305,6 +305,14 @@ class Objective:
         )
 
 
+def _rows_of(argument: jax.Array, rows: np.ndarray) -> jax.Array:
+    # Taken on the host where the values are there to take: an eager gather would compile a program
+    # (and a few more for its index arithmetic) before the first picture.
+    if isinstance(argument, jax.core.Tracer):
+        return argument[rows]
+    return jax.device_put(np.asarray(argument)[rows])
+
+
 _INT32 = np.iinfo(np.int32)
 _LARGEST_WEIGHT = 1e30
 """Objective weights beyond this overflow float32 once multiplied by an activation."""
@@ -326,7 +334,7 @@ def _indices(index: int | Sequence[int] | np.ndarray | jax.Array) -> jax.Array:
     outside = values[(values < _INT32.min) | (values > _INT32.max)]
     if outside.size:  # int32 would wrap them silently onto small, valid filters
         raise SettingError(f"a filter index must fit in 32 bits, got {outside[0]}")
-    return jnp.asarray(values, jnp.int32)
+    return jax.device_put(values.astype(np.int32))  # cast on the host: no program compiled for it
 
 
 def _layer(layer: object) -> str:

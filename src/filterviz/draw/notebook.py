@@ -95,7 +95,7 @@ def ascend(
     start = check_start(start, len(indices))
     if not len(indices):
         return jnp.zeros((0, *start.shape[-3:]), jnp.float32)
-    pixels = render_pixels(
+    return render_pixels(
         params,
         channel(layer, indices),
         network=network,
@@ -104,7 +104,6 @@ def ascend(
         batch_size=batch_size,
         progress=progress,
     )
-    return pixels[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("network", "layer", "precision"))

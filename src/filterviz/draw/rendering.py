@@ -147,7 +147,9 @@ def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None
         )
 
 
-def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[jax.Array], jax.Array | None]:
+def _execute(
+    params: Params, plan: _Plan
+) -> tuple[list[jax.Array], np.ndarray, list[jax.Array], jax.Array | None]:
     # Every chunk dispatched (JAX queues them and returns), then the bar counts each one's steps as the
     # device finishes it.
     objective, method, count = plan.objective, plan.ascent.method, plan.objectives
@@ -172,18 +174,20 @@ def _execute(params: Params, plan: _Plan) -> tuple[jax.Array, jax.Array, list[ja
             bar.update(drawn_rows * steps)
     pixels = [drawn.pixels[:rows] for rows, drawn in results]
     frames = [drawn.frames[:rows] for rows, drawn in results if drawn.frames is not None]
-    achieved = jnp.concatenate([drawn.activations[:rows] for rows, drawn in results])
+    achieved = np.concatenate([np.asarray(drawn.activations)[:rows] for rows, drawn in results])
     alphas = [drawn.alpha[:rows] for rows, drawn in results if drawn.alpha is not None]
     alpha = jnp.concatenate(alphas) if alphas else None
-    return (pixels[0] if len(pixels) == 1 else jnp.concatenate(pixels)), achieved, frames, alpha
+    return pixels, achieved, frames, alpha
 
 
 def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> Drawn:
     # One chunk of objectives (rows `padded`, the last repeated to fill it) to the compiled program.
     batched = plan.objective.batch_size() is not None
     part = plan.objective.take(padded) if batched else _broadcast(plan.objective, plan.chunk)
-    start = plan.start[padded] if plan.start is not None and plan.start.ndim == 4 else plan.start
-    keys, tunables = plan.keys[padded], Tunables(plan.learning_rate)
+    start = plan.start
+    if start is not None and start.ndim == 4:
+        start = jax.device_put(np.asarray(start)[padded])
+    keys, tunables = _key_rows(plan.keys, padded), Tunables(plan.learning_rate)
     if plan.mesh is not None:
         return render_sharded(plan.ascent, params, part, start, keys, tunables, mesh=plan.mesh)
     return render_batch(plan.ascent, params, part, start, keys, tunables)
@@ -257,7 +261,8 @@ def render(
         params, objective, network, method, size, seed, keys, start, batch_size, frame_every, settings,
         measure=True, progress=progress,
     )  # fmt: skip
-    pixels, achieved, frames, alpha = _execute(params, plan)
+    chunks, achieved, frames, alpha = _execute(params, plan)
+    pixels = chunks[0] if len(chunks) == 1 else jnp.concatenate(chunks)
     _check_finite(np.asarray(achieved))
     frames_all = None
     if frames:
@@ -291,15 +296,31 @@ def render_pixels(
     batch_size: int | None = None,
     progress: bool | None = None,
 ) -> jax.Array:
-    """:func:`render`'s pixels ``float32[N, K, H, W, 3]`` alone: nothing measured, no pictures made, the
-    result left on the device (the path of :func:`filterviz.ascend`)."""
+    """The first of :func:`render`'s images of each objective, ``float32[N, H, W, 3]``, alone: nothing
+    measured, no pictures made, the result left on the device (the path of :func:`filterviz.ascend`)."""
     plan = _plan(
         params, objective, network, method, size, seed, None, start, batch_size, None, {},
         measure=False, progress=progress,
     )  # fmt: skip
-    return _execute(params, plan)[0]
+    return _first_images(_execute(params, plan)[0])
+
+
+@jax.jit  # the chunks joined and each objective's first image taken by one program, not two eager ops
+def _first_images(chunks: list[jax.Array]) -> jax.Array:
+    return jnp.concatenate(chunks)[:, 0]
+
+
+def _key_rows(keys: jax.Array, rows: np.ndarray) -> jax.Array:
+    # Taken on the host, as every row of a chunk is: an eager gather compiles programs of its own
+    # before the first picture.
+    if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return jax.device_put(np.asarray(keys)[rows])
+    data = np.asarray(jax.random.key_data(keys))[rows]
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(keys))
 
 
 def _broadcast(objective: Objective, count: int) -> Objective:
     # An unbatched objective rendered `count` times (different keys): give every leaf a batch axis.
-    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (count, *np.shape(leaf))), objective)
+    return jax.tree.map(
+        lambda leaf: jax.device_put(np.broadcast_to(leaf, (count, *np.shape(leaf)))), objective
+    )
