@@ -337,9 +337,11 @@ def filter_keys(seed: int, filter_indices: Sequence[int] | np.ndarray | jax.Arra
 def seed_key(seed: int) -> jax.Array:
     """``jax.random.key(seed)``, made on the host where JAX would compile two small programs for it: with
     threefry and 32-bit integers, the key is ``[0, seed mod 2**32]``."""
-    if jax.config.jax_default_prng_impl != "threefry2x32" or jax.config.jax_enable_x64:
+    settings: Any = jax.config
+    if settings.jax_default_prng_impl != "threefry2x32" or settings.jax_enable_x64:
         return jax.random.key(seed)
-    return jax.random.wrap_key_data(np.array([0, seed % 2**32], np.uint32), impl="threefry2x32")
+    data = jax.device_put(np.array([0, seed % 2**32], np.uint32))
+    return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
 @jax.jit  # one program for every key, not an eager op (and its casts) each
