@@ -18,6 +18,11 @@ setting is a row of its own, measured the same way.
     PYTHONPATH=src python bench/latency.py --xla-flags=,--xla_backend_optimization_level=0
     PYTHONPATH=src python bench/latency.py --cached              # and again from a compilation cache
     PYTHONPATH=src python bench/latency.py --smoke               # one tiny case, any machine
+    PYTHONPATH=src python bench/latency.py --api render,ascend   # the public calls, first minus later
+
+``--api`` times what the user waits for: the first ``filterviz.render`` (or ``ascend``) of a fresh process
+minus a later call of the same, with every program JAX compiled on the way (from ``jax.log_compiles``),
+the seconds spent tracing and lowering, and the ascent's compile apart from the others'.
 
 ``--cached`` runs each case a second time, in another fresh process that finds the first one's program in
 a persistent compilation cache (``filterviz.enable_compilation_cache``): its ``compile`` is then the load,
@@ -94,6 +99,71 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     return {**case, "chunk": chunk, "device": device.device_kind, "platform": device.platform, **times}
 
 
+def measure_call(case: dict[str, Any]) -> dict[str, Any]:
+    """A first public call (``case["api"]``: ``render`` or ``ascend``) minus a later one in this process,
+    and where the difference went, from JAX's own log of every program traced, lowered and compiled."""
+    import logging
+
+    import jax
+
+    import filterviz
+    from filterviz.networks.weights import find_weights
+
+    path = find_weights()
+    params = (
+        filterviz.load_weights(path)
+        if path is not None
+        else filterviz.network("vgg16").init(jax.random.key(0))
+    )
+    jax.block_until_ready(params)
+    layer, size, steps, count = case["layer"], case["size"], case["steps"], case.get("filters", 4)
+    start = filterviz.random_image(jax.random.key(1), size, size)
+
+    def call() -> None:
+        if case["api"] == "ascend":
+            jax.block_until_ready(filterviz.ascend(params, layer, range(count), start, steps=steps))
+        else:
+            objective = filterviz.channel(layer, range(count))
+            filterviz.render(params, objective, method=case["method"], size=size, steps=steps, progress=False)
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("jax").addHandler(handler)
+    with jax.log_compiles(True):
+        began = time.perf_counter()
+        call()
+        first = time.perf_counter() - began
+    logging.getLogger("jax").removeHandler(handler)
+    began = time.perf_counter()
+    call()
+    later = time.perf_counter() - began
+    return {**case, "first": first, "later": later, "wait": first - later, **compile_log(records)}
+
+
+def compile_log(messages: list[str]) -> dict[str, Any]:
+    """JAX's ``log_compiles`` messages summed: programs compiled (name: seconds), and the seconds spent
+    tracing, lowering and compiling, the main program (the ascent) apart."""
+    import re
+
+    found = {"programs": {}, "tracing": 0.0, "lowering": 0.0, "compile_main": 0.0, "compile_others": 0.0}
+    for message in messages:
+        seconds = re.search(r" in ([0-9.e-]+) sec", message)
+        if not seconds:
+            continue
+        value = float(seconds.group(1))
+        if message.startswith("Finished tracing"):
+            found["tracing"] += value
+        elif message.startswith("Finished jaxpr to MLIR"):
+            found["lowering"] += value
+        elif message.startswith("Finished XLA compilation of"):
+            name = re.search(r"compilation of (?:jit\()?([^) ]+)", message).group(1)  # type: ignore[union-attr]
+            found["programs"][name] = found["programs"].get(name, 0.0) + value
+            found["compile_main" if name == "render_and_measure" else "compile_others"] += value
+    found["program_count"] = len(found["programs"])
+    return found
+
+
 def run_case(case: dict[str, Any], xla_flags: str = "", timeout: float = 600.0) -> dict[str, Any]:
     """:func:`measure_case` in a fresh process with ``xla_flags`` added, and no compilation cache but the
     one ``case["cache"]`` names, if any."""
@@ -150,6 +220,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def first_calls(args: argparse.Namespace) -> int:
+    """``--api``: each public call's first call minus a later one, in a fresh process per case."""
+    rows = []
+    for api in args.api.split(","):
+        for layer in args.layers.split(","):
+            for method in args.methods.split(",") if api == "render" else ["notebook"]:
+                case = {"api": api, "layer": layer, "method": method, "size": args.size, "steps": args.steps}
+                row = run_case(case)
+                rows.append(row)
+                print(f"{api} {method} {layer}: wait {row['wait']:.2f} s, {row['program_count']} programs "
+                      f"{row['programs']}", flush=True)  # fmt: skip
+    header = ["call", "method", "layer", "first (s)", "later (s)", "wait (s)", "programs", "tracing (s)"]
+    header += ["lowering (s)", "main compile (s)", "other compiles (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    keys = (
+        "first",
+        "later",
+        "wait",
+        "program_count",
+        "tracing",
+        "lowering",
+        "compile_main",
+        "compile_others",
+    )
+    for row in rows:
+        cells = [row["api"], row["method"], row["layer"], *(row[key] for key in keys)]
+        lines.append("| " + " | ".join(f"{c:.2f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    print(f"\n{platform.machine()}, {args.size}x{args.size}, {args.steps} steps, 4 filters\n")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,11 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached", action="store_true", help="each case again, loaded from a cache")
     parser.add_argument("--smoke", action="store_true", help="one tiny case")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--api", help="time first calls of these instead (render,ascend), as a user waits")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # measure one case in this process
     args = parser.parse_args(argv)
     if args.case:
-        print(json.dumps(measure_case(json.loads(args.case))))
+        case = json.loads(args.case)
+        print(json.dumps(measure_call(case) if "api" in case else measure_case(case)))
         return 0
+    if args.api:
+        return first_calls(args)
     if args.smoke:
         args.layers, args.methods, args.size, args.steps = "block1_conv2", "notebook,lucid", 16, 1
     steps = dict.fromkeys(args.methods.split(","), args.steps)

@@ -10,9 +10,8 @@ An objective is a pytree. Its structure (which terms, layers, weights, positions
 filter: ``channel("block4_conv1", range(512))`` is one objective with a leading axis of 512 on its
 index, and the ascent vmaps over that axis (see :meth:`Objective.batch_size`).
 
-Objectives name layers; they hold no network. :meth:`Objective.check` checks them against the network an
-ascent runs on (layer names, filter ranges, vector lengths), before any work. A function of your own
-becomes an objective with :func:`objective`, and composes with the built-in ones.
+Objectives name layers, not networks: :meth:`Objective.check` checks them against the ascent's network
+(layer names, filter ranges, vector lengths) before any work. :func:`objective` makes one of your own.
 """
 
 from __future__ import annotations
@@ -251,7 +250,7 @@ class Objective:
             dataclasses.replace(
                 term,
                 arguments=tuple(
-                    _rows_of(argument, rows) if np.ndim(argument) == rank + 1 else argument
+                    argument[rows] if np.ndim(argument) == rank + 1 else argument
                     for argument, rank in zip(term.arguments, term.ranks(), strict=False)
                 ),
             )
@@ -303,14 +302,6 @@ class Objective:
                 for (kind, layer, weight, options), arguments in zip(structure, children, strict=False)
             )
         )
-
-
-def _rows_of(argument: jax.Array, rows: np.ndarray) -> jax.Array:
-    # Taken on the host where the values are there to take: an eager gather would compile a program
-    # (and a few more for its index arithmetic) before the first picture.
-    if isinstance(argument, jax.core.Tracer):
-        return argument[rows]
-    return jax.device_put(np.asarray(argument)[rows])
 
 
 _INT32 = np.iinfo(np.int32)

@@ -132,6 +132,9 @@ def _plan(
     chunk = chunk_size(per_device, count, 1 if mesh is None else mesh.size)
     program_method, learning_rate = method.split_rate()  # the rate is traced: one program for all
     ascent = Ascent(network, program_method, (height, width), frame_every, measure)
+    # The objective's numbers kept on the host, where each chunk's rows are taken: an eager gather
+    # would compile programs of its own before the first picture.
+    objective = jax.tree.map(np.asarray, objective)
     return _Plan(ascent, objective, count, start, keys, chunk, learning_rate, wanted(progress), mesh)
 
 
@@ -321,6 +324,4 @@ def _key_rows(keys: jax.Array, rows: np.ndarray) -> jax.Array:
 
 def _broadcast(objective: Objective, count: int) -> Objective:
     # An unbatched objective rendered `count` times (different keys): give every leaf a batch axis.
-    return jax.tree.map(
-        lambda leaf: jax.device_put(np.broadcast_to(leaf, (count, *np.shape(leaf)))), objective
-    )
+    return jax.tree.map(lambda leaf: np.broadcast_to(leaf, (count, *np.shape(leaf))), objective)
