@@ -112,7 +112,8 @@ def ascent_parity(params, keras_vgg16, layer: str, filter_index: int, start) -> 
     }
 
 
-PARITY_CASES = [("block1_conv1", 64), ("block2_conv2", 64), ("block5_conv3", 64)]  # shallow, middle, deepest
+# Shallow, middle, deepest (layer, size, live filters): at block5_conv3 each Keras ascent costs most.
+PARITY_CASES = [("block1_conv1", 64, 2), ("block2_conv2", 64, 2), ("block5_conv3", 64, 1)]
 
 
 KERAS_APPLICATIONS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50"}
@@ -190,9 +191,9 @@ def report() -> None:
         "\n| layer | filter | corr(ours, Keras) | corr(Keras, Keras nudged) | uint8 diff ours-Keras |"
         " uint8 diff Keras-nudged |\n|---|---|---|---|---|---|"
     )
-    for layer, size in PARITY_CASES:
+    for layer, size, filters in PARITY_CASES:
         start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
-        for index in live_filters(params, layer, start, 2):
+        for index in live_filters(params, layer, start, filters):
             parity = ascent_parity(params, base, layer, index, start)
             names = ("correlation", "keras_correlation", "difference", "keras_difference")
             print(f"| {layer} | {index} | " + " | ".join(f"{parity[name]:.6f}" for name in names) + " |")

@@ -42,10 +42,10 @@ def test_activations_agree_with_keras_at_every_conv_layer(params, keras_vgg16, h
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer, size", PARITY_CASES)
-def test_ascent_lands_as_close_to_keras_as_keras_to_itself(params, keras_vgg16, layer, size):
+@pytest.mark.parametrize("layer, size, filters", PARITY_CASES)
+def test_ascent_lands_as_close_to_keras_as_keras_to_itself(params, keras_vgg16, layer, size, filters):
     start = np.asarray(filterviz.random_image(jax.random.key(1), size, size))
-    for filter_index in live_filters(params, layer, start, 2):
+    for filter_index in live_filters(params, layer, start, filters):
         parity = ascent_parity(params, keras_vgg16, layer, filter_index, start)
         figures = [parity[k] for k in ("correlation", "difference", "keras_correlation", "keras_difference")]
         assert as_close(*figures), (layer, filter_index, figures)
