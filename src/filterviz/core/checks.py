@@ -192,7 +192,7 @@ def padded_chunks(count: int, size: int) -> Iterator[tuple[np.ndarray, np.ndarra
 
 
 @jax.jit  # one program for the whole tree, not one per tensor shape
-def _all_finite(arrays: list[jax.Array]) -> jax.Array:
+def _all_finite(arrays: list[Any]) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(array)) for array in arrays]))
 
 
@@ -218,9 +218,9 @@ def check_params(network: Network, params: object) -> None:
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise SettingError(f"params of {network.name} hold no arrays")
-    try:
-        arrays = [jnp.asarray(leaf) for leaf in leaves]
+    try:  # the leaves as they are (NumPy ones too): jnp.asarray would compile a program per shape
+        finite = bool(_all_finite(leaves))
     except (TypeError, ValueError):
         raise SettingError(f"params of {network.name} must hold arrays of numbers") from None
-    if not bool(_all_finite(arrays)):
+    if not finite:
         raise SettingError(f"params of {network.name} hold NaN or infinite values; load the weights again")
