@@ -54,7 +54,8 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     import filterviz
-    from filterviz.core.engine import Ascent, Tunables, default_chunk, filter_keys, render_batch
+    from filterviz.core.ascent_checks import default_chunk
+    from filterviz.core.engine import Ascent, Tunables, filter_keys, render_batch
     from filterviz.core.methods import notebook_method
 
     sys.path.insert(0, str(BENCH))

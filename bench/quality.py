@@ -33,7 +33,8 @@ import jax
 import numpy as np
 
 import filterviz
-from filterviz.core.engine import Ascent, default_chunk, filter_keys, render_batch
+from filterviz.core.ascent_checks import default_chunk
+from filterviz.core.engine import Ascent, filter_keys, render_batch
 from filterviz.core.objectives import channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

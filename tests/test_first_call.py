@@ -49,6 +49,28 @@ def test_a_first_ascend_compiles_its_program_and_at_most_three_others(random_par
     assert names.count("render_and_measure") == 1 and len(others) <= 3 and set(others) <= ALLOWED, names
 
 
+def test_the_clis_first_picture_compiles_what_render_does_and_its_start_noise(weights_path, tmp_path, caplog):
+    from filterviz.cli import main
+
+    arguments = [
+        "block1_conv2",
+        "--filters",
+        "0-2",
+        "--size",
+        "16",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "a.png"),
+    ]
+    names = compiled_programs(caplog, lambda: main(["filters", *arguments, "--weights", str(weights_path)]))
+    others = [name for name in names if name not in ("render_and_measure", "_noise")]
+    assert names.count("render_and_measure") == names.count("_noise") == 1, (
+        names
+    )  # the notebook's shared start
+    assert len(others) <= 3 and set(others) <= ALLOWED, names  # no per-tensor program while loading weights
+
+
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**32 - 1, 2**32, 2**40 + 5, 2**63 - 1])
 def test_a_seed_key_made_on_the_host_is_jaxs(seed):
     from filterviz.core.engine import seed_key

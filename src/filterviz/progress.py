@@ -103,6 +103,12 @@ class Progress:
             if self._bar is not None and units:
                 self._bar.update(units)
 
+    def rate_from_now(self) -> None:
+        """Count the rate, and so the time left, from now: a compile just before is no part of the work's
+        pace (the elapsed time still counts it)."""
+        if self._bar is not None:
+            self._bar.last_print_t = self._bar._time()
+
     def describe(self, text: str) -> None:
         if self._bar is not None:
             self._bar.set_description(text, refresh=False)

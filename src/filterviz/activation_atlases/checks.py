@@ -16,8 +16,8 @@ import numpy as np
 
 from filterviz.activation_atlases.cells import LARGEST_GRID, check_grid
 from filterviz.activation_atlases.page import OTHER_PAGE, PAGE
+from filterviz.core.ascent_checks import check_method_size
 from filterviz.core.checks import device_memory
-from filterviz.core.engine import check_method_size
 from filterviz.core.methods import Method
 from filterviz.core.network import Network
 from filterviz.errors import OutputError, SettingError

@@ -198,13 +198,13 @@ def spectrum(args: argparse.Namespace) -> None:
 def shared_start(method, seed: int, height: int, width: int):
     """The notebook's start: one grey noise image for every filter (pixel methods without octaves);
     None where each filter draws its own start from its key."""
-    import jax
 
+    from filterviz.core.engine import seed_key
     from filterviz.core.parameterizations import Pixels
     from filterviz.core.pictures import random_image
 
     if method.octaves is None and method.parameterization == Pixels():
-        return random_image(jax.random.key(seed), height, width)
+        return random_image(seed_key(seed), height, width)  # the key made on the host: no program
     return None
 
 
@@ -249,7 +249,7 @@ def summary(args: argparse.Namespace) -> None:
 
 def filters(args: argparse.Namespace) -> None:
 
-    from filterviz.core.engine import check_method_size
+    from filterviz.core.ascent_checks import check_method_size
     from filterviz.core.objectives import channel, diversity, neuron
     from filterviz.draw.rendering import render
     from filterviz.io.files import FIGURE_FORMATS, check_writable

@@ -34,20 +34,14 @@ import numpy as np
 import optax
 from jax import lax
 
-from filterviz.core.checks import (
-    check_count,
-    check_image_size,
-    compute_dtype,
-    default_batch_size,
-    matmul_precision,
-)
+from filterviz.core.ascent_checks import start_parameterization
+from filterviz.core.checks import compute_dtype, matmul_precision
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params, preprocess
 from filterviz.core.objectives import Objective
-from filterviz.core.parameterizations import Pixels
-from filterviz.core.pictures import alpha_map, check_finite
+from filterviz.core.pictures import alpha_map
 from filterviz.core.transforms import compose, with_view
-from filterviz.errors import ImageError, SettingError
+from filterviz.errors import SettingError
 
 # ----------------------------------------------------------------------------------------------------
 # What an ascent is: its static settings, built once, and the values that vary without recompiling.
@@ -155,19 +149,11 @@ def measured_value(network: Network, params: Params, objective: Objective, metho
         return objective_value(network, params, objective, measured, pixels, None)
 
 
-def _optimise(
-    ascent: Ascent,
-    prepared: Params,
-    objective: Objective,
-    variables: jax.Array,
-    key: jax.Array,
-    size: tuple[int, int],
-    tunables: Tunables,
-) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-    """``method.steps`` steps from ``variables`` at ``size`` (one octave stage); returns the final
-    variables, with ``frame_every`` the pixels after every ``frame_every`` steps
-    ``float32[F, K, H, W, 3]``, and with ``alpha`` the summed absolute pixel gradient ``[K, H, W]``."""
-    network, method, frame_every = ascent.network, ascent.method, ascent.frame_every
+def _step_function(
+    ascent: Ascent, prepared: Params, objective: Objective, size: tuple[int, int], tunables: Tunables
+):
+    # One step of gradient ascent at `size`, as `lax.fori_loop` takes it: `(index, state) -> state`.
+    network, method = ascent.network, ascent.method
     optimizer = method.optimizer_transformation(tunables.learning_rate)
     to_pixels = functools.partial(method.parameterization.to_pixels, height=size[0], width=size[1])
 
@@ -186,16 +172,42 @@ def _optimise(
             attribution = attribution + jnp.mean(jnp.abs(pixel_gradient), axis=-1)
         return AscentState(optax.apply_updates(state.variables, updates), optimizer_state, key, attribution)
 
+    return step
+
+
+def _stage_state(
+    method: Method, variables: jax.Array, key: jax.Array, size: tuple[int, int], tunables: Tunables
+) -> AscentState:
+    # The state before the first step of one octave stage (of the whole ascent, without octaves).
     # Zeros made from the variables, so that inside a sweep's shard_map they vary by device as they do.
-    attribution = 0.0 * to_pixels(variables)[..., 0] if method.alpha else None
-    state = AscentState(variables, optimizer.init(variables), key, attribution)
+    pixels = method.parameterization.to_pixels(variables, *size)
+    attribution = 0.0 * pixels[..., 0] if method.alpha else None
+    optimizer = method.optimizer_transformation(tunables.learning_rate)
+    return AscentState(variables, optimizer.init(variables), key, attribution)
+
+
+def _optimise(
+    ascent: Ascent,
+    prepared: Params,
+    objective: Objective,
+    variables: jax.Array,
+    key: jax.Array,
+    size: tuple[int, int],
+    tunables: Tunables,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """``method.steps`` steps from ``variables`` at ``size`` (one octave stage); returns the final
+    variables, with ``frame_every`` the pixels after every ``frame_every`` steps
+    ``float32[F, K, H, W, 3]``, and with ``alpha`` the summed absolute pixel gradient ``[K, H, W]``."""
+    method, frame_every = ascent.method, ascent.frame_every
+    step = _step_function(ascent, prepared, objective, size, tunables)
+    state = _stage_state(method, variables, key, size, tunables)
     if not frame_every:
         state = lax.fori_loop(0, method.steps, step, state)
         return state.variables, None, state.attribution
 
     def segment(state: AscentState, _: None) -> tuple[AscentState, jax.Array]:
         state = lax.fori_loop(0, frame_every, step, state)
-        return state, to_pixels(state.variables)
+        return state, method.parameterization.to_pixels(state.variables, *size)
 
     state, frames = lax.scan(segment, state, None, length=method.steps // frame_every)
     state = lax.fori_loop(0, method.steps % frame_every, step, state)
@@ -228,6 +240,28 @@ def _grown(method: Method, variables: jax.Array, photo: jax.Array | None, stage,
     return grown
 
 
+def _start_variables(
+    method: Method, start: jax.Array | None, key: jax.Array, first: tuple[int, int], size: tuple[int, int]
+) -> tuple[jax.Array, jax.Array | None]:
+    # The variables of the first stage (size `first`), and the start photo ([K, H, W, 3]) if any.
+    if start is None:
+        return method.parameterization.init(key, method.images_per_filter, *first), None
+    photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
+    pixels = resize_pixels(photo, first) if first != size else photo
+    return start_parameterization(method).from_pixels(pixels), photo
+
+
+def _final_pixels(
+    method: Method, variables: jax.Array, attribution: jax.Array | None, size: tuple[int, int]
+) -> tuple[jax.Array, jax.Array | None]:
+    # The result's pixels [K, H, W, 3] and alpha [K, H, W] (or None) from the last variables.
+    with matmul_precision(method.precision):
+        pixels = method.parameterization.to_pixels(variables, *size)
+    if method.picture == "clip":  # MaCo's pixels reach past 0-255 while optimised; its picture does not
+        pixels = jnp.clip(pixels, 0.0, 255.0)
+    return pixels, (None if attribution is None else alpha_map(attribution))
+
+
 def render_one(
     ascent: Ascent,
     prepared: Params,
@@ -255,13 +289,7 @@ def render_one(
     stages = method.octaves.sizes(*size) if method.octaves else [size]
     if min(min(stage) for stage in stages) < 1:
         raise SettingError(f"octave stages {stages} shrink a {size[0]}x{size[1]} image to nothing")
-    parameterization, photo = method.parameterization, None
-    if start is None:
-        variables = parameterization.init(init_key, method.images_per_filter, *stages[0])
-    else:
-        photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
-        first = resize_pixels(photo, stages[0]) if stages[0] != size else photo
-        variables = start_parameterization(method).from_pixels(first)
+    variables, photo = _start_variables(method, start, init_key, stages[0], size)
     all_frames, attribution = [], None
     with matmul_precision(method.precision):
         for index, stage in enumerate(stages):
@@ -276,11 +304,20 @@ def render_one(
             following = stages[index + 1] if index + 1 < len(stages) else size
             if following != stage:
                 variables = _grown(method, variables, photo, stage, following)
-        pixels = parameterization.to_pixels(variables, *size)
-    if method.picture == "clip":  # MaCo's pixels reach past 0-255 while optimised; its picture does not
-        pixels = jnp.clip(pixels, 0.0, 255.0)
-    alpha = None if attribution is None else alpha_map(attribution)
+    pixels, alpha = _final_pixels(method, variables, attribution, size)
     return pixels, (jnp.concatenate(all_frames) if all_frames else None), alpha
+
+
+def _measured(ascent: Ascent, params: Params, objective: Objective, pixels: jax.Array) -> jax.Array:
+    # Each objective's value on its final images, in float32 (zero unless the ascent measures).
+    if not ascent.measure:
+        return jnp.zeros((), jnp.float32)
+    return measured_value(ascent.network, params, objective, ascent.method, pixels)
+
+
+def _start_axis(start: jax.Array | None) -> int | None:
+    # A start image is shared ([H, W, 3]) or one per objective ([B, H, W, 3]).
+    return 0 if start is not None and start.ndim == 4 else None
 
 
 def render_and_measure(
@@ -295,21 +332,81 @@ def render_and_measure(
     ``[B, H, W, 3]``, one per objective), each objective then measured on its final images in float32
     (zeros unless ``ascent.measure``). Not jitted: :func:`render_batch` jits it, sweeps wrap it in
     their sharded jit."""
-    network, method = ascent.network, ascent.method
-    prepared = network.prepared(params, compute_dtype(method.precision))
+    prepared = ascent.network.prepared(params, compute_dtype(ascent.method.precision))
 
     def one(objective: Objective, key: jax.Array, start: jax.Array | None) -> Drawn:
         pixels, frames, alpha = render_one(ascent, prepared, objective, start, key, tunables)
-        if not ascent.measure:
-            return Drawn(pixels, jnp.zeros((), jnp.float32), frames, alpha)
-        return Drawn(pixels, measured_value(network, params, objective, method, pixels), frames, alpha)
+        return Drawn(pixels, _measured(ascent, params, objective, pixels), frames, alpha)
 
-    start_axis = 0 if start is not None and start.ndim == 4 else None
-    return jax.vmap(one, in_axes=(objective.batch_axes(), 0, start_axis))(objective, keys, start)
+    axes = (objective.batch_axes(), 0, _start_axis(start))
+    return jax.vmap(one, in_axes=axes)(objective, keys, start)
 
 
 render_batch = jax.jit(render_and_measure, static_argnames=("ascent",))
 """:func:`render_and_measure`, jitted: one program per :class:`Ascent` and objective structure."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# The same ascent in segments of steps, run from the host: :func:`begin_batch`, then
+# :func:`advance_batch` as often as wanted (one program for any number of steps), then
+# :func:`finish_batch`. Together they compute what :func:`render_batch` does, for an ascent of one
+# stage (no octaves) and no frames; between segments the host can show progress, and no program calls
+# back to it.
+
+
+def segmentable(ascent: Ascent) -> bool:
+    """Whether ``ascent`` runs in segments: one stage (no octaves) and no frames."""
+    return ascent.method.octaves is None and not ascent.frame_every
+
+
+@functools.partial(jax.jit, static_argnames=("ascent",))
+def begin_batch(
+    ascent: Ascent, start: jax.Array | None, keys: jax.Array, tunables: Tunables = _FIXED
+) -> AscentState:
+    """The state of ``B`` objectives before their first step (``keys [B]``, ``start`` as in
+    :func:`render_and_measure`); every leaf has a leading ``B`` axis."""
+    method, size = ascent.method, ascent.size
+
+    def one(key: jax.Array, start: jax.Array | None) -> AscentState:
+        init_key, key = jax.random.split(key)
+        variables, _ = _start_variables(method, start, init_key, size, size)
+        with matmul_precision(method.precision):
+            return _stage_state(method, variables, jax.random.fold_in(key, 0), size, tunables)
+
+    return jax.vmap(one, in_axes=(0, _start_axis(start)))(keys, start)
+
+
+@functools.partial(jax.jit, static_argnames=("ascent",))
+def advance_batch(
+    ascent: Ascent,
+    params: Params,
+    objective: Objective,
+    state: AscentState,
+    steps: jax.Array | int,
+    tunables: Tunables = _FIXED,
+) -> AscentState:
+    """``state`` (from :func:`begin_batch`) after ``steps`` more steps (``int32[]``, traced: one program
+    for every segment's length)."""
+    method = ascent.method
+    prepared = ascent.network.prepared(params, compute_dtype(method.precision))
+
+    def one(objective: Objective, state: AscentState) -> AscentState:
+        step = _step_function(ascent, prepared, objective, ascent.size, tunables)
+        with matmul_precision(method.precision):
+            return lax.fori_loop(0, steps, step, state)
+
+    return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, state)
+
+
+@functools.partial(jax.jit, static_argnames=("ascent",))
+def finish_batch(ascent: Ascent, params: Params, objective: Objective, state: AscentState) -> Drawn:
+    """What :func:`render_batch` returns, from the state after every step."""
+
+    def one(objective: Objective, state: AscentState) -> Drawn:
+        pixels, alpha = _final_pixels(ascent.method, state.variables, state.attribution, ascent.size)
+        return Drawn(pixels, _measured(ascent, params, objective, pixels), None, alpha)
+
+    return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, state)
 
 
 @functools.partial(jax.jit, static_argnames=("network", "method"))
@@ -347,70 +444,3 @@ def seed_key(seed: int) -> jax.Array:
 @jax.jit  # one program for every key, not an eager op (and its casts) each
 def _fold_in_each(base: jax.Array, indices: jax.Array) -> jax.Array:
     return jax.vmap(lambda index: jax.random.fold_in(base, index))(indices)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checks of a rendering's settings, before any work.
-
-
-def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    """``size`` (``H`` or ``(H, W)``) as ``(height, width)``, each a whole number of at least 1."""
-    try:
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-    except (TypeError, ValueError):
-        raise SettingError(f"size must be H or (H, W), got {size!r}") from None
-    return check_count(height, "the height"), check_count(width, "the width")
-
-
-def default_chunk(
-    network: Network, method: Method, layer: str, height: int, width: int, device: jax.Device | None = None
-) -> int:
-    """Objectives per compiled chunk on ``device`` (default the first): as many as its memory holds by
-    :func:`filterviz.core.checks.default_batch_size`, each objective counting its images and copies, at
-    the size the network is fed (the method's view)."""
-    fed = method.fed_size(height, width)
-    return max(1, default_batch_size(network, layer, *fed, device) // method.images_per_objective)
-
-
-def check_method_size(network: Network, method: Method, layer: str, height: int, width: int) -> None:
-    """:func:`filterviz.core.checks.check_image_size` for ``method``: every octave stage must be large enough
-    for ``layer``, and the images of one objective (its copies included, at the size the network is fed:
-    the method's view) must fit the device."""
-    check_image_size(network, layer, *method.fed_size(height, width), copies=method.images_per_objective)
-    if method.octaves is not None:
-        smallest = method.octaves.sizes(height, width)[0]
-        minimum = network.minimum_size(layer)
-        if min(smallest) < minimum:
-            raise SettingError(
-                f"the first of {method.octaves.stages} octave stages shrinks {height}x{width} to "
-                f"{smallest[0]}x{smallest[1]}, too small for {layer} (at least {minimum}x{minimum}); use "
-                "fewer stages, a smaller scale or a larger image"
-            )
-
-
-def start_parameterization(method: Method) -> Pixels:
-    """The parameterization a start image goes into: ``method``'s, if it optimises pixels; else
-    :class:`SettingError` (a spectrum method has no pixels to start from)."""
-    if not isinstance(method.parameterization, Pixels):
-        raise SettingError(f"a start image needs a pixel method; {method.name} optimises a spectrum")
-    return method.parameterization
-
-
-def check_start(start: object, count: int) -> jax.Array:
-    """A start image, ``[H, W, 3]`` (shared) or ``[count, H, W, 3]`` (one per objective), as float32,
-    finite; else :class:`ImageError`."""
-    try:
-        shape = tuple(np.shape(start))  # type: ignore[call-overload]  # any array-like; checked below
-    except (TypeError, ValueError):
-        shape = ()
-    shared = len(shape) == 3 and shape[-1] == 3
-    if not (shared or (len(shape) == 4 and shape[-1] == 3 and shape[0] == count)):
-        raise ImageError(
-            None, f"start image must be [H, W, 3] or [{count}, H, W, 3] (one per objective), got {shape}"
-        )
-    try:
-        array = jnp.asarray(start, jnp.float32)
-    except (TypeError, ValueError):
-        raise ImageError(None, f"start image must be numbers, got {type(start).__name__}") from None
-    check_finite(array, "the start image")
-    return array

@@ -7,6 +7,7 @@ reads or writes a file (:mod:`filterviz.io.files` does).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -29,7 +30,12 @@ def random_image(
             raise SettingError(f"an image side must be a whole number of at least 1, got {side!r}")
     if not (math.isfinite(mean) and math.isfinite(std)):
         raise SettingError(f"mean and std must be finite, got {mean!r} and {std!r}")
-    return mean + std * jax.random.normal(key, (int(height), int(width), 3), jnp.float32)
+    return _noise(key, float(mean), float(std), (int(height), int(width), 3))
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))  # one program, not an eager op (and cast) each
+def _noise(key: jax.Array, mean: float, std: float, shape: tuple[int, ...]) -> jax.Array:
+    return mean + std * jax.random.normal(key, shape, jnp.float32)
 
 
 def as_image(x: jax.Array | np.ndarray, spread: float = 0.1) -> np.ndarray:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
+from filterviz.core.ascent_checks import check_start
 from filterviz.core.checks import (
     check_count,
     check_filters,
@@ -28,7 +29,7 @@ from filterviz.core.checks import (
     matmul_precision,
     padded_chunks,
 )
-from filterviz.core.engine import check_start, measure_batch
+from filterviz.core.engine import measure_batch
 from filterviz.core.methods import get_method, notebook_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import channel

@@ -8,6 +8,7 @@ without measuring or making pictures (the path of :func:`filterviz.ascend`).
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any, NamedTuple
 
 import jax
@@ -15,19 +16,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from filterviz.core.ascent_checks import (
+    check_method_size,
+    check_size,
+    check_start,
+    default_chunk,
+    start_parameterization,
+)
 from filterviz.core.checks import check_count, check_params, check_seed, device_memory, padded_chunks
 from filterviz.core.engine import (
     Ascent,
     Drawn,
     Tunables,
-    check_method_size,
-    check_size,
-    check_start,
-    default_chunk,
+    advance_batch,
+    begin_batch,
     filter_keys,
+    finish_batch,
     render_batch,
     resize_pixels,
-    start_parameterization,
+    segmentable,
 )
 from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
@@ -153,28 +160,17 @@ def _check_frames_fit(frames: int, images: int, height: int, width: int) -> None
 def _execute(
     params: Params, plan: _Plan
 ) -> tuple[list[jax.Array], np.ndarray, list[jax.Array], jax.Array | None]:
-    # Every chunk dispatched (JAX queues them and returns), then the bar counts each one's steps as the
-    # device finishes it.
+    # Every chunk through the engine, the bar counting its steps as the device finishes them.
     objective, method, count = plan.objective, plan.ascent.method, plan.objectives
     steps = method.steps * (method.octaves.stages if method.octaves else 1)  # per objective
     kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
     layers = ", ".join(objective.layers)
     with Progress(count * steps, "step", f"{method.name} on {layers}, {count_of(count, kind)}",
                   enabled=plan.shown) as bar:  # fmt: skip
-        results: list[tuple[int, Drawn]] = []
-        for index, (rows, padded) in enumerate(padded_chunks(count, plan.chunk)):
-            if index > 0:
-                results.append((len(rows), _dispatch(params, plan, padded)))
-                continue
-            began = time.monotonic()  # the first call compiles the program, then dispatches its run
-            with bar.waiting(f"compiling {method.name} for {layers}"):
-                results.append((len(rows), _dispatch(params, plan, padded)))
-            _say_once_compiled(bar, time.monotonic() - began)
-        for drawn_rows, drawn in results:
-            if bar.enabled:
-                with bar.waiting(f"drawing {layers}", after=2.0):
-                    jax.block_until_ready(drawn)
-            bar.update(drawn_rows * steps)
+        if bar.enabled and plan.mesh is None and segmentable(plan.ascent):
+            results = _draw_in_segments(params, plan, bar, layers)
+        else:
+            results = _draw_in_chunks(params, plan, bar, layers, steps)
     pixels = [drawn.pixels[:rows] for rows, drawn in results]
     frames = [drawn.frames[:rows] for rows, drawn in results if drawn.frames is not None]
     achieved = np.concatenate([np.asarray(drawn.activations)[:rows] for rows, drawn in results])
@@ -183,14 +179,81 @@ def _execute(
     return pixels, achieved, frames, alpha
 
 
-def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> Drawn:
-    # One chunk of objectives (rows `padded`, the last repeated to fill it) to the compiled program.
+def _draw_in_chunks(
+    params: Params, plan: _Plan, bar: Progress, layers: str, steps: int
+) -> list[tuple[int, Drawn]]:
+    # Every chunk dispatched whole (JAX queues them and returns), then the bar counts each one's steps as
+    # the device finishes it.
+    results: list[tuple[int, Drawn]] = []
+    for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
+        if index > 0:
+            results.append((len(rows), _dispatch(params, plan, padded)))
+            continue
+        began = time.monotonic()  # the first call compiles the program, then dispatches its run
+        with bar.waiting(f"compiling {plan.ascent.method.name} for {layers}"):
+            results.append((len(rows), _dispatch(params, plan, padded)))
+        _say_once_compiled(bar, time.monotonic() - began)
+        bar.rate_from_now()
+    for drawn_rows, drawn in results:
+        with bar.waiting(f"drawing {layers}", after=2.0):
+            jax.block_until_ready(drawn)
+        bar.update(drawn_rows * steps)
+    return results
+
+
+def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -> list[tuple[int, Drawn]]:
+    # Each chunk's steps in segments of about SEGMENT_SECONDS, one queued behind the one running so the
+    # device never waits for the host, the bar counting each as it ends.
+    results: list[tuple[int, Drawn]] = []
+    ascent, tunables, total = plan.ascent, Tunables(plan.learning_rate), plan.ascent.method.steps
+    for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
+        part, start, keys = _chunk_inputs(plan, padded)
+        began = time.monotonic()
+        with bar.waiting(f"compiling {ascent.method.name} for {layers}"):
+            state = begin_batch(ascent, start, keys, tunables)
+            state = advance_batch(ascent, params, part, state, np.int32(1), tunables)  # times one step
+        if index == 0:
+            _say_once_compiled(bar, time.monotonic() - began)
+        bar.rate_from_now()
+        queued, dispatched, ready_at = deque([(state, 1)]), 1, time.monotonic()
+        while queued:
+            oldest, steps = queued.popleft()
+            with bar.waiting(f"drawing {layers}", after=2.0):
+                jax.block_until_ready(oldest.variables)
+            now = time.monotonic()
+            length = max(1, round(SEGMENT_SECONDS * steps / max(now - ready_at, 1e-6)))
+            ready_at = now
+            bar.update(len(rows) * steps)
+            while dispatched < total and len(queued) < 2:
+                steps = min(length, total - dispatched)
+                state = advance_batch(ascent, params, part, state, np.int32(steps), tunables)
+                queued.append((state, steps))
+                dispatched += steps
+        with bar.waiting(f"measuring {layers}", after=2.0):
+            drawn = jax.block_until_ready(finish_batch(ascent, params, part, state))
+        results.append((len(rows), drawn))
+    return results
+
+
+SEGMENT_SECONDS = 1.0
+"""How long each segment of a watched ascent runs: the bar moves this often (the host dispatches the next
+segment while one runs, so the device does not wait)."""
+
+
+def _chunk_inputs(plan: _Plan, padded: np.ndarray) -> tuple[Objective, jax.Array | None, jax.Array]:
+    # One chunk of objectives (rows `padded`, the last repeated to fill it): its objective, start and keys.
     batched = plan.objective.batch_size() is not None
     part = plan.objective.take(padded) if batched else _broadcast(plan.objective, plan.chunk)
     start = plan.start
     if start is not None and start.ndim == 4:
         start = jax.device_put(np.asarray(start)[padded])
-    keys, tunables = _key_rows(plan.keys, padded), Tunables(plan.learning_rate)
+    return part, start, _key_rows(plan.keys, padded)
+
+
+def _dispatch(params: Params, plan: _Plan, padded: np.ndarray) -> Drawn:
+    # One chunk of objectives to the compiled program, whole.
+    part, start, keys = _chunk_inputs(plan, padded)
+    tunables = Tunables(plan.learning_rate)
     if plan.mesh is not None:
         return render_sharded(plan.ascent, params, part, start, keys, tunables, mesh=plan.mesh)
     return render_batch(plan.ascent, params, part, start, keys, tunables)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from filterviz.core.network import Network, Params
@@ -175,8 +174,9 @@ def load_weights(
                 )
             path = download_weights(network=network, url=url, md5=md5)
     params = match_weights(network, read_keras_h5(path), path)
+    # Put on the device as they are: jnp.asarray would compile a program per tensor shape.
     return {
-        group: {name: jnp.asarray(array) for name, array in arrays.items()}
+        group: {name: jax.device_put(array) for name, array in arrays.items()}
         for group, arrays in params.items()
     }
 

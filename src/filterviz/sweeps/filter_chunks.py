@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from filterviz.core.ascent_checks import default_chunk
 from filterviz.core.checks import padded_chunks
-from filterviz.core.engine import Ascent, Tunables, default_chunk, filter_keys
+from filterviz.core.engine import Ascent, Tunables, filter_keys
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import channel

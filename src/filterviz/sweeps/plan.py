@@ -16,12 +16,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from filterviz.core.ascent_checks import check_method_size, check_size, check_start, start_parameterization
 from filterviz.core.checks import (
     check_filters,
     check_params,
     check_seed,
 )
-from filterviz.core.engine import check_method_size, check_size, check_start, start_parameterization
 from filterviz.core.methods import (
     NOTEBOOK_STEP_SIZE,
     NOTEBOOK_STEPS,

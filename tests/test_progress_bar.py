@@ -1,0 +1,64 @@
+"""A bar that moves while one chunk draws: a watched render runs its ascent in segments of steps from the
+host (the same three programs for every segment), with the same result as the one program an unwatched
+render runs."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import filterviz
+from filterviz import progress
+from filterviz.draw import rendering
+
+
+@pytest.mark.parametrize(
+    ("method", "start", "alpha"), [("notebook", True, False), ("lucid", False, False), ("lucid", False, True)]
+)
+def test_a_watched_render_draws_what_an_unwatched_one_does(random_params, method, start, alpha, capsys):
+    objective = filterviz.channel("block2_conv1", [0, 4, 9])
+    photos = None
+    if start:
+        photos = np.stack([np.asarray(filterviz.random_image(jax.random.key(i), 24, 24)) for i in range(3)])
+    settings = dict(
+        method=method, size=24, steps=5, start=photos, batch_size=2, alpha=alpha
+    )  # two chunks, one padded
+    whole = filterviz.render(random_params, objective, progress=False, **settings)
+    segmented = filterviz.render(random_params, objective, progress=True, **settings)
+    assert "15/15" in capsys.readouterr().err
+    # Bit for bit where XLA fuses the loop alike; a float32 rounding apart where it does not.
+    np.testing.assert_allclose(segmented.pixels, whole.pixels, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(segmented.activations, whole.activations, rtol=1e-5)
+    assert (whole.alpha is None) == (segmented.alpha is None) == (not alpha)
+    if whole.alpha is not None:
+        np.testing.assert_allclose(segmented.alpha, whole.alpha, rtol=0, atol=1e-5)
+
+
+def test_the_bar_moves_while_one_chunk_draws(random_params, monkeypatch):
+    seen: list[tuple[float, int, float | None, str]] = []
+    updated = progress.Progress.update
+
+    def update(bar: progress.Progress, units: int = 1) -> None:
+        updated(bar, units)
+        shown = bar._bar.format_dict if bar._bar is not None else {}
+        rate = shown.get("rate")
+        left = (bar.total - bar.count) / rate if rate else None
+        seen.append((time.monotonic(), bar.count, left, str(shown.get("prefix"))))
+
+    monkeypatch.setattr(progress.Progress, "update", update)
+    monkeypatch.setattr(rendering, "SEGMENT_SECONDS", 0.2)
+    objective = filterviz.channel("block2_conv2", [0, 1, 2, 3])
+    filterviz.render(random_params, objective, method="lucid", size=48, steps=60, progress=True)
+    finished = time.monotonic()
+    times, counts, lefts, prefixes = zip(*seen, strict=True)
+    assert counts[-1] == 4 * 60 and len(seen) >= 6, counts  # in one chunk, yet counted many times
+    assert list(counts) == sorted(counts)
+    assert len(set(prefixes)) == 1 and prefixes[0].endswith("4 filters"), prefixes  # no ": " piled on
+    gaps = np.diff(times)
+    assert gaps.max() < 0.5 * (finished - times[0]), gaps  # no burst at the end after a long silence
+    half = next(index for index, count in enumerate(counts) if count >= counts[-1] / 2)
+    truth, estimate = finished - times[half], lefts[half]
+    assert estimate is not None and truth / 2 <= estimate <= 2 * truth, (estimate, truth)
