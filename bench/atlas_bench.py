@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def draw(folder: Path, chunk: int) -> None:
         render_icons(
-            params, network, args.layer, cells, method, folder, size=args.icon_size, seed=0, chunk=chunk,
+            params, network, args.layer, [cells], method, folder, size=args.icon_size, seed=0, chunk=chunk,
             shown=False,
         )  # fmt: skip
 

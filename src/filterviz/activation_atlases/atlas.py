@@ -106,7 +106,7 @@ def render_icons(
     params: Params,
     network: Network,
     layer: str,
-    cells: Cells,
+    levels: Sequence[Cells],
     method: Method,
     folder: Path,
     *,
@@ -114,31 +114,32 @@ def render_icons(
     seed: int,
     chunk: int,
     shown: bool,
-) -> np.ndarray:
-    """Each cell's mean as a direction objective, ``chunk`` cells per call of one compiled program (the
-    last chunk padded); icons already in ``folder`` are kept. With several processes each draws every
-    so-many-th chunk. Returns ``float32[M]`` achieved objectives (NaN where an icon was kept from an
-    earlier run and its value was recorded there)."""
-    level_folder = check_no_links(folder, "icons", f"g{cells.grid}")  # where every icon of the level goes
-    level_folder.mkdir(parents=True, exist_ok=True)
-    return draw_pictures(
-        params,
-        network,
-        lambda rows: direction(layer, cells.means[rows]),
-        range(len(cells.counts)),
-        len(cells.counts),
-        lambda m: folder / icon_path(cells.grid, cells.rows[m], cells.columns[m]),
-        # A cell's key is its level and place.
-        lambda m: cells.grid * 1_000_000 + cells.rows[m] * cells.grid + cells.columns[m],
-        method,
-        folder,
-        size=size,
-        seed=seed,
-        chunk=chunk,
-        shown=shown,
-        noun="icon",
-        title=f"drawing the {cells.grid}x{cells.grid} atlas",
-    )
+) -> list[np.ndarray]:
+    """Each cell's mean, of every level, as a direction objective, the levels' cells packed into the same
+    chunks of at most ``chunk`` per call of one compiled program (so only the last is short); icons
+    already in ``folder`` are kept. With several processes each draws every so-many-th chunk. Returns, for
+    each level, ``float32[M]`` achieved objectives (NaN where an icon was kept from an earlier run and its
+    value was recorded there)."""
+    owners = [(cells, m) for cells in levels for m in range(len(cells.counts))]
+    means = np.concatenate([cells.means for cells in levels])
+    for cells in levels:  # where every icon of a level goes
+        check_no_links(folder, "icons", f"g{cells.grid}").mkdir(parents=True, exist_ok=True)
+
+    def target(i: int) -> Path:
+        cells, m = owners[i]
+        return folder / icon_path(cells.grid, cells.rows[m], cells.columns[m])
+
+    def key(i: int) -> int:  # a cell's key is its level and place
+        cells, m = owners[i]
+        return cells.grid * 1_000_000 + cells.rows[m] * cells.grid + cells.columns[m]
+
+    achieved = draw_pictures(
+        params, network, lambda rows: direction(layer, means[rows]), range(len(owners)), len(owners),
+        target, key, method, folder, size=size, seed=seed, chunk=chunk, shown=shown, noun="icon",
+        title=f"drawing the atlas ({', '.join(f'{c.grid}x{c.grid}' for c in levels)})",
+    )  # fmt: skip
+    ends = np.cumsum([len(cells.counts) for cells in levels])[:-1]
+    return np.split(achieved, ends)
 
 
 def save_patches(
@@ -367,12 +368,12 @@ def activation_atlas(
             atomic_write(folder / RECORD, json.dumps({**record, "levels": {}}).encode())
 
         on_first(folder, patches_and_record)
-        activations, record["levels"] = {}, {}
+        drawn = render_icons(
+            params, net, spec.name, [cells[g] for g in levels], chosen, folder, size=size, seed=seed,
+            chunk=batch_size, shown=shown,
+        )  # fmt: skip
+        activations, record["levels"] = dict(zip(levels, drawn, strict=True)), {}
         for g in levels:
-            activations[g] = render_icons(
-                params, net, spec.name, cells[g], chosen, folder, size=size, seed=seed, chunk=batch_size,
-                shown=shown,
-            )  # fmt: skip
             mix = class_mix(labels, cells[g], len(classes))
             record["levels"][str(g)] = _cell_records(cells[g], mix, classes, nearest[g])
 

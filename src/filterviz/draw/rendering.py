@@ -206,16 +206,18 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
     # device never waits for the host, the bar counting each as it ends.
     results: list[tuple[int, Drawn]] = []
     ascent, tunables, total = plan.ascent, Tunables(plan.learning_rate), plan.ascent.method.steps
+    length = 1  # steps per segment: the first times one step, later ones last about SEGMENT_SECONDS
     for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
         part, start, keys = _chunk_inputs(plan, padded)
         began = time.monotonic()
         with bar.waiting(f"compiling {ascent.method.name} for {layers}"):
             state = begin_batch(ascent, start, keys, tunables)
-            state = advance_batch(ascent, params, part, state, np.int32(1), tunables)  # times one step
+            state = advance_batch(ascent, params, part, state, np.int32(min(length, total)), tunables)
         if index == 0:
             _say_once_compiled(bar, time.monotonic() - began)
-        bar.rate_from_now()
-        queued, dispatched, ready_at = deque([(state, 1)]), 1, time.monotonic()
+            bar.rate_from_now()
+        queued, ready_at = deque([(state, min(length, total))]), time.monotonic()
+        dispatched = queued[0][1]
         while queued:
             oldest, steps = queued.popleft()
             with bar.waiting(f"drawing {layers}", after=2.0):

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from filterviz.core.engine import filter_keys
 from filterviz.core.methods import Method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
@@ -38,8 +38,8 @@ def draw_pictures(
     noun: str,
     title: str,
 ) -> np.ndarray:
-    """Draw item ``i`` of ``items`` (ints below ``count``) through ``objective_of(rows)``, ``chunk`` items per
-    call of one compiled program (the last chunk padded), into ``target_of(i)``; pictures filterviz
+    """Draw item ``i`` of ``items`` (ints below ``count``) through ``objective_of(rows)``, at most ``chunk``
+    items per call of one compiled program, into ``target_of(i)``; pictures filterviz
     already wrote are kept. Item ``i``'s key is ``fold_in(key(seed), key_of(i))``: the same picture
     whichever chunk, process or run draws it. With several processes each draws every so-many-th chunk.
 
@@ -47,15 +47,14 @@ def draw_pictures(
     not among ``items``."""
     achieved = np.full(count, np.nan, np.float32)
     todo = from_first([i for i in items if not written_by_filterviz(target_of(i))])  # before any writes
+    chunk = balanced_chunk(len(items), chunk)  # of every item, so that a resumed run compiles the same
     chunks = [todo[begin : begin + chunk] for begin in range(0, len(todo), chunk)]
     mine = chunks[jax.process_index() :: jax.process_count()]
-    base = jax.random.key(seed)
     drawn_values = []
     with together(folder), Progress(sum(map(len, mine)), noun, title, enabled=shown) as bar:
         for rows in mine:
             padded = rows + rows[-1:] * (chunk - len(rows))
-            places = jnp.asarray([key_of(i) for i in padded], jnp.int32)
-            keys = jax.vmap(lambda place: jax.random.fold_in(base, place))(places)
+            keys = filter_keys(seed, [key_of(i) for i in padded])
             drawn = render(
                 params,
                 objective_of(padded),
@@ -73,3 +72,16 @@ def draw_pictures(
     for i, value in gather(drawn_values):
         achieved[int(i)] = value
     return achieved
+
+
+def balanced_chunk(count: int, most: int) -> int:
+    """Items per chunk for ``count`` items, at most ``most`` each, in as few chunks as ``most`` allows and
+    all but the last full: the last is padded by fewer than one item per chunk, not up to ``most``.
+
+    >>> balanced_chunk(20, 16), balanced_chunk(48, 16), balanced_chunk(3, 16), balanced_chunk(0, 16)
+    (10, 16, 3, 1)
+    """
+    if count <= 0:
+        return 1
+    chunks = -(-count // most)
+    return -(-count // chunks)
