@@ -180,8 +180,7 @@ def _stage_state(
 ) -> AscentState:
     # The state before the first step of one octave stage (of the whole ascent, without octaves).
     # Zeros made from the variables, so that inside a sweep's shard_map they vary by device as they do.
-    pixels = method.parameterization.to_pixels(variables, *size)
-    attribution = 0.0 * pixels[..., 0] if method.alpha else None
+    attribution = 0.0 * method.parameterization.to_pixels(variables, *size)[..., 0] if method.alpha else None
     optimizer = method.optimizer_transformation(tunables.learning_rate)
     return AscentState(variables, optimizer.init(variables), key, attribution)
 

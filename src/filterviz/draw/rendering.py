@@ -7,8 +7,10 @@ without measuring or making pictures (the path of :func:`filterviz.ascend`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -186,14 +188,10 @@ def _draw_in_chunks(
     # the device finishes it.
     results: list[tuple[int, Drawn]] = []
     for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
-        if index > 0:
+        # The first call compiles the program, then dispatches its run; later ones only dispatch.
+        first = _compiling(bar, plan.ascent.method.name, layers, first=True) if index == 0 else None
+        with first or contextlib.nullcontext():
             results.append((len(rows), _dispatch(params, plan, padded)))
-            continue
-        began = time.monotonic()  # the first call compiles the program, then dispatches its run
-        with bar.waiting(f"compiling {plan.ascent.method.name} for {layers}"):
-            results.append((len(rows), _dispatch(params, plan, padded)))
-        _say_once_compiled(bar, time.monotonic() - began)
-        bar.rate_from_now()
     for drawn_rows, drawn in results:
         with bar.waiting(f"drawing {layers}", after=2.0):
             jax.block_until_ready(drawn)
@@ -209,15 +207,11 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
     length = 1  # steps per segment: the first times one step, later ones last about SEGMENT_SECONDS
     for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
         part, start, keys = _chunk_inputs(plan, padded)
-        began = time.monotonic()
-        with bar.waiting(f"compiling {ascent.method.name} for {layers}"):
+        dispatched = min(length, total)
+        with _compiling(bar, ascent.method.name, layers, first=index == 0):
             state = begin_batch(ascent, start, keys, tunables)
-            state = advance_batch(ascent, params, part, state, np.int32(min(length, total)), tunables)
-        if index == 0:
-            _say_once_compiled(bar, time.monotonic() - began)
-            bar.rate_from_now()
-        queued, ready_at = deque([(state, min(length, total))]), time.monotonic()
-        dispatched = queued[0][1]
+            state = advance_batch(ascent, params, part, state, np.int32(dispatched), tunables)
+        queued, ready_at = deque([(state, dispatched)]), time.monotonic()
         while queued:
             oldest, steps = queued.popleft()
             with bar.waiting(f"drawing {layers}", after=2.0):
@@ -235,6 +229,18 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
             drawn = jax.block_until_ready(finish_batch(ascent, params, part, state))
         results.append((len(rows), drawn))
     return results
+
+
+@contextlib.contextmanager
+def _compiling(bar: Progress, method: str, layers: str, *, first: bool) -> Iterator[None]:
+    # A chunk's first call, which compiles its programs: the bar says so while it waits, and after the
+    # first chunk's, says once a long compile is kept and counts its rate from then on.
+    began = time.monotonic()
+    with bar.waiting(f"compiling {method} for {layers}"):
+        yield
+    if first:
+        _say_once_compiled(bar, time.monotonic() - began)
+        bar.rate_from_now()
 
 
 SEGMENT_SECONDS = 1.0
