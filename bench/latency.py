@@ -172,6 +172,7 @@ def run_case(case: dict[str, Any], xla_flags: str = "", timeout: float = 600.0) 
     environment["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS", ""), xla_flags)))
     if not case.get("cache"):
         environment["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    environment["FILTERVIZ_PROGRAM_CACHE"] = case.get("program_cache", "off")  # filterviz's own store
     command = [sys.executable, __file__, "--case", json.dumps(case)]
     done = subprocess.run(
         command, capture_output=True, text=True, env=environment, timeout=timeout, check=False
@@ -188,6 +189,15 @@ def cold_and_cached(case: dict[str, Any], xla_flags: str = "") -> list[dict[str,
         size = sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
         cached = run_case({**case, "cache": folder}, xla_flags)
     return [{**cold, "run": "cold"}, {**cached, "run": "cached", "cache_mb": size / 1e6}]
+
+
+def cold_and_kept(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """A first call in a fresh process with filterviz's program store empty, then in another fresh
+    process that finds the first one's programs there (the user's second session)."""
+    with tempfile.TemporaryDirectory(prefix="filterviz-programs-") as folder:
+        cold = run_case({**case, "program_cache": folder})
+        kept = run_case({**case, "program_cache": folder})
+    return [{**cold, "run": "empty"}, {**kept, "run": "kept"}]
 
 
 def cases(layers: list[str], methods: list[str], precisions: list[str], size: int, steps: dict):
@@ -228,12 +238,12 @@ def first_calls(args: argparse.Namespace) -> int:
         for layer in args.layers.split(","):
             for method in args.methods.split(",") if api == "render" else ["notebook"]:
                 case = {"api": api, "layer": layer, "method": method, "size": args.size, "steps": args.steps}
-                row = run_case(case)
-                rows.append(row)
-                print(f"{api} {method} {layer}: wait {row['wait']:.2f} s, {row['program_count']} programs "
-                      f"{row['programs']}", flush=True)  # fmt: skip
-    header = ["call", "method", "layer", "first (s)", "later (s)", "wait (s)", "programs", "tracing (s)"]
-    header += ["lowering (s)", "main compile (s)", "other compiles (s)"]
+                for row in cold_and_kept(case):
+                    rows.append(row)
+                    print(f"{api} {method} {layer} {row['run']}: wait {row['wait']:.2f} s, "
+                          f"{row['program_count']} programs {row['programs']}", flush=True)  # fmt: skip
+    header = ["call", "method", "layer", "store", "first (s)", "later (s)", "wait (s)", "programs"]
+    header += ["tracing (s)", "lowering (s)", "main compile (s)", "other compiles (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     keys = (
         "first",
@@ -246,7 +256,7 @@ def first_calls(args: argparse.Namespace) -> int:
         "compile_others",
     )
     for row in rows:
-        cells = [row["api"], row["method"], row["layer"], *(row[key] for key in keys)]
+        cells = [row["api"], row["method"], row["layer"], row["run"], *(row[key] for key in keys)]
         lines.append("| " + " | ".join(f"{c:.2f}" if isinstance(c, float) else str(c) for c in cells) + " |")
     print(f"\n{platform.machine()}, {args.size}x{args.size}, {args.steps} steps, 4 filters\n")
     print("\n".join(lines))

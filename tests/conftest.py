@@ -41,6 +41,9 @@ def _isolate_from_the_users_home() -> None:
     os.environ["KERAS_HOME"] = str(home / ".keras")
     os.environ["FILTERVIZ_CACHE_DIR"] = str(home / ".cache" / "filterviz" / "xla")
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # filterviz's own program store off: the suite counts the programs its calls compile
+    # (tests/test_program_cache.py turns it on where it is tested).
+    os.environ["FILTERVIZ_PROGRAM_CACHE"] = "off"
     _stand_in_spectrum(home)
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from filterviz.core import engine
 from filterviz.core.ascent_checks import (
     check_method_size,
     check_size,
@@ -26,26 +27,22 @@ from filterviz.core.ascent_checks import (
     start_parameterization,
 )
 from filterviz.core.checks import check_count, check_params, check_seed, device_memory, padded_chunks
-from filterviz.core.engine import (
-    Ascent,
-    Drawn,
-    Tunables,
-    advance_batch,
-    begin_batch,
-    filter_keys,
-    finish_batch,
-    render_batch,
-    resize_pixels,
-    segmentable,
-)
+from filterviz.core.engine import Ascent, Drawn, Tunables, filter_keys, resize_pixels, segmentable
 from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
 from filterviz.errors import SettingError
+from filterviz.io.programs import kept
 from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
 from filterviz.progress import Progress, count_of, wanted
 from filterviz.sharding import chunk_size, local_mesh, render_sharded
+
+# The engine's programs, each kept between sessions in filterviz's own store (filterviz.io.programs).
+render_batch = kept(engine.render_batch, ("ascent",))
+begin_batch = kept(engine.begin_batch, ("ascent",))
+advance_batch = kept(engine.advance_batch, ("ascent",))
+finish_batch = kept(engine.finish_batch, ("ascent",))
 
 
 class Rendering(NamedTuple):
