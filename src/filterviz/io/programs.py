@@ -187,7 +187,7 @@ def _device(leaves: list[Any]) -> jax.Device | None:
     placed = {d for leaf in leaves if isinstance(leaf, jax.Array) and leaf.committed for d in leaf.devices()}
     if len(placed) > 1:
         return None
-    default = jax.config.jax_default_device
+    default = getattr(jax.config, "jax_default_device", None)
     device = next(iter(placed)) if placed else default if default is not None else jax.devices()[0]
     return device if isinstance(device, jax.Device) else None
 
