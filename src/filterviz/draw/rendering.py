@@ -32,6 +32,7 @@ from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
 from filterviz.errors import SettingError
+from filterviz.io.programs import cache_folder as program_cache_folder
 from filterviz.io.programs import kept
 from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
@@ -274,8 +275,8 @@ def _say_once_compiled(bar: Progress, seconds: float) -> None:
     if seconds < LONG_COMPILE_SECONDS or _said or not bar.enabled:
         return
     _said.append(True)
-    kept = getattr(jax.config, "jax_compilation_cache_dir", None)
-    later = f"kept in {kept} for later sessions" if kept else "filterviz.enable_compilation_cache() keeps it"
+    kept = getattr(jax.config, "jax_compilation_cache_dir", None) or program_cache_folder()
+    later = f"kept in {kept} for later sessions" if kept else "FILTERVIZ_PROGRAM_CACHE is off"
     bar.note(f"filterviz: compiled in {seconds:.0f} s; calls with the same settings reuse it ({later})")
 
 
