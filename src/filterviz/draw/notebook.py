@@ -38,6 +38,7 @@ from filterviz.deprecation import renamed
 from filterviz.draw.rendering import render_pixels
 from filterviz.errors import ImageError
 from filterviz.io.plots import filter_grid, filter_labels
+from filterviz.io.programs import kept
 from filterviz.networks import get_network
 
 
@@ -107,6 +108,7 @@ def ascend(
     )
 
 
+@functools.partial(kept, static=("network", "layer", "precision"))  # kept between sessions
 @functools.partial(jax.jit, static_argnames=("network", "layer", "precision"))
 def _activations(
     network: Network, params: Params, images: jax.Array, layer: str, precision: str
