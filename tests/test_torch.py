@@ -247,3 +247,69 @@ def test_the_core_never_imports_torch():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+class Mixed(torch.nn.Module):
+    """Convolutions the one-channel path computes (3x3, strided 5x5, 3x1 without bias; a ReLU right after
+    two of them, one in place), and ones it must leave to the whole layer (after a batch norm; dilated and
+    grouped), with 2x2 pools, one giving its indices as a map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.a_relu, self.pool = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+        self.b, self.b_relu = nn.Conv2d(8, 8, 5, stride=2, padding=2), nn.ReLU()
+        self.c, self.bn, self.bn_relu = (
+            nn.Conv2d(8, 6, (3, 1), padding=(1, 0), bias=False),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+        )
+        self.d = nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=2)
+        self.indices = PoolIndices()
+
+    def forward(self, x):
+        x = self.pool(self.a_relu(self.a(x)))
+        x = self.bn_relu(self.bn(self.c(self.b_relu(self.b(x)))))
+        return self.indices(self.d(x))
+
+
+class PoolIndices(torch.nn.Module):
+    """A 2x2 pool's indices (each maximum's offset in its plane), as a float map."""
+
+    def forward(self, x):
+        return torch.nn.functional.max_pool2d(x, 2, return_indices=True)[1].to(torch.float32)
+
+
+MIXED_LAYERS = ["a", "a_relu", "pool", "b", "b_relu", "c", "bn_relu", "d"]
+
+
+def test_one_channel_of_a_layer_equals_the_whole_layers_channel_values_and_gradients():
+    torch.manual_seed(0)
+    module = Mixed().eval()
+    with torch.no_grad():  # batch statistics of their own, so the norm is not the identity
+        module.bn.running_mean.uniform_(-1, 1)
+        module.bn.running_var.uniform_(0.5, 2)
+    network, params = filterviz.from_torch(module)
+    images = np.asarray(jax.random.uniform(jax.random.key(0), (2, 32, 32, 3)))
+    # The whole forward against torch itself, the pool's indices too.
+    found, _ = torch_outputs(module, network, ["indices", "d"], images, 0)
+    whole = network.apply(params, jnp.asarray(images), ["d", "indices"])
+    assert relative(whole["d"], found["d"]) < 1e-5
+    np.testing.assert_array_equal(whole["indices"], found["indices"])
+    loop = network.prepared(params, jnp.float32)
+    cases = [(loop, layer) for layer in MIXED_LAYERS] + [(params, "a_relu"), (params, "bn_relu")]
+    for prepared, layer in cases:  # in the loop (prepared), and as a plain forward
+        assert layer in network.channel_layers
+        channels = jnp.arange(network.layer(layer).channels)
+
+        def fast(x, layer=layer, prepared=prepared, channels=channels):
+            return jax.vmap(lambda c: network.channel(prepared, x, layer, c))(channels)
+
+        def slow(x, layer=layer, prepared=prepared):
+            return jnp.moveaxis(network.apply(prepared, x, [layer])[layer], -1, 0)
+
+        x = jnp.asarray(images)
+        np.testing.assert_allclose(fast(x), slow(x), rtol=1e-5, atol=1e-5, err_msg=layer)
+        weights = jax.random.normal(jax.random.key(1), slow(x).shape)
+        gradients = [jax.grad(lambda x, f=f, w=weights: jnp.sum(f(x) * w))(x) for f in (fast, slow)]
+        np.testing.assert_allclose(*gradients, rtol=1e-4, atol=1e-6, err_msg=layer)

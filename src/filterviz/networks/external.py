@@ -387,9 +387,14 @@ def imported_network(
     preprocessing: str,
     *,
     size_hint: int | None = None,
+    prepare: Callable[[Any, Any], Any] | None = None,
+    channel: Callable[..., jax.Array] | None = None,
+    channel_layers: frozenset[str] = frozenset(),
 ) -> Network:
     """The :class:`Network` of a model of one's own (Keras, Flax, PyTorch): its forward guarded, so that
-    the model's own errors are one typed line, and its output sizes found by tracing that forward."""
+    the model's own errors are one typed line, and its output sizes found by tracing that forward.
+    ``prepare`` makes its params ready for a loop of steps (:meth:`Network.prepared`), and ``channel`` is
+    a fast path for one channel of ``channel_layers``, where it has them."""
     names, guarded = tuple(layer.name for layer in layers), _guarded(forward)
     return Network(
         name=name,
@@ -399,4 +404,7 @@ def imported_network(
         preprocessing=preprocessing,
         parameter_shapes=None,
         size_hint=size_hint,
+        prepare=prepare,
+        channel=channel,
+        channel_layers=channel_layers,
     )

@@ -115,6 +115,38 @@ def conv2d(
     return _conv_with_flipped(images, kernel, flipped_kernel, geometry)
 
 
+def conv_one_channel(
+    images: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    channel: jax.Array | int,
+    stride: tuple[int, int] = (1, 1),
+    padding: Pads = ((1, 1), (1, 1)),
+) -> jax.Array:
+    """One output channel of a convolution (one group, no dilation), ``[N, H, W, C_in] x [kh, kw, C_in,
+    C_out] -> [N, H', W']``.
+
+    One matrix product gives each pixel's response to the ``kh * kw`` taps, then shifted (strided) slices
+    of that small map are summed. The wide input is read once, where ``kh * kw`` shifted matrix-vector
+    products read it that often and their gradient writes it that often; and vmapped over ``channel`` it
+    stays a plain contraction, where a convolution with a sliced kernel would become a grouped one.
+    """
+    height, width = kernel.shape[:2]
+    weights = lax.dynamic_index_in_dim(kernel, channel, axis=3, keepdims=False)  # [kh, kw, C_in]
+    padded = jnp.pad(images, ((0, 0), *padding, (0, 0)))
+    taps = padded @ weights.reshape(height * width, -1).T  # [N, H + pads, W + pads, kh * kw]
+    rows = (padded.shape[1] - height) // stride[0] + 1
+    columns = (padded.shape[2] - width) // stride[1] + 1
+    total = jnp.zeros(()) if bias is None else lax.dynamic_index_in_dim(bias, channel, keepdims=False)
+    total = total.astype(images.dtype)
+    for dy in range(height):
+        for dx in range(width):
+            rows_at = slice(dy, dy + stride[0] * (rows - 1) + 1, stride[0])
+            columns_at = slice(dx, dx + stride[1] * (columns - 1) + 1, stride[1])
+            total = total + taps[:, rows_at, columns_at, width * dy + dx]
+    return total
+
+
 def max_pool2x2(images: jax.Array) -> jax.Array:
     """2x2 max-pool, stride 2, 'valid' padding: ``float32[N, H, W, C] -> float32[N, H//2, W//2, C]``.
 

@@ -23,6 +23,7 @@ here; torchax supports a narrow range of torch versions, checked before use.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -40,7 +41,15 @@ from filterviz.networks.external import (
     _to_channels,
     imported_network,
 )
-from filterviz.networks.torch_ops import channels_last_environment
+from filterviz.networks.torch_channel import one_channel
+from filterviz.networks.torch_ops import (
+    Prepared,
+    channels_last_environment,
+    channels_last_kernels,
+    channels_last_shadows,
+    elementwise,
+    prepare,
+)
 
 TORCH_VERSIONS = ((2, 11), (2, 12))
 """The torch releases (major, minor) torchax 0.0.13 is tested with here: 2.11.x and 2.12.x."""
@@ -120,11 +129,31 @@ def from_torch(
     def forward(params: Params, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
         height, width = images.shape[1:3]
         nchw = jnp.transpose(_to_channels(images, channels), (0, 3, 1, 2))
-        outputs = call(params, nchw, names, redirect_relu)
+        if isinstance(params, Prepared):  # the engine's loop: kernels transposed once, before it
+            with channels_last_kernels(params):
+                outputs = call(params.params, nchw, names, redirect_relu)
+        else:
+            outputs = call(params, nchw, names, redirect_relu)
         return {n: _as_map(outputs[n], layouts[n], height, width, prefixes.get(n, 0)) for n in names}
 
+    def channel(
+        params: Params, images: jax.Array, layer: str, index: jax.Array | int, redirect_relu: bool = False
+    ) -> jax.Array:
+        nchw = jnp.transpose(_to_channels(images, channels), (0, 3, 1, 2))
+        height, width = images.shape[1:3]
+        whole = functools.partial(_as_map, layout="nchw", height=height, width=width, prefix=0)
+        return one_channel(call, params, nchw, layer, index, redirect_relu, whole)
+
     network = imported_network(
-        name or type(module).__name__, found, forward, params, preprocessing, size_hint=_PROBE
+        name or type(module).__name__,
+        found,
+        forward,
+        params,
+        preprocessing,
+        size_hint=_PROBE,
+        prepare=prepare,
+        channel=channel,
+        channel_layers=frozenset(name for name in layouts if layouts[name] == "nchw"),
     )
     return network, params
 
@@ -205,8 +234,16 @@ class _Traced:
     def __init__(self, torch: Any, module: Any, submodules: Mapping[str, Any], env: Any) -> None:
         self.torch, self.module, self.submodules, self.env = torch, module, submodules, env
         self.calls: dict[tuple, dict[str, int]] = {}  # (input shape, names) -> runs of each in a forward
+        self.paths = {id(sub): path for path, sub in submodules.items()}  # a submodule's path
 
-    def __call__(self, params: Params, images: jax.Array, names: Iterable[str], redirect_relu: bool) -> dict:
+    def __call__(
+        self,
+        params: Params,
+        images: jax.Array,
+        names: Iterable[str],
+        redirect_relu: bool,
+        watch: Callable[[], list[Any]] | None = None,
+    ) -> dict:
         names = tuple(names)
         key = (tuple(images.shape), names)
         if key not in self.calls:
@@ -214,7 +251,7 @@ class _Traced:
             shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, images))
             jax.eval_shape(lambda p, x: self._run(p, x, names, False, None, counted), *shapes)
             self.calls[key] = counted
-        return self._run(params, images, names, redirect_relu, self.calls[key], {})
+        return self._run(params, images, names, redirect_relu, self.calls[key], {}, watch)
 
     def _run(
         self,
@@ -224,7 +261,10 @@ class _Traced:
         redirect_relu: bool,
         stop: dict[str, int] | None,
         counted: dict[str, int],
+        watch: Callable[[], list[Any]] | None = None,
     ) -> dict:
+        """The forward, its ``names``' outputs caught; ``watch`` registers more hooks, and returns their
+        handles, for this run only."""
         torch, env = self.torch, self.env
         outputs: dict[str, Any] = {}
         counted.update(dict.fromkeys(names, 0))
@@ -240,9 +280,10 @@ class _Traced:
             return hook
 
         handles = [self.submodules[path].register_forward_hook(catch(path)) for path in names]
+        handles += watch() if watch is not None else []
         relus = _redirect(torch, self.module, env) if redirect_relu else []
         try:
-            with env:
+            with env, channels_last_shadows():
                 torch.func.functional_call(self.module, env.j2t_iso(dict(params)), (env.j2t_iso(images),))
         except _Enough:
             pass
@@ -261,7 +302,7 @@ def _redirect(torch: Any, module: Any, env: Any) -> list[Any]:
 
     relus = [sub for sub in module.modules() if isinstance(sub, torch.nn.ReLU)]
     for relu in relus:
-        relu.forward = lambda x: env.j2t_iso(redirected_relu(env.t2j_iso(x)))
+        relu.forward = lambda x: env.j2t_iso(elementwise(redirected_relu, env.t2j_iso(x)))
     return relus
 
 

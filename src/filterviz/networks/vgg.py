@@ -18,10 +18,16 @@ from typing import Any, NamedTuple, cast
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from filterviz.core.network import Layer, Network, Params, WeightsSource
-from filterviz.networks.layers import conv2d, flip_kernel, max_pool2x2, redirected_relu, relu
+from filterviz.networks.layers import (
+    conv2d,
+    conv_one_channel,
+    flip_kernel,
+    max_pool2x2,
+    redirected_relu,
+    relu,
+)
 
 
 class Spec(NamedTuple):
@@ -110,30 +116,6 @@ class VGG(nn.Module):
         return activations
 
 
-def _conv3x3_one_channel(
-    images: jax.Array,
-    kernel: jax.Array,
-    bias: jax.Array,
-    channel: jax.Array | int,
-    redirect_relu: bool = False,
-) -> jax.Array:
-    # One output channel of a 3x3 'same' conv + ReLU, [N, H, W, C_in] -> [N, H, W]: one matrix product
-    # gives each pixel's response to the nine taps ([N, H+2, W+2, 9]), then nine shifted slices of that
-    # small map are summed. The wide input is read once, where nine shifted matrix-vector products read it
-    # nine times and their gradient writes it nine times (memory-bound on a GPU at block1_conv2; as fast
-    # on a CPU), and when vmapped over `channel` it stays a plain contraction, where a sliced-kernel
-    # convolution would become a grouped one.
-    weights = lax.dynamic_index_in_dim(kernel, channel, axis=3, keepdims=False)  # [3, 3, C_in]
-    height, width = images.shape[1:3]
-    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    taps = padded @ weights.reshape(9, -1).T  # [N, H + 2, W + 2, 9], tap 3 * dy + dx
-    total = lax.dynamic_index_in_dim(bias, channel, keepdims=False).astype(images.dtype)
-    for dy in range(3):
-        for dx in range(3):
-            total = total + taps[:, dy : dy + height, dx : dx + width, 3 * dy + dx]
-    return relu(total, redirect_relu)
-
-
 def with_flipped_kernels(params: Params) -> dict[str, dict[str, jax.Array]]:
     """``params`` plus each conv layer's ``kernel_flipped``, which the model's image gradient uses.
 
@@ -169,7 +151,7 @@ def build(name: str, widths: tuple[tuple[int, ...], ...], weights: WeightsSource
         below = names[conv_index - 1] if conv_index else None
         conv_input = images if below is None else forward(params, images, (below,), redirect_relu)[below]
         kernel, bias = params[conv_name]["kernel"], params[conv_name]["bias"]
-        activation = _conv3x3_one_channel(conv_input, kernel, bias, index, redirect_relu)
+        activation = relu(conv_one_channel(conv_input, kernel, bias, index), redirect_relu)
         if spec.kind == "pool":
             activation = max_pool2x2(activation[..., None])[..., 0]
         return activation
