@@ -76,6 +76,18 @@ def filterviz_run(
     return (pictures / 255.0 if pictures.max() > 1.5 else pictures), time.perf_counter() - began
 
 
+def builtin_run(params, layer: str, channels: list[int], size: int, steps: int, seed: int, precision: str):
+    """The same drawing by filterviz's built-in VGG16: its seconds."""
+    import filterviz
+
+    began = time.perf_counter()
+    filterviz.render(
+        params, filterviz.channel(layer, channels), method="lucid", size=size, steps=steps, seed=seed,
+        batch_size=len(channels), progress=False, precision=precision,
+    )  # fmt: skip
+    return time.perf_counter() - began
+
+
 def compare_layer(
     module,
     network,
@@ -86,16 +98,22 @@ def compare_layer(
     steps: int,
     peak: float,
     precision: str = "float32",
+    builtin_params=None,
 ) -> dict:
     """Both tools on ``channels`` of ``layer`` (a filterviz VGG16 name) of ``module`` (on any device;
     ``network, torch_params`` its :func:`filterviz.from_torch`; filterviz in ``precision``): one row of
-    the report."""
+    the report. With ``builtin_params`` (the same weights as filterviz's own VGG16), the same work drawn by
+    the built-in network too: the cost of the PyTorch path."""
     from filterviz.networks import VGG16
 
     index = torch_layer(layer)
     run = (network, torch_params, index, channels, size, steps)
     first_pictures, first = filterviz_run(*run, seed=0, precision=precision)
     _, steady = filterviz_run(*run, seed=1, precision=precision)
+    builtin = None
+    if builtin_params is not None:
+        _ = builtin_run(builtin_params, layer, channels, size, steps, seed=0, precision=precision)
+        builtin = builtin_run(builtin_params, layer, channels, size, steps, seed=1, precision=precision)
     lucent_pictures, lucent_seconds = lucent_run(module, index, channels, size, steps)
     filter_steps = len(channels) * steps
     row = {
@@ -106,6 +124,8 @@ def compare_layer(
         "speedup": lucent_seconds / steady,
         "filterviz_compile_s": max(first - steady, 0.0),
         "filterviz_first_call_s": first,
+        "builtin_filter_steps_per_s": filter_steps / builtin if builtin else None,
+        "torch_path_over_builtin": steady / builtin if builtin else None,  # seconds per step, >1: slower
         "filterviz_activation": scores(module, layer, channels, first_pictures),
         "lucent_activation": scores(module, layer, channels, lucent_pictures),
     }
@@ -118,7 +138,9 @@ def compare_layer(
     row["activation_ratio"] = float(ours / theirs) if theirs > 0 else None  # None: Lucent's stayed dead
     print(
         f"{layer:<13} filterviz {row['filterviz_filter_steps_per_s']:6.2f} filter-steps/s "
-        f"(compile {row['filterviz_compile_s']:.1f} s), Lucent {row['lucent_filter_steps_per_s']:6.2f}: "
+        f"(compile {row['filterviz_compile_s']:.1f} s; torch path / built-in "
+        f"{row['torch_path_over_builtin'] or float('nan'):.2f}x), "
+        f"Lucent {row['lucent_filter_steps_per_s']:6.2f}: "
         f"{row['speedup']:.2f}x; activation {ours:.1f} vs {theirs:.1f}; GFLOP/s "
         f"{row['filterviz_gflops_per_s']:.0f} vs {row['lucent_gflops_per_s']:.0f} (peak {peak / 1e9:.0f})",
         flush=True,
@@ -161,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     network, torch_params = filterviz.from_torch(module, name="torchvision-vgg16")
     channels = list(range(args.batch))
     rows = [
-        compare_layer(module, network, torch_params, layer, channels, args.size, args.steps, peak)
+        compare_layer(
+            module, network, torch_params, layer, channels, args.size, args.steps, peak, builtin_params=params
+        )
         for layer in args.layers.split(",")
     ]
     report = {

@@ -29,6 +29,7 @@ import os
 import platform
 import secrets
 import stat
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ MAGIC = b"filterviz-program 1\n"
 SUFFIX = ".program"
 DEFAULT_MEGABYTES = 1024
 KEY_FILE = "signing-key"
+MEMORY = 64
+"""Programs each kept function holds in memory (the ones used longest ago are let go: a later call
+loads them from the store again)."""
 
 
 def cache_folder() -> Path | None:
@@ -228,7 +232,7 @@ def kept(jitted: Any, static: tuple[str, ...] = ()) -> Callable[..., Any]:
     way, with each program it compiles kept in filterviz's store between sessions."""
     parameters = list(inspect.signature(jitted).parameters)
     positions = {parameters.index(name) for name in static}
-    programs: dict[Any, Callable[..., Any]] = {}
+    programs: OrderedDict[Any, Callable[..., Any]] = OrderedDict()  # the latest MEMORY, in use order
 
     @functools.wraps(jitted)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -242,12 +246,16 @@ def kept(jitted: Any, static: tuple[str, ...] = ()) -> Callable[..., Any]:
         leaves, tree = jax.tree.flatten((dynamic, named))
         signature = (fixed, tree, tuple(_leaf_signature(leaf) for leaf in leaves))
         program = programs.get(signature)
-        if program is None:
+        if program is not None:
+            programs.move_to_end(signature)
+        else:
             device = _device(leaves)
             if device is None:
                 return jitted(*args, **kwargs)
             program = _compile(jitted.trace(*args, **kwargs).lower(), device, store)
             programs[signature] = program
+            while len(programs) > MEMORY:
+                programs.popitem(last=False)
         return program(*dynamic, **named)
 
     return call
