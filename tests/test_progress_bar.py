@@ -62,3 +62,37 @@ def test_the_bar_moves_while_one_chunk_draws(random_params, monkeypatch):
     half = next(index for index, count in enumerate(counts) if count >= counts[-1] / 2)
     truth, estimate = finished - times[half], lefts[half]
     assert estimate is not None and truth / 2 <= estimate <= 2 * truth, (estimate, truth)
+
+
+def test_a_job_of_many_renders_shows_one_bar_of_steps_that_moves_within_each(
+    random_params, monkeypatch, tmp_path
+):
+    """An atlas's icons (jobs/drawing.draw_pictures): one bar, of steps, that the renders count into as
+    their segments end; no render shows a bar of its own."""
+    from filterviz.core.methods import get_method
+    from filterviz.jobs.drawing import draw_pictures
+
+    counts: list[int] = []
+    made: list[str] = []
+    updated, made_bar = progress.Progress.update, progress.Progress.__init__
+
+    def update(bar: progress.Progress, units: int = 1) -> None:
+        updated(bar, units)
+        counts.append(bar.count)
+
+    def init(bar: progress.Progress, total: int, unit: str, description: str = "", **rest) -> None:
+        made.append(description)
+        made_bar(bar, total, unit, description, **rest)
+
+    monkeypatch.setattr(progress.Progress, "update", update)
+    monkeypatch.setattr(progress.Progress, "__init__", init)
+    monkeypatch.setattr(rendering, "SEGMENT_SECONDS", 0.05)
+    achieved = draw_pictures(
+        random_params, filterviz.network("vgg16"), lambda rows: filterviz.channel("block1_conv2", rows),
+        range(5), 5, lambda i: tmp_path / f"{i}.png", lambda i: i, get_method("lucid", steps=12), tmp_path,
+        size=16, seed=0, chunk=3, shown=True, noun="icon", title="drawing",
+    )  # fmt: skip
+    assert np.isfinite(achieved).all() and len(list(tmp_path.glob("*.png"))) == 5
+    assert made == ["drawing, 5 icons"]  # one bar, the job's
+    assert counts[-1] == 5 * 12 and list(counts) == sorted(counts)
+    assert len(counts) >= 2 * 2 + 1  # several counts within each of the two chunks

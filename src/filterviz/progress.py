@@ -13,6 +13,7 @@ cache, and the callbacks cost steps (BENCHMARKS.md).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 import threading
@@ -153,3 +154,25 @@ class Progress:
 
     def __exit__(self, *exception: Any) -> None:
         self.close()
+
+
+_SHARED: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "filterviz_shared_bar", default=None
+)
+
+
+@contextlib.contextmanager
+def shared(bar: Progress) -> Iterator[Progress]:
+    """Inside the block, every render counts its steps into ``bar`` (a bar of steps) instead of showing
+    a bar of its own: a job of many renders (an atlas's icons) shows one bar whose rate and time left
+    come from the steps, updated as each render's segments end."""
+    token = _SHARED.set(bar)
+    try:
+        yield bar
+    finally:
+        _SHARED.reset(token)
+
+
+def shared_bar() -> Progress | None:
+    """The bar renders count into now, if a job set one (:func:`shared`)."""
+    return _SHARED.get()

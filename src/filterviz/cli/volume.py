@@ -187,6 +187,10 @@ def activation_atlas(args: argparse.Namespace) -> None:
         except ValueError:
             raise SettingError(f"--zoom takes grids like 10,20,40, got {args.zoom!r}") from None
     network, params = load_network(args)
+    if args.steps is None and args.method == "lucid":
+        from filterviz.activation_atlases.atlas import ICON_STEPS
+
+        args.steps = ICON_STEPS  # an icon's default, as the API's
     method = method_from_arguments(args)
     use_compilation_cache(args)
     drawn = draw_atlas(

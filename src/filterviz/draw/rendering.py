@@ -36,7 +36,7 @@ from filterviz.io.programs import cache_folder as program_cache_folder
 from filterviz.io.programs import kept
 from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
-from filterviz.progress import Progress, count_of, wanted
+from filterviz.progress import Progress, count_of, shared_bar, wanted
 from filterviz.sharding import chunk_size, local_mesh, render_sharded
 
 # The engine's programs, each kept between sessions in filterviz's own store (filterviz.io.programs).
@@ -165,8 +165,14 @@ def _execute(
     steps = method.steps * (method.octaves.stages if method.octaves else 1)  # per objective
     kind = "filter" if all(term.kind == "channel" for term in objective.terms) else "objective"
     layers = ", ".join(objective.layers)
-    with Progress(count * steps, "step", f"{method.name} on {layers}, {count_of(count, kind)}",
-                  enabled=plan.shown) as bar:  # fmt: skip
+    outer = shared_bar()  # a job's bar of steps (an atlas's icons), else one of this render's own
+    own = f"{method.name} on {layers}, {count_of(count, kind)}"
+    counting: contextlib.AbstractContextManager[Progress] = (
+        contextlib.nullcontext(outer)
+        if outer is not None
+        else Progress(count * steps, "step", own, enabled=plan.shown)
+    )
+    with counting as bar:
         if bar.enabled and plan.mesh is None and segmentable(plan.ascent):
             results = _draw_in_segments(params, plan, bar, layers)
         else:
@@ -236,8 +242,10 @@ def _compiling(bar: Progress, method: str, layers: str, *, first: bool) -> Itera
     began = time.monotonic()
     with bar.waiting(f"compiling {method} for {layers}"):
         yield
+    seconds = time.monotonic() - began
     if first:
-        _say_once_compiled(bar, time.monotonic() - began)
+        _say_once_compiled(bar, seconds)
+    if first and seconds > 0.5:  # a compile: no part of the work's pace
         bar.rate_from_now()
 
 

@@ -17,7 +17,7 @@ from filterviz.draw.rendering import render
 from filterviz.io.files import encode_png, written_by_filterviz
 from filterviz.jobs.folder import write_ours
 from filterviz.jobs.multihost import from_first, gather, together
-from filterviz.progress import Progress
+from filterviz.progress import Progress, count_of, shared
 
 
 def draw_pictures(
@@ -51,7 +51,10 @@ def draw_pictures(
     chunks = [todo[begin : begin + chunk] for begin in range(0, len(todo), chunk)]
     mine = chunks[jax.process_index() :: jax.process_count()]
     drawn_values = []
-    with together(folder), Progress(sum(map(len, mine)), noun, title, enabled=shown) as bar:
+    per_item = method.steps * (method.octaves.stages if method.octaves else 1)
+    total = sum(map(len, mine)) * per_item  # the bar counts steps, so it moves within a chunk
+    described = f"{title}, {count_of(sum(map(len, mine)), noun)}"
+    with together(folder), Progress(total, "step", described, enabled=shown) as bar, shared(bar):
         for rows in mine:
             padded = rows + rows[-1:] * (chunk - len(rows))
             keys = filter_keys(seed, [key_of(i) for i in padded])
@@ -68,7 +71,6 @@ def draw_pictures(
             for offset, i in enumerate(rows):
                 write_ours(target_of(i), encode_png(drawn.pictures[offset, 0]))
                 drawn_values.append([i, float(drawn.activations[offset])])
-            bar.update(len(rows))
     for i, value in gather(drawn_values):
         achieved[int(i)] = value
     return achieved
