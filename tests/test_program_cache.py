@@ -30,10 +30,15 @@ def store(tmp_path, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(jax.stages.Lowered, "compile", counted)
-    jax_cache = jax.config.jax_compilation_cache_dir  # the suite keeps every program in JAX's own cache
+    # The suite keeps every program in JAX's own cache, which the store steps aside for: off here.
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax_cache = jax.config.jax_compilation_cache_dir
     jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
     yield folder, compiled
     jax.config.update("jax_compilation_cache_dir", jax_cache)
+    compilation_cache.reset_cache()  # taken up again, from the setting, at the next compile
 
 
 def session():
@@ -129,7 +134,7 @@ def test_the_store_keeps_under_its_limit_and_drops_only_its_own_files(store, mon
     assert not list(folder.glob(".*"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize("how", ["off", "jax-cache-on", "shared-folder"])
+@pytest.mark.parametrize("how", ["off", "jax-cache-on", "jax-cache-used", "shared-folder"])
 def test_the_store_steps_aside_when_off_when_jax_keeps_programs_or_when_others_can_write(
     store, monkeypatch, how
 ):
@@ -138,6 +143,10 @@ def test_the_store_steps_aside_when_off_when_jax_keeps_programs_or_when_others_c
         monkeypatch.setenv("FILTERVIZ_PROGRAM_CACHE", "off")
     elif how == "jax-cache-on":
         jax.config.update("jax_compilation_cache_dir", str(folder.parent / "xla"))  # the fixture restores it
+    elif how == "jax-cache-used":  # set before, then unset: JAX's cache may still answer in this process
+        jax.config.update("jax_compilation_cache_dir", str(folder.parent / "xla"))
+        jax.numpy.sin(jax.numpy.arange(3.0))  # a compile takes it up
+        jax.config.update("jax_compilation_cache_dir", None)
     else:
         folder.mkdir(mode=0o777)
         folder.chmod(0o777)  # a folder others can write: its files cannot be trusted
@@ -154,7 +163,7 @@ handler = logging.Handler()
 handler.emit = lambda record: names.append(record.getMessage())
 logging.getLogger("jax").addHandler(handler)
 with jax.log_compiles(True):
-    done = filterviz.render(params, filterviz.channel("block1_conv2", [0, 1]), method="lucid", size=16,
+    done = filterviz.render(params, filterviz.channel("block1_conv2", [0, 1]), method="notebook", size=16,
                             steps=2, progress=False)
 compiled = [m for m in names if m.startswith("Finished XLA compilation") and "render_and_measure" in m]
 np.save(sys.argv[1], np.asarray(done.pixels))

@@ -196,10 +196,22 @@ def _device(leaves: list[Any]) -> jax.Device | None:
     return device if isinstance(device, jax.Device) else None
 
 
+def _jax_cache_on() -> bool:
+    # Whether JAX's own persistent cache is set, or was taken up by this process (and may still answer a
+    # compile: an executable it loads cannot be serialized whole, so the store must not keep it).
+    if getattr(jax.config, "jax_compilation_cache_dir", None):
+        return True
+    try:
+        from jax._src import compilation_cache
+    except ImportError:
+        return False
+    return getattr(compilation_cache, "_cache", None) is not None
+
+
 def _store() -> ProgramStore | None:
     # The store in use now: none while JAX's own persistent cache is on (it keeps every program then).
     folder = cache_folder()
-    if folder is None or getattr(jax.config, "jax_compilation_cache_dir", None):
+    if folder is None or _jax_cache_on():
         return None
     store = ProgramStore(folder, limit_bytes())
     return store if store.usable() else None
