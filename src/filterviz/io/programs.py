@@ -208,13 +208,10 @@ def _jax_cache_on() -> bool:
     return getattr(compilation_cache, "_cache", None) is not None
 
 
-def _store() -> ProgramStore | None:
-    # The store in use now: none while JAX's own persistent cache is on (it keeps every program then).
+def _store_folder() -> Path | None:
+    # The store's folder now: none while JAX's own persistent cache is on (it keeps every program then).
     folder = cache_folder()
-    if folder is None or _jax_cache_on():
-        return None
-    store = ProgramStore(folder, limit_bytes())
-    return store if store.usable() else None
+    return None if folder is None or _jax_cache_on() else folder
 
 
 def _compile(lowered: jax.stages.Lowered, device: jax.Device, store: ProgramStore) -> Callable[..., Any]:
@@ -248,8 +245,8 @@ def kept(jitted: Any, static: tuple[str, ...] = ()) -> Callable[..., Any]:
 
     @functools.wraps(jitted)
     def call(*args: Any, **kwargs: Any) -> Any:
-        store = _store()
-        if store is None:
+        folder = _store_folder()  # read at each call: the setting may change; the folder is made on a miss
+        if folder is None:
             return jitted(*args, **kwargs)
         dynamic = [arg for index, arg in enumerate(args) if index not in positions]
         named = {name: value for name, value in kwargs.items() if name not in static}
@@ -261,8 +258,8 @@ def kept(jitted: Any, static: tuple[str, ...] = ()) -> Callable[..., Any]:
         if program is not None:
             programs.move_to_end(signature)
         else:
-            device = _device(leaves)
-            if device is None:
+            device, store = _device(leaves), ProgramStore(folder, limit_bytes())
+            if device is None or not store.usable():
                 return jitted(*args, **kwargs)
             program = _compile(jitted.trace(*args, **kwargs).lower(), device, store)
             programs[signature] = program

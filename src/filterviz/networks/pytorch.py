@@ -43,7 +43,6 @@ from filterviz.networks.external import (
 )
 from filterviz.networks.torch_channel import one_channel
 from filterviz.networks.torch_ops import (
-    Prepared,
     channels_last_environment,
     channels_last_kernels,
     channels_last_shadows,
@@ -129,11 +128,8 @@ def from_torch(
     def forward(params: Params, images: jax.Array, names: tuple[str, ...], redirect_relu: bool) -> dict:
         height, width = images.shape[1:3]
         nchw = jnp.transpose(_to_channels(images, channels), (0, 3, 1, 2))
-        if isinstance(params, Prepared):  # the engine's loop: kernels transposed once, before it
-            with channels_last_kernels(params):
-                outputs = call(params.params, nchw, names, redirect_relu)
-        else:
-            outputs = call(params, nchw, names, redirect_relu)
+        with channels_last_kernels(params) as plain:  # prepared: kernels transposed before the loop
+            outputs = call(plain, nchw, names, redirect_relu)
         return {n: _as_map(outputs[n], layouts[n], height, width, prefixes.get(n, 0)) for n in names}
 
     def channel(

@@ -32,14 +32,9 @@ def one_channel(
 ) -> jax.Array:
     """Channel ``index`` of submodule ``path`` for images ``[N, C, H, W]``: ``[N, h, w]``."""
     torch = traced.torch
-    plain = params.params if isinstance(params, Prepared) else params
     seen: dict[str, Any] = {}
-    watch = _watcher(traced, path, seen)
-    if isinstance(params, Prepared):
-        with channels_last_kernels(params):
-            outputs = traced(plain, nchw, (path,), redirect_relu, watch)
-    else:
-        outputs = traced(plain, nchw, (path,), redirect_relu, watch)
+    with channels_last_kernels(params) as plain:
+        outputs = traced(plain, nchw, (path,), redirect_relu, _watcher(traced, path, seen))
     conv, images, after = _source(torch, traced.submodules[path], seen)
     weight = None if conv is None else f"{traced.paths[id(conv)]}.weight"
     if weight is None or weight not in plain or images is None:

@@ -46,13 +46,17 @@ _KERNELS: contextvars.ContextVar[Prepared | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def channels_last_kernels(prepared: Prepared) -> Iterator[None]:
-    """While a forward runs, a convolution whose weight is one of ``prepared.params`` (the very array: a
-    module that derives its weight, by a cast or a reparametrisation, transposes its own) takes that
-    weight's hoisted kernel."""
-    token = _KERNELS.set(prepared)
+def channels_last_kernels(params: Mapping[str, Any] | Prepared) -> Iterator[Mapping[str, Any]]:
+    """The plain parameters of ``params``, for a forward run inside the block. Where they are
+    :class:`Prepared`, a convolution whose weight is one of ``params.params`` (the very array: a module
+    that derives its weight, by a cast or a reparametrisation, transposes its own) takes that weight's
+    hoisted kernel meanwhile."""
+    if not isinstance(params, Prepared):
+        yield params
+        return
+    token = _KERNELS.set(params)
     try:
-        yield
+        yield params.params
     finally:
         _KERNELS.reset(token)
 
@@ -74,11 +78,16 @@ def channels_last_shadows() -> Iterator[None]:
         _SHADOWS.reset(token)
 
 
+def _shadow(nchw: jax.Array) -> jax.Array | None:
+    # The NHWC form an op here remembered for this very [N, C, H, W] array, if any.
+    source, nhwc = (_SHADOWS.get() or {}).get(id(nchw), (None, None))
+    return nhwc if source is nchw else None
+
+
 def _channels_last(nchw: jax.Array) -> jax.Array:
     # The NHWC form of an [N, C, H, W] array: its shadow if an op here made it, else a transpose.
-    table = _SHADOWS.get()
-    source, nhwc = (table or {}).get(id(nchw), (None, None))
-    return nhwc if source is nchw and nhwc is not None else jnp.transpose(nchw, (0, 2, 3, 1))
+    nhwc = _shadow(nchw)
+    return nhwc if nhwc is not None else jnp.transpose(nchw, (0, 2, 3, 1))
 
 
 def _channels_first(nhwc: jax.Array) -> jax.Array:
@@ -92,11 +101,8 @@ def _channels_first(nhwc: jax.Array) -> jax.Array:
 
 def elementwise(function: Callable[[jax.Array], jax.Array], nchw: jax.Array) -> jax.Array:
     """``function`` of an elementwise kind (a ReLU) on ``nchw``, applied to its NHWC shadow if it has one."""
-    table = _SHADOWS.get()
-    source, nhwc = (table or {}).get(id(nchw), (None, None))
-    if source is not nchw or nhwc is None:
-        return function(nchw)
-    return _channels_first(function(nhwc))
+    nhwc = _shadow(nchw)
+    return function(nchw) if nhwc is None else _channels_first(function(nhwc))
 
 
 def _kernels(weight: jax.Array, groups: int) -> tuple[jax.Array, jax.Array | None]:
