@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from filterviz.core.network import Params
 from filterviz.networks.layers import conv_one_channel, relu
-from filterviz.networks.torch_ops import Prepared, channels_last_kernels
+from filterviz.networks.torch_ops import channels_last_kernel, channels_last_kernels
 
 Whole = Callable[[jax.Array], jax.Array]
 """A layer's whole output, as torch gave it, to ``[N, h, w, C]``."""
@@ -35,11 +35,11 @@ def one_channel(
     seen: dict[str, Any] = {}
     with channels_last_kernels(params) as plain:
         outputs = traced(plain, nchw, (path,), redirect_relu, _watcher(traced, path, seen))
-    conv, images, after = _source(torch, traced.submodules[path], seen)
-    weight = None if conv is None else f"{traced.paths[id(conv)]}.weight"
-    if weight is None or weight not in plain or images is None:
-        return jnp.take(whole(outputs[path]), index, axis=-1)
-    kernel = _kernel(params, weight)
+        conv, images, after = _source(torch, traced.submodules[path], seen)
+        weight = None if conv is None else f"{traced.paths[id(conv)]}.weight"
+        if weight is None or weight not in plain or images is None:
+            return jnp.take(whole(outputs[path]), index, axis=-1)
+        kernel = channels_last_kernel(plain[weight])  # the hoisted one where the params are prepared
     bias = plain.get(f"{traced.paths[id(conv)]}.bias")
     (pad_y, pad_x), stride = conv.padding, tuple(conv.stride)
     pads = ((int(pad_y), int(pad_y)), (int(pad_x), int(pad_x)))
@@ -92,10 +92,3 @@ def _plain(torch: Any, conv: Any) -> bool:
         and not isinstance(padding, str)
         and isinstance(conv, torch.nn.Conv2d)
     )
-
-
-def _kernel(params: Params, weight: str) -> jax.Array:
-    # The weight channels-last: the hoisted one where the params are prepared.
-    if isinstance(params, Prepared) and weight in params.kernels:
-        return params.kernels[weight][0]
-    return jnp.transpose(params[weight], (2, 3, 1, 0))

@@ -105,6 +105,12 @@ def elementwise(function: Callable[[jax.Array], jax.Array], nchw: jax.Array) -> 
     return function(nchw) if nhwc is None else _channels_first(function(nhwc))
 
 
+def channels_last_kernel(weight: jax.Array) -> jax.Array:
+    """``weight [O, I, kH, kW]`` as ``[kH, kW, I, O]``: the hoisted kernel while
+    :func:`channels_last_kernels` holds it, else transposed here."""
+    return _kernels(weight, 1)[0]
+
+
 def _kernels(weight: jax.Array, groups: int) -> tuple[jax.Array, jax.Array | None]:
     # The weight channels-last, and its flipped form: hoisted where it is a prepared parameter (the
     # flipped one for one group only), else computed here.
