@@ -219,7 +219,8 @@ TINY = [
     (r"conv4_block6_out", "conv2_block1_out"),  # a shallower ResNet50 layer: less to compile
     (r"size=224", "size=32"),
     (r"size=512", "size=48"),
-    (r"grid=20\)", "grid=2, zoom=[2], size=16)"),  # one level of small icons
+    # One level of small icons, from small photos, drawn in 2 steps (the atlas sets its icons' own steps).
+    (r"grid=20\)", "grid=2, zoom=[2], size=16, image_size=32, steps=2)"),
     (r"levels\[20\]", "levels[2]"),
     (r'weights="DEFAULT"', "weights=None"),  # torchvision's published weights: no download in the suite
     (r'"layer3\.5"', '"layer1.0"'),  # a shallower layer of the torchvision ResNet50: less to compile
@@ -229,6 +230,11 @@ TINY = [
         '"block1_conv2", out="concepts", concepts=4, active=2, fit_steps=5, fit_batch_size=64, '
         'image_size=32, size=16, stability=False, method="notebook"',
     ),  # four concepts on the shallowest layer, drawn by the cheapest program
+    # Shallower layers than the pages name (after the lines above that match their names): less to
+    # compile and to run.
+    (r'"block4_conv[13]"', '"block2_conv2"'),
+    (r'"block5_conv[13]"', '"block2_conv1"'),
+    (r"view=\d+", "view=32"),
 ]
 
 
