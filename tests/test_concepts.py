@@ -70,6 +70,32 @@ def test_batch_top_k_keeps_k_codes_per_vector_on_average_and_rebuilds_better_tha
     assert rebuilt["batchtopk"] < rebuilt["topk"]  # the batch's budget goes where it is needed
 
 
+def test_jump_relu_learns_thresholds_that_keep_about_k_codes_and_recovers_planted_atoms():
+    vectors, truth = planted(16, 32, 4000, non_negative=False)
+    dictionary = dl.Dictionary("jumprelu", 16, 2).check()
+    weights = fit(dictionary, InMemory(vectors), np.arange(4000), steps=1200, batch_size=256, seed=0)
+    matched, _ = dl.matched_cosine(truth, np.asarray(dl.directions(dictionary, weights)))
+    assert matched >= 0.95, matched
+    codes = np.asarray(dl.encode(dictionary, weights, vectors))
+    assert 1.5 <= dl.mean_l0(codes) <= 2.5  # the planted vectors hold 2 atoms on average
+    thresholds = np.asarray(weights["trained"]["threshold"])
+    assert (thresholds > 0).all() and np.ptp(thresholds) > 0  # learned, one per concept
+    rebuilt = np.asarray(dl.decode(dictionary, weights, codes))
+    assert dl.unexplained_variance(vectors, rebuilt) < 0.05
+
+
+def test_jump_relus_threshold_gradient_is_the_straight_through_window():
+    codes = jnp.array([[0.10, 0.49, 0.52, 0.90]])  # the window is 0.475..0.525 around 0.5
+    threshold = jnp.full(4, 0.5)
+    through, at_threshold = jax.grad(lambda c, t: dl.jump(c, t).sum(), argnums=(0, 1))(codes, threshold)
+    np.testing.assert_array_equal(through, [[0, 0, 1, 1]])  # the step's own gradient for the codes
+    window = -0.5 / dl.JUMP_BANDWIDTH
+    np.testing.assert_allclose(at_threshold, [0, window, window, 0])
+    counted = jax.grad(lambda t: dl.active_count(codes, t).sum())(threshold)
+    np.testing.assert_allclose(counted, [0, -1 / dl.JUMP_BANDWIDTH, -1 / dl.JUMP_BANDWIDTH, 0])
+    assert float(dl.active_count(codes, threshold)[0]) == 2
+
+
 def test_nmf_reaches_scikit_learns_objective():
     from sklearn.decomposition import NMF
 
@@ -119,7 +145,7 @@ def test_a_fit_streamed_from_shards_equals_one_in_memory(tmp_path, vectors, kind
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["batchtopk", "archetypal"])
+@pytest.mark.parametrize("kind", ["batchtopk", "jumprelu", "archetypal"])
 def test_a_killed_fit_resumes_to_the_same_dictionary(tmp_path, vectors, kind, monkeypatch):
     dictionary = dl.Dictionary(kind, 8, 2, anchors=64)
     settings = dict(steps=9, batch_size=64, seed=0, save_every=4)

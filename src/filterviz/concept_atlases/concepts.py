@@ -259,7 +259,7 @@ def concepts(
       layer: the layer whose activation vectors are factorised.
       out: the output folder (``concepts.html``, ``dictionary.safetensors``, the pictures, patches and
         vector shards); run again with the same settings to resume.
-      kind: ``topk``, ``batchtopk`` or ``archetypal`` (sparse autoencoders), or ``nmf``.
+      kind: ``topk``, ``batchtopk``, ``jumprelu`` or ``archetypal`` (sparse autoencoders), or ``nmf``.
       concepts: the dictionary's size K; active: concepts active per vector (the autoencoders; for
         BatchTopK on average over a minibatch).
       fit_steps: minibatches of ``fit_batch_size`` vectors the fit takes.

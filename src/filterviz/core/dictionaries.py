@@ -1,6 +1,6 @@
-"""Dictionaries of concepts over a layer's activation vectors: sparse autoencoders (TopK, BatchTopK, and
-the Archetypal SAE of Fel et al. 2025) and non-negative matrix factorisation. Pure JAX; the fitting loop
-that streams minibatches from disk is :mod:`filterviz.concept_atlases.fit`.
+"""Dictionaries of concepts over a layer's activation vectors: sparse autoencoders (TopK, BatchTopK,
+JumpReLU, and the Archetypal SAE of Fel et al. 2025) and non-negative matrix factorisation. Pure JAX;
+the fitting loop that streams minibatches from disk is :mod:`filterviz.concept_atlases.fit`.
 
 Shapes: ``vectors [N, C]`` (a layer's activations, one per position), ``codes [N, K]`` (how strongly each
 of the K concepts is present), ``atoms [K, C]`` (each concept's direction). Vectors are divided by
@@ -19,12 +19,12 @@ import optax
 
 from filterviz.errors import SettingError
 
-KINDS = ("topk", "batchtopk", "archetypal", "nmf")
-"""The kinds of dictionary: three sparse autoencoders and a non-negative factorisation."""
+KINDS = ("topk", "batchtopk", "jumprelu", "archetypal", "nmf")
+"""The kinds of dictionary: four sparse autoencoders and a non-negative factorisation."""
 
 Weights = dict[str, dict[str, jax.Array]]
-"""``{"trained": {...}, "fixed": {...}}``: what the optimiser moves, and what it never does (the scale,
-the archetypal anchors, BatchTopK's inference threshold)."""
+"""``{"trained": {...}, "fixed": {...}}``: what the optimiser moves (JumpReLU's thresholds among them),
+and what it never does (the scale, the archetypal anchors, BatchTopK's inference threshold)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +92,11 @@ def initial_weights(dictionary: Dictionary, key: jax.Array, sample: jax.Array | 
     fixed["idle"] = jnp.zeros(concepts, jnp.int32)
     if dictionary.kind == "batchtopk":
         fixed["threshold"] = jnp.zeros(())
+    if dictionary.kind == "jumprelu":
+        # Every concept's threshold starts where the sample's codes number `active` per vector.
+        start = scaled @ trained["encoder"]
+        kept = 1.0 - dictionary.active / concepts
+        trained["threshold"] = jnp.full(concepts, jnp.maximum(jnp.quantile(start, kept), 0.0))
     return {"trained": trained, "fixed": fixed}
 
 
@@ -152,17 +157,70 @@ def _top_k(values: jax.Array, k: int) -> jax.Array:
     return jnp.where(values >= kept, values, 0.0)
 
 
+JUMP_BANDWIDTH = 0.05
+"""The width, in scaled units, of the window around a JumpReLU threshold inside which a code's gradient
+reaches the threshold (the straight-through estimator of Rajamanoharan et al. 2024)."""
+
+
+def _window(codes: jax.Array, threshold: jax.Array) -> jax.Array:
+    # The rectangle kernel of the straight-through estimator: 1/bandwidth near the threshold, else 0.
+    return (jnp.abs(codes - threshold) < JUMP_BANDWIDTH / 2) / JUMP_BANDWIDTH
+
+
+@jax.custom_vjp
+def jump(codes: jax.Array, threshold: jax.Array) -> jax.Array:
+    """``codes`` where they exceed ``threshold [K]``, else 0. The threshold's gradient is estimated
+    through a window around it; the codes' is the step's own."""
+    return jnp.where(codes > threshold, codes, 0.0)
+
+
+def _jump_forward(codes: jax.Array, threshold: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return jump(codes, threshold), (codes, threshold)
+
+
+def _jump_backward(saved: tuple[jax.Array, jax.Array], grad: jax.Array) -> tuple[jax.Array, jax.Array]:
+    codes, threshold = saved
+    through = jnp.where(codes > threshold, grad, 0.0)
+    return through, jnp.sum(-threshold * _window(codes, threshold) * grad, axis=tuple(range(codes.ndim - 1)))
+
+
+jump.defvjp(_jump_forward, _jump_backward)
+
+
+@jax.custom_vjp
+def active_count(codes: jax.Array, threshold: jax.Array) -> jax.Array:
+    """How many ``codes [..., K]`` exceed ``threshold [K]``, per vector ``[...]``; its gradient reaches
+    the threshold through the same window as :func:`jump`'s."""
+    return jnp.sum(codes > threshold, axis=-1).astype(codes.dtype)
+
+
+def _count_forward(codes: jax.Array, threshold: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return active_count(codes, threshold), (codes, threshold)
+
+
+def _count_backward(saved: tuple[jax.Array, jax.Array], grad: jax.Array) -> tuple[jax.Array, jax.Array]:
+    codes, threshold = saved
+    window = _window(codes, threshold) * grad[..., None]
+    return jnp.zeros_like(codes), -jnp.sum(window, axis=tuple(range(codes.ndim - 1)))
+
+
+active_count.defvjp(_count_forward, _count_backward)
+
+
 def encode(
     dictionary: Dictionary, weights: Weights, vectors: jax.Array | np.ndarray, *, training: bool = False
 ) -> jax.Array:
     """The codes ``[N, K] >= 0`` of ``vectors [N, C]`` (the layer's units).
 
     TopK and Archetypal keep each vector's ``k`` largest; BatchTopK keeps the ``k * N`` largest of the
-    batch while ``training``, and after it every code above the threshold it learned; NMF solves
-    non-negative least squares against the atoms."""
+    batch while ``training``, and after it every code above the threshold it learned; JumpReLU keeps
+    every code above its concept's learned threshold; NMF solves non-negative least squares against the
+    atoms."""
     if dictionary.kind == "nmf":
         return nmf_codes(atoms(dictionary, weights), vectors / weights["fixed"]["scale"])
     rectified = jax.nn.relu(preactivations(dictionary, weights, vectors))
+    if dictionary.kind == "jumprelu":
+        return jump(rectified, jnp.maximum(weights["trained"]["threshold"], 0.0))
     if dictionary.kind != "batchtopk":
         return _top_k(rectified, dictionary.active)
     if training:
@@ -195,7 +253,23 @@ def _loss(trained: dict, fixed: dict, dictionary: Dictionary, vectors: jax.Array
     revived = _top_k(revived, min(2 * dictionary.active, dictionary.concepts))
     residual = revived @ atoms(dictionary, weights) + jax.lax.stop_gradient(error)
     auxiliary = jnp.mean(jnp.sum(jnp.square(residual), axis=-1)) / 32
-    return squared + jnp.where(jnp.any(dead), auxiliary, 0.0), (squared, codes)
+    loss = squared + jnp.where(jnp.any(dead), auxiliary, 0.0)
+    if dictionary.kind == "jumprelu":
+        loss = loss + SPARSITY_WEIGHT * _sparsity(dictionary, weights, vectors)
+    return loss, (squared, codes)
+
+
+SPARSITY_WEIGHT = 1.0
+"""JumpReLU's weight on its L0 term: strong enough that the thresholds hold about ``active`` codes per
+vector, weak enough that the reconstruction decides which."""
+
+
+def _sparsity(dictionary: Dictionary, weights: Weights, vectors: jax.Array) -> jax.Array:
+    # JumpReLU's L0 term, as a squared distance from `active` codes per vector on average, so that one
+    # word sets every autoencoder's sparsity (the paper's is lambda * L0 with lambda tuned by hand).
+    rectified = jax.nn.relu(preactivations(dictionary, weights, vectors))
+    count = jnp.mean(active_count(rectified, jnp.maximum(weights["trained"]["threshold"], 0.0)))
+    return jnp.square(count / dictionary.active - 1.0)
 
 
 def _project(dictionary: Dictionary, trained: dict, fixed: dict) -> dict:
@@ -205,7 +279,10 @@ def _project(dictionary: Dictionary, trained: dict, fixed: dict) -> dict:
         bound = dictionary.relaxation * jnp.sqrt(jnp.mean(jnp.sum(jnp.square(fixed["anchors"]), -1)))
         norms = jnp.linalg.norm(trained["relaxation"], axis=-1, keepdims=True)
         return {**trained, "relaxation": trained["relaxation"] * jnp.minimum(1.0, bound / (norms + 1e-12))}
-    return {**trained, "atoms": _unit(trained["atoms"])}
+    trained = {**trained, "atoms": _unit(trained["atoms"])}
+    if dictionary.kind == "jumprelu":
+        trained["threshold"] = jnp.maximum(trained["threshold"], 0.0)
+    return trained
 
 
 def optimizer(dictionary: Dictionary) -> optax.GradientTransformation:
