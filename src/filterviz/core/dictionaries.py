@@ -320,20 +320,33 @@ ATOM_SWEEPS = 4
 """HALS sweeps over the atoms per minibatch."""
 
 
+NNLS_TOLERANCE = 1e-4
+"""The codes' HALS sweeps stop once a sweep moves no code by more than this fraction of the largest
+(at 1e-3 a full-batch fit ends 1.4% above scikit-learn's optimum; at 1e-4 it reaches it)."""
+
+
 def nmf_codes(atoms: jax.Array, vectors: jax.Array | np.ndarray, sweeps: int = 50) -> jax.Array:
-    """Non-negative least squares codes ``[N, K]`` of ``vectors [N, C] >= 0`` against ``atoms [K, C]``."""
+    """Non-negative least squares codes ``[N, K]`` of ``vectors [N, C] >= 0`` against ``atoms [K, C]``:
+    HALS sweeps over the concepts, at most ``sweeps``, until they settle (:data:`NNLS_TOLERANCE`)."""
     atoms, vectors = jnp.asarray(atoms), jnp.asarray(vectors)
     gram, projections = atoms @ atoms.T, vectors @ atoms.T
     codes = jax.nn.relu(projections) / (jnp.diag(gram) + 1e-12)
 
-    def sweep(_: int, codes: jax.Array) -> jax.Array:
-        def one(k: int, codes: jax.Array) -> jax.Array:
-            step = (projections[:, k] - codes @ gram[:, k]) / (gram[k, k] + 1e-12)
-            return codes.at[:, k].set(jax.nn.relu(codes[:, k] + step))
+    def one(k: int, codes: jax.Array) -> jax.Array:
+        step = (projections[:, k] - codes @ gram[:, k]) / (gram[k, k] + 1e-12)
+        return codes.at[:, k].set(jax.nn.relu(codes[:, k] + step))
 
-        return jax.lax.fori_loop(0, len(atoms), one, codes)
+    def sweep(state: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        done, codes, _ = state
+        swept = jax.lax.fori_loop(0, len(atoms), one, codes)
+        moved = jnp.max(jnp.abs(swept - codes)) / (jnp.max(swept) + 1e-12)
+        return done + 1, swept, moved
 
-    return jax.lax.fori_loop(0, sweeps, sweep, codes)
+    def unsettled(state: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        done, _, moved = state
+        return (done < sweeps) & (moved > NNLS_TOLERANCE)
+
+    return jax.lax.while_loop(unsettled, sweep, (jnp.int32(0), codes, jnp.float32(jnp.inf)))[1]
 
 
 def nmf_step(
