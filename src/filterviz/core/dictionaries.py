@@ -220,7 +220,7 @@ def encode(
         return nmf_codes(atoms(dictionary, weights), vectors / weights["fixed"]["scale"])
     rectified = jax.nn.relu(preactivations(dictionary, weights, vectors))
     if dictionary.kind == "jumprelu":
-        return jump(rectified, jnp.maximum(weights["trained"]["threshold"], 0.0))
+        return jump(rectified, _thresholds(weights))
     if dictionary.kind != "batchtopk":
         return _top_k(rectified, dictionary.active)
     if training:
@@ -249,13 +249,14 @@ def _loss(trained: dict, fixed: dict, dictionary: Dictionary, vectors: jax.Array
     error = (decode(dictionary, weights, codes) - vectors) / scale
     squared = jnp.mean(jnp.sum(jnp.square(error), axis=-1))
     dead = fixed["idle"] >= IDLE_STEPS
-    revived = jnp.where(dead, jax.nn.relu(preactivations(dictionary, weights, vectors)), 0.0)
+    rectified = jax.nn.relu(preactivations(dictionary, weights, vectors))
+    revived = jnp.where(dead, rectified, 0.0)
     revived = _top_k(revived, min(2 * dictionary.active, dictionary.concepts))
     residual = revived @ atoms(dictionary, weights) + jax.lax.stop_gradient(error)
     auxiliary = jnp.mean(jnp.sum(jnp.square(residual), axis=-1)) / 32
     loss = squared + jnp.where(jnp.any(dead), auxiliary, 0.0)
     if dictionary.kind == "jumprelu":
-        loss = loss + SPARSITY_WEIGHT * _sparsity(dictionary, weights, vectors)
+        loss = loss + SPARSITY_WEIGHT * _sparsity(dictionary, _thresholds(weights), rectified)
     return loss, (squared, codes)
 
 
@@ -264,12 +265,16 @@ SPARSITY_WEIGHT = 1.0
 vector, weak enough that the reconstruction decides which."""
 
 
-def _sparsity(dictionary: Dictionary, weights: Weights, vectors: jax.Array) -> jax.Array:
+def _sparsity(dictionary: Dictionary, thresholds: jax.Array, rectified: jax.Array) -> jax.Array:
     # JumpReLU's L0 term, as a squared distance from `active` codes per vector on average, so that one
     # word sets every autoencoder's sparsity (the paper's is lambda * L0 with lambda tuned by hand).
-    rectified = jax.nn.relu(preactivations(dictionary, weights, vectors))
-    count = jnp.mean(active_count(rectified, jnp.maximum(weights["trained"]["threshold"], 0.0)))
+    count = jnp.mean(active_count(rectified, thresholds))
     return jnp.square(count / dictionary.active - 1.0)
+
+
+def _thresholds(weights: Weights) -> jax.Array:
+    # JumpReLU's thresholds [K], never below 0 (a rectified code is >= 0 already).
+    return jnp.maximum(weights["trained"]["threshold"], 0.0)
 
 
 def _project(dictionary: Dictionary, trained: dict, fixed: dict) -> dict:
