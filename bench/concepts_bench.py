@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from measures import sample_photos
+
 SKIMAGE_PHOTOS = (
     "astronaut",
     "chelsea",
@@ -48,24 +50,16 @@ SKIMAGE_PHOTOS += (
 """scikit-image's sample photos that ship inside its wheel (grey ones repeated over three channels)."""
 
 
-def photos() -> np.ndarray:
-    """``float32[P, 224, 224, 3]`` in [0, 255]: the photos above and scikit-learn's two samples."""
-    from skimage import data, transform
-    from sklearn.datasets import load_sample_images
-
-    found = [getattr(data, name)() for name in SKIMAGE_PHOTOS] + list(load_sample_images().images)
-    colour = [np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3] for photo in found]
-    fitted = [transform.resize(photo, (224, 224), preserve_range=True) for photo in colour]
-    return np.asarray(fitted, np.float32)
-
-
 def layer_vectors(weights: str | None, layer: str) -> np.ndarray:
     """``float32[N, C]``: the layer's vector at every position of every photo."""
     import filterviz
 
     params = filterviz.load_weights(weights)
     maps = np.concatenate(
-        [np.asarray(filterviz.activations(params, batch, layer)) for batch in np.array_split(photos(), 4)]
+        [
+            np.asarray(filterviz.activations(params, batch, layer))
+            for batch in np.array_split(sample_photos(SKIMAGE_PHOTOS, scikit_learn=True), 4)
+        ]
     )
     return maps.reshape(-1, maps.shape[-1])
 

@@ -22,17 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from measures import sample_photos
+
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field")
 
 
 def cell_means(params, layer: str, cells: int) -> np.ndarray:
     """``float32[cells, C]``: means of the photos' vectors, grouped along their first principal axis."""
-    from skimage import data, transform
-
     import filterviz
 
-    photos = [transform.resize(getattr(data, name)()[..., :3], (224, 224)) * 255.0 for name in PHOTOS]
-    maps = np.asarray(filterviz.activations(params, np.asarray(photos, np.float32), layer))
+    maps = np.asarray(filterviz.activations(params, sample_photos(PHOTOS), layer))
     vectors = maps.reshape(-1, maps.shape[-1])
     centred = vectors - vectors.mean(axis=0)
     axis = np.linalg.svd(centred[::7], full_matrices=False)[2][0]

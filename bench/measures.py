@@ -64,3 +64,18 @@ def preset(name: str, **settings: Any):
     except filterviz.WeightsError:
         stand_in = dataclasses.replace(method.parameterization, spectrum=None)
         return filterviz.get_method(method, parameterization=stand_in)
+
+
+def sample_photos(names: tuple[str, ...], size: int = 224, scikit_learn: bool = False) -> Any:
+    """``float32[P, size, size, 3]`` in [0, 255]: scikit-image's sample photos ``names`` (grey ones
+    repeated over three channels), then scikit-learn's two if ``scikit_learn``; both ship in their wheels."""
+    import numpy as np
+    from skimage import data, transform
+
+    found = [getattr(data, name)() for name in names]
+    if scikit_learn:
+        from sklearn.datasets import load_sample_images
+
+        found += list(load_sample_images().images)
+    colour = [np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3] for photo in found]
+    return np.asarray([transform.resize(p, (size, size), preserve_range=True) for p in colour], np.float32)
