@@ -19,6 +19,10 @@ filter-steps/s, ratios, and the engine's achieved FLOP/s against the device's me
 
     PYTHONPATH=src python bench/ascent_bench.py                                  # VGG16, notebook
     PYTHONPATH=src python bench/ascent_bench.py --network resnet50 --methods notebook,lucid
+
+With ``--baseline-src TREE/src`` it measures steady speed before and after instead: the engine of this
+tree and of another (an earlier commit's worktree), each in a worker process of its own
+(``engine_worker.py``), the two answering in turn on the same work, so both see the same load.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -219,7 +224,12 @@ def main(argv=None) -> int:
         "--weights", default=None, help="VGG16's weights (default: found as load_weights finds them)"
     )
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--baseline-src", default=None, help="another tree's src: time its engine against this one's"
+    )
     args = parser.parse_args(argv)
+    if args.baseline_src:
+        return before_and_after(args)
 
     network = filterviz.network(args.network)
     skip = set(filter(None, args.skip.split(",")))
@@ -359,6 +369,55 @@ def measure(network, params, layer, method, start, args, skip, peaks) -> dict:
             row[f"{name}_agreement"] = displacement_correlation(results[name], results["engine"], start)
     row["gflops"] = row["flops_per_filter_step"] * row["engine"] / 1e9
     return row
+
+
+def before_and_after(args) -> int:
+    """Steady filter-steps/s of this tree's engine and the baseline's, their runs taking turns."""
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    trees = {"before": str(Path(args.baseline_src).resolve()), "after": here}
+    worker = str(Path(__file__).resolve().parent / "engine_worker.py")
+    command = [sys.executable, worker] + ([args.weights] if args.weights else [])
+    workers = {
+        name: subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": src},
+        )
+        for name, src in trees.items()
+    }
+    network = filterviz.network(args.network)
+    rows = []
+    for method in args.methods.split(","):
+        for layer in (args.layers or DEFAULT_LAYERS[network.name]).split(","):
+            steps = args.steps if method == "notebook" else (args.lucid_steps or args.steps)
+            request = {"method": method, "layer": layer, "filters": args.filters, "size": args.size,
+                       "steps": steps, "batch_size": args.batch_size}  # fmt: skip
+            best = dict.fromkeys(workers, float("inf"))
+            for _ in range(args.repeats):
+                for name, process in workers.items():
+                    process.stdin.write(json.dumps(request) + "\n")
+                    process.stdin.flush()
+                    best[name] = min(best[name], json.loads(process.stdout.readline())["seconds"])
+            work = args.filters * steps
+            row = {**request, **{name: work / seconds for name, seconds in best.items()}}
+            row["after/before"] = row["after"] / row["before"]
+            rows.append(row)
+            print(f"{method:9} {layer:16} before {row['before']:7.2f}  after {row['after']:7.2f} "
+                  f"filter-steps/s  after/before {row['after/before']:.3f}", flush=True)  # fmt: skip
+    for process in workers.values():
+        process.stdin.close()
+        process.wait()
+    if args.json:
+        report = {
+            "device": jax.devices()[0].device_kind,
+            "trees": trees,
+            "settings": vars(args),
+            "rows": rows,
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from filterviz.concept_atlases import fit as fit_module
 from filterviz.concept_atlases.concepts import concepts
 from filterviz.concept_atlases.fit import fit
 from filterviz.concept_atlases.heatmaps import concept_maps
-from filterviz.concept_atlases.measures import concept_map, usage
+from filterviz.concept_atlases.measures import concept_map, picture_measures, usage
 from filterviz.concept_atlases.shards import InMemory, Shards, write_shard
 from filterviz.core import dictionaries as dl
 from filterviz.io.tensors import decode_safetensors, encode_safetensors
@@ -250,6 +250,15 @@ def test_the_concept_map_is_the_first_two_principal_components_and_keeps_cluster
     assert abs(place[:6, 0].mean() - place[6:, 0].mean()) > 3 * within
 
 
+def test_picture_measures_count_live_concepts_shown_best_and_above_their_strongest_vector():
+    codes = np.array([[3.0, 1.0, 0.0], [2.0, 1.0, 0.5], [0.0, 0.0, 0.2]])  # row i: concept i's picture
+    patch = np.array([2.0, 2.0, 0.1])
+    measures = picture_measures(codes, patch, np.array([True, True, False]))
+    # Concept 0 is shown best and beats its vector; concept 1 neither; concept 2 is dead (not counted).
+    assert measures == {"pictures_own_code_largest": 0.5, "pictures_above_best_vector": 0.5}
+    assert picture_measures(codes, patch, np.ones(3, bool))["pictures_own_code_largest"] == 2 / 3
+
+
 SMALL = dict(
     layer="block1_conv2", concepts=6, active=2, fit_steps=20, fit_batch_size=256, image_size=32, size=16
 )
@@ -266,7 +275,9 @@ def drawn(random_params, tmp_path_factory):
 def test_a_concept_pass_draws_every_concept_and_resumes(drawn, random_params):
     folder, out, found = drawn
     assert sorted(found.order) == list(range(6)) and np.isfinite(found.activations).all()
-    assert set(found.measures) >= {"unexplained_variance", "mean_l0", "dead_fraction", "stability"}
+    shown = {"pictures_own_code_largest", "pictures_above_best_vector"}
+    assert set(found.measures) >= {"unexplained_variance", "mean_l0", "dead_fraction", "stability"} | shown
+    assert all(0 <= found.measures[name] <= 1 for name in shown)
     assert all((out / f"pictures/concept-{k}.png").exists() for k in range(6))
     record = json.loads((out / "concepts.json").read_text())
     assert [card["index"] for card in record["concepts"]] == [int(k) for k in found.order]
@@ -284,6 +295,7 @@ def test_the_concept_page_shows_hostile_class_names_as_text(drawn):
     url = (out / "concepts.html").resolve().as_uri()
     dom = subprocess.run([*command, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert "Concepts of block1_conv2" in dom  # the script ran
+    assert "pictures show their own concept most" in dom
     assert "&lt;img src=x onerror=" in dom and "<img src=x" not in dom and '<img src="x"' not in dom
     assert "<title>concepts</title>" in dom
     assert dom.count('class="card"') == 6 and dom.count('alt="dataset patch"') >= 6

@@ -36,6 +36,7 @@ from filterviz.concept_atlases.measures import (
     concept_map,
     held_out_measures,
     nearest_concepts,
+    picture_measures,
     split_rows,
     usage,
 )
@@ -46,9 +47,10 @@ from filterviz.core.hits import field_at, receptive_field
 from filterviz.core.methods import Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective, concept
+from filterviz.draw.notebook import activations as layer_activations
 from filterviz.errors import ImageError, OutputError
 from filterviz.io.files import atomic_write, check_no_links, encode_png, output_path, written_by_filterviz
-from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted
+from filterviz.io.photos import IMAGE_SUFFIXES, check_fit, find_images, images_digest, load_fitted, load_image
 from filterviz.io.tensors import encode_safetensors
 from filterviz.jobs.drawing import draw_pictures
 from filterviz.jobs.folder import FolderLock, read_record, settings_differences, write_ours
@@ -70,7 +72,8 @@ class Concepts(NamedTuple):
       directions: ``float32[K, C]`` each concept's unit direction in the layer's activation space.
       vectors, biases: ``float32[K, C]``, ``float32[K]``: a concept's code is ``relu(a @ v + b)``.
       measures: held-out unexplained variance, mean L0, dead fraction; and the stability (the
-        Hungarian-matched cosine between two seeds' dictionaries), where measured.
+        Hungarian-matched cosine between two seeds' dictionaries), where measured; how well the pictures
+        show their concepts (``pictures_own_code_largest``, ``pictures_above_best_vector``).
       usage: each concept's frequency, importance, class mix and strongest vectors.
       order: the concepts, most important first. activations: ``float32[K]`` each picture's code.
       page: the ``concepts.html`` written.
@@ -196,6 +199,24 @@ def _heatmaps(root: Path, paths: list[str], folder: Path, maps: dict, size: int,
         target = folder / heatmap_path(index)
         if not written_by_filterviz(target):
             write_ours(target, encode_png(heatmap(load_fitted(root / paths[image], size, fit), grid)))
+
+
+def _pictures_shown(
+    params: Params, net: Network, found: Concepts, folder: Path, source: Any, batch_size: int
+) -> dict[str, float]:
+    # Every concept's code on every concept's picture, as written (the PNGs a user sees), then how many
+    # pictures show their own concept best, and beat its strongest dataset vector.
+    vectors, biases = found.vectors, found.biases
+    count = len(vectors)
+    codes = np.zeros((count, count), np.float32)
+    for first in range(0, count, batch_size):
+        rows = range(first, min(first + batch_size, count))
+        pictures = np.stack([load_image(folder / f"pictures/concept-{k}.png") for k in rows])
+        feature = np.asarray(layer_activations(params, pictures, found.layer, network=net))
+        codes[first : first + len(rows)] = np.maximum(feature @ vectors.T + biases, 0).mean(axis=(1, 2))
+    strongest = np.maximum(found.usage.top[:, 0], 0)
+    patch = np.maximum(np.sum(source.rows(strongest) * vectors, axis=1) + biases, 0)
+    return picture_measures(codes, patch, found.usage.top[:, 0] >= 0)
 
 
 def _card(
@@ -383,6 +404,7 @@ def concepts(
 
         on_first(folder, write_files)
         activations = _draw(params, net, result, chosen, folder, size, seed, batch_size, shown)
+        measures.update(_pictures_shown(params, net, result, folder, source, batch_size))
         nearest = nearest_concepts(found["directions"], 3)
         places = concept_map(found["directions"])
         cards = [_card(int(c), used, classes, nearest[c], activations[c], places[c]) for c in order]

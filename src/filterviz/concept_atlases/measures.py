@@ -132,3 +132,26 @@ def concept_map(directions: np.ndarray) -> np.ndarray:
         place = np.pad(place, ((0, 0), (0, 2 - place.shape[1])))
     span = np.maximum(place.max(0) - place.min(0), 1e-12)
     return ((place - place.min(0)) / span).astype(np.float32)
+
+
+def picture_measures(
+    picture_codes: np.ndarray, patch_codes: np.ndarray, live: np.ndarray
+) -> dict[str, float]:
+    """How well each concept's picture shows it, over the live concepts (``live bool[K]``, fired at least
+    once): the share whose own code is the largest of all concepts' on its picture, and the share whose
+    picture's code exceeds that of its strongest dataset vector.
+
+    Args:
+      picture_codes: ``float32[K, K]``, row ``i`` every concept's code on concept ``i``'s picture (mean
+        over positions, as the ``concept`` objective measures it).
+      patch_codes: ``float32[K]``, each concept's code at its strongest dataset vector.
+      live: ``bool[K]``.
+    """
+    live = np.asarray(live, bool)
+    own = np.diagonal(picture_codes)
+    largest = np.argmax(picture_codes, axis=1) == np.arange(len(own))
+    count = max(int(live.sum()), 1)
+    return {
+        "pictures_own_code_largest": float((largest & live).sum() / count),
+        "pictures_above_best_vector": float(((own > patch_codes) & live).sum() / count),
+    }

@@ -49,11 +49,15 @@ directions); each links to its card"></div>
 const DATA = __DATA__;
 const PICTURE = /^pictures\\/concept-[0-9]+\\.png$/, PATCH = /^patches\\/[0-9]+\\.png$/;
 const HEATMAP = /^heatmaps\\/concept-[0-9]+\\.png$/;
+function percent(share) { return (100 * share).toFixed(0) + "%"; }
 document.getElementById("title").textContent = "Concepts of " + DATA.layer;
 document.getElementById("about").textContent = DATA.concepts.length + " concepts (" + DATA.kind +
   ") learned over " + DATA.vectors + " activation vectors of " + DATA.images + " images of " + DATA.folder +
   "; unexplained variance " + DATA.measures.unexplained_variance.toFixed(3) + ", mean L0 " +
-  DATA.measures.mean_l0.toFixed(1) + ", most important first.";
+  DATA.measures.mean_l0.toFixed(1) + "; " + percent(DATA.measures.pictures_own_code_largest) +
+  " of the live concepts' pictures show their own concept most, " +
+  percent(DATA.measures.pictures_above_best_vector) + " beat its strongest dataset vector; " +
+  "most important first.";
 function element(kind, text) {
   const made = document.createElement(kind); if (text !== undefined) made.textContent = text; return made;
 }
