@@ -17,6 +17,7 @@ from filterviz.core import parameterizations as param
 from filterviz.core.engine import filter_keys, render_batch
 from filterviz.core.methods import Method, Octaves, Optimizer, get_method
 from filterviz.core.objectives import channel, deepdream
+from filterviz.core.transforms import STANDARD, TRANSFORM_SETS
 from filterviz.draw.rendering import render
 from filterviz.networks.layers import redirected_relu
 
@@ -448,3 +449,11 @@ def test_cli_top_draws_the_strongest_filters_first(weights_path, tmp_path, monke
     images = filterviz.ascend(params, "block2_conv1", range(6), start, steps=3)
     best = np.argsort(-filterviz.achieved(params, "block2_conv1", range(6), images))[:3]
     assert [label.split(":")[0] for label in drawn["labels"]] == [f"filter {i}" for i in best]
+
+
+def test_transforms_are_named_as_the_command_line_names_them_or_refused():
+    assert filterviz.get_method("octaves", transforms="wide").transforms == TRANSFORM_SETS["wide"]
+    assert filterviz.get_method("lucid", transforms=list(STANDARD)).transforms == STANDARD
+    for bad in ("fancy", 3, ("not a transform",)):
+        with pytest.raises(filterviz.SettingError, match="transforms"):
+            filterviz.get_method("lucid", transforms=bad)

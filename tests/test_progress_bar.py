@@ -12,23 +12,37 @@ import pytest
 
 import filterviz
 from filterviz import progress
+from filterviz.core.methods import Octaves
 from filterviz.draw import rendering
+
+GROWN = Octaves(stages=2, scale=1.5)  # a 24-pixel ascent from 16 pixels
+REINJECTED = Octaves(2, 1.5, last_at_full_size=True, requantize=False, reinject_detail=True)  # a dream
 
 
 @pytest.mark.parametrize(
-    ("method", "start", "alpha"), [("notebook", True, False), ("lucid", False, False), ("lucid", False, True)]
+    ("method", "start", "alpha", "octaves"),
+    [
+        ("notebook", True, False, None),
+        ("lucid", False, False, None),
+        ("lucid", False, True, None),
+        ("octaves", False, False, GROWN),
+        ("notebook", True, False, REINJECTED),
+    ],
 )
-def test_a_watched_render_draws_what_an_unwatched_one_does(random_params, method, start, alpha, capsys):
+def test_a_watched_render_draws_what_an_unwatched_one_does(
+    random_params, method, start, alpha, octaves, capsys
+):
     objective = filterviz.channel("block2_conv1", [0, 4, 9])
     photos = None
     if start:
         photos = np.stack([np.asarray(filterviz.random_image(jax.random.key(i), 24, 24)) for i in range(3)])
-    settings = dict(
-        method=method, size=24, steps=5, start=photos, batch_size=2, alpha=alpha
-    )  # two chunks, one padded
+    settings = dict(method=method, size=24, steps=5, start=photos, batch_size=2, alpha=alpha)  # two chunks
+    if octaves is not None:  # each stage's steps counted; random transforms: each stage's key matters
+        settings.update(octaves=octaves, transforms="standard")
     whole = filterviz.render(random_params, objective, progress=False, **settings)
     segmented = filterviz.render(random_params, objective, progress=True, **settings)
-    assert "15/15" in capsys.readouterr().err
+    total = 15 * (octaves.stages if octaves else 1)
+    assert f"{total}/{total}" in capsys.readouterr().err
     # Bit for bit where XLA fuses the loop alike; a float32 rounding apart where it does not.
     np.testing.assert_allclose(segmented.pixels, whole.pixels, rtol=0, atol=1e-3)
     np.testing.assert_allclose(segmented.activations, whole.activations, rtol=1e-5)

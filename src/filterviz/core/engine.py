@@ -261,6 +261,14 @@ def _final_pixels(
     return pixels, (None if attribution is None else alpha_map(attribution))
 
 
+def stage_sizes(method: Method, size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The ``(H, W)`` of each octave stage of an ascent to ``size`` (one stage without octaves)."""
+    stages = method.octaves.sizes(*size) if method.octaves else [size]
+    if min(min(stage) for stage in stages) < 1:
+        raise SettingError(f"octave stages {stages} shrink a {size[0]}x{size[1]} image to nothing")
+    return stages
+
+
 def render_one(
     ascent: Ascent,
     prepared: Params,
@@ -285,9 +293,7 @@ def render_one(
     """
     method, size = ascent.method, ascent.size
     init_key, key = jax.random.split(key)
-    stages = method.octaves.sizes(*size) if method.octaves else [size]
-    if min(min(stage) for stage in stages) < 1:
-        raise SettingError(f"octave stages {stages} shrink a {size[0]}x{size[1]} image to nothing")
+    stages = stage_sizes(method, size)
     variables, photo = _start_variables(method, start, init_key, stages[0], size)
     all_frames, attribution = [], None
     with matmul_precision(method.precision):
@@ -343,69 +349,6 @@ def render_and_measure(
 
 render_batch = jax.jit(render_and_measure, static_argnames=("ascent",))
 """:func:`render_and_measure`, jitted: one program per :class:`Ascent` and objective structure."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# The same ascent in segments of steps, run from the host: :func:`begin_batch`, then
-# :func:`advance_batch` as often as wanted (one program for any number of steps), then
-# :func:`finish_batch`. Together they compute what :func:`render_batch` does, for an ascent of one
-# stage (no octaves) and no frames; between segments the host can show progress, and no program calls
-# back to it.
-
-
-def segmentable(ascent: Ascent) -> bool:
-    """Whether ``ascent`` runs in segments: one stage (no octaves) and no frames."""
-    return ascent.method.octaves is None and not ascent.frame_every
-
-
-@functools.partial(jax.jit, static_argnames=("ascent",))
-def begin_batch(
-    ascent: Ascent, start: jax.Array | None, keys: jax.Array, tunables: Tunables = _FIXED
-) -> AscentState:
-    """The state of ``B`` objectives before their first step (``keys [B]``, ``start`` as in
-    :func:`render_and_measure`); every leaf has a leading ``B`` axis."""
-    method, size = ascent.method, ascent.size
-
-    def one(key: jax.Array, start: jax.Array | None) -> AscentState:
-        init_key, key = jax.random.split(key)
-        variables, _ = _start_variables(method, start, init_key, size, size)
-        with matmul_precision(method.precision):
-            return _stage_state(method, variables, jax.random.fold_in(key, 0), size, tunables)
-
-    return jax.vmap(one, in_axes=(0, _start_axis(start)))(keys, start)
-
-
-@functools.partial(jax.jit, static_argnames=("ascent",))
-def advance_batch(
-    ascent: Ascent,
-    params: Params,
-    objective: Objective,
-    state: AscentState,
-    steps: jax.Array | int,
-    tunables: Tunables = _FIXED,
-) -> AscentState:
-    """``state`` (from :func:`begin_batch`) after ``steps`` more steps (``int32[]``, traced: one program
-    for every segment's length)."""
-    method = ascent.method
-    prepared = ascent.network.prepared(params, compute_dtype(method.precision))
-
-    def one(objective: Objective, state: AscentState) -> AscentState:
-        step = _step_function(ascent, prepared, objective, ascent.size, tunables)
-        with matmul_precision(method.precision):
-            return lax.fori_loop(0, steps, step, state)
-
-    return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, state)
-
-
-@functools.partial(jax.jit, static_argnames=("ascent",))
-def finish_batch(ascent: Ascent, params: Params, objective: Objective, state: AscentState) -> Drawn:
-    """What :func:`render_batch` returns, from the state after every step."""
-
-    def one(objective: Objective, state: AscentState) -> Drawn:
-        pixels, alpha = _final_pixels(ascent.method, state.variables, state.attribution, ascent.size)
-        return Drawn(pixels, _measured(ascent, params, objective, pixels), None, alpha)
-
-    return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, state)
 
 
 @functools.partial(jax.jit, static_argnames=("network", "method"))

@@ -38,7 +38,7 @@ from filterviz.core.checks import check_count, check_step_size, compute_dtype
 from filterviz.core.network import PREPROCESSINGS, Network
 from filterviz.core.parameterizations import Fourier, Maco, Parameterization, Pixels
 from filterviz.core.pictures import as_image, clip_image
-from filterviz.core.transforms import STANDARD, Noise, RandomCrop, Transform, View
+from filterviz.core.transforms import STANDARD, TRANSFORM_SETS, Noise, RandomCrop, Transform, View
 from filterviz.errors import SettingError
 
 # ----------------------------------------------------------------------------------------------------
@@ -252,6 +252,11 @@ class Method:
             )
         if self.view is not None:
             check_count(self.view, "view")
+        if not (isinstance(self.transforms, tuple) and all(map(callable, self.transforms))):
+            raise SettingError(
+                f"transforms must be a tuple of Transform or one of {', '.join(TRANSFORM_SETS)}, "
+                f"got {self.transforms!r}"
+            )
         if self.alpha and self.octaves is not None:
             raise SettingError("a transparency map (alpha) needs one stage: use it without octaves")
         if self.octaves is not None and not isinstance(self.parameterization, Pixels):
@@ -374,6 +379,13 @@ def get_method(method: str | Method = "lucid", **settings: Any) -> Method:
             raise SettingError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         method = METHODS[method]
     step_size = settings.pop("step_size", None)
+    if isinstance(settings.get("transforms"), str):  # a set by name, as the command line names them
+        name = settings["transforms"]
+        if name not in TRANSFORM_SETS:
+            raise SettingError(f"unknown transforms {name!r}; choose one of {', '.join(TRANSFORM_SETS)}")
+        settings["transforms"] = TRANSFORM_SETS[name]
+    elif isinstance(settings.get("transforms"), list):  # hashable, as a compiled program's setting must be
+        settings["transforms"] = tuple(settings["transforms"])
     try:
         method = dataclasses.replace(method, **settings)
     except TypeError as error:

@@ -8,6 +8,7 @@ without measuring or making pictures (the path of :func:`filterviz.ascend`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from filterviz.core import engine
+from filterviz.core import engine, segments
 from filterviz.core.ascent_checks import (
     check_method_size,
     check_size,
@@ -27,7 +28,7 @@ from filterviz.core.ascent_checks import (
     start_parameterization,
 )
 from filterviz.core.checks import check_count, check_params, check_seed, device_memory, padded_chunks
-from filterviz.core.engine import Ascent, Drawn, Tunables, filter_keys, resize_pixels, segmentable
+from filterviz.core.engine import Ascent, AscentState, Drawn, Tunables, filter_keys, resize_pixels
 from filterviz.core.methods import DEFAULT_SIZE, Method, get_method
 from filterviz.core.network import Network, Params
 from filterviz.core.objectives import Objective
@@ -41,9 +42,10 @@ from filterviz.sharding import chunk_size, local_mesh, render_sharded
 
 # The engine's programs, each kept between sessions in filterviz's own store (filterviz.io.programs).
 render_batch = kept(engine.render_batch, ("ascent",))
-begin_batch = kept(engine.begin_batch, ("ascent",))
-advance_batch = kept(engine.advance_batch, ("ascent",))
-finish_batch = kept(engine.finish_batch, ("ascent",))
+begin_batch = kept(segments.begin_batch, ("ascent",))
+advance_batch = kept(segments.advance_batch, ("ascent", "stage"))
+next_stage_batch = kept(segments.next_stage_batch, ("ascent", "stage"))
+finish_batch = kept(segments.finish_batch, ("ascent",))
 
 
 class Rendering(NamedTuple):
@@ -173,7 +175,7 @@ def _execute(
         else Progress(count * steps, "step", own, enabled=plan.shown)
     )
     with counting as bar:
-        if bar.enabled and plan.mesh is None and segmentable(plan.ascent):
+        if bar.enabled and plan.mesh is None and segments.segmentable(plan.ascent):
             results = _draw_in_segments(params, plan, bar, layers)
         else:
             results = _draw_in_chunks(params, plan, bar, layers, steps)
@@ -207,32 +209,45 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
     # Each chunk's steps in segments of about SEGMENT_SECONDS, one queued behind the one running so the
     # device never waits for the host, the bar counting each as it ends.
     results: list[tuple[int, Drawn]] = []
-    ascent, tunables, total = plan.ascent, Tunables(plan.learning_rate), plan.ascent.method.steps
-    length = 1  # steps per segment: the first times one step, later ones last about SEGMENT_SECONDS
+    pace = [1]  # steps per segment: the first times one step, later ones last about SEGMENT_SECONDS
     for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
         part, start, keys = _chunk_inputs(plan, padded)
-        dispatched = min(length, total)
-        with _compiling(bar, ascent.method.name, layers, first=index == 0):
-            state = begin_batch(ascent, start, keys, tunables)
-            state = advance_batch(ascent, params, part, state, np.int32(dispatched), tunables)
-        queued, ready_at = deque([(state, dispatched)]), time.monotonic()
+        chunk = _segments(params, plan, part, start, keys, pace)
+        with _compiling(bar, plan.ascent.method.name, layers, first=index == 0):
+            queued = deque([next(chunk)])
+        ready_at = time.monotonic()
         while queued:
-            oldest, steps = queued.popleft()
+            for segment in itertools.islice(chunk, 2 - len(queued)):
+                queued.append(segment)
+            state, steps = queued.popleft()
             with bar.waiting(f"drawing {layers}", after=2.0):
-                jax.block_until_ready(oldest.variables)
+                jax.block_until_ready(state.variables)
             now = time.monotonic()
-            length = max(1, round(SEGMENT_SECONDS * steps / max(now - ready_at, 1e-6)))
+            pace[0] = max(1, round(SEGMENT_SECONDS * steps / max(now - ready_at, 1e-6)))
             ready_at = now
             bar.update(len(rows) * steps)
-            while dispatched < total and len(queued) < 2:
-                steps = min(length, total - dispatched)
-                state = advance_batch(ascent, params, part, state, np.int32(steps), tunables)
-                queued.append((state, steps))
-                dispatched += steps
         with bar.waiting(f"measuring {layers}", after=2.0):
-            drawn = jax.block_until_ready(finish_batch(ascent, params, part, state))
+            drawn = jax.block_until_ready(finish_batch(plan.ascent, params, part, state, start))
         results.append((len(rows), drawn))
     return results
+
+
+def _segments(
+    params: Params, plan: _Plan, part: Objective, start: jax.Array | None, keys: jax.Array, pace: list[int]
+) -> Iterator[tuple[AscentState, int]]:
+    # One chunk's ascent, dispatched a segment at a time as the caller asks (each `pace[0]` steps long
+    # when asked): the state after each, and its steps. Octave stages follow one another.
+    ascent, tunables, total = plan.ascent, Tunables(plan.learning_rate), plan.ascent.method.steps
+    state, stage_keys = begin_batch(ascent, start, keys, tunables)
+    for stage in range(segments.stages(ascent)):
+        if stage:
+            state = next_stage_batch(ascent, state, stage_keys, start, stage - 1, tunables)
+        done = 0
+        while done < total:
+            steps = min(pace[0], total - done)
+            state = advance_batch(ascent, params, part, state, np.int32(steps), tunables, stage)
+            done += steps
+            yield state, steps
 
 
 @contextlib.contextmanager
