@@ -97,19 +97,26 @@ def render_both_ways(params, layer: str, filters: list[int], size: int, steps: i
     report = {}
     for name, (preset, start) in cases.items():
         method, drawn = filterviz.get_method(preset, steps=steps), []
-        for mesh in (spread, lambda count: None):
+        # Over the devices, on one, and over the devices watched (its ascent in segments).
+        for mesh, watched in ((spread, False), (lambda count: None, False), (spread, True)):
             rendering.local_mesh = mesh
             rendering_ = filterviz.render(
-                params, filterviz.channel(layer, filters), method=method, size=size, progress=False, **start
+                params, filterviz.channel(layer, filters), method=method, size=size, progress=watched, **start
             )
             drawn.append((rendering_, len(rendering_.pixels.sharding.device_set)))
         rendering.local_mesh = spread
-        (many, used), (one, alone) = drawn
+        (many, used), (one, alone), (segmented, watched_on) = drawn
+
+        def largest(a, b):
+            return None if b is None else float(np.abs(np.asarray(a) - np.asarray(b)).max())
+
         report[name] = {
-            "devices": [used, alone],
-            "pixels": float(np.abs(np.asarray(many.pixels) - np.asarray(one.pixels)).max()),
-            "activations": float(np.abs(many.activations - one.activations).max()),
-            "alpha": None if one.alpha is None else float(np.abs(many.alpha - one.alpha).max()),
+            "devices": [used, alone, watched_on],
+            "pixels": largest(many.pixels, one.pixels),
+            "activations": largest(many.activations, one.activations),
+            "alpha": largest(many.alpha, one.alpha),
+            "watched pixels": largest(segmented.pixels, one.pixels),
+            "watched activations": largest(segmented.activations, one.activations),
         }
     return report
 

@@ -25,7 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from filterviz.core.engine import Ascent, Drawn, Tunables, render_and_measure
+from filterviz.core import segments
+from filterviz.core.engine import Ascent, AscentState, Drawn, Tunables, render_and_measure
 from filterviz.core.network import Params
 from filterviz.core.objectives import Objective
 
@@ -73,6 +74,30 @@ def batch_sharding(batch_size: int) -> tuple[NamedSharding, NamedSharding, int]:
     )
 
 
+def _objective_specs(objective: Objective) -> Any:
+    # Each leaf of a batched objective split over the mesh; an unbatched leaf replicated.
+    return jax.tree.map(
+        lambda axis: PartitionSpec() if axis is None else PartitionSpec(AXIS), objective.batch_axes(),
+        is_leaf=lambda axis: axis is None,
+    )  # fmt: skip
+
+
+def _device_starts(start: jax.Array | None, mesh: Mesh) -> tuple[tuple[jax.Array, ...], bool]:
+    # The start as shard_map's inputs, and whether it is shared: a shared one as one copy per device
+    # (the module's rule), none as no input.
+    if start is None:
+        return (), False
+    if start.ndim == 4:
+        return (start,), False
+    copies = jax.numpy.broadcast_to(start, (mesh.size, *start.shape))
+    return (jax.lax.with_sharding_constraint(copies, NamedSharding(mesh, PartitionSpec(AXIS))),), True
+
+
+def _share_start(start: tuple[jax.Array, ...], shared: bool) -> jax.Array | None:
+    # Inside shard_map: this device's start (its copy of a shared one, or its objectives' own).
+    return (start[0][0] if shared else start[0]) if start else None
+
+
 def shard_render(
     ascent: Ascent,
     params: Params,
@@ -87,24 +112,111 @@ def shard_render(
     inside ``jit``. ``start`` is None, ``[H, W, 3]`` shared (copied per device, see the module's rule)
     or ``[B, H, W, 3]``, one per objective."""
     split = PartitionSpec(AXIS)
-    objective_specs = jax.tree.map(
-        lambda axis: PartitionSpec() if axis is None else split, objective.batch_axes(),
-        is_leaf=lambda axis: axis is None,
-    )  # fmt: skip
-    shared_start = start is not None and start.ndim == 3
-    if start is not None and shared_start:
-        copies = jax.numpy.broadcast_to(start, (mesh.size, *start.shape))
-        start = jax.lax.with_sharding_constraint(copies, NamedSharding(mesh, split))
-    starts = () if start is None else (start,)
+    starts, shared = _device_starts(start, mesh)
 
     def render_share(params: Params, objective: Objective, keys: jax.Array, tunables: Tunables, *start):
-        first = start[0][0] if shared_start else (start[0] if start else None)
-        return render_and_measure(ascent, params, objective, first, keys, tunables)
+        return render_and_measure(ascent, params, objective, _share_start(start, shared), keys, tunables)
 
-    in_specs = (PartitionSpec(), objective_specs, split, PartitionSpec(), *(split for _ in starts))
+    in_specs = (
+        PartitionSpec(),
+        _objective_specs(objective),
+        split,
+        PartitionSpec(),
+        *(split for _ in starts),
+    )
     share = jax.shard_map(render_share, mesh=mesh, in_specs=in_specs, out_specs=split)
     return share(params, objective, keys, tunables, *starts)
 
 
 render_sharded = functools.partial(jax.jit, static_argnames=("ascent", "mesh"))(shard_render)
 """:func:`shard_render`, jitted: the program :func:`filterviz.render` runs over several devices."""
+
+# ----------------------------------------------------------------------------------------------------
+# The segmented ascent (filterviz.core.segments) over a mesh: the same four programs, each device
+# running its share of the objectives, so a watched render on several devices moves its bar too.
+
+_sharded = functools.partial(jax.jit, static_argnames=("ascent", "mesh"))
+_sharded_stage = functools.partial(jax.jit, static_argnames=("ascent", "stage", "mesh"))
+
+
+@_sharded
+def begin_sharded(
+    ascent: Ascent, start: jax.Array | None, keys: jax.Array, tunables: Tunables, *, mesh: Mesh
+) -> tuple[AscentState, jax.Array]:
+    """:func:`filterviz.core.segments.begin_batch`, split over ``mesh``."""
+    starts, shared = _device_starts(start, mesh)
+
+    def share(keys: jax.Array, tunables: Tunables, *start: jax.Array) -> tuple[AscentState, jax.Array]:
+        return segments.begin_batch(ascent, _share_start(start, shared), keys, tunables)
+
+    split = PartitionSpec(AXIS)
+    in_specs = (split, PartitionSpec(), *(split for _ in starts))
+    return jax.shard_map(share, mesh=mesh, in_specs=in_specs, out_specs=split)(keys, tunables, *starts)
+
+
+@_sharded_stage
+def advance_sharded(
+    ascent: Ascent,
+    params: Params,
+    objective: Objective,
+    state: AscentState,
+    steps: jax.Array,
+    tunables: Tunables,
+    stage: int = 0,
+    *,
+    mesh: Mesh,
+) -> AscentState:
+    """:func:`filterviz.core.segments.advance_batch`, split over ``mesh``."""
+
+    def share(params: Params, objective: Objective, state: AscentState, steps: jax.Array, tunables: Tunables):
+        return segments.advance_batch(ascent, params, objective, state, steps, tunables, stage)
+
+    split, whole = PartitionSpec(AXIS), PartitionSpec()
+    in_specs = (whole, _objective_specs(objective), split, whole, whole)
+    share_map = jax.shard_map(share, mesh=mesh, in_specs=in_specs, out_specs=split)
+    return share_map(params, objective, state, steps, tunables)
+
+
+@_sharded_stage
+def next_stage_sharded(
+    ascent: Ascent,
+    state: AscentState,
+    keys: jax.Array,
+    start: jax.Array | None,
+    stage: int,
+    tunables: Tunables,
+    *,
+    mesh: Mesh,
+) -> AscentState:
+    """:func:`filterviz.core.segments.next_stage_batch`, split over ``mesh``."""
+    starts, shared = _device_starts(start, mesh)
+
+    def share(state: AscentState, keys: jax.Array, tunables: Tunables, *start: jax.Array) -> AscentState:
+        return segments.next_stage_batch(ascent, state, keys, _share_start(start, shared), stage, tunables)
+
+    split = PartitionSpec(AXIS)
+    in_specs = (split, split, PartitionSpec(), *(split for _ in starts))
+    share_map = jax.shard_map(share, mesh=mesh, in_specs=in_specs, out_specs=split)
+    return share_map(state, keys, tunables, *starts)
+
+
+@_sharded
+def finish_sharded(
+    ascent: Ascent,
+    params: Params,
+    objective: Objective,
+    state: AscentState,
+    start: jax.Array | None = None,
+    *,
+    mesh: Mesh,
+) -> Drawn:
+    """:func:`filterviz.core.segments.finish_batch`, split over ``mesh``."""
+    starts, shared = _device_starts(start, mesh)
+
+    def share(params: Params, objective: Objective, state: AscentState, *start: jax.Array) -> Drawn:
+        return segments.finish_batch(ascent, params, objective, state, _share_start(start, shared))
+
+    split = PartitionSpec(AXIS)
+    in_specs = (PartitionSpec(), _objective_specs(objective), split, *(split for _ in starts))
+    share_map = jax.shard_map(share, mesh=mesh, in_specs=in_specs, out_specs=split)
+    return share_map(params, objective, state, *starts)

@@ -8,6 +8,7 @@ without measuring or making pictures (the path of :func:`filterviz.ascend`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 from collections import deque
@@ -38,7 +39,15 @@ from filterviz.io.programs import kept
 from filterviz.io.spectrum import resolve_spectrum
 from filterviz.networks import get_network
 from filterviz.progress import Progress, count_of, shared_bar, wanted
-from filterviz.sharding import chunk_size, local_mesh, render_sharded
+from filterviz.sharding import (
+    advance_sharded,
+    begin_sharded,
+    chunk_size,
+    finish_sharded,
+    local_mesh,
+    next_stage_sharded,
+    render_sharded,
+)
 
 # The engine's programs, each kept between sessions in filterviz's own store (filterviz.io.programs).
 render_batch = kept(engine.render_batch, ("ascent",))
@@ -175,7 +184,7 @@ def _execute(
         else Progress(count * steps, "step", own, enabled=plan.shown)
     )
     with counting as bar:
-        if bar.enabled and plan.mesh is None and segments.segmentable(plan.ascent):
+        if bar.enabled and segments.segmentable(plan.ascent):
             results = _draw_in_segments(params, plan, bar, layers)
         else:
             results = _draw_in_chunks(params, plan, bar, layers, steps)
@@ -227,7 +236,8 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
             ready_at = now
             bar.update(len(rows) * steps)
         with bar.waiting(f"measuring {layers}", after=2.0):
-            drawn = jax.block_until_ready(finish_batch(plan.ascent, params, part, state, start))
+            finish = finish_batch if plan.mesh is None else functools.partial(finish_sharded, mesh=plan.mesh)
+            drawn = jax.block_until_ready(finish(plan.ascent, params, part, state, start))
         results.append((len(rows), drawn))
     return results
 
@@ -238,14 +248,20 @@ def _segments(
     # One chunk's ascent, dispatched a segment at a time as the caller asks (each `pace[0]` steps long
     # when asked): the state after each, and its steps. Octave stages follow one another.
     ascent, tunables, total = plan.ascent, Tunables(plan.learning_rate), plan.ascent.method.steps
-    state, stage_keys = begin_batch(ascent, start, keys, tunables)
+    begin, advance, next_stage = begin_batch, advance_batch, next_stage_batch
+    if plan.mesh is not None:  # the same programs, each device running its share of the objectives
+        on_mesh = {"mesh": plan.mesh}
+        begin = functools.partial(begin_sharded, **on_mesh)
+        advance = functools.partial(advance_sharded, **on_mesh)
+        next_stage = functools.partial(next_stage_sharded, **on_mesh)
+    state, stage_keys = begin(ascent, start, keys, tunables)
     for stage in range(segments.stages(ascent)):
         if stage:
-            state = next_stage_batch(ascent, state, stage_keys, start, stage - 1, tunables)
+            state = next_stage(ascent, state, stage_keys, start, stage - 1, tunables)
         done = 0
         while done < total:
             steps = min(pace[0], total - done)
-            state = advance_batch(ascent, params, part, state, np.int32(steps), tunables, stage)
+            state = advance(ascent, params, part, state, np.int32(steps), tunables, stage)
             done += steps
             yield state, steps
 
