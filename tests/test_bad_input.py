@@ -18,6 +18,7 @@ from PIL import Image
 import filterviz
 from filterviz.cli import main
 from filterviz.core import methods
+from filterviz.core.transforms import STANDARD, TRANSFORM_SETS
 from support import write_legacy_h5
 
 TINY = {"size": (16, 16), "steps": 1}
@@ -238,3 +239,11 @@ def test_bad_api_arguments_raise_filterviz_errors(random_params, call):
 def test_a_layer_name_is_one_layer_not_its_letters(random_params, tmp_path):
     result = filterviz.sweep(random_params, tmp_path, layers="block1_conv1", filters=[0], **TINY)
     assert result.written == 1
+
+
+def test_transforms_are_named_as_the_command_line_names_them_or_refused():
+    assert filterviz.get_method("octaves", transforms="wide").transforms == TRANSFORM_SETS["wide"]
+    assert filterviz.get_method("lucid", transforms=list(STANDARD)).transforms == STANDARD
+    for bad in ("fancy", 3, ("not a transform",)):
+        with pytest.raises(filterviz.SettingError, match="transforms"):
+            filterviz.get_method("lucid", transforms=bad)

@@ -17,7 +17,6 @@ from filterviz.core import parameterizations as param
 from filterviz.core.engine import filter_keys, render_batch
 from filterviz.core.methods import Method, Octaves, Optimizer, get_method
 from filterviz.core.objectives import channel, deepdream
-from filterviz.core.transforms import STANDARD, TRANSFORM_SETS
 from filterviz.draw.rendering import render
 from filterviz.networks.layers import redirected_relu
 
@@ -303,27 +302,6 @@ def test_a_method_sweep_on_four_devices_equals_one(tmp_path):
         np.testing.assert_array_equal(_png(tmp_path / "one" / name), _png(tmp_path / "four" / name))
 
 
-@pytest.mark.slow
-def test_render_splits_its_objectives_over_every_device_of_the_process():
-    from support import run_worker
-
-    request = {"layer": "block1_conv2", "filters": [1, 2, 4, 8, 9], "size": 16, "steps": 2}
-    report = run_worker({"render": request}, devices=4)
-    assert report["devices"] == 4
-    for case in ("shared start", "a start each", "maco"):  # maco: random crops, noise, the alpha
-        figures = report[case]
-        assert figures["devices"] == [4, 1, 4], case
-        # Each objective's own keys, start and program: the same pictures wherever they are drawn (MaCo's
-        # FFTs batched differently round differently in the last bits).
-        assert figures["pixels"] <= (1e-3 if case == "maco" else 0.0), case
-        assert figures["activations"] <= 1e-4 * (case == "maco"), case
-        # Watched, the ascent runs in segments on the devices (the bar moves): the same pictures, to the
-        # float32 rounding of a loop fused apart (as on one device, tests/test_progress_bar.py).
-        assert figures["watched pixels"] <= 1e-3, case
-        assert figures["watched activations"] <= 1e-4, case
-    assert report["maco"]["alpha"] <= 1e-5
-
-
 def test_cli_draws_with_a_method_and_writes_an_animation(weights_path, tmp_path, capsys):
     from PIL import Image
 
@@ -453,11 +431,3 @@ def test_cli_top_draws_the_strongest_filters_first(weights_path, tmp_path, monke
     images = filterviz.ascend(params, "block2_conv1", range(6), start, steps=3)
     best = np.argsort(-filterviz.achieved(params, "block2_conv1", range(6), images))[:3]
     assert [label.split(":")[0] for label in drawn["labels"]] == [f"filter {i}" for i in best]
-
-
-def test_transforms_are_named_as_the_command_line_names_them_or_refused():
-    assert filterviz.get_method("octaves", transforms="wide").transforms == TRANSFORM_SETS["wide"]
-    assert filterviz.get_method("lucid", transforms=list(STANDARD)).transforms == STANDARD
-    for bad in ("fancy", 3, ("not a transform",)):
-        with pytest.raises(filterviz.SettingError, match="transforms"):
-            filterviz.get_method("lucid", transforms=bad)

@@ -20,17 +20,17 @@ REINJECTED = Octaves(2, 1.5, last_at_full_size=True, requantize=False, reinject_
 
 
 @pytest.mark.parametrize(
-    ("method", "start", "alpha", "octaves"),
+    ("method", "start", "alpha", "octaves", "frame_every"),
     [
-        ("notebook", True, False, None),
-        ("lucid", False, False, None),
-        ("lucid", False, True, None),
-        ("octaves", False, False, GROWN),
-        ("notebook", True, False, REINJECTED),
+        ("notebook", True, False, None, None),
+        ("lucid", False, False, None, None),
+        ("lucid", False, True, None, 2),  # frames: two of 5 steps, and a remainder
+        ("octaves", False, False, GROWN, 2),
+        ("notebook", True, False, REINJECTED, None),
     ],
 )
 def test_a_watched_render_draws_what_an_unwatched_one_does(
-    random_params, method, start, alpha, octaves, capsys
+    random_params, method, start, alpha, octaves, frame_every, capsys
 ):
     objective = filterviz.channel("block2_conv1", [0, 4, 9])
     photos = None
@@ -39,6 +39,7 @@ def test_a_watched_render_draws_what_an_unwatched_one_does(
     settings = dict(method=method, size=24, steps=5, start=photos, batch_size=2, alpha=alpha)  # two chunks
     if octaves is not None:  # each stage's steps counted; random transforms: each stage's key matters
         settings.update(octaves=octaves, transforms="standard")
+    settings["frame_every"] = frame_every
     whole = filterviz.render(random_params, objective, progress=False, **settings)
     segmented = filterviz.render(random_params, objective, progress=True, **settings)
     total = 15 * (octaves.stages if octaves else 1)
@@ -47,6 +48,11 @@ def test_a_watched_render_draws_what_an_unwatched_one_does(
     np.testing.assert_allclose(segmented.pixels, whole.pixels, rtol=0, atol=1e-3)
     np.testing.assert_allclose(segmented.activations, whole.activations, rtol=1e-5)
     assert (whole.alpha is None) == (segmented.alpha is None) == (not alpha)
+    assert (whole.frames is None) == (segmented.frames is None) == (frame_every is None)
+    if frame_every is not None:
+        assert segmented.frames.shape == whole.frames.shape
+        assert whole.frames.shape[0] == 2 * (octaves.stages if octaves else 1)  # [F, N, K, H, W, 3]
+        np.testing.assert_allclose(segmented.frames, whole.frames, rtol=0, atol=1e-3)
     if whole.alpha is not None:
         np.testing.assert_allclose(segmented.alpha, whole.alpha, rtol=0, atol=1e-5)
 
@@ -110,3 +116,24 @@ def test_a_job_of_many_renders_shows_one_bar_of_steps_that_moves_within_each(
     assert made == ["drawing, 5 icons"]  # one bar, the job's
     assert counts[-1] == 5 * 12 and list(counts) == sorted(counts)
     assert len(counts) >= 2 * 2 + 1  # several counts within each of the two chunks
+
+
+@pytest.mark.slow
+def test_render_splits_its_objectives_over_every_device_of_the_process():
+    from support import run_worker
+
+    request = {"layer": "block1_conv2", "filters": [1, 2, 4, 8, 9], "size": 16, "steps": 2}
+    report = run_worker({"render": request}, devices=4)
+    assert report["devices"] == 4
+    for case in ("shared start", "a start each", "maco"):  # maco: random crops, noise, the alpha
+        figures = report[case]
+        assert figures["devices"] == [4, 1, 4], case
+        # Each objective's own keys, start and program: the same pictures wherever they are drawn (MaCo's
+        # FFTs batched differently round differently in the last bits).
+        assert figures["pixels"] <= (1e-3 if case == "maco" else 0.0), case
+        assert figures["activations"] <= 1e-4 * (case == "maco"), case
+        # Watched, the ascent runs in segments on the devices (the bar moves): the same pictures, to the
+        # float32 rounding of a loop fused apart (as on one device, tests/test_progress_bar.py).
+        assert figures["watched pixels"] <= 1e-3, case
+        assert figures["watched activations"] <= 1e-4, case
+    assert report["maco"]["alpha"] <= 1e-5

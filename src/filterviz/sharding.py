@@ -154,7 +154,7 @@ def begin_sharded(
     return jax.shard_map(share, mesh=mesh, in_specs=in_specs, out_specs=split)(keys, tunables, *starts)
 
 
-@_sharded_stage
+@functools.partial(jax.jit, static_argnames=("ascent", "stage", "frame", "mesh"))
 def advance_sharded(
     ascent: Ascent,
     params: Params,
@@ -163,13 +163,14 @@ def advance_sharded(
     steps: jax.Array,
     tunables: Tunables,
     stage: int = 0,
+    frame: bool = False,
     *,
     mesh: Mesh,
-) -> AscentState:
+) -> AscentState | tuple[AscentState, jax.Array]:
     """:func:`filterviz.core.segments.advance_batch`, split over ``mesh``."""
 
     def share(params: Params, objective: Objective, state: AscentState, steps: jax.Array, tunables: Tunables):
-        return segments.advance_batch(ascent, params, objective, state, steps, tunables, stage)
+        return segments.advance_batch(ascent, params, objective, state, steps, tunables, stage, frame)
 
     split, whole = PartitionSpec(AXIS), PartitionSpec()
     in_specs = (whole, _objective_specs(objective), split, whole, whole)

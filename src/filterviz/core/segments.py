@@ -1,9 +1,9 @@
 """The ascent of :func:`filterviz.core.engine.render_batch` in segments of steps, run from the host.
 
 :func:`begin_batch`, then :func:`advance_batch` as often as wanted (one program per octave stage, for any
-number of steps), :func:`next_stage_batch` between octave stages, and :func:`finish_batch`. Together they
-compute what ``render_batch`` does, for any ascent without frames; between segments the host can show
-progress, and no program calls back to it.
+number of steps, a frame's pixels with it when asked), :func:`next_stage_batch` between octave stages,
+and :func:`finish_batch`. Together they compute what ``render_batch`` does; between segments the host
+can show progress, and no program calls back to it.
 """
 
 from __future__ import annotations
@@ -27,15 +27,11 @@ from filterviz.core.engine import (
     _start_axis,
     _start_variables,
     _step_function,
+    resize_pixels,
     stage_sizes,
 )
 from filterviz.core.network import Params
 from filterviz.core.objectives import Objective
-
-
-def segmentable(ascent: Ascent) -> bool:
-    """Whether ``ascent`` runs in segments: any ascent that returns no frames."""
-    return not ascent.frame_every
 
 
 def stages(ascent: Ascent) -> int:
@@ -69,7 +65,7 @@ def begin_batch(
     return jax.vmap(one, in_axes=(0, _start_axis(start)))(keys, start)
 
 
-@functools.partial(jax.jit, static_argnames=("ascent", "stage"))
+@functools.partial(jax.jit, static_argnames=("ascent", "stage", "frame"))
 def advance_batch(
     ascent: Ascent,
     params: Params,
@@ -78,16 +74,22 @@ def advance_batch(
     steps: jax.Array | int,
     tunables: Tunables = _FIXED,
     stage: int = 0,
-) -> AscentState:
+    frame: bool = False,
+) -> AscentState | tuple[AscentState, jax.Array]:
     """``state`` after ``steps`` more steps (``int32[]``, traced: one program for every segment's length)
-    of octave stage ``stage``."""
+    of octave stage ``stage``; with ``frame``, also the pixels then, ``float32[B, K, H, W, 3]`` at the
+    result's size (an ascent's frame)."""
     method, size = ascent.method, stage_sizes(ascent.method, ascent.size)[stage]
     prepared = ascent.network.prepared(params, compute_dtype(method.precision))
 
-    def one(objective: Objective, state: AscentState) -> AscentState:
+    def one(objective: Objective, state: AscentState) -> AscentState | tuple[AscentState, jax.Array]:
         step = _step_function(ascent, prepared, objective, size, tunables)
         with matmul_precision(method.precision):
-            return lax.fori_loop(0, steps, step, state)
+            state = lax.fori_loop(0, steps, step, state)
+            if not frame:
+                return state
+            pixels = method.parameterization.to_pixels(state.variables, *size)
+            return state, (pixels if size == ascent.size else resize_pixels(pixels, ascent.size))
 
     return jax.vmap(one, in_axes=(objective.batch_axes(), 0))(objective, state)
 

@@ -52,7 +52,7 @@ from filterviz.sharding import (
 # The engine's programs, each kept between sessions in filterviz's own store (filterviz.io.programs).
 render_batch = kept(engine.render_batch, ("ascent",))
 begin_batch = kept(segments.begin_batch, ("ascent",))
-advance_batch = kept(segments.advance_batch, ("ascent", "stage"))
+advance_batch = kept(segments.advance_batch, ("ascent", "stage", "frame"))
 next_stage_batch = kept(segments.next_stage_batch, ("ascent", "stage"))
 finish_batch = kept(segments.finish_batch, ("ascent",))
 
@@ -184,7 +184,7 @@ def _execute(
         else Progress(count * steps, "step", own, enabled=plan.shown)
     )
     with counting as bar:
-        if bar.enabled and segments.segmentable(plan.ascent):
+        if bar.enabled:
             results = _draw_in_segments(params, plan, bar, layers)
         else:
             results = _draw_in_chunks(params, plan, bar, layers, steps)
@@ -221,7 +221,8 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
     pace = [1]  # steps per segment: the first times one step, later ones last about SEGMENT_SECONDS
     for index, (rows, padded) in enumerate(padded_chunks(plan.objectives, plan.chunk)):
         part, start, keys = _chunk_inputs(plan, padded)
-        chunk = _segments(params, plan, part, start, keys, pace)
+        frames: list[jax.Array] = []
+        chunk = _segments(params, plan, part, start, keys, pace, frames)
         with _compiling(bar, plan.ascent.method.name, layers, first=index == 0):
             queued = deque([next(chunk)])
         ready_at = time.monotonic()
@@ -238,15 +239,22 @@ def _draw_in_segments(params: Params, plan: _Plan, bar: Progress, layers: str) -
         with bar.waiting(f"measuring {layers}", after=2.0):
             finish = finish_batch if plan.mesh is None else functools.partial(finish_sharded, mesh=plan.mesh)
             drawn = jax.block_until_ready(finish(plan.ascent, params, part, state, start))
-        results.append((len(rows), drawn))
+        results.append((len(rows), drawn._replace(frames=jnp.stack(frames, axis=1) if frames else None)))
     return results
 
 
 def _segments(
-    params: Params, plan: _Plan, part: Objective, start: jax.Array | None, keys: jax.Array, pace: list[int]
+    params: Params,
+    plan: _Plan,
+    part: Objective,
+    start: jax.Array | None,
+    keys: jax.Array,
+    pace: list[int],
+    frames: list[jax.Array],
 ) -> Iterator[tuple[AscentState, int]]:
     # One chunk's ascent, dispatched a segment at a time as the caller asks (each `pace[0]` steps long
-    # when asked): the state after each, and its steps. Octave stages follow one another.
+    # when asked, or `frame_every` with each frame's pixels appended to `frames`): the state after each,
+    # and its steps. Octave stages follow one another.
     ascent, tunables, total = plan.ascent, Tunables(plan.learning_rate), plan.ascent.method.steps
     begin, advance, next_stage = begin_batch, advance_batch, next_stage_batch
     if plan.mesh is not None:  # the same programs, each device running its share of the objectives
@@ -258,12 +266,18 @@ def _segments(
     for stage in range(segments.stages(ascent)):
         if stage:
             state = next_stage(ascent, state, stage_keys, start, stage - 1, tunables)
-        done = 0
-        while done < total:
-            steps = min(pace[0], total - done)
-            state = advance(ascent, params, part, state, np.int32(steps), tunables, stage)
+        done, every = 0, ascent.frame_every or 0
+        while True:  # once at least, so that even an ascent of no steps yields a state
+            frame = 0 < every <= total - done
+            steps = every if frame else min(every or pace[0], total - done)
+            state = advance(ascent, params, part, state, np.int32(steps), tunables, stage, frame)
+            if frame:
+                state, pixels = state
+                frames.append(pixels)
             done += steps
             yield state, steps
+            if done >= total:
+                break
 
 
 @contextlib.contextmanager
