@@ -165,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--skip", default="", help="tools to leave out, comma-separated: overcomplete,scikit-learn"
+    )
     args = parser.parse_args(argv)
+    skipped = tuple(filter(None, args.skip.split(",")))
     vectors = layer_vectors(args.weights, args.layer)
     held_out = np.random.default_rng(0).permutation(len(vectors)) < len(vectors) // 5
     train, held = vectors[~held_out], vectors[held_out]
@@ -183,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = {}
     for name, run in contenders.items():
+        if name.startswith(skipped):
+            continue
         began = time.perf_counter()
         row = run(train, held)
         rows[name] = {**row, "seconds": time.perf_counter() - began}

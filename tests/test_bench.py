@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -230,3 +232,30 @@ def test_examples_benchmark_runs_every_contender(weights_path, tmp_path, capsys)
     assert row["forward_gflops_per_image"] > 0 and "| engine |" in capsys.readouterr().out
     if torch_installed():  # the same work: each filter's best image is the same
         assert row["torch_best_image_agreement"] == 1.0
+
+
+def test_concepts_benchmark_fits_every_contender_on_real_vectors(weights_path, tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    import concepts_bench
+
+    out = tmp_path / "concepts.json"
+    arguments = ["--layer", "block5_conv3", "--concepts", "8", "--active", "2", "--steps", "5"]
+    arguments += ["--batch-size", "256", "--weights", str(weights_path), "--json", str(out)]
+    overcomplete = importlib.util.find_spec("overcomplete") is not None
+    assert concepts_bench.main(arguments + ([] if overcomplete else ["--skip", "overcomplete"])) == 0
+    report = json.loads(out.read_text())
+    vectors = 19 * 14 * 14  # every position of block5_conv3 on the 19 sample photos at 224
+    assert report["vectors"] == {"train": vectors - vectors // 5, "held_out": vectors // 5, "channels": 512}
+    kinds = ["topk", "batchtopk", "jumprelu", "archetypal", "nmf"]
+    expected = {f"filterviz {kind}" for kind in kinds} | {"scikit-learn minibatch nmf"}
+    expected |= (
+        {"overcomplete topk", "overcomplete batchtopk", "overcomplete nmf (full batch)"}
+        if overcomplete
+        else set()
+    )
+    assert set(report["rows"]) == expected
+    for name, row in report["rows"].items():
+        assert 0 <= row["dead_fraction"] <= 1 and row["seconds"] > 0 and row["mean_l0"] >= 0, name
+        assert np.isfinite(row["unexplained_variance"]), name
+    assert report["rows"]["filterviz topk"]["mean_l0"] <= 2 + 1e-6  # TopK keeps at most `active` codes
+    assert "filterviz nmf" in capsys.readouterr().out
