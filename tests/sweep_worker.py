@@ -61,6 +61,11 @@ def main(request: dict) -> None:
         report = {"records": digest, "skipped": found.skipped, "decoded": len(decoded)}
         print(json.dumps({**report, "devices": jax.device_count()}))
         return
+    if "concepts" in request:
+        found = filterviz.concepts(params, request["folder"], progress=False, **request["concepts"])
+        report = {"directions": found.directions.tolist(), "order": found.order.tolist()}
+        print(json.dumps({**report, "devices": jax.device_count()}))
+        return
     if "render" in request:
         print(json.dumps({**render_both_ways(params, **request["render"]), "devices": jax.device_count()}))
         return

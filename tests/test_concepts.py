@@ -289,6 +289,19 @@ def test_a_concept_pass_draws_every_concept_and_resumes(drawn, random_params):
         concepts(random_params, folder, out=out, progress=False, **DRAWN_BY, **{**SMALL, "active": 1})
 
 
+@pytest.mark.slow
+def test_two_processes_of_two_devices_learn_the_dictionary_one_process_does(drawn, tmp_path):
+    from support import run_two_processes
+
+    folder, _, found = drawn
+    settings = {**DRAWN_BY, **SMALL, "out": str(tmp_path / "two")}
+    reports = run_two_processes({"folder": str(folder), "concepts": settings})
+    assert [report["devices"] for report in reports] == [4, 4]
+    for report in reports:  # each minibatch split over 4 devices: the same sums, added in another order
+        np.testing.assert_allclose(report["directions"], found.directions, rtol=0, atol=1e-4)
+        assert report["order"] == found.order.tolist()
+
+
 def test_the_concept_page_shows_hostile_class_names_as_text(drawn):
     _, out, _ = drawn
     command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
