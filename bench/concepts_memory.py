@@ -2,7 +2,8 @@
 
 Each size runs ``filterviz.concepts`` end to end (collect, fit, measures, usage, patches, pictures) in a
 fresh process, on random photos at block1_conv2 (every one of its 224 x 224 positions is a vector of 64
-channels, so 2 photos give 1e5 vectors and 20 give 1e6). A thread samples the process's anonymous
+channels, so 2 photos give 1e5 vectors and 20 give 1e6), read 2 photos per batch: what a batch holds
+is the same for every size, so any growth is the dataset's. A thread samples the process's anonymous
 resident memory (``RssAnon``: what the process itself holds, not the file pages of the vector shards it
 maps) every 20 ms; the report gives its peak per size.
 
@@ -62,6 +63,7 @@ def one_size(vectors: int, weights: str | None) -> dict:
         found = filterviz.concepts(
             params, photos, "block1_conv2", out=Path(folder) / "out", concepts=16, active=4, fit_steps=200,
             fit_batch_size=4096, stability=False, method="notebook", steps=2, size=32, progress=False,
+            image_batch_size=2,  # a batch's maps (2 photos: 25 MB) held at once, whatever the dataset
         )  # fmt: skip
         seconds = time.perf_counter() - began
         done.set()
