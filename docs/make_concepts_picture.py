@@ -24,8 +24,8 @@ from PIL import Image
 import filterviz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from concepts_bench import SKIMAGE_PHOTOS  # noqa: E402
-from measures import sample_photos  # noqa: E402
+from concepts_bench import SKIMAGE_PHOTOS
+from measures import sample_photos
 
 SETTINGS = dict(concepts=16, active=4, fit_steps=1000, fit_batch_size=1024, steps=128, size=96)
 
