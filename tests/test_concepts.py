@@ -212,6 +212,12 @@ def test_the_concept_objective_is_the_rectified_code():
     assert batched.batch_size() == 2
     with pytest.raises(filterviz.SettingError, match="bias"):
         filterviz.core.objectives.concept("x", np.stack([vector, -vector]), [0.0, 1.0, 2.0])
+    # Off at every position: the value is 0, yet the loss's gradient (the engine minimises minus the
+    # objective) still points the way that turns it on; a plain ReLU's would be zero, and the picture
+    # would stay as it started.
+    off = filterviz.core.objectives.concept("x", vector, -100.0)
+    value, gradient = jax.value_and_grad(lambda a: -off({"x": a}))(activations)
+    assert float(value) == 0.0 and np.all(np.asarray(gradient) @ vector < 0)
 
 
 def test_a_heatmap_is_the_concepts_code_at_every_position_of_its_strongest_photo():

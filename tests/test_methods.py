@@ -17,8 +17,8 @@ from filterviz.core import parameterizations as param
 from filterviz.core.engine import filter_keys, render_batch
 from filterviz.core.methods import Method, Octaves, Optimizer, get_method
 from filterviz.core.objectives import channel, deepdream
+from filterviz.core.relu import redirected_relu
 from filterviz.draw.rendering import render
-from filterviz.networks.layers import redirected_relu
 
 SIZE = 32
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from filterviz.core.network import Network
+from filterviz.core.relu import redirected_relu
 from filterviz.errors import FilterIndexError, SettingError
 
 Activations = Mapping[str, jax.Array]
@@ -55,8 +56,10 @@ def _direction(activation: jax.Array, arguments: tuple[jax.Array, ...], options:
 
 
 def _concept(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:
+    # Rectified as the encoder is, with Lucid's redirected gradient: a concept off at every position of
+    # the start image would otherwise get no gradient at all and stay a grey picture.
     vector, bias = arguments
-    return jnp.mean(jax.nn.relu(activation @ vector.astype(activation.dtype) + bias))
+    return jnp.mean(redirected_relu(activation @ vector.astype(activation.dtype) + bias))
 
 
 def _deepdream(activation: jax.Array, arguments: tuple[jax.Array, ...], options: tuple) -> jax.Array:

@@ -294,7 +294,7 @@ class _Traced:
 def _redirect(torch: Any, module: Any, env: Any) -> list[Any]:
     # Lucid's redirected ReLU for the module's nn.ReLU submodules, for this trace only: their forward is
     # replaced by filterviz's (values unchanged, gradients redirected). F.relu calls are left as they are.
-    from filterviz.networks.layers import redirected_relu
+    from filterviz.core.relu import redirected_relu
 
     relus = [sub for sub in module.modules() if isinstance(sub, torch.nn.ReLU)]
     for relu in relus:

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from filterviz.core.network import Layer, Network, Params, WeightsSource
-from filterviz.networks.layers import conv2d, flip_kernel, relu
+from filterviz.core.relu import relu
+from filterviz.networks.layers import conv2d, flip_kernel
 
 BN_EPSILON = 1.001e-5
 STACKS = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))

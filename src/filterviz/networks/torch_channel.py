@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from filterviz.core.network import Params
-from filterviz.networks.layers import conv_one_channel, relu
+from filterviz.core.relu import relu
+from filterviz.networks.layers import conv_one_channel
 from filterviz.networks.torch_ops import channels_last_kernel, channels_last_kernels
 
 Whole = Callable[[jax.Array], jax.Array]

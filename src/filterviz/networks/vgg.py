@@ -20,14 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from filterviz.core.network import Layer, Network, Params, WeightsSource
-from filterviz.networks.layers import (
-    conv2d,
-    conv_one_channel,
-    flip_kernel,
-    max_pool2x2,
-    redirected_relu,
-    relu,
-)
+from filterviz.core.relu import redirected_relu, relu
+from filterviz.networks.layers import conv2d, conv_one_channel, flip_kernel, max_pool2x2
 
 
 class Spec(NamedTuple):
