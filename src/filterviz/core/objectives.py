@@ -379,7 +379,9 @@ def concept(
 ) -> Objective:
     """A concept's code at ``layer``, ``relu(activation @ vector + bias)``, mean over positions: what a
     dictionary's encoder gives (``vector float32[C]`` and ``bias``, or ``[N, C]`` and ``[N]`` for N
-    concepts, batched as ``channel`` is). :func:`filterviz.concepts` returns them for its dictionary."""
+    concepts, batched as ``channel`` is). :func:`filterviz.concepts` returns them for its dictionary. The
+    rectification passes Lucid's redirected gradient, so a concept off everywhere on the start image can
+    still be turned on."""
     term = direction(layer, vector).terms[0]
     try:
         biases = jnp.asarray(bias, jnp.float32)
