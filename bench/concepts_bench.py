@@ -50,15 +50,15 @@ SKIMAGE_PHOTOS += (
 """scikit-image's sample photos that ship inside its wheel (grey ones repeated over three channels)."""
 
 
-def layer_vectors(weights: str | None, layer: str) -> np.ndarray:
-    """``float32[N, C]``: the layer's vector at every position of every photo."""
+def layer_vectors(weights: str | None, layer: str, size: int = 224) -> np.ndarray:
+    """``float32[N, C]``: the layer's vector at every position of every photo, fed at ``size``."""
     import filterviz
 
     params = filterviz.load_weights(weights)
     maps = np.concatenate(
         [
             np.asarray(filterviz.activations(params, batch, layer))
-            for batch in np.array_split(sample_photos(SKIMAGE_PHOTOS, scikit_learn=True), 4)
+            for batch in np.array_split(sample_photos(SKIMAGE_PHOTOS, size, scikit_learn=True), 4)
         ]
     )
     return maps.reshape(-1, maps.shape[-1])
@@ -164,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--active", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--photo-size", type=int, default=224, help="the side the photos are fed at")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--skip", default="", help="tools to leave out, comma-separated: overcomplete,scikit-learn"
     )
     args = parser.parse_args(argv)
     skipped = tuple(filter(None, args.skip.split(",")))
-    vectors = layer_vectors(args.weights, args.layer)
+    vectors = layer_vectors(args.weights, args.layer, args.photo_size)
     held_out = np.random.default_rng(0).permutation(len(vectors)) < len(vectors) // 5
     train, held = vectors[~held_out], vectors[held_out]
     shape = (args.concepts, args.active, args.steps, args.batch_size)

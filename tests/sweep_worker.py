@@ -102,26 +102,31 @@ def render_both_ways(params, layer: str, filters: list[int], size: int, steps: i
     report = {}
     for name, (preset, start) in cases.items():
         method, drawn = filterviz.get_method(preset, steps=steps), []
-        # Over the devices, on one, and over the devices watched (its ascent in segments).
-        for mesh, watched in ((spread, False), (lambda count: None, False), (spread, True)):
+        # Over the devices, on one, and (a shared start: its per-device copies) over the devices watched,
+        # its ascent in segments.
+        ways = [(spread, False), (lambda count: None, False)] + [(spread, True)] * (name == "shared start")
+        for mesh, watched in ways:
             rendering.local_mesh = mesh
             rendering_ = filterviz.render(
                 params, filterviz.channel(layer, filters), method=method, size=size, progress=watched, **start
             )
             drawn.append((rendering_, len(rendering_.pixels.sharding.device_set)))
         rendering.local_mesh = spread
-        (many, used), (one, alone), (segmented, watched_on) = drawn
+        (many, used), (one, alone), *watched_way = drawn
+        segmented, watched_on = watched_way[0] if watched_way else (None, None)
 
         def largest(a, b):
             return None if b is None else float(np.abs(np.asarray(a) - np.asarray(b)).max())
 
         report[name] = {
-            "devices": [used, alone, watched_on],
+            "devices": [used, alone] + ([watched_on] if watched_on else []),
             "pixels": largest(many.pixels, one.pixels),
             "activations": largest(many.activations, one.activations),
             "alpha": largest(many.alpha, one.alpha),
-            "watched pixels": largest(segmented.pixels, one.pixels),
-            "watched activations": largest(segmented.activations, one.activations),
+            "watched pixels": None if segmented is None else largest(segmented.pixels, one.pixels),
+            "watched activations": None
+            if segmented is None
+            else largest(segmented.activations, one.activations),
         }
     return report
 

@@ -113,16 +113,8 @@ def test_benchmark_runs_and_reports_every_contender(weights_path, tmp_path, caps
         # Every contender did the same work: the same pictures, up to float rounding.
         assert notebook[f"{contender}_agreement"] > 0.99, contender
     assert all(lucid[contender] > 0 for contender in ["full", *torch_rows])
-    resnet = tmp_path / "resnet.json"
-    arguments = ["--network", "resnet50", "--layers", "pool1_pool", "--size", "32", "--steps", "1"]
-    # The notebook's method only: Lucid's path through ResNet50 is the same engine, timed in the real runs.
-    arguments += ["--filters", "2", "--repeats", "1", "--methods", "notebook", "--json", str(resnet)]
-    skipped = "loop,torch-1,default" + ("" if torch_rows else ",torch")  # default: timed on VGG above
-    assert ascent_bench.main([*arguments, "--skip", skipped]) == 0
-    (notebook,) = json.loads(resnet.read_text())["rows"]
-    assert notebook["engine"] > 0 and notebook["flops_per_filter_step"] > 0 and "floor" not in notebook
-    # ResNet50 has no one-channel fast path ("full"): PyTorch is the contender doing the same work
-    assert all(notebook[f"{contender}_agreement"] > 0.99 for contender in torch_rows)
+    # ResNet50 runs through the same code (--network resnet50), measured in the real runs; its compile
+    # would double this test's time.
 
 
 @pytest.mark.slow
@@ -239,12 +231,23 @@ def test_concepts_benchmark_fits_every_contender_on_real_vectors(weights_path, t
     import concepts_bench
 
     out = tmp_path / "concepts.json"
-    arguments = ["--layer", "block5_conv3", "--concepts", "8", "--active", "2", "--steps", "5"]
-    arguments += ["--batch-size", "256", "--weights", str(weights_path), "--json", str(out)]
+    arguments = [
+        "--layer",
+        "block5_conv3",
+        "--concepts",
+        "8",
+        "--active",
+        "2",
+        "--steps",
+        "5",
+        "--photo-size",
+        "96",
+    ]
+    arguments += ["--batch-size", "64", "--weights", str(weights_path), "--json", str(out)]
     overcomplete = importlib.util.find_spec("overcomplete") is not None
     assert concepts_bench.main(arguments + ([] if overcomplete else ["--skip", "overcomplete"])) == 0
     report = json.loads(out.read_text())
-    vectors = 19 * 14 * 14  # every position of block5_conv3 on the 19 sample photos at 224
+    vectors = 19 * 6 * 6  # every position of block5_conv3 on the 19 sample photos at 96
     assert report["vectors"] == {"train": vectors - vectors // 5, "held_out": vectors // 5, "channels": 512}
     kinds = ["topk", "batchtopk", "jumprelu", "archetypal", "nmf"]
     expected = {f"filterviz {kind}" for kind in kinds} | {"scikit-learn minibatch nmf"}
