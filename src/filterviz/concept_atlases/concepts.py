@@ -201,6 +201,11 @@ def _heatmaps(root: Path, paths: list[str], folder: Path, maps: dict, size: int,
             write_ours(target, encode_png(heatmap(load_fitted(root / paths[image], size, fit), grid)))
 
 
+def _concept_codes(activations: np.ndarray, vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
+    # Every concept's code, relu(a @ v + b), at each vector of `activations [..., C]`: ``[..., K]``.
+    return np.maximum(activations @ vectors.T + biases, 0)
+
+
 def _pictures_shown(
     params: Params, net: Network, found: Concepts, folder: Path, source: Any, batch_size: int
 ) -> dict[str, float]:
@@ -213,9 +218,9 @@ def _pictures_shown(
         rows = range(first, min(first + batch_size, count))
         pictures = np.stack([load_image(folder / f"pictures/concept-{k}.png") for k in rows])
         feature = np.asarray(layer_activations(params, pictures, found.layer, network=net))
-        codes[first : first + len(rows)] = np.maximum(feature @ vectors.T + biases, 0).mean(axis=(1, 2))
-    strongest = np.maximum(found.usage.top[:, 0], 0)
-    patch = np.maximum(np.sum(source.rows(strongest) * vectors, axis=1) + biases, 0)
+        codes[first : first + len(rows)] = _concept_codes(feature, vectors, biases).mean(axis=(1, 2))
+    strongest = source.rows(np.maximum(found.usage.top[:, 0], 0))  # [K, C], concept k's in row k
+    patch = np.diagonal(_concept_codes(strongest, vectors, biases))
     return picture_measures(codes, patch, found.usage.top[:, 0] >= 0)
 
 

@@ -239,13 +239,18 @@ def _grown(method: Method, variables: jax.Array, photo: jax.Array | None, stage,
     return grown
 
 
+def start_photo(method: Method, start: jax.Array | None) -> jax.Array | None:
+    """One objective's start photo ``[H, W, 3]`` as each of its K images starts, ``[K, H, W, 3]``, or None."""
+    return None if start is None else jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
+
+
 def _start_variables(
     method: Method, start: jax.Array | None, key: jax.Array, first: tuple[int, int], size: tuple[int, int]
 ) -> tuple[jax.Array, jax.Array | None]:
     # The variables of the first stage (size `first`), and the start photo ([K, H, W, 3]) if any.
-    if start is None:
+    photo = start_photo(method, start)
+    if photo is None:
         return method.parameterization.init(key, method.images_per_filter, *first), None
-    photo = jnp.broadcast_to(start, (method.images_per_filter, *start.shape))
     pixels = resize_pixels(photo, first) if first != size else photo
     return start_parameterization(method).from_pixels(pixels), photo
 

@@ -29,6 +29,7 @@ from filterviz.core.engine import (
     _step_function,
     resize_pixels,
     stage_sizes,
+    start_photo,
 )
 from filterviz.core.network import Params
 from filterviz.core.objectives import Objective
@@ -37,13 +38,6 @@ from filterviz.core.objectives import Objective
 def stages(ascent: Ascent) -> int:
     """How many octave stages ``ascent`` has (1 without octaves), each ``method.steps`` steps."""
     return len(stage_sizes(ascent.method, ascent.size))
-
-
-def _photo(ascent: Ascent, start: jax.Array | None) -> jax.Array | None:
-    # One objective's start photo [K, H, W, 3], as the unsegmented ascent keeps it, or None.
-    if start is None:
-        return None
-    return jax.numpy.broadcast_to(start, (ascent.method.images_per_filter, *start.shape))
 
 
 @functools.partial(jax.jit, static_argnames=("ascent",))
@@ -100,7 +94,7 @@ def _grown_to(ascent: Ascent, variables: jax.Array, start: jax.Array | None, sta
     if current == size:
         return variables
     with matmul_precision(ascent.method.precision):
-        return _grown(ascent.method, variables, _photo(ascent, start), current, size)
+        return _grown(ascent.method, variables, start_photo(ascent.method, start), current, size)
 
 
 @functools.partial(jax.jit, static_argnames=("ascent", "stage"))
